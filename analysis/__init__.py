@@ -1,0 +1,1 @@
+"""Kuleshov's analysis side: load -> score -> stats -> charts -> report / export."""

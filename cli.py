@@ -1,0 +1,128 @@
+"""The `kuleshov` command: thin argument parsing over functions in `study/` and `analysis/`.
+
+Each command is dispatched lazily to `module:function(args) -> int`, so that a command
+imports only what it needs (`kuleshov validate` never loads pandas' statistics stack).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command name -> (module, function, help)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "validate": ("study.protocol", "cli_validate", "check a study file (and its manifest); list every problem"),
+    "stimuli": ("study.stimuli", "cli_stimuli", "probe and check the clips of a manifest"),
+    "codebook": ("study.instruments", "cli_codebook", "print the codebook generated from the instruments"),
+    "db": ("study.store", "cli_db", "database administration (upgrade)"),
+    "study": ("study.store", "cli_study", "register a study file in the database; list, open, pause or close studies"),
+    "simulate": ("study.simulate", "cli_simulate", "run simulated participants through the real flow"),
+    "delete-participant": ("study.store", "cli_delete_participant", "delete one participant's data on request"),
+    "analyze": ("analysis.report", "cli_analyze", "write the result tables as CSV"),
+    "report": ("analysis.report", "cli_report", "write a self-contained HTML report"),
+    "power": ("analysis.power", "cli_power", "simulation-based power for a planned crossed design"),
+    "export": ("analysis.export", "cli_export", "write the dataset folder (data, codebook, datapackage.json)"),
+    "run": ("cli", "cli_run", "start the web app (participants and researchers)"),
+}
+
+
+def _add_arguments(name: str, p: argparse.ArgumentParser) -> None:
+    if name == "validate":
+        p.add_argument("study_file", help="path to the study file (YAML)")
+    elif name == "stimuli":
+        p.add_argument("action", choices=["check"], help="what to do")
+        p.add_argument("path", help="a manifest CSV, the folder holding manifest.csv, or a study file")
+        p.add_argument("--no-hash", action="store_true", help="skip sha256 (faster on large files)")
+    elif name == "codebook":
+        p.add_argument("study_file", nargs="?", help="study file (default: every built-in instrument)")
+        p.add_argument("--out", help="write CSV here instead of printing")
+    elif name == "db":
+        p.add_argument("action", choices=["upgrade", "current"], help="what to do")
+        p.add_argument("--url", help="database URL (default: KULESHOV_DATABASE_URL or the SQLite file)")
+    elif name == "study":
+        p.add_argument("action", choices=["register", "list", "open", "pause", "close"])
+        p.add_argument("target", nargs="?", help="study file (register) or study id (open/pause/close)")
+        p.add_argument("--url", help="database URL")
+    elif name == "simulate":
+        p.add_argument("study", help="study file or study id")
+        p.add_argument("--participants", "-n", type=int, default=30)
+        p.add_argument("--effect", type=float, default=0.0,
+                       help="planted human-minus-AI difference in scale points (default 0)")
+        p.add_argument("--seed", type=int, default=1)
+        p.add_argument("--url", help="database URL")
+    elif name == "delete-participant":
+        p.add_argument("study", help="study id or study file")
+        p.add_argument("participant", help="token, pseudonym or Prolific ID")
+        p.add_argument("--url", help="database URL")
+    elif name in ("analyze", "report"):
+        p.add_argument("study", help="study id or study file (database), a dataset folder, or a CSV")
+        p.add_argument("--out", required=True, help="output folder (analyze) or HTML file (report)")
+        p.add_argument("--url", help="database URL")
+        p.add_argument("--include-pilot", action="store_true", help="keep pilot participants")
+    elif name == "power":
+        p.add_argument("--participants", default="20,40,60,80,120,160",
+                       help="comma-separated numbers of participants for the power curve")
+        p.add_argument("--clips-per-source", type=int, default=16)
+        p.add_argument("--clips-per-participant", type=int, default=None,
+                       help="clips each participant rates (default: all)")
+        p.add_argument("--effect", type=float, default=0.3, help="standardised effect (Westfall d)")
+        p.add_argument("--pilot", help="pilot dataset (folder or CSV) to take variance components from")
+        p.add_argument("--outcome", default="valence")
+        p.add_argument("--var-participant", type=float, default=0.5)
+        p.add_argument("--var-slope", type=float, default=0.1)
+        p.add_argument("--var-clip", type=float, default=0.2)
+        p.add_argument("--var-residual", type=float, default=1.0)
+        p.add_argument("--simulations", type=int, default=200)
+        p.add_argument("--alpha", type=float, default=0.05)
+        p.add_argument("--seed", type=int, default=1)
+        p.add_argument("--out", help="write the curve as CSV (and HTML chart beside it)")
+    elif name == "export":
+        p.add_argument("study", help="study id or study file")
+        p.add_argument("--out", required=True, help="dataset folder to write")
+        p.add_argument("--url", help="database URL")
+        p.add_argument("--include-pilot", action="store_true")
+    elif name == "run":
+        p.add_argument("--port", type=int, default=8501)
+        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--study", help="study file to register and open before starting")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kuleshov", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, _, help_text) in COMMANDS.items():
+        _add_arguments(name, sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def cli_run(args: argparse.Namespace) -> int:
+    from server import serve  # the Starlette/uvicorn app around Streamlit (UI layer)
+
+    return serve(host=args.host, port=args.port, study_file=args.study)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from study.errors import UserError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    module_name, func_name, _ = COMMANDS[args.command]
+    func = getattr(importlib.import_module(module_name), func_name)
+    try:
+        return int(func(args) or 0)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        print(f"error: {exc.strerror or exc}: {exc.filename}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

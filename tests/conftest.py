@@ -1,0 +1,89 @@
+"""Shared fixtures. Database tests run on SQLite and on PostgreSQL.
+
+PostgreSQL: KULESHOV_TEST_PG_URL (default postgresql+psycopg://postgres@127.0.0.1:5432/test).
+Each test gets its own freshly created database, dropped afterwards. Where no server answers,
+the PostgreSQL variants skip with a message, unless KULESHOV_REQUIRE_POSTGRES=1 (set by CI),
+in which case they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE = ROOT.parent / "shared" / "reference"
+DEMO_STUDY = ROOT / "stimuli" / "demo" / "study.yaml"
+
+PG_URL = os.environ.get("KULESHOV_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REQUIRE_PG = os.environ.get("KULESHOV_REQUIRE_POSTGRES") == "1"
+
+
+def _pg_admin_engine():
+    import sqlalchemy as sa
+
+    eng = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
+    try:
+        with eng.connect() as conn:
+            conn.execute(sa.text("select 1"))
+    except Exception as exc:  # no server: skip or fail, as the environment asks
+        eng.dispose()
+        msg = f"PostgreSQL not reachable at {PG_URL}: {exc.__class__.__name__}"
+        if REQUIRE_PG:
+            pytest.fail(msg + " (KULESHOV_REQUIRE_POSTGRES=1)")
+        pytest.skip(msg)
+    return eng
+
+
+@pytest.fixture
+def pg_url():
+    """URL of a new, empty PostgreSQL database, dropped after the test."""
+    import sqlalchemy as sa
+
+    admin = _pg_admin_engine()
+    name = f"kuleshov_t_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = PG_URL.rsplit("/", 1)[0] + "/" + name
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path):
+    return f"sqlite:///{tmp_path / 'kuleshov.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """An empty database URL, once for SQLite and once for PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'kuleshov.db'}"
+    else:
+        yield request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def engine(db_url):
+    """An engine on a migrated, empty database (SQLite and PostgreSQL)."""
+    from study import store
+
+    eng = store.make_engine(db_url)
+    store.upgrade(eng)
+    try:
+        yield eng
+    finally:
+        eng.dispose()
+
+
+@pytest.fixture
+def reference_dir():
+    assert REFERENCE.is_dir(), f"reference data not found at {REFERENCE}"
+    return REFERENCE
