@@ -1,0 +1,631 @@
+"""Crossed linear mixed models: REML by penalised least squares, Satterthwaite df.
+
+The estimation follows Bates, Maechler, Bolker and Walker (2015), "Fitting linear
+mixed-effects models using lme4", J. Stat. Softw. 67(1): the random effects are
+b = Lambda(theta) u with spherical u, and for each theta the penalised least-squares
+problem is solved through a Cholesky factor L of Lambda' Z' Z Lambda + I; the REML
+criterion is then profiled over the fixed effects and the residual variance and
+minimised over theta under bounds (diagonal elements of each relative covariance
+factor >= 0). Denominator degrees of freedom follow lmerTest 3.1 (Kuznetsova,
+Brockhoff and Christensen 2017): the variance parameters are (theta, sigma), their
+covariance is twice the inverse Hessian of the REML deviance, and the df of a contrast
+L beta is 2 (L V L')^2 / (g' A g), with g the gradient of L V(theta, sigma) L'.
+
+Why not statsmodels: its MixedLM handles crossed factors only as variance components of
+one all-rows group, builds dense n x q design blocks (15-23 GB for one gradient call on
+2,000 participants x 60 clips), cannot combine a correlated slope with a crossed clip
+effect and has no Satterthwaite df. Why not the PyPI package `mixedlm`: young, and
+slower than this (6.8 s against about 1.5 s for the large design).
+
+Speed comes from never forming Z: the grouping factor with the most random-effect columns
+(participants) gives a block-diagonal part of L with one small block per level; every
+other term (clips, usually few levels) goes into one dense block, reached through a Schur
+complement. All cross-products are accumulated once from the rows, so each evaluation of
+the criterion costs O(levels), not O(rows). The dense block is O(q2^3) per evaluation, so
+this is fast when at most one grouping factor has many levels, which is the design here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import linalg, optimize, stats
+
+from study.errors import Problem, UserError
+
+try:  # optional: keeps BLAS single-threaded during a fit
+    from threadpoolctl import threadpool_limits
+except ImportError:  # pragma: no cover - fits still work, only slower under CPU contention
+    threadpool_limits = None
+
+__all__ = ["RandomTerm", "LmmFit", "fit_lmm", "fit_crossed", "source_code"]
+
+# lme4's isSingular() default: a diagonal element of a relative covariance factor below
+# this is taken as zero (a variance of zero, or a correlation of +-1).
+SINGULAR_TOL = 1e-4
+# lmerTest treats Hessian eigenvalues below this as zero (Moore-Penrose inverse).
+HESSIAN_TOL = 1e-8
+INTERCEPT = "(Intercept)"
+
+
+def source_code(series) -> np.ndarray:
+    """+0.5 for 'human', -0.5 for 'ai' (case and surrounding spaces ignored).
+
+    With this coding the coefficient is the human-minus-AI difference and the intercept
+    is the mean of the two sources.
+    """
+    s = pd.Series(series)
+    norm = s.astype("string").str.strip().str.lower()
+    bad = s[~norm.isin(["human", "ai"]) | norm.isna()]
+    if len(bad):
+        shown = sorted({repr(v) for v in bad.tolist()})[:5]
+        raise UserError(
+            "source must be 'human' or 'ai' in every row",
+            [Problem(f"row {idx}", f"source is {v!r}") for idx, v in list(bad.items())[:10]]
+            + ([Problem("source", f"values seen: {', '.join(shown)}")] if len(bad) > 10 else []),
+        )
+    return np.where(norm.to_numpy() == "human", 0.5, -0.5).astype(float)
+
+
+@dataclass(frozen=True)
+class RandomTerm:
+    """One random-effects term: an intercept per level of `group`, plus optional slopes.
+
+    correlated=True is lme4's (1 + x | g); correlated=False is (1 + x || g).
+    """
+
+    group: str
+    slopes: tuple[str, ...] = ()
+    correlated: bool = True
+
+    def formula(self) -> str:
+        bar = "|" if self.correlated or not self.slopes else "||"
+        return f"({' + '.join(['1', *self.slopes])} {bar} {self.group})"
+
+
+@dataclass
+class LmmFit:
+    """A fitted model. Tables have fixed column names; see fit_lmm for their meaning."""
+
+    fixed: pd.DataFrame
+    random: pd.DataFrame
+    reml_criterion: float
+    singular: bool
+    nobs: int
+    ngroups: dict
+    converged: bool
+    messages: list[str]
+    formula: str
+    model_used: str | None = None
+    theta: np.ndarray = field(default=None, repr=False)
+    sigma: float = float("nan")
+    vcov: np.ndarray = field(default=None, repr=False)
+    # Satterthwaite ingredients: d vcov / d varpar (one matrix per parameter) and the
+    # asymptotic covariance of the variance parameters (theta..., sigma).
+    _jac: np.ndarray = field(default=None, repr=False)
+    _vcov_varpar: np.ndarray = field(default=None, repr=False)
+
+    def contrast(self, L, name: str = "contrast") -> dict:
+        """Estimate, SE, Satterthwaite df, t, p and 95% CI of L' beta (one row of weights)."""
+        terms = list(self.fixed["term"])
+        L = np.asarray(L, dtype=float).ravel()
+        if L.shape != (len(terms),):
+            raise UserError(
+                f"contrast {name!r} needs one weight per fixed term",
+                [Problem(f"contrast {name}", f"got {L.size} weights for terms {terms}")],
+            )
+        if not np.all(np.isfinite(L)) or not np.any(L):
+            raise UserError(f"contrast {name!r} must have finite weights, not all zero")
+        beta = self.fixed["estimate"].to_numpy()
+        return {"term": name, **_satterthwaite(L, beta, self.vcov, self._jac, self._vcov_varpar)}
+
+
+def _satterthwaite(L, beta, vcov, jac, vcov_varpar) -> dict:
+    est = float(L @ beta)
+    var = float(L @ vcov @ L)
+    se = np.sqrt(var)
+    grad = np.einsum("i,kij,j->k", L, jac, L)
+    denom = float(grad @ vcov_varpar @ grad)
+    df = 2.0 * var**2 / denom if denom > 0 else np.inf
+    t = est / se
+    p = float(2.0 * stats.t.sf(abs(t), df))
+    q = stats.t.ppf(0.975, df)
+    return {"estimate": est, "se": float(se), "df": float(df), "t": float(t), "p": p,
+            "ci_low": float(est - q * se), "ci_high": float(est + q * se)}
+
+
+# --------------------------------------------------------------------------------------
+# model structure
+
+
+@dataclass
+class _Term:
+    spec: RandomTerm
+    codes: np.ndarray  # (n,) level index per row
+    nlev: int
+    W: np.ndarray  # (n, p) columns: intercept then slopes
+    coefs: list[str]
+    theta_slice: slice = field(default_factory=lambda: slice(0, 0))
+
+    @property
+    def p(self) -> int:
+        return self.W.shape[1]
+
+    @property
+    def q(self) -> int:
+        return self.nlev * self.p
+
+    def n_theta(self) -> int:
+        return self.p * (self.p + 1) // 2 if self.spec.correlated else self.p
+
+    def tri(self):
+        """Positions of theta in the factor T: lower triangle column by column, as lme4."""
+        p = self.p
+        if self.spec.correlated:
+            return [(i, j) for j in range(p) for i in range(j, p)]
+        return [(i, i) for i in range(p)]
+
+    def factor(self, theta: np.ndarray) -> np.ndarray:
+        T = np.zeros((self.p, self.p))
+        for val, (i, j) in zip(theta[self.theta_slice], self.tri()):
+            T[i, j] = val
+        return T
+
+
+class _Crossprod:
+    """Everything the criterion needs, accumulated once from the rows.
+
+    Term `big` is block diagonal (one p1 x p1 block per level); all other terms are stacked
+    into a dense part of q2 columns.
+    """
+
+    def __init__(self, X: np.ndarray, y: np.ndarray, terms: list[_Term]):
+        self.n, self.p = X.shape
+        self.terms = terms
+        self.big = max(range(len(terms)), key=lambda k: terms[k].q)
+        b = terms[self.big]
+        self.others = [t for k, t in enumerate(terms) if k != self.big]
+        self.n1, self.p1 = b.nlev, b.p
+        offsets = np.cumsum([0] + [t.q for t in self.others])
+        self.q2 = int(offsets[-1])
+        self.offsets = offsets[:-1]
+        XY = np.column_stack([X, y])
+        self.XYtXY = XY.T @ XY
+        g1, W1 = b.codes, b.W
+        # Z1'Z1 per level and Z1'[X y] per level
+        self.S11 = np.empty((self.n1, self.p1, self.p1))
+        for a in range(self.p1):
+            for c in range(a, self.p1):
+                v = np.bincount(g1, W1[:, a] * W1[:, c], self.n1)
+                self.S11[:, a, c] = v
+                self.S11[:, c, a] = v
+        self.Z1XY = np.empty((self.n1, self.p1, self.p + 1))
+        for a in range(self.p1):
+            for c in range(self.p + 1):
+                self.Z1XY[:, a, c] = np.bincount(g1, W1[:, a] * XY[:, c], self.n1)
+        # dense part: Z2'Z1 as (q2, n1, p1), Z2'Z2, Z2'[X y]
+        self.S21 = np.zeros((self.q2, self.n1, self.p1))
+        self.S22 = np.zeros((self.q2, self.q2))
+        self.Z2XY = np.zeros((self.q2, self.p + 1))
+        for t, off in zip(self.others, self.offsets):
+            rows = off + np.arange(t.nlev) * t.p
+            for a in range(t.p):
+                for c in range(self.p1):
+                    v = np.bincount(t.codes * self.n1 + g1, t.W[:, a] * W1[:, c], t.nlev * self.n1)
+                    self.S21[rows + a, :, c] = v.reshape(t.nlev, self.n1)
+                for c in range(self.p + 1):
+                    self.Z2XY[rows + a, c] = np.bincount(t.codes, t.W[:, a] * XY[:, c], t.nlev)
+            for u, off_u in zip(self.others, self.offsets):
+                cols = off_u + np.arange(u.nlev) * u.p
+                for a in range(t.p):
+                    for c in range(u.p):
+                        v = np.bincount(t.codes * u.nlev + u.codes, t.W[:, a] * u.W[:, c],
+                                        t.nlev * u.nlev).reshape(t.nlev, u.nlev)
+                        self.S22[np.ix_(rows + a, cols + c)] = v
+
+    def lambda2(self, theta: np.ndarray) -> np.ndarray:
+        L2 = np.zeros((self.q2, self.q2))
+        for t, off in zip(self.others, self.offsets):
+            L2[off:off + t.q, off:off + t.q] = np.kron(np.eye(t.nlev), t.factor(theta))
+        return L2
+
+    def solve(self, theta: np.ndarray):
+        """Cholesky pieces for one theta: (log|L|^2, log|RX|^2, r^2, beta, RX^-1)."""
+        p, n1, p1, q2 = self.p, self.n1, self.p1, self.q2
+        T1 = self.terms[self.big].factor(theta)
+        A11 = T1.T @ self.S11 @ T1
+        A11 += np.eye(p1)
+        L11 = np.linalg.cholesky(A11)
+        L11inv = np.linalg.inv(L11)
+        ld = 2.0 * np.log(np.diagonal(L11, axis1=1, axis2=2)).sum()
+        # L11^-1 Lambda1' Z1'[X y], one block per level
+        R1f = (L11inv @ (T1.T @ self.Z1XY)).reshape(n1 * p1, p + 1)
+        RtR = R1f.T @ R1f
+        if q2:
+            Lam2 = self.lambda2(theta)
+            S21T = (self.S21.reshape(q2 * n1, p1) @ T1).reshape(q2, n1 * p1)
+            A21 = (Lam2.T @ S21T).reshape(q2, n1, p1).transpose(1, 0, 2)
+            # L21 = A21 L11^-T, level by level
+            L21 = (A21 @ L11inv.transpose(0, 2, 1)).transpose(1, 0, 2).reshape(q2, n1 * p1)
+            M22 = Lam2.T @ self.S22 @ Lam2 - L21 @ L21.T
+            M22[np.diag_indices(q2)] += 1.0
+            L22 = np.linalg.cholesky(M22)
+            ld += 2.0 * np.log(np.diag(L22)).sum()
+            R2 = linalg.solve_triangular(L22, Lam2.T @ self.Z2XY - L21 @ R1f, lower=True,
+                                         check_finite=False)
+            RtR += R2.T @ R2
+        C = np.linalg.cholesky(self.XYtXY - RtR)
+        RXt = C[:p, :p]
+        ldx = 2.0 * np.log(np.diag(RXt)).sum()
+        r2 = C[p, p] ** 2
+        RXinv = linalg.solve_triangular(RXt, np.eye(p), lower=True, check_finite=False)  # = (RX')^-1
+        beta = RXinv.T @ C[p, :p]
+        unsc = RXinv.T @ RXinv  # (X' V^-1 X)^-1 / sigma^2
+        return ld, ldx, r2, beta, unsc
+
+
+def _profiled(cp: _Crossprod, theta: np.ndarray, reml: bool) -> float:
+    try:
+        ld, ldx, r2, _, _ = cp.solve(theta)
+    except np.linalg.LinAlgError:
+        return np.inf
+    if reml:
+        nu = cp.n - cp.p
+        return ld + ldx + nu * (1.0 + np.log(2.0 * np.pi * r2 / nu))
+    return ld + cp.n * (1.0 + np.log(2.0 * np.pi * r2 / cp.n))
+
+
+# --------------------------------------------------------------------------------------
+# optimisation
+
+
+def _central_grad(f, x, lower, h=1e-5):
+    g = np.empty_like(x)
+    for i in range(len(x)):
+        hi = h * max(1.0, abs(x[i]))
+        xp, xm = x.copy(), x.copy()
+        xp[i] += hi
+        xm[i] -= hi
+        # The criterion is defined on both sides of the bound (only Lambda Lambda' matters),
+        # so a central difference across it is still accurate.
+        g[i] = (f(xp) - f(xm)) / (2 * hi)
+    return g
+
+
+def _optimise(cp: _Crossprod, start, lower, reml: bool):
+    f = lambda th: _profiled(cp, th, reml)  # noqa: E731
+    bounds = [(lo, None) for lo in lower]
+
+    def run(x0):
+        return optimize.minimize(
+            f, x0, jac=lambda th: _central_grad(f, th, lower), method="L-BFGS-B",
+            bounds=bounds, options={"ftol": 1e-15, "gtol": 1e-9, "maxiter": 2000},
+        )
+
+    best = run(start)
+    # Restart once from the optimum (cheap, and catches premature stops), and from a
+    # point pushed off any boundary the first run ended on, as lme4 advises for
+    # boundary fits; keep whichever criterion is lowest.
+    tries = [best.x]
+    at_bound = (lower == 0) & (best.x < 1e-3)
+    if at_bound.any():
+        bumped = best.x.copy()
+        bumped[at_bound] = 0.1
+        tries.append(bumped)
+    for x0 in tries:
+        res = run(x0)
+        if res.fun < best.fun - 1e-10:
+            best = res
+    x = best.x.copy()
+    x[(lower == 0) & (x < 0)] = 0.0
+    # L-BFGS-B often ends with "abnormal termination in line search" once it can no
+    # longer improve a criterion this flat; only running out of iterations counts as a
+    # failure here, and the gradient is checked by the caller as lme4 does.
+    return x, f(x), best.status != 1, best
+
+
+# --------------------------------------------------------------------------------------
+# finite differences for the Satterthwaite ingredients
+
+
+def _richardson(fun, x, steps, r=4):
+    """Central-difference gradient and Hessian of a scalar fun with Richardson extrapolation
+    (4 halvings, like numDeriv's defaults used by lmerTest), plus the derivative of a
+    vector side-output. fun returns (scalar, vector)."""
+    k = len(x)
+    f0, _ = fun(x)
+    H = np.empty((k, k))
+    dvec = [None] * k
+
+    def extrap(vals):
+        vals = list(vals)
+        for m in range(1, len(vals)):
+            vals = [(vals[i + 1] * 4**m - vals[i]) / (4**m - 1) for i in range(len(vals) - 1)]
+        return vals[0]
+
+    cache = {}
+    for i in range(k):
+        d2, dv = [], []
+        for s in range(r):
+            h = steps[i] / 2**s
+            xp, xm = x.copy(), x.copy()
+            xp[i] += h
+            xm[i] -= h
+            fp, vp = fun(xp)
+            fm, vm = fun(xm)
+            cache[(i, s)] = h
+            d2.append((fp - 2 * f0 + fm) / h**2)
+            dv.append((vp - vm) / (2 * h))
+        H[i, i] = extrap(d2)
+        dvec[i] = extrap(dv)
+    for i in range(k):
+        for j in range(i + 1, k):
+            dij = []
+            for s in range(r):
+                hi, hj = steps[i] / 2**s, steps[j] / 2**s
+                vals = []
+                for si, sj in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
+                    xx = x.copy()
+                    xx[i] += si * hi
+                    xx[j] += sj * hj
+                    vals.append(fun(xx)[0])
+                dij.append((vals[0] - vals[1] - vals[2] + vals[3]) / (4 * hi * hj))
+            H[i, j] = H[j, i] = extrap(dij)
+    return H, np.array(dvec)
+
+
+def _varpar_pieces(cp: _Crossprod, theta: np.ndarray, sigma: float, reml: bool):
+    """Hessian of the (theta, sigma) deviance and d vcov(beta) / d(theta, sigma)."""
+    p, n = cp.p, cp.n
+    nu = n - p if reml else n
+    s2 = sigma**2
+
+    def fun(th):
+        ld, ldx, r2, _, unsc = cp.solve(th)
+        a = ld + (ldx if reml else 0.0)
+        # deviance at fixed sigma, up to a theta-free constant; side output: r2 and vcov
+        return a + r2 / s2, np.concatenate([[r2], s2 * unsc.ravel()])
+
+    _, _, r2, _, unsc = cp.solve(theta)
+    steps = 0.1 * np.abs(theta) + 1e-4 * (np.abs(theta) < 1e-4)
+    Hth, D = _richardson(fun, theta.copy(), steps)
+    k = len(theta)
+    H = np.empty((k + 1, k + 1))
+    H[:k, :k] = Hth
+    # sigma enters the deviance in closed form: d/dsigma of r2/s2 + nu log(2 pi s2)
+    H[:k, k] = H[k, :k] = -2.0 * D[:, 0] / sigma**3
+    H[k, k] = 6.0 * r2 / sigma**4 - 2.0 * nu / s2
+    jac = np.empty((k + 1, p, p))
+    jac[:k] = D[:, 1:].reshape(k, p, p)
+    jac[k] = 2.0 * sigma * unsc
+    return H, jac
+
+
+def _pinv_cov(H: np.ndarray):
+    vals, vecs = np.linalg.eigh(H)
+    pos = vals > HESSIAN_TOL
+    inv = (vecs[:, pos] / vals[pos]) @ vecs[:, pos].T
+    return 2.0 * inv, int((vals < -HESSIAN_TOL).sum()), int((np.abs(vals) <= HESSIAN_TOL).sum())
+
+
+# --------------------------------------------------------------------------------------
+# data checks and the public entry points
+
+
+def _numeric(data: pd.DataFrame, col: str, problems: list[Problem], role: str):
+    s = data[col]
+    if pd.api.types.is_bool_dtype(s) or not pd.api.types.is_numeric_dtype(s):
+        conv = pd.to_numeric(s, errors="coerce")
+        bad = s.notna() & conv.isna()
+        if bad.any():
+            first = s[bad].index[0]
+            problems.append(Problem(f"column {col} ({role})",
+                                    f"must be numeric; row {first} has {s[first]!r}"))
+        return conv.astype(float)
+    return s.astype(float)
+
+
+def fit_lmm(data: pd.DataFrame, dv: str, fixed: list[str], random: list[RandomTerm],
+            reml: bool = True) -> LmmFit:
+    """Fit dv ~ 1 + fixed + random terms by REML (or ML), with Satterthwaite df.
+
+    fixed: numeric columns (an intercept is added). Rows missing the outcome, a predictor,
+    a slope or a grouping value are dropped. Returns an LmmFit whose `fixed` table has
+    term, estimate, se, df, t, p, ci_low, ci_high (95% CI on Satterthwaite df) and whose
+    `random` table has group, var1, var2, variance_or_cov, sd_or_cor as lme4's
+    as.data.frame(VarCorr()) (uncorrelated slopes appear as group "g.1", "g.2", ...).
+    """
+    if not isinstance(data, pd.DataFrame):
+        raise UserError("the data for a mixed model must be a table (pandas DataFrame)")
+    fixed = list(fixed)
+    random = list(random)
+    if not random:
+        raise UserError("a mixed model needs at least one random-effects term")
+    groups = [t.group for t in random]
+    if len(set(groups)) != len(groups):
+        raise UserError("each grouping factor may appear in one random term only; "
+                        "use correlated=False for (1 + x || g)",
+                        [Problem("random", f"groups given: {groups}")])
+    slope_cols = [s for t in random for s in t.slopes]
+    needed = list(dict.fromkeys([dv, *fixed, *slope_cols, *groups]))
+    missing = [c for c in needed if c not in data.columns]
+    if missing:
+        raise UserError("columns missing from the data",
+                        [Problem(f"column {c}", "not found; columns are: "
+                                 + ", ".join(map(str, data.columns))) for c in missing])
+    problems: list[Problem] = []
+    num = {}
+    for c in dict.fromkeys([dv, *fixed, *slope_cols]):
+        role = "outcome" if c == dv else "predictor"
+        num[c] = _numeric(data, c, problems, role)
+    if problems:
+        raise UserError("the model needs numeric columns", problems)
+    frame = pd.DataFrame(num, index=data.index)
+    for g in groups:
+        frame["__g_" + g] = data[g]
+    frame = frame.dropna()
+    frame = frame[np.isfinite(frame[list(num)]).all(axis=1)]
+    n = len(frame)
+    messages: list[str] = []
+    if n < len(data):
+        messages.append(f"{len(data) - n} of {len(data)} rows dropped for missing values")
+    y = frame[dv].to_numpy(float)
+    X = np.column_stack([np.ones(n)] + [frame[c].to_numpy(float) for c in fixed])
+    if n <= X.shape[1]:
+        raise UserError(f"too few complete rows ({n}) for {X.shape[1]} fixed effects")
+    if np.linalg.matrix_rank(X) < X.shape[1]:
+        raise UserError("the fixed effects are not estimable: a predictor is constant or "
+                        "a combination of the others", [Problem("fixed", f"terms {fixed}")])
+
+    terms: list[_Term] = []
+    pos = 0
+    ngroups = {}
+    for spec in random:
+        codes, levels = pd.factorize(frame["__g_" + spec.group], sort=True)
+        nlev = len(levels)
+        W = np.column_stack([np.ones(n)] + [frame[s].to_numpy(float) for s in spec.slopes])
+        if nlev < 2:
+            raise UserError(f"grouping factor {spec.group} needs at least 2 levels; it has {nlev}")
+        if nlev * W.shape[1] >= n:
+            raise UserError(
+                f"too many random effects for {spec.group}: {nlev} levels x {W.shape[1]} "
+                f"coefficients is not fewer than the {n} observations")
+        t = _Term(spec, codes.astype(np.int64), nlev, W, [INTERCEPT, *spec.slopes])
+        t.theta_slice = slice(pos, pos + t.n_theta())
+        pos += t.n_theta()
+        terms.append(t)
+        ngroups[spec.group] = nlev
+
+    formula = f"{dv} ~ " + " + ".join([*(fixed or ["1"]), *(t.formula() for t in random)])
+    if threadpool_limits is None:
+        return _fit(X, y, terms, fixed, formula, reml, ngroups, messages)
+    # The matrices here are small (tens to a few thousand columns); OpenBLAS threads cost
+    # far more in start-up and contention than they save, most of all on a shared 2-core
+    # machine, where they made each evaluation 5x slower.
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _fit(X, y, terms, fixed, formula, reml, ngroups, messages)
+
+
+def _fit(X, y, terms, fixed, formula, reml, ngroups, messages) -> LmmFit:
+    n = len(y)
+    cp = _Crossprod(X, y, terms)
+    lower = np.concatenate([[0.0 if i == j else -np.inf for i, j in t.tri()] for t in terms])
+    start = np.concatenate([[1.0 if i == j else 0.0 for i, j in t.tri()] for t in terms])
+    theta, crit, success, _ = _optimise(cp, start, lower, reml)
+    ld, ldx, r2, beta, unsc = cp.solve(theta)
+    nu = n - X.shape[1] if reml else n
+    sigma = float(np.sqrt(r2 / nu))
+
+    singular_parts = []
+    for t in terms:
+        T = t.factor(theta)
+        for i in range(t.p):
+            if T[i, i] < SINGULAR_TOL:
+                singular_parts.append(f"{t.spec.group} {t.coefs[i]}")
+    singular = bool(singular_parts)
+    if singular:
+        messages.append("singular fit (a variance is estimated as zero or a correlation as "
+                        "+-1): " + ", ".join(singular_parts))
+
+    H, jac = _varpar_pieces(cp, theta, sigma, reml)
+    vcov_varpar, nneg, nzero = _pinv_cov(H)
+    if nneg and not singular:
+        messages.append("the Hessian of the criterion has negative eigenvalues: the fit may "
+                        "not be at a minimum; df are approximate")
+        success = False
+    grad = _central_grad(lambda th: _profiled(cp, th, reml), theta, lower)
+    free = ~((lower == 0) & (theta <= SINGULAR_TOL))
+    if free.any() and np.max(np.abs(grad[free])) > 2e-3:
+        messages.append(f"optimiser stopped with gradient {np.max(np.abs(grad[free])):.2g}; "
+                        "the fit may not have converged")
+        success = False
+    if not success and not any("converge" in m for m in messages):
+        messages.append("the optimiser ran out of iterations; the fit may not have converged")
+
+    vcov = sigma**2 * unsc
+    names = [INTERCEPT, *fixed]
+    rows = []
+    for i, name in enumerate(names):
+        Lv = np.zeros(len(names))
+        Lv[i] = 1.0
+        rows.append({"term": name, **_satterthwaite(Lv, beta, vcov, jac, vcov_varpar)})
+    fixed_df = pd.DataFrame(rows, columns=["term", "estimate", "se", "df", "t", "p",
+                                           "ci_low", "ci_high"])
+
+    return LmmFit(
+        fixed=fixed_df, random=_random_table(terms, theta, sigma),
+        reml_criterion=float(crit) if reml else float("nan"), singular=singular,
+        nobs=n, ngroups=ngroups, converged=bool(success), messages=messages,
+        formula=formula, theta=theta, sigma=sigma, vcov=vcov, _jac=jac,
+        _vcov_varpar=vcov_varpar,
+    )
+
+
+def _random_table(terms: list[_Term], theta, sigma) -> pd.DataFrame:
+    rows = []
+    for t in terms:
+        T = t.factor(theta)
+        cov = sigma**2 * T @ T.T
+        sd = np.sqrt(np.diag(cov))
+        if t.spec.correlated:
+            for i in range(t.p):
+                rows.append((t.spec.group, t.coefs[i], None, cov[i, i], sd[i]))
+            for j in range(t.p):
+                for i in range(j + 1, t.p):
+                    cor = cov[i, j] / (sd[i] * sd[j]) if sd[i] * sd[j] > 0 else np.nan
+                    rows.append((t.spec.group, t.coefs[j], t.coefs[i], cov[i, j], cor))
+        else:
+            for i in range(t.p):
+                g = t.spec.group if i == 0 else f"{t.spec.group}.{i}"
+                rows.append((g, t.coefs[i], None, cov[i, i], sd[i]))
+    rows.append(("Residual", None, None, sigma**2, sigma))
+    return pd.DataFrame(rows, columns=["group", "var1", "var2", "variance_or_cov", "sd_or_cor"])
+
+
+MODELS = ("correlated_slope", "uncorrelated_slope", "intercepts")
+
+
+def fit_crossed(data: pd.DataFrame, dv: str, participant: str = "participant_id",
+                stimulus: str = "stimulus_id", source: str = "source") -> LmmFit:
+    """The primary model: dv ~ x + (1 + x | participant) + (1 | stimulus), x = source_code.
+
+    Singular-fit rule (documented in the report's methods): start with the correlated
+    slope; if that fit is singular or does not converge, drop the correlation
+    (1 + x || participant); if that is still singular or does not converge, drop the slope
+    (1 | participant). The intercepts model is kept even if it is singular too. The result
+    says which model was used (.model_used) and why (.messages).
+    """
+    if not isinstance(data, pd.DataFrame):
+        raise UserError("the data for a mixed model must be a table (pandas DataFrame)")
+    missing = [c for c in (dv, participant, stimulus, source) if c not in data.columns]
+    if missing:
+        raise UserError("columns missing from the data",
+                        [Problem(f"column {c}", "not found; columns are: "
+                                 + ", ".join(map(str, data.columns))) for c in missing])
+    d = data[[dv, participant, stimulus]].copy()
+    keep = data[source].notna()
+    d = d[keep]
+    d["x"] = source_code(data.loc[keep, source])
+    if d["x"].nunique() < 2:
+        raise UserError("the data hold clips of only one source; the primary test compares "
+                        "human-made with AI-generated clips")
+    specs = {
+        "correlated_slope": RandomTerm(participant, ("x",), True),
+        "uncorrelated_slope": RandomTerm(participant, ("x",), False),
+        "intercepts": RandomTerm(participant),
+    }
+    notes = []
+    for name in MODELS:
+        fit = fit_lmm(d, dv, ["x"], [specs[name], RandomTerm(stimulus)])
+        if name == "intercepts" or (fit.converged and not fit.singular):
+            break
+        why = "singular" if fit.singular else "did not converge"
+        detail = [m for m in fit.messages if m.startswith("singular")]
+        notes.append(f"model {name} ({fit.formula}) {why}"
+                     + (f": {detail[0].split(': ', 1)[1]}" if detail else "")
+                     + "; simplified")
+    fit.model_used = name
+    fit.messages = notes + [f"model used: {name} ({fit.formula})"] + fit.messages
+    return fit
