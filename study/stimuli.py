@@ -12,6 +12,7 @@ import argparse
 import csv
 import hashlib
 import math
+import re
 from collections import defaultdict
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Literal
@@ -234,7 +235,14 @@ def load_manifest(path: str | Path) -> tuple[list[Stimulus], list[Problem]]:
         try:
             stim = Stimulus(**data, line=line)
         except ValidationError as exc:
-            problems.extend(_row_problems(exc, where))
+            row_problems = _row_problems(exc, where)
+            # the file/url rule is a model check, which pydantic skips once a field has failed
+            if bool(data["file"]) == bool(data["url"]) and not any(
+                    p.where.endswith("file/url") for p in row_problems):
+                which = "both file and url" if data["file"] else "neither file nor url"
+                row_problems.append(Problem(f"{where}, column file/url",
+                                            f"the row has {which}; give exactly one of them"))
+            problems.extend(row_problems)
             continue
         if stim.id in first_line:
             problems.append(Problem(f"{where}, column id", f"duplicate id {stim.id!r} "
@@ -489,12 +497,22 @@ def load_probed(path: str | Path, hash: bool = True) -> tuple[list[Stimulus], li
             probed.append(stim)
             continue
         where = f"{name} line {stim.line}, column file"
-        info = probe_media(stimulus_path(root, stim), hash=hash)
+        try:
+            info = probe_media(stimulus_path(root, stim), hash=hash)
+        except UserError as exc:  # the file changed since the manifest was read
+            problems.append(Problem(where, str(exc)))
+            continue
         for sev, msg in playback_issues(info):
             problems.append(Problem(where, f"{stim.file}: {msg}", sev))
         probed.append(stim.model_copy(update={k: info.get(k) for k in PROBE_FIELDS}))
     problems.extend(_pair_duration_problems(probed, name))
-    return probed, problems
+    return probed, sorted(problems, key=_problem_order)
+
+
+def _problem_order(p: Problem) -> tuple[int, int]:
+    """Manifest order: header, then rows by line, then pairs (stable within each)."""
+    match = re.search(r" line (\d+)", p.where)
+    return (0, int(match.group(1))) if match else (1, 0)
 
 
 def _pair_duration_problems(stimuli: list[Stimulus], name: str) -> list[Problem]:
