@@ -90,6 +90,8 @@ class StudyRow(Base):
     spec_yaml: Mapped[str] = mapped_column(sa.Text)
     spec_hash: Mapped[str] = mapped_column(sa.String(64))
     manifest: Mapped[Any] = mapped_column(sa.JSON)
+    # Participants ever enrolled (deleted ones included): numbers and pseudonyms are never reused.
+    participants_enrolled: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(TS)
     updated_at: Mapped[datetime] = mapped_column(TS)
 
@@ -383,3 +385,817 @@ def cli_db(args) -> int:
 
 def _safe_url(engine: Engine) -> str:
     return engine.url.render_as_string(hide_password=True)
+
+
+# --------------------------------------------------------------------------- audit
+
+
+def participant_ref(study_id: str, pseudonym: str) -> str:
+    """What the audit log keeps about a participant: a hash of the pseudonym, not a raw id."""
+    return hashlib.sha256(f"{study_id}:{pseudonym}".encode()).hexdigest()[:16]
+
+
+def _audit(conn: Connection, actor: str, action: str, study_id: str | None = None,
+           participant_ref: str | None = None, detail: dict | None = None) -> None:
+    conn.execute(audit_log.insert().values(
+        at=utcnow(), actor=actor, action=action, study_id=study_id,
+        participant_ref=participant_ref, detail=detail,
+    ))
+
+
+def audit(engine: Engine, actor: str, action: str, study_id: str | None = None,
+          participant_ref: str | None = None, detail: dict | None = None) -> None:
+    """Record a researcher or system action (login failures, exports, status changes ...)."""
+    with _write(engine) as conn:
+        _audit(conn, actor, action, study_id, participant_ref, detail)
+
+
+# --------------------------------------------------------------------------- studies
+
+
+class StudyClosed(UserError):
+    """The study is not taking new participants; the message is meant for the participant."""
+
+
+@dataclass
+class StudyInfo:
+    id: str
+    title: str
+    version: str
+    status: str
+    spec_hash: str
+    spec_yaml: str
+    study: Any  # study.protocol.Study, parsed from spec_yaml
+    manifest: list[dict]
+    participants_enrolled: int
+    created_at: datetime
+    updated_at: datetime
+
+
+def _parse_spec(spec_yaml: str, study_id: str):
+    """The Study model from the frozen YAML text (no file on disk needed)."""
+    import yaml
+
+    from study.protocol import Study
+
+    try:
+        # Cross-checks ran when the file was registered; the frozen text is taken as it was.
+        return Study.model_validate(yaml.safe_load(spec_yaml), context={"skip_cross_checks": True})
+    except Exception as exc:  # a stored spec that no longer validates: schema changed under it
+        raise UserError(
+            f"The stored study file of {study_id!r} no longer passes the current schema ({exc.__class__.__name__}). "
+            "Re-register it with a new version."
+        ) from exc
+
+
+def _stimulus_rows(stims) -> tuple[list[dict], list[dict]]:
+    """(rows for the stimuli table, JSON snapshot of the manifest) from probed Stimulus models."""
+    rows, snapshot = [], []
+    for s in stims:
+        data = s.model_dump(mode="json")
+        snapshot.append(data)
+        rows.append({
+            "stimulus_id": s.id, "source": s.source, "pair_id": s.pair_id or None, "title": s.title or None,
+            "file": s.file, "url": s.url, "sha256": s.sha256, "duration_s": s.duration_s,
+            "width": s.width, "height": s.height, "video_codec": s.video_codec,
+            "provenance": {k: data.get(k) for k in
+                           ("credit", "licence", "generator", "generator_version", "prompt", "seed", "notes")},
+        })
+    return rows, snapshot
+
+
+def register_study(engine: Engine, study_path: str | Path, actor: str = "cli") -> str:
+    """Store a study file (frozen text + sha256) and its probed clips; returns the study id.
+
+    Registering the same file again changes nothing. A changed file under the same id and
+    version is refused once real (non-pilot) participants exist: bump `version` instead, so the
+    data always say which study file they were collected under.
+    """
+    from study.protocol import load_study
+    from study.stimuli import load_probed
+
+    path = Path(study_path)
+    spec_yaml = path.read_text(encoding="utf-8")
+    spec = load_study(path)
+    stims, problems = load_probed(spec.manifest_path, hash=True)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        raise UserError(f"Cannot register {path}: its stimulus manifest has problems.", errors)
+    rows, snapshot = _stimulus_rows(stims)
+    spec_hash = hashlib.sha256(spec_yaml.encode("utf-8")).hexdigest()
+    now = utcnow()
+    with _write(engine) as conn:
+        old = conn.execute(sa.select(studies).where(studies.c.id == spec.id)).mappings().first()
+        if old is not None:
+            same = old["spec_hash"] == spec_hash and old["manifest"] == snapshot
+            if same:
+                return spec.id
+            if old["version"] == str(spec.version):
+                real = conn.execute(sa.select(sa.func.count()).select_from(participants).where(
+                    participants.c.study_id == spec.id, participants.c.is_pilot.is_(False))).scalar_one()
+                if real:
+                    raise UserError(
+                        f"Study {spec.id!r} version {spec.version} already has {real} participant(s), and the "
+                        f"study file or its clips have changed since it was registered. Change `version` in "
+                        f"{path} to record the change, then register again."
+                    )
+            conn.execute(studies.update().where(studies.c.id == spec.id).values(
+                title=spec.title, version=str(spec.version), spec_yaml=spec_yaml, spec_hash=spec_hash,
+                manifest=snapshot, updated_at=now))
+            action = "study_updated"
+            detail = {"old_version": old["version"], "old_hash": old["spec_hash"],
+                      "version": str(spec.version), "hash": spec_hash}
+        else:
+            conn.execute(studies.insert().values(
+                id=spec.id, title=spec.title, version=str(spec.version), status="open", spec_yaml=spec_yaml,
+                spec_hash=spec_hash, manifest=snapshot, participants_enrolled=0, created_at=now, updated_at=now))
+            action = "study_registered"
+            detail = {"version": str(spec.version), "hash": spec_hash}
+        # Clips dropped from the manifest keep their rows: earlier participants may have seen them.
+        existing = set(conn.execute(sa.select(stimuli.c.stimulus_id).where(stimuli.c.study_id == spec.id)).scalars())
+        for row in rows:
+            if row["stimulus_id"] in existing:
+                conn.execute(stimuli.update().where(
+                    stimuli.c.study_id == spec.id, stimuli.c.stimulus_id == row["stimulus_id"]).values(**row))
+            else:
+                conn.execute(stimuli.insert().values(study_id=spec.id, **row))
+        _audit(conn, actor, action, spec.id, detail=detail)
+    return spec.id
+
+
+def _study_row(conn: Connection, study_id: str, lock: bool = False):
+    q = sa.select(studies).where(studies.c.id == study_id)
+    if lock and _is_pg(conn):
+        q = q.with_for_update()
+    row = conn.execute(q).mappings().first()
+    if row is None:
+        known = list(conn.execute(sa.select(studies.c.id).order_by(studies.c.id)).scalars())
+        raise UserError(f"No study with id {study_id!r} in the database"
+                        + (f" (known: {', '.join(known)})." if known else " (none registered yet: run `kuleshov study register STUDY.yaml`)."))
+    return row
+
+
+def set_study_status(engine: Engine, study_id: str, status: str, actor: str = "cli") -> None:
+    """Open, pause or close a study. Paused: only pilot links enrol; closed: nobody enrols or submits."""
+    if status not in STUDY_STATUSES:
+        raise UserError(f"Study status must be one of {', '.join(STUDY_STATUSES)}, not {status!r}.")
+    with _write(engine) as conn:
+        row = _study_row(conn, study_id, lock=True)
+        if row["status"] == status:
+            return
+        conn.execute(studies.update().where(studies.c.id == study_id).values(status=status, updated_at=utcnow()))
+        _audit(conn, actor, "study_status", study_id, detail={"from": row["status"], "to": status})
+
+
+def list_studies(engine: Engine) -> list[dict]:
+    """Every registered study with its participant counts by status (keys: id, title, version,
+    status, spec_hash, created_at, updated_at, participants, by_status)."""
+    with _read(engine) as conn:
+        rows = conn.execute(sa.select(studies.c.id, studies.c.title, studies.c.version, studies.c.status,
+                                      studies.c.spec_hash, studies.c.created_at, studies.c.updated_at)
+                            .order_by(studies.c.created_at)).mappings().all()
+        counts = conn.execute(sa.select(participants.c.study_id, participants.c.status, sa.func.count())
+                              .group_by(participants.c.study_id, participants.c.status)).all()
+    out = []
+    for r in rows:
+        by_status = {status: n for sid, status, n in counts if sid == r["id"]}
+        out.append({**dict(r), "participants": sum(by_status.values()), "by_status": by_status})
+    return out
+
+
+def get_study(engine: Engine, study_id: str) -> StudyInfo:
+    """The study as registered: the frozen spec parsed into protocol.Study, and its status."""
+    with _read(engine) as conn:
+        row = _study_row(conn, study_id)
+    return StudyInfo(
+        id=row["id"], title=row["title"], version=row["version"], status=row["status"],
+        spec_hash=row["spec_hash"], spec_yaml=row["spec_yaml"],
+        study=_context(row, engine=None).study, manifest=row["manifest"],
+        participants_enrolled=row["participants_enrolled"], created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def resolve_study_id(target: str) -> str:
+    """A study id from a CLI argument that may be a study file or an id."""
+    path = Path(target)
+    if target.endswith((".yaml", ".yml")) or path.is_file():
+        from study.protocol import load_study
+
+        return load_study(path).id
+    return target
+
+
+def cli_study(args) -> int:
+    engine = make_engine(getattr(args, "url", None))
+    try:
+        if args.action == "register":
+            if not args.target:
+                raise UserError("Give the study file to register: kuleshov study register STUDY.yaml")
+            upgrade(engine)
+            study_id = register_study(engine, args.target)
+            info = get_study(engine, study_id)
+            print(f"registered {study_id} version {info.version} (sha256 {info.spec_hash[:12]}), status {info.status}")
+        elif args.action == "list":
+            rows = list_studies(engine)
+            if not rows:
+                print("no studies registered")
+            for r in rows:
+                counts = ", ".join(f"{k} {v}" for k, v in sorted(r["by_status"].items())) or "no participants"
+                print(f"{r['id']}\tv{r['version']}\t{r['status']}\t{r['title']}\t({counts})")
+        else:
+            if not args.target:
+                raise UserError(f"Give the study id: kuleshov study {args.action} STUDY_ID")
+            status = {"open": "open", "pause": "paused", "close": "closed"}[args.action]
+            study_id = resolve_study_id(args.target)
+            set_study_status(engine, study_id, status)
+            print(f"{study_id}: {status}")
+    finally:
+        engine.dispose()
+    return 0
+
+
+# --------------------------------------------------------------------------- study context (cached)
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What every participant of one registered study version shares, parsed once per process."""
+
+    study: Any
+    spec: Any  # design.DesignSpec
+    clips: tuple  # design.Clip, main clips only
+    practice_id: str | None
+    stimuli: dict  # stimulus_id -> {source, title, file, url, duration_s, pair_id}
+
+
+_CONTEXTS: dict[tuple, _Context] = {}
+_STEPS: dict[tuple, tuple] = {}
+_CACHE_LOCK = threading.Lock()
+_CACHE_MAX = 256
+
+
+def _context(row, engine: Engine | None = None, conn: Connection | None = None) -> _Context:
+    from study.design import Clip, DesignSpec
+
+    key = (row["id"], row["spec_hash"], str(row["updated_at"]))
+    ctx = _CONTEXTS.get(key)
+    if ctx is not None:
+        return ctx
+    study = _parse_spec(row["spec_yaml"], row["id"])
+    practice_id = getattr(study.stimuli, "practice", None) or None
+    stim = {}
+    for s in row["manifest"] or []:
+        stim[s["id"]] = {"stimulus_id": s["id"], "source": s["source"], "title": s.get("title") or s["id"],
+                         "file": s.get("file"), "url": s.get("url"), "duration_s": s.get("duration_s"),
+                         "pair_id": s.get("pair_id") or None}
+    clips = tuple(Clip(id=s["stimulus_id"], source=s["source"], pair_id=s["pair_id"])
+                  for sid, s in stim.items() if sid != practice_id)
+    d = study.design
+    spec = DesignSpec(clips_per_participant=d.clips_per_participant, ordering=d.ordering, seed=d.seed,
+                      pairs=d.pairs, label_conditions=tuple(d.label_conditions))
+    ctx = _Context(study=study, spec=spec, clips=clips, practice_id=practice_id, stimuli=stim)
+    with _CACHE_LOCK:
+        if len(_CONTEXTS) >= _CACHE_MAX:
+            _CONTEXTS.clear()
+        _CONTEXTS[key] = ctx
+    return ctx
+
+
+def _steps(ctx: _Context, ctx_key: tuple, sequence: tuple[str, ...], practice_id: str | None) -> tuple:
+    from study import flow
+
+    key = (ctx_key, sequence, practice_id)
+    steps = _STEPS.get(key)
+    if steps is None:
+        steps = tuple(flow.build_steps(ctx.study, list(sequence), practice_id))
+        with _CACHE_LOCK:
+            if len(_STEPS) >= 4096:
+                _STEPS.clear()
+            _STEPS[key] = steps
+    return steps
+
+
+# --------------------------------------------------------------------------- participants
+
+
+@dataclass
+class ParticipantState:
+    """Where one participant is, with everything the participant page needs to render it."""
+
+    participant_id: int
+    token: str
+    pseudonym: str
+    study_id: str
+    status: str
+    label_condition: str
+    list_index: int
+    participant_number: int
+    is_pilot: bool
+    step_index: int
+    step: Any  # flow.Step
+    steps: tuple  # every flow.Step of this participant's session
+    sequence: list[str]  # main clip ids in order (position 1..n)
+    practice_id: str | None
+    study: Any  # protocol.Study as registered
+    stimuli: dict  # stimulus_id -> {source, title, file, url, duration_s, pair_id}
+    item_order: list[str]  # item ids of the current step in the order to show them
+    answers: dict  # item_id -> flow.Answer already stored for the current step
+    attention_failed: int = 0
+    excluded_reason: str | None = None
+    prolific_pid: str | None = None
+    study_status: str = "open"
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "completed"
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+    @property
+    def step_key(self) -> str:
+        return self.step.key
+
+    @property
+    def progress(self) -> float:
+        """Share of the session done, 0..1, for a progress bar."""
+        return min(1.0, self.step_index / max(1, len(self.steps) - 1))
+
+    @property
+    def completion_code(self) -> str | None:
+        return getattr(self.study.completion, "code", None) if self.completed else None
+
+    @property
+    def redirect_url(self) -> str | None:
+        return getattr(self.study.completion, "redirect_url", None) if self.completed else None
+
+
+@dataclass
+class SubmitResult:
+    """What happened to a submitted page. ok False: nothing was written; see errors / message."""
+
+    ok: bool
+    state: ParticipantState
+    errors: dict[str, str] = field(default_factory=dict)
+    message: str | None = None
+    duplicate: bool = False  # the step had already been stored (double click, second tab)
+
+
+_P_COLUMNS = [participants.c[name] for name in (
+    "id", "study_id", "token", "pseudonym", "participant_number", "prolific_pid", "label_condition",
+    "list_index", "status", "excluded_reason", "attention_failed", "step_index", "step_key", "is_pilot",
+)]
+_S_COLUMNS = [studies.c.id.label("s_id"), studies.c.status.label("s_status"), studies.c.spec_yaml.label("s_yaml"),
+              studies.c.spec_hash.label("s_hash"), studies.c.updated_at.label("s_updated"),
+              studies.c.manifest.label("s_manifest")]
+
+
+def _load(conn: Connection, token: str, lock: bool = False):
+    """(participant row, study row as a dict shaped like `studies`) for a token, or None."""
+    if not token or not isinstance(token, str) or len(token) > 64:
+        return None
+    q = sa.select(*_P_COLUMNS, *_S_COLUMNS).join(studies, studies.c.id == participants.c.study_id) \
+        .where(participants.c.token == token)
+    if lock and _is_pg(conn):
+        q = q.with_for_update(of=participants)
+    p = conn.execute(q).mappings().first()
+    if p is None:
+        return None
+    srow = {"id": p["s_id"], "status": p["s_status"], "spec_yaml": p["s_yaml"], "spec_hash": p["s_hash"],
+            "updated_at": p["s_updated"], "manifest": p["s_manifest"]}
+    return p, srow
+
+
+def _ctx_key(srow) -> tuple:
+    return (srow["id"], srow["spec_hash"], str(srow["updated_at"]))
+
+
+def _planned(conn: Connection, participant_id: int) -> tuple[tuple[str, ...], str | None]:
+    rows = conn.execute(sa.select(planned_trials.c.position, planned_trials.c.stimulus_id, planned_trials.c.kind)
+                        .where(planned_trials.c.participant_id == participant_id)
+                        .order_by(planned_trials.c.position)).all()
+    practice = next((sid for pos, sid, kind in rows if kind == "practice"), None)
+    return tuple(sid for pos, sid, kind in rows if kind == "main"), practice
+
+
+def _stored_answers(conn: Connection, participant_id: int, step_key: str) -> dict:
+    from study.flow import Answer
+
+    rows = conn.execute(sa.select(responses.c.item_id, responses.c.value_num, responses.c.value_text,
+                                  responses.c.untouched, responses.c.response_time_ms, responses.c.shown_position)
+                        .where(responses.c.participant_id == participant_id, responses.c.step_key == step_key)).all()
+    return {r.item_id: Answer(value=r.value_num if r.value_num is not None else r.value_text,
+                              untouched=bool(r.untouched), response_time_ms=r.response_time_ms,
+                              shown_position=r.shown_position) for r in rows}
+
+
+def _build_state(conn: Connection, p, srow, step_index: int | None = None, status: str | None = None,
+                 attention_failed: int | None = None, excluded_reason: str | None = None,
+                 with_answers: bool = True) -> ParticipantState:
+    from study import flow
+
+    ctx = _context(srow)
+    sequence, practice_id = _planned(conn, p["id"])
+    steps = _steps(ctx, _ctx_key(srow), sequence, practice_id)
+    index = min(p["step_index"] if step_index is None else step_index, len(steps) - 1)
+    step = steps[index]
+    seed = flow.participant_seed(ctx.spec.seed, p["participant_number"])
+    answers = _stored_answers(conn, p["id"], step.key) if with_answers and step.collects_data else {}
+    return ParticipantState(
+        participant_id=p["id"], token=p["token"], pseudonym=p["pseudonym"], study_id=p["study_id"],
+        status=status or p["status"], label_condition=p["label_condition"], list_index=p["list_index"],
+        participant_number=p["participant_number"], is_pilot=bool(p["is_pilot"]), step_index=index, step=step,
+        steps=steps, sequence=list(sequence), practice_id=practice_id, study=ctx.study, stimuli=ctx.stimuli,
+        item_order=flow.item_order(step, seed), answers=answers,
+        attention_failed=p["attention_failed"] if attention_failed is None else attention_failed,
+        excluded_reason=p["excluded_reason"] if excluded_reason is None else excluded_reason,
+        prolific_pid=p["prolific_pid"], study_status=srow["status"],
+    )
+
+
+def enrol(engine: Engine, study_id: str, *, prolific_pid: str | None = None, prolific_study_id: str | None = None,
+          prolific_session_id: str | None = None, is_pilot: bool = False,
+          user_agent: str | None = None) -> ParticipantState:
+    """A new participant with a balanced list and label condition, or the existing one for a PROLIFIC_PID.
+
+    Counting and inserting happen in one transaction that holds the study's lock (a row lock on
+    PostgreSQL, the database write lock on SQLite), so concurrent enrolments, from any number
+    of app processes, see each other's counts and balance holds at every N. Pilots are balanced
+    among themselves. A paused study takes only pilots; a closed one nobody (StudyClosed).
+    """
+    from study import design
+
+    for name, value in (("PROLIFIC_PID", prolific_pid), ("STUDY_ID", prolific_study_id),
+                        ("SESSION_ID", prolific_session_id)):
+        if value is not None and len(value) > 100:
+            raise UserError(f"The link's {name} is too long ({len(value)} characters; at most 100).")
+    with _write(engine) as conn:
+        srow = _study_row(conn, study_id, lock=True)
+        if prolific_pid:
+            token = conn.execute(sa.select(participants.c.token).where(
+                participants.c.study_id == study_id, participants.c.prolific_pid == prolific_pid)).scalar()
+            if token is not None:
+                loaded = _load(conn, token)
+                return _build_state(conn, *loaded)
+        if srow["status"] == "closed" or (srow["status"] == "paused" and not is_pilot):
+            what = "has closed" if srow["status"] == "closed" else "is paused at the moment"
+            raise StudyClosed(f"Thank you for your interest. This study {what} and is not taking new participants.")
+        ctx = _context(srow)
+        lists = design.build_lists(ctx.spec, ctx.clips)
+        same_kind = (participants.c.study_id == study_id) & (participants.c.is_pilot.is_(bool(is_pilot)))
+        per_list = dict(conn.execute(sa.select(participants.c.list_index, sa.func.count())
+                                     .where(same_kind).group_by(participants.c.list_index)).all())
+        per_condition = dict(conn.execute(sa.select(participants.c.label_condition, sa.func.count())
+                                          .where(same_kind).group_by(participants.c.label_condition)).all())
+        list_counts = [per_list.get(i, 0) for i in range(len(lists))]
+        number = srow["participants_enrolled"] + 1
+        list_index, condition = design.choose_assignment(list_counts, per_condition, ctx.spec, number)
+        sequence = design.sequence_for(ctx.spec, ctx.clips, list_index, list_counts[list_index])
+        steps = _steps(ctx, _ctx_key(srow), tuple(sequence), ctx.practice_id)
+        now = utcnow()
+        pid = conn.execute(participants.insert().values(
+            study_id=study_id, token=secrets.token_urlsafe(24), pseudonym=f"P{number:04d}",
+            participant_number=number, prolific_pid=prolific_pid or None, prolific_study_id=prolific_study_id,
+            prolific_session_id=prolific_session_id, label_condition=condition, list_index=list_index,
+            status="started", attention_failed=0, step_index=0, step_key=steps[0].key, is_pilot=bool(is_pilot),
+            study_version=str(srow["version"]), user_agent=(user_agent or None) and user_agent[:500],
+            started_at=now, updated_at=now,
+        ).returning(participants.c.id)).scalar_one()
+        planned = [{"participant_id": pid, "position": pos, "stimulus_id": sid, "kind": "main"}
+                   for pos, sid in enumerate(sequence, start=1)]
+        if ctx.practice_id:
+            planned.insert(0, {"participant_id": pid, "position": 0, "stimulus_id": ctx.practice_id,
+                               "kind": "practice"})
+        conn.execute(planned_trials.insert(), planned)
+        conn.execute(studies.update().where(studies.c.id == study_id).values(participants_enrolled=number))
+        p = conn.execute(sa.select(*_P_COLUMNS).where(participants.c.id == pid)).mappings().one()
+        return _build_state(conn, p, srow, with_answers=False)
+
+
+def get_state(engine: Engine, token: str) -> ParticipantState | None:
+    """The participant behind a link's token, or None for an unknown token."""
+    with _read(engine) as conn:
+        loaded = _load(conn, token)
+        if loaded is None:
+            return None
+        return _build_state(conn, *loaded)
+
+
+def _insert_ignore(conn: Connection, table: sa.Table, rows: list[dict], keys: list[str]) -> None:
+    """INSERT ... ON CONFLICT (keys) DO NOTHING in the dialect's own syntax."""
+    if not rows:
+        return
+    if _is_pg(conn):
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    conn.execute(insert(table).on_conflict_do_nothing(index_elements=keys), rows)
+
+
+def _greatest(column, value):
+    """max(column, value) ignoring NULLs, portable across SQLite and PostgreSQL."""
+    if value is None:
+        return column
+    return sa.case((column.is_(None), value), (column < value, value), else_=column)
+
+
+def _ensure_trial(conn: Connection, participant_id: int, position: int, stimulus_id: str, now: datetime) -> None:
+    _insert_ignore(conn, trials, [{"participant_id": participant_id, "position": position,
+                                   "stimulus_id": stimulus_id, "started_at": now}], ["participant_id", "position"])
+
+
+def _number_or_none(value) -> float | None:
+    import math
+
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+INACTIVE_MESSAGES = {
+    "withdrawn": "You have withdrawn from this study, so nothing more is recorded. Thank you for your time.",
+    "declined": "You chose not to take part, so nothing more is recorded. Thank you for your time.",
+    "timed_out": "This session has expired because it was inactive for too long. Thank you for your time.",
+    "completed": "You have already completed this study. Thank you!",
+}
+CLOSED_MESSAGE = "This study has closed, so no more answers can be recorded. Thank you for taking part."
+
+
+def submit_step(engine: Engine, token: str, step_key: str, answers: dict, trial_meta: dict | None = None,
+                actor: str = "participant") -> SubmitResult:
+    """Store one page's answers and move the participant on, in one transaction.
+
+    A page submitted twice (double click, reload, a second tab) is answered with the stored
+    state and writes nothing (duplicate=True); a page that is not the current one is refused
+    politely. Invalid answers write nothing and come back in `errors`. `trial_meta` for clip
+    steps: started_at (datetime), watched_share, max_time, play_count.
+    """
+    from study import flow
+
+    now = utcnow()
+    with _write(engine) as conn:
+        loaded = _load(conn, token, lock=True)
+        if loaded is None:
+            raise UserError("This study link is not valid. Please use the link you were given.")
+        p, srow = loaded
+        state = _build_state(conn, p, srow, with_answers=False)
+        keys = [s.key for s in state.steps]
+        if step_key not in keys:
+            return SubmitResult(False, state, message="That page is not part of this study.")
+        index = keys.index(step_key)
+        if index < state.step_index:
+            return SubmitResult(True, state, duplicate=True, message="This page had already been saved.")
+        if state.status not in ACTIVE_STATUSES and not (state.completed and index == state.step_index):
+            return SubmitResult(False, state, message=INACTIVE_MESSAGES.get(state.status))
+        if index > state.step_index:
+            return SubmitResult(False, state, message="This page is not the current one; here is where you are.")
+        if srow["status"] == "closed" and state.active:
+            return SubmitResult(False, state, message=CLOSED_MESSAGE)
+        step = state.steps[index]
+        if step.kind == "complete":
+            return SubmitResult(True, state)
+        answers = {k: (v if isinstance(v, flow.Answer) else flow.Answer(v)) for k, v in (answers or {}).items()}
+        errors = flow.validate_answers(step, answers) if step.collects_data else {}
+        if errors:
+            return SubmitResult(False, state, errors=errors, message="Please check the answers marked below.")
+
+        values: dict[str, Any] = {"updated_at": now}
+        new_index = index + 1
+        new_status = state.status
+        attention_failed, excluded_reason = state.attention_failed, state.excluded_reason
+        trial_id = None
+        if step.has_clip:
+            meta = trial_meta or {}
+            _ensure_trial(conn, p["id"], step.position, step.stimulus_id, meta.get("started_at") or now)
+            t = trials.c
+            conn.execute(trials.update().where(t.participant_id == p["id"], t.position == step.position).values(
+                submitted_at=now, item_order=state.item_order,
+                watched_share=_greatest(t.watched_share, _number_or_none(meta.get("watched_share"))),
+                max_time=_greatest(t.max_time, _number_or_none(meta.get("max_time"))),
+                play_count=_greatest(t.play_count, meta.get("play_count")),
+            ))
+            trial_id = conn.execute(sa.select(t.id).where(t.participant_id == p["id"], t.position == step.position)
+                                    ).scalar_one()
+        if step.collects_data:
+            order = {item_id: i for i, item_id in enumerate(state.item_order, start=1)}
+            by_id = {item.id: item for item in step.items}
+            rows = []
+            for item_id, answer in answers.items():
+                item = by_id[item_id]
+                num, text = flow.stored_value(item, answer)
+                rows.append({"participant_id": p["id"], "trial_id": trial_id, "step_key": step.key,
+                             "instrument_id": item.instrument, "item_id": item_id, "value_num": num,
+                             "value_text": text, "untouched": bool(answer.untouched),
+                             "shown_position": answer.shown_position or order.get(item_id),
+                             "response_time_ms": answer.response_time_ms, "created_at": now})
+            _insert_ignore(conn, responses, rows, ["participant_id", "step_key", "item_id"])
+        if step.kind == "consent":
+            if flow.consent_given(answers):
+                new_status = "in_progress"
+            else:
+                new_status, new_index = "declined", index
+                values["withdrawn_at"] = now
+        elif step.kind == "attention" and not flow.attention_passed(step, answers):
+            attention_failed += 1
+            limit = getattr(state.study.exclusions, "max_failed_attention_checks", None)
+            values["attention_failed"] = attention_failed
+            if limit is not None and attention_failed > limit:
+                excluded_reason = f"failed {attention_failed} attention check(s) (at most {limit} allowed)"
+                values["excluded_reason"] = excluded_reason
+        new_step = state.steps[new_index]
+        if new_step.kind in ("debrief", "complete") and new_status in ACTIVE_STATUSES:
+            # Every answer is in once the debrief shows: a tab closed there still counts as complete.
+            new_status = "completed"
+            values["completed_at"] = now
+        values.update(step_index=new_index, step_key=new_step.key, status=new_status)
+        conn.execute(participants.update().where(participants.c.id == p["id"]).values(**values))
+        new_state = _build_state(conn, p, srow, step_index=new_index, status=new_status,
+                                 attention_failed=attention_failed, excluded_reason=excluded_reason,
+                                 with_answers=False)
+        return SubmitResult(True, new_state)
+
+
+# --------------------------------------------------------------------------- playback events
+
+# What the player may report (components/player). "sample" rows go to continuous_samples.
+EVENT_TYPES = frozenset({
+    "loaded", "start_click", "play", "playing", "pause", "seeking", "seeked", "timeupdate", "progress",
+    "ended", "waiting", "stalled", "error", "retry", "skip", "play_rejected", "visibility_hidden",
+    "visibility_visible", "fullscreen_enter", "fullscreen_exit", "volume", "rate", "watched",
+})
+SAMPLE_EVENT = "sample"
+MAX_EVENTS_PER_BATCH = 1000
+MAX_DETAIL_CHARS = 2000
+
+
+def record_events(engine: Engine, token: str, events: list[dict]) -> int:
+    """Store a batch of player events and continuous-rating samples; returns how many were new.
+
+    Each event: {position, seq, event, media_time, client_time, detail, watched_share} (only
+    position, seq and event are required; "sample" events carry `value`). A resent batch is
+    stored once (unique participant, position, seq). The whole batch is refused, with every
+    problem listed, if any event is malformed. `watched_share` raises the trial's share, never
+    lowers it.
+    """
+    import json
+
+    if not isinstance(events, list):
+        raise UserError("Events must be sent as a list.")
+    if len(events) > MAX_EVENTS_PER_BATCH:
+        raise UserError(f"Too many events in one batch ({len(events)}; at most {MAX_EVENTS_PER_BATCH}). Send them in smaller batches.")
+    now = utcnow()
+    with _write(engine) as conn:
+        loaded = _load(conn, token)
+        if loaded is None:
+            raise UserError("This study link is not valid.")
+        p, _ = loaded
+        if p["status"] not in ("started", "in_progress", "completed"):
+            raise UserError(f"No more data are recorded for this participant (status {p['status']}).")
+        planned = dict(conn.execute(sa.select(planned_trials.c.position, planned_trials.c.stimulus_id)
+                                    .where(planned_trials.c.participant_id == p["id"])).all())
+        problems: list[Problem] = []
+        event_rows, sample_rows = [], []
+        watched: dict[int, float] = {}
+        max_time: dict[int, float] = {}
+        for i, ev in enumerate(events):
+            where = f"event {i + 1}"
+            if not isinstance(ev, dict):
+                problems.append(Problem(where, "is not an object"))
+                continue
+            kind = ev.get("event", ev.get("type"))
+            position, seq = ev.get("position"), ev.get("seq")
+            if kind != SAMPLE_EVENT and kind not in EVENT_TYPES:
+                problems.append(Problem(where, f"unknown event type {kind!r}"))
+            if not isinstance(position, int) or isinstance(position, bool) or position not in planned:
+                problems.append(Problem(where, f"position {position!r} is not one of this participant's clips"))
+                continue
+            if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 2**31:
+                problems.append(Problem(where, f"seq must be a whole number from 0, not {seq!r}"))
+                continue
+            media_time = _number_or_none(ev.get("media_time"))
+            client_time = _number_or_none(ev.get("client_time"))
+            detail = ev.get("detail")
+            if detail is not None and (not isinstance(detail, dict) or len(json.dumps(detail)) > MAX_DETAIL_CHARS):
+                problems.append(Problem(where, f"detail must be an object of at most {MAX_DETAIL_CHARS} characters"))
+                continue
+            share = _number_or_none(ev.get("watched_share", (detail or {}).get("watched_share")))
+            if share is not None:
+                if not 0 <= share <= 1.0001:
+                    problems.append(Problem(where, f"watched_share must be between 0 and 1, not {share}"))
+                    continue
+                watched[position] = max(watched.get(position, 0.0), min(share, 1.0))
+            if media_time is not None:
+                max_time[position] = max(max_time.get(position, 0.0), media_time)
+            base = {"participant_id": p["id"], "position": position, "stimulus_id": planned[position], "seq": seq}
+            if kind == SAMPLE_EVENT:
+                value = _number_or_none(ev.get("value"))
+                if value is None:
+                    problems.append(Problem(where, "a sample needs a numeric value"))
+                    continue
+                sample_rows.append({**base, "media_time": media_time, "value": value, "client_time": client_time})
+            else:
+                event_rows.append({**base, "event": kind, "media_time": media_time, "client_time": client_time,
+                                   "server_time": now, "detail": detail})
+        if problems:
+            raise UserError(f"{len(problems)} of {len(events)} events could not be stored; none were.", problems)
+        new = 0
+        for table, rows in ((playback_events, event_rows), (continuous_samples, sample_rows)):
+            if not rows:
+                continue
+            positions = {r["position"] for r in rows}
+            seen = set(conn.execute(sa.select(table.c.position, table.c.seq).where(
+                table.c.participant_id == p["id"], table.c.position.in_(positions))).tuples())
+            fresh = {(r["position"], r["seq"]): r for r in rows if (r["position"], r["seq"]) not in seen}
+            new += len(fresh)
+            _insert_ignore(conn, table, list(fresh.values()), ["participant_id", "position", "seq"])
+        for position in set(watched) | set(max_time):
+            _ensure_trial(conn, p["id"], position, planned[position], now)
+            t = trials.c
+            conn.execute(trials.update().where(t.participant_id == p["id"], t.position == position).values(
+                watched_share=_greatest(t.watched_share, watched.get(position)),
+                max_time=_greatest(t.max_time, max_time.get(position))))
+        if new:
+            conn.execute(participants.update().where(participants.c.id == p["id"]).values(updated_at=now))
+        return new
+
+
+# --------------------------------------------------------------------------- ending, deleting
+
+
+def withdraw(engine: Engine, token: str) -> ParticipantState:
+    """The participant stops: status withdrawn, nothing more is recorded. Their data stay until
+    deletion is asked for (delete_participant)."""
+    now = utcnow()
+    with _write(engine) as conn:
+        loaded = _load(conn, token, lock=True)
+        if loaded is None:
+            raise UserError("This study link is not valid.")
+        p, srow = loaded
+        if p["status"] in ("withdrawn", "declined"):
+            return _build_state(conn, p, srow, with_answers=False)
+        conn.execute(participants.update().where(participants.c.id == p["id"]).values(
+            status="withdrawn", withdrawn_at=now, updated_at=now))
+        _audit(conn, "participant", "withdrawn", p["study_id"], participant_ref(p["study_id"], p["pseudonym"]),
+               {"step_key": p["step_key"], "previous_status": p["status"]})
+        return _build_state(conn, p, srow, status="withdrawn", with_answers=False)
+
+
+def mark_timed_out(engine: Engine, study_id: str, now: datetime | None = None) -> int:
+    """Participants inactive for longer than the study's timeout_minutes become timed_out; returns how many."""
+    now = now or utcnow()
+    with _write(engine) as conn:
+        srow = _study_row(conn, study_id)
+        minutes = getattr(_context(srow).study, "timeout_minutes", None)
+        if not minutes:
+            return 0
+        cutoff = now - timedelta(minutes=float(minutes))
+        result = conn.execute(participants.update().where(
+            participants.c.study_id == study_id, participants.c.status.in_(ACTIVE_STATUSES),
+            participants.c.updated_at < cutoff).values(status="timed_out", updated_at=now))
+        if result.rowcount:
+            _audit(conn, "system", "timed_out", study_id, detail={"participants": result.rowcount,
+                                                                   "timeout_minutes": minutes})
+        return result.rowcount
+
+
+def delete_participant(engine: Engine, study_id: str, ref: str, actor: str = "cli") -> int:
+    """Delete every row of one participant (found by token, pseudonym or Prolific ID); returns rows deleted.
+
+    What remains is one audit entry holding a hash of the pseudonym; earlier audit entries about
+    the participant are removed too.
+    """
+    if not ref:
+        raise UserError("Give the participant's token, pseudonym or Prolific ID.")
+    with _write(engine) as conn:
+        _study_row(conn, study_id, lock=True)
+        c = participants.c
+        p = conn.execute(sa.select(c.id, c.pseudonym).where(
+            c.study_id == study_id, sa.or_(c.token == ref, c.pseudonym == ref, c.prolific_pid == ref))).first()
+        if p is None:
+            raise UserError(f"No participant {ref!r} in study {study_id!r} (give a token, a pseudonym such as "
+                            "P0001, or a Prolific ID).")
+        pref = participant_ref(study_id, p.pseudonym)
+        deleted = 0
+        for table in (responses, continuous_samples, playback_events, trials, planned_trials):
+            deleted += conn.execute(table.delete().where(table.c.participant_id == p.id)).rowcount
+        conn.execute(audit_log.delete().where(audit_log.c.study_id == study_id, audit_log.c.participant_ref == pref))
+        deleted += conn.execute(participants.delete().where(c.id == p.id)).rowcount
+        _audit(conn, actor, "participant_deleted", study_id, pref, {"rows": deleted})
+        return deleted
+
+
+def cli_delete_participant(args) -> int:
+    engine = make_engine(getattr(args, "url", None))
+    try:
+        study_id = resolve_study_id(args.study)
+        n = delete_participant(engine, study_id, args.participant)
+        print(f"deleted participant {args.participant} of {study_id}: {n} rows; an audit entry records the deletion")
+    finally:
+        engine.dispose()
+    return 0

@@ -3,6 +3,8 @@
 Revision ID: 0001
 Revises: 
 Create Date: 2026-11-25 14:54:45.144164
+
+Written by autogenerate from study/store.py, then reviewed.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def upgrade() -> None:
     sa.Column('spec_yaml', sa.Text(), nullable=False),
     sa.Column('spec_hash', sa.String(length=64), nullable=False),
     sa.Column('manifest', sa.JSON(), nullable=False),
+    sa.Column('participants_enrolled', sa.Integer(), server_default='0', nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_studies'))
