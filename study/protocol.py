@@ -245,6 +245,12 @@ class Study(_Section):
     _source_path: Path | None = PrivateAttr(default=None)
     _source_bytes: bytes | None = PrivateAttr(default=None)
 
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_as_text(cls, v: Any) -> Any:
+        # `version: 2` or `version: 1.1` in YAML arrive as numbers; a version is a label
+        return str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+
     @field_validator("id")
     @classmethod
     def _slug(cls, v: str | None) -> str | None:
@@ -388,7 +394,7 @@ def cross_check(sections: dict[str, Any], partial: set[str] | frozenset[str] = f
     plan: AnalysisPlan | None = sections.get("analysis")
     if plan is not None and measures is not None and "measures" not in partial:
         items, scales = _measured_per_clip(measures)
-        measured = sorted(set(items) | scales)
+        measured = sorted({i for i, it in items.items() if it.is_numeric} | scales)
 
         def check_outcome(where: str, oid: str) -> None:
             if oid in scales:
@@ -808,6 +814,8 @@ def _type_name(annotation: Any) -> str:
         inner = " or ".join(_type_name(a) for a in rest)
         return f"{inner} or empty" if len(rest) < len(args) else inner
     if origin is list:
+        if isinstance(args[0], type) and issubclass(args[0], BaseModel):
+            return "list of entries (fields below)"
         return f"list of {_type_name(args[0])}"
     if origin is dict:
         return f"mapping of {_type_name(args[0])} to {_type_name(args[1])}"
@@ -834,6 +842,10 @@ def _default_text(field: FieldInfo) -> str:
         return "(section)"
     if value is None:
         return "empty"
+    if value == "":
+        return '""'
+    if isinstance(value, dict):
+        return "{}" if not value else str(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):
@@ -866,3 +878,25 @@ def settings_markdown() -> str:
         cells = [f"`{row['path']}`", row["type"], f"`{row['default']}`" if row["default"] not in ("required", "(section)") else row["default"], row["help"]]
         lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+DOC_START, DOC_END = "<!-- settings:start -->", "<!-- settings:end -->"
+
+
+def update_settings_doc(path: str | Path) -> bool:
+    """Regenerate the settings table between the markers of docs/study_file.md; True if it changed."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    head, _, rest = text.partition(DOC_START)
+    _, _, tail = rest.partition(DOC_END)
+    new = f"{head}{DOC_START}\n{settings_markdown()}{DOC_END}{tail}"
+    if new != text:
+        path.write_text(new, encoding="utf-8")
+    return new != text
+
+
+if __name__ == "__main__":  # python -m study.protocol docs/study_file.md
+    import sys
+
+    changed = update_settings_doc(sys.argv[1] if len(sys.argv) > 1 else "docs/study_file.md")
+    print("updated" if changed else "already up to date")
