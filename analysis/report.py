@@ -1,0 +1,698 @@
+"""Result tables and the self-contained HTML report, plus `kuleshov analyze` and `kuleshov report`.
+
+`analyze` runs every analysis once and returns tidy tables; `write_tables` saves them as CSV;
+`build_report` turns them (and charts) into ONE HTML file that opens offline: plotly.js is
+inlined once in <head>, and nothing is fetched from the network. The methods paragraph is
+written from what was actually run (the model each outcome ended up with, the exclusions and
+their reasons), never from what was planned.
+"""
+
+from __future__ import annotations
+
+import html
+import importlib.metadata
+import platform
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis import charts
+from study.errors import Problem, UserError
+
+# Per-clip outcomes offered by the built-in instruments (study/instruments.py), in report
+# order; scale scores rather than their items, so default outcomes are not item-level noise.
+KNOWN_OUTCOMES = ("valence", "arousal", "dominance", "moved", "engagement", "ai_qualities")
+REQUIRED_COLUMNS = ("participant_id", "stimulus_id", "source")
+P_COLUMNS = {"p", "p_holm", "p_bh", "tost_p", "p_adjusted"}
+COUNT_COLUMNS = {"n", "nobs", "n_participants", "n_stimuli", "hits", "false_alarms", "n_ai", "n_human",
+                 "n_items", "n_pairs", "participants", "trials", "count", "position"}
+CORRECTIONS = {"holm": ("p_holm", "Holm's step-down method"),
+               "bh": ("p_bh", "the Benjamini-Hochberg false-discovery-rate method"),
+               "fdr_bh": ("p_bh", "the Benjamini-Hochberg false-discovery-rate method"),
+               "none": ("p", "no correction")}
+SOFTWARE = ("kuleshov", "numpy", "pandas", "scipy", "statsmodels", "plotly")
+
+SECTIONS = [  # (id, heading); the order of the report
+    ("summary", "Summary"),
+    ("methods", "Methods"),
+    ("exclusions", "Exclusions"),
+    ("descriptives", "Descriptive statistics"),
+    ("primary", "Primary test: crossed mixed models"),
+    ("forest", "Effects across outcomes"),
+    ("distributions", "Distributions by source"),
+    ("pairs", "Matched pairs"),
+    ("label", "Label effect"),
+    ("attribution", "AI attribution"),
+    ("valence-arousal", "Valence-arousal plane"),
+    ("emotions", "Discrete emotions"),
+    ("order", "Order and fatigue"),
+    ("reliability", "Reliability of scales"),
+    ("software", "Software"),
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# the analysis plan
+
+
+@dataclass
+class Plan:
+    """The study file's `analysis` block, with the defaults used when there is no study file."""
+
+    primary_outcome: str | None = None
+    secondary_outcomes: list[str] = field(default_factory=list)
+    hypothesis: str = "two_sided"
+    alpha: float = 0.05
+    sesoi: float = 0.2  # in d units (stats.primary_test)
+    correction: str = "holm"
+
+    @classmethod
+    def from_any(cls, plan: Any = None, study: Any = None) -> Plan:
+        src = plan if plan is not None else getattr(study, "analysis", None)
+        if src is None:
+            return cls()
+        if isinstance(src, cls):
+            return src
+        if hasattr(src, "model_dump"):
+            src = src.model_dump()
+        if not isinstance(src, Mapping):
+            raise UserError(f"analysis plan must be a mapping of settings; got {type(src).__name__}")
+        known = {k: v for k, v in src.items() if k in cls.__dataclass_fields__ and v is not None}
+        out = cls(**known)
+        out.secondary_outcomes = list(out.secondary_outcomes or [])
+        out.correction = str(out.correction).lower()
+        if out.correction not in CORRECTIONS:
+            raise UserError(f"analysis.correction must be one of {', '.join(CORRECTIONS)}; got {out.correction!r}")
+        return out
+
+
+def default_outcomes(trials: pd.DataFrame, plan: Plan | None = None) -> list[str]:
+    """The plan's primary and secondary outcomes, else every known outcome present: the
+    built-in dimensions and scale scores, then the discrete emotions."""
+    if plan is not None and plan.primary_outcome:
+        wanted = [plan.primary_outcome, *plan.secondary_outcomes]
+        missing = [o for o in wanted if o not in trials.columns]
+        if missing:
+            raise UserError("outcomes named in the analysis plan are not in the data",
+                            [Problem(f"analysis: outcome {o}", "no such column in the trial table; columns are: "
+                                     + ", ".join(map(str, trials.columns))) for o in missing])
+        return list(dict.fromkeys(wanted))
+    numeric = [c for c in trials.columns if _numeric_with_data(trials[c])]
+    return [c for c in KNOWN_OUTCOMES if c in numeric] + [c for c in charts.emotion_columns(trials) if c in numeric]
+
+
+def _numeric_with_data(s: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s) and s.notna().any()
+
+
+def check_trials(trials: pd.DataFrame, where: str = "trial table") -> pd.DataFrame:
+    """Clear errors for a table that is not in trial-table shape; returns it with source normalised."""
+    if not isinstance(trials, pd.DataFrame):
+        raise UserError(f"{where}: expected a table (pandas DataFrame), got {type(trials).__name__}")
+    missing = [c for c in REQUIRED_COLUMNS if c not in trials.columns]
+    if missing:
+        raise UserError(f"{where} is not in trial-table shape",
+                        [Problem(f"{where}: column {c}", "missing; columns are: " + ", ".join(map(str, trials.columns)))
+                         for c in missing])
+    if trials.empty:
+        raise UserError(f"{where} has no rows: nothing to analyse")
+    t = trials.copy()
+    t["source"] = t["source"].astype("string").str.strip().str.lower()
+    bad = t["source"].notna() & ~t["source"].isin(charts.SOURCES)
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise UserError(f"{where}: source must be 'human' or 'ai'",
+                        [Problem(f"{where}: row {row + 1}, column source", f"value {trials['source'].iloc[row]!r}")])
+    return t
+
+
+# ---------------------------------------------------------------------------------------------
+# analysis
+
+
+def _with_outcome(frames: list[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
+    parts = [f.assign(outcome=o)[["outcome", *f.columns]] for o, f in frames if f is not None and len(f)]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def _scales_present(trials: pd.DataFrame, scales: Mapping[str, Any] | None, study: Any) -> dict[str, list[str]]:
+    """Scales (name -> item ids) whose items are all columns of the trial table."""
+    if scales is None:
+        from study import instruments
+
+        scales = instruments.scales_for(study)
+    out = {}
+    for name, sc in scales.items():
+        items = list(getattr(sc, "items", sc))
+        if len(items) >= 2 and all(i in trials.columns and trials[i].notna().any() for i in items):
+            out[name] = items
+    return out
+
+
+def analyze(trials: pd.DataFrame, *, outcomes: list[str] | None = None, plan: Any = None, study: Any = None,
+            excluded: pd.DataFrame | None = None, scales: Mapping[str, Any] | None = None) -> dict[str, pd.DataFrame]:
+    """Every result table, computed once: for the report, the dashboard and `kuleshov analyze`.
+
+    Keys (present only when the data allow): primary, descriptives, naive, pairs, label,
+    sdt, dprime, accuracy_by_clip, confidence_accuracy, judged_ai, clip_means,
+    position_means, reliability, exclusions; always `skipped` [section, reason] and
+    `outcomes` [outcome, role]. A section whose input was not collected is listed in
+    `skipped` with the reason; a UserError from an analysis is recorded there too, so one
+    impossible analysis does not stop the others.
+    """
+    from analysis import stats
+
+    trials = check_trials(trials)
+    p = Plan.from_any(plan, study)
+    outcomes = list(outcomes) if outcomes else default_outcomes(trials, p)
+    missing = [o for o in outcomes if o not in trials.columns]
+    if missing:
+        raise UserError("outcomes not in the trial table",
+                        [Problem(f"outcome {o}", "no such column; columns are: " + ", ".join(map(str, trials.columns)))
+                         for o in missing])
+    if not outcomes:
+        raise UserError("no outcome to analyse: the trial table has none of the known outcome columns ("
+                        + ", ".join(KNOWN_OUTCOMES) + ", emo_*); name them with outcomes=")
+    res: dict[str, pd.DataFrame] = {}
+    skipped: list[tuple[str, str]] = []
+
+    def attempt(section: str, fn: Callable[[], pd.DataFrame | None]) -> pd.DataFrame | None:
+        try:
+            return fn()
+        except UserError as exc:
+            skipped.append((section, str(exc)))
+            return None
+
+    roles = ["primary" if (p.primary_outcome and o == p.primary_outcome) or (not p.primary_outcome and i == 0)
+             else "secondary" for i, o in enumerate(outcomes)]
+    res["outcomes"] = pd.DataFrame({"outcome": outcomes, "role": roles})
+    res["primary"] = stats.primary_test(trials, outcomes, alpha=p.alpha, sesoi=p.sesoi, hypothesis=p.hypothesis)
+    res["descriptives"] = stats.describe_by_source(trials, outcomes)
+    res["naive"] = _with_outcome([(o, attempt("naive", lambda o=o: stats.naive_tests(trials, o))) for o in outcomes])
+    res["clip_means"] = _with_outcome([(o, charts.clip_means(trials, o)) for o in outcomes])
+    if "position" in trials.columns and trials["position"].notna().any():
+        res["position_means"] = _with_outcome(
+            [(o, charts.summarise(trials.dropna(subset=["position"]), o, ["position", "source"])) for o in outcomes])
+    else:
+        skipped.append(("order", "no position column"))
+
+    has_pairs = "pair_id" in trials.columns and trials.dropna(subset=["pair_id"]).groupby("pair_id")["source"].nunique().eq(2).any()
+    if has_pairs:
+        res["pairs"] = _with_outcome([(o, attempt("pairs", lambda o=o: stats.pair_differences(trials, o))) for o in outcomes])
+    else:
+        skipped.append(("pairs", "no matched pairs (pair_id with both a human and an AI clip)"))
+
+    n_labels = trials["label_condition"].nunique() if "label_condition" in trials.columns else 0
+    if n_labels > 1:
+        frames = []
+        for o in outcomes:
+            lab = attempt("label", lambda o=o: stats.label_effect(trials, o))
+            if lab is not None and len(lab):
+                lab = lab.assign(model_used=lab.attrs.get("model_used"), formula=lab.attrs.get("formula"))
+            frames.append((o, lab))
+        res["label"] = _with_outcome(frames)
+    else:
+        skipped.append(("label", "one label condition only" if n_labels else "no label_condition column"))
+
+    if "judged_source" in trials.columns and trials["judged_source"].notna().any():
+        from analysis import attribution
+
+        sdt = attempt("attribution", lambda: attribution.sdt_per_participant(trials))
+        if sdt is not None:
+            res["sdt"] = sdt
+            dp = attempt("attribution", lambda: attribution.dprime_test(sdt))
+            if dp is not None:
+                res["dprime"] = dp
+        acc = attempt("attribution", lambda: attribution.accuracy_by_clip(trials))
+        if acc is not None:
+            res["accuracy_by_clip"] = acc
+        if "confidence" in trials.columns and trials["confidence"].notna().any():
+            ca = attempt("attribution", lambda: attribution.confidence_accuracy(trials))
+            if ca is not None:
+                res["confidence_accuracy"] = ca
+        res["judged_ai"] = _with_outcome(
+            [(o, attempt("attribution", lambda o=o: attribution.judged_ai_effect(trials, o))) for o in outcomes])
+    else:
+        skipped.append(("attribution", "no judged_source column (the attribution instrument was not used)"))
+
+    if not {"valence", "arousal"} <= set(trials.columns):
+        skipped.append(("valence-arousal", "valence and arousal were not both measured"))
+    if not charts.emotion_columns(trials):
+        skipped.append(("emotions", "no discrete-emotion ratings (emo_*)"))
+
+    scale_items = _scales_present(trials, scales, study)
+    if scale_items:
+        from analysis import scoring
+
+        rel = attempt("reliability", lambda: scoring.reliability(trials, scale_items))
+        if rel is not None:
+            res["reliability"] = rel
+    else:
+        skipped.append(("reliability", "no multi-item scale with its items in the data"))
+
+    res["exclusions"] = _exclusion_table(excluded)
+    res["skipped"] = pd.DataFrame(skipped, columns=["section", "reason"])
+    return res
+
+
+def _exclusion_table(excluded: pd.DataFrame | None) -> pd.DataFrame:
+    cols = ["level", "participant_id", "stimulus_id", "reason"]
+    if excluded is None or len(excluded) == 0:
+        return pd.DataFrame(columns=cols)
+    ex = excluded.copy()
+    for c in cols:
+        if c not in ex.columns:
+            ex[c] = pd.NA
+    return ex[cols + [c for c in ex.columns if c not in cols]].reset_index(drop=True)
+
+
+def write_tables(results: Mapping[str, pd.DataFrame], out_dir: str | Path) -> list[Path]:
+    """Every result table as <out_dir>/<name>.csv (UTF-8, no index); returns the paths written."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a folder; give a folder for the result tables")
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, df in results.items():
+        if not isinstance(df, pd.DataFrame):
+            continue
+        path = out / f"{name}.csv"
+        df.to_csv(path, index=False)
+        paths.append(path)
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# formatting
+
+
+def format_p(p: Any) -> str:
+    """APA-style p: '< .001', else three decimals without the leading zero; '' when missing."""
+    if p is None or pd.isna(p):
+        return ""
+    p = float(p)
+    if p < 0.001:
+        return "< .001"
+    return f"{p:.3f}".lstrip("0") if p < 1 else "1.000"
+
+
+def format_number(x: Any, column: str = "") -> str:
+    if x is None or (not isinstance(x, (list, tuple, np.ndarray)) and pd.isna(x)):
+        return ""
+    if isinstance(x, (bool, np.bool_)):
+        return "yes" if x else "no"
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    if isinstance(x, (float, np.floating)):
+        if column in COUNT_COLUMNS and float(x).is_integer():
+            return str(int(x))
+        if column == "df":
+            return f"{x:.1f}"
+        if not np.isfinite(x):
+            return str(x)
+        return f"{x:.3f}" if abs(x) < 100 else f"{x:.1f}"
+    return str(x)
+
+
+def table_html(df: pd.DataFrame, *, columns: list[str] | None = None, caption: str | None = None,
+               table_id: str | None = None, max_rows: int = 200) -> str:
+    """A DataFrame as an escaped HTML table with p-values and numbers formatted for reading."""
+    if df is None or len(df) == 0:
+        return '<p class="note">No rows.</p>'
+    d = df[[c for c in (columns or df.columns) if c in df.columns]]
+    more = len(d) - max_rows
+    d = d.head(max_rows)
+    shown = pd.DataFrame({c: [format_p(v) if c in P_COLUMNS else format_number(v, c) for v in d[c]] for c in d.columns})
+    out = shown.to_html(index=False, escape=True, border=0, classes="results", table_id=table_id, na_rep="")
+    if caption:
+        out = out.replace(">\n  <thead>", f">\n  <caption>{html.escape(caption)}</caption>\n  <thead>", 1)
+    if more > 0:
+        out += f'<p class="note">{more} more rows in the CSV tables (kuleshov analyze).</p>'
+    return out
+
+
+def chart_html(fig, div_id: str) -> str:
+    """A figure as a div + script, without plotly.js (inlined once in <head>)."""
+    body = fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id,
+                       config={"displaylogo": False, "responsive": True})
+    return f'<figure class="chart" data-chart="{div_id}">{body}</figure>'
+
+
+# ---------------------------------------------------------------------------------------------
+# methods text
+
+
+def _n(trials: pd.DataFrame) -> dict[str, int]:
+    clips = trials.drop_duplicates("stimulus_id")
+    return {"participants": trials["participant_id"].nunique(), "clips": len(clips),
+            "human": int((clips["source"] == "human").sum()), "ai": int((clips["source"] == "ai").sum()),
+            "ratings": len(trials)}
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def exclusion_sentence(excluded: pd.DataFrame) -> str:
+    if excluded is None or len(excluded) == 0:
+        return "No participant or trial was excluded."
+    parts = []
+    for level, g in excluded.groupby(excluded["level"].fillna("participant").astype(str), sort=True):
+        counts = g.groupby(g["reason"].fillna("unspecified").astype(str)).size().sort_values(ascending=False)
+        unit = "participant" if level.startswith("participant") else "trial"
+        total = g["participant_id"].nunique() if unit == "participant" else len(g)
+        reasons = "; ".join(f"{html.escape(r)} ({c})" for r, c in counts.items())
+        parts.append(f"{_plural(int(total), unit)} excluded ({reasons})")
+    return "Exclusions applied before analysis: " + "; ".join(parts) + "."
+
+
+def methods_html(trials: pd.DataFrame, results: Mapping[str, pd.DataFrame], plan: Plan,
+                 *, include_pilot: bool | None = None) -> str:
+    n = _n(trials)
+    prim = results["primary"]
+    outcomes = list(prim["outcome"])
+    paras = []
+    pilot = ""
+    if include_pilot is not None:
+        pilot = " Pilot participants were included." if include_pilot else " Pilot participants were left out."
+    paras.append(
+        f"<p>The analysis used {_plural(n['participants'], 'participant')} and {_plural(n['clips'], 'clip')} "
+        f"({n['human']} human-made, {n['ai']} AI-generated), {n['ratings']} ratings in total, after exclusions. "
+        f"{exclusion_sentence(results.get('exclusions'))}{pilot}</p>")
+
+    by_model = []
+    for r in prim.itertuples():
+        if r.formula is None or pd.isna(r.formula):
+            by_model.append(f"<li><b>{html.escape(r.outcome)}</b>: not fitted ({html.escape(str(r.messages))})</li>")
+            continue
+        note = ""
+        if r.model_used != "correlated_slope":
+            note = (f" (simplified from the planned model because the fit was singular or did not converge; "
+                    f"model used: {html.escape(str(r.model_used))})")
+        elif bool(r.singular):
+            note = " (singular fit)"
+        by_model.append(f"<li><b>{html.escape(r.outcome)}</b>: <code>{html.escape(str(r.formula))}</code>{note}</li>")
+    corr_col, corr_name = CORRECTIONS[plan.correction]
+    sided = {"two_sided": "two-sided", "human_greater": "one-sided (human-made &gt; AI-generated)",
+             "ai_greater": "one-sided (AI-generated &gt; human-made)"}.get(plan.hypothesis, plan.hypothesis)
+    paras.append(
+        "<p>For each outcome a linear mixed model with crossed random effects of participants and clips was "
+        "fitted by restricted maximum likelihood (REML); the planned model was "
+        "<code>outcome ~ source + (1 + source | participant) + (1 | clip)</code>. Source was coded +0.5 for "
+        "human-made and &minus;0.5 for AI-generated clips, so the fixed effect of source is the human-minus-AI "
+        "difference in scale points. Degrees of freedom and p-values use the Satterthwaite approximation. "
+        "When a fit was singular or did not converge, the correlation between participant intercepts and "
+        "slopes was dropped, then the participant slope. Models actually used:</p>"
+        f"<ul class=\"models\">{''.join(by_model)}</ul>")
+    sesoi_raw = ", ".join(f"{o}: &plusmn;{format_number(v)}" for o, v in zip(prim["outcome"], prim["sesoi_raw"])
+                          if pd.notna(v)) if "sesoi_raw" in prim.columns else ""
+    paras.append(
+        "<p>The standardised effect size is d = (human &minus; AI) / &radic;(sum of the variance components: "
+        "participant intercept, participant slope, clip intercept and residual) (Westfall, Kenny &amp; Judd, 2014); "
+        "its 95% CI is the CI of the difference divided by the same denominator. "
+        f"Tests were {sided} at &alpha; = {plan.alpha:g}. "
+        + (f"Across the {len(outcomes)} outcomes, p-values were adjusted with {corr_name} "
+           f"(column <code>{corr_col}</code>; Holm and Benjamini-Hochberg are both reported). "
+           if len(outcomes) > 1 else "One outcome was tested, so no correction across outcomes was needed. ")
+        + f"Equivalence was tested with two one-sided tests (TOST) against bounds of d = &plusmn;{plan.sesoi:g}, "
+        f"the smallest effect of interest"
+        + (f" (in scale points: {sesoi_raw})" if sesoi_raw else "") + ". "
+        "For comparison, the paired t-test on participant means and the Welch t-test on clip means are also "
+        "reported (table <code>naive</code>); they treat the clips as fixed and are not the test of record.</p>")
+    extra = []
+    if "label" in results and len(results["label"]):
+        extra.append("The effect of the source label was estimated with a source &times; label-condition mixed "
+                     "model (same random structure and simplification rule) and its planned contrasts.")
+    if "sdt" in results:
+        extra.append("AI attribution was analysed by signal detection per participant (a hit is judging an "
+                     "AI-generated clip as AI; log-linear correction: H = (hits + 0.5) / (n<sub>AI</sub> + 1), "
+                     "F = (false alarms + 0.5) / (n<sub>human</sub> + 1); d' = z(H) &minus; z(F)), with a one-sample "
+                     "t-test of d' against zero.")
+    if "pairs" in results and len(results["pairs"]):
+        extra.append("Within each matched pair, the human-minus-AI difference of clip means is reported with a "
+                     "95% CI, and pooled over pairs.")
+    if extra:
+        paras.append("<p>" + " ".join(extra) + "</p>")
+    versions = ", ".join(f"{k} {v}" for k, v in software_versions().items())
+    paras.append(f"<p>Software: {html.escape(versions)}.</p>")
+    return "\n".join(paras)
+
+
+def software_versions() -> dict[str, str]:
+    out = {"Python": platform.python_version()}
+    for pkg in SOFTWARE:
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the report
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#222;max-width:1100px;margin:0 auto;padding:1rem 1.5rem;line-height:1.45}
+h1{font-size:1.7rem;margin-bottom:.2rem} h2{border-bottom:1px solid #ccc;padding-bottom:.2rem;margin-top:2.2rem}
+nav ol{columns:3;font-size:.9rem} .banner{background:#fff3cd;border:2px solid #b8860b;padding:.8rem 1rem;font-weight:600;margin:1rem 0}
+table.results{border-collapse:collapse;font-size:.85rem;margin:.5rem 0 1rem;font-variant-numeric:tabular-nums}
+table.results th,table.results td{border-bottom:1px solid #ddd;padding:.25rem .6rem;text-align:right;vertical-align:top}
+table.results th{background:#f4f4f4} table.results td:first-child,table.results th:first-child{text-align:left}
+caption{text-align:left;font-weight:600;padding:.3rem 0}
+.note{color:#555;font-style:italic} section.skipped h2{color:#777} figure.chart{margin:0 0 1rem}
+code{background:#f4f4f4;padding:0 .2rem} .muted{color:#666;font-size:.85rem} .overflow{overflow-x:auto}
+"""
+
+
+def _section(sid: str, heading: str, body: str, *, skipped: str | None = None) -> str:
+    if skipped is not None:
+        return (f'<section id="{sid}" class="skipped" data-status="skipped"><h2>{html.escape(heading)}</h2>'
+                f'<p class="note">Not shown: {html.escape(skipped)}.</p></section>')
+    return f'<section id="{sid}" data-status="shown"><h2>{html.escape(heading)}</h2>\n{body}\n</section>'
+
+
+def _chart_outcomes(outcomes: list[str]) -> list[str]:
+    # Per-outcome charts for the dimensions and scales; the emotions have their own profile chart.
+    main = [o for o in outcomes if not o.startswith("emo_")]
+    return main or outcomes[:1]
+
+
+def _summary_html(trials: pd.DataFrame, results: Mapping[str, pd.DataFrame], plan: Plan) -> str:
+    n = _n(trials)
+    prim = results["primary"]
+    corr_col = CORRECTIONS[plan.correction][0]
+    items = [f"<li>{_plural(n['participants'], 'participant')}, {_plural(n['clips'], 'clip')} "
+             f"({n['human']} human-made, {n['ai']} AI-generated), {n['ratings']} ratings.</li>"]
+    for r in prim.itertuples():
+        if pd.isna(r.estimate):
+            items.append(f"<li><b>{html.escape(r.outcome)}</b>: not estimated.</li>")
+            continue
+        p_adj = getattr(r, corr_col)
+        if p_adj < plan.alpha:
+            verdict = "human-made higher" if r.estimate > 0 else "AI-generated higher"
+        elif bool(r.equivalent):
+            verdict = "equivalent within the smallest effect of interest"
+        else:
+            verdict = "no clear difference (neither a difference nor equivalence shown)"
+        items.append(
+            f"<li><b>{html.escape(r.outcome)}</b>: human &minus; AI = {format_number(r.estimate)} "
+            f"[{format_number(r.ci_low)}, {format_number(r.ci_high)}], d = {format_number(r.d)}, "
+            f"p = {format_p(r.p)}" + (f", adjusted p = {format_p(p_adj)}" if len(prim) > 1 and corr_col != "p" else "")
+            + f": {verdict}.</li>")
+    if "dprime" in results and len(results["dprime"]):
+        dp = results["dprime"].iloc[0]
+        items.append(f"<li>Telling AI from human clips: mean d' = {format_number(dp['mean_dprime'])} "
+                     f"[{format_number(dp['ci_low'])}, {format_number(dp['ci_high'])}], p = {format_p(dp['p'])}.</li>")
+    return f"<ul>{''.join(items)}</ul>"
+
+
+def build_report(trials: pd.DataFrame, *, study: Any = None, participants: pd.DataFrame | None = None,
+                 excluded: pd.DataFrame | None = None, outcomes: list[str] | None = None, plan: Any = None,
+                 title: str | None = None, interim: bool = False, results: Mapping[str, pd.DataFrame] | None = None,
+                 scales: Mapping[str, Any] | None = None, include_pilot: bool | None = None,
+                 data_source: str | None = None) -> str:
+    """The whole report as one self-contained HTML string (plotly.js inlined once, no network).
+
+    Pass `results` from `analyze` to avoid computing twice. `interim=True` adds a banner saying
+    the data collection is still running. Every section in SECTIONS is present, by its id; a
+    section whose data were not collected says so instead of showing a chart."""
+    import plotly.offline
+
+    trials = check_trials(trials)
+    p = Plan.from_any(plan, study)
+    if results is None:
+        results = analyze(trials, outcomes=outcomes, plan=p, study=study, excluded=excluded, scales=scales)
+    prim = results["primary"]
+    outcomes = list(prim["outcome"])
+    chart_outcomes = _chart_outcomes(outcomes)
+    skipped = {}
+    for r in results["skipped"].itertuples():
+        skipped.setdefault(r.section, r.reason)
+    title = title or (f"{getattr(study, 'title', None) or getattr(study, 'id', None)}: results" if study is not None
+                      else "Kuleshov results")
+    body: dict[str, str] = {}
+
+    body["summary"] = _summary_html(trials, results, p)
+    body["methods"] = methods_html(trials, results, p, include_pilot=include_pilot)
+    ex = results.get("exclusions")
+    body["exclusions"] = "<p>" + exclusion_sentence(ex) + "</p>" + (table_html(ex) if ex is not None and len(ex) else "")
+    body["descriptives"] = ('<p class="muted">Means over all ratings; these intervals treat ratings as independent '
+                            'and describe the data, they do not test.</p>' + table_html(results["descriptives"]))
+    body["primary"] = table_html(prim, columns=[
+        "outcome", "model_used", "n_participants", "n_stimuli", "nobs", "estimate", "se", "df", "t", "p", "p_sided",
+        "ci_low", "ci_high", "d", "d_ci_low", "d_ci_high", "p_holm", "p_bh", "tost_p", "equivalent", "singular"],
+        table_id="primary-table")
+    if "naive" in results and len(results["naive"]):
+        body["primary"] += ("<h3>Shortcut analyses (for comparison only)</h3>" + table_html(results["naive"]))
+    body["forest"] = (chart_html(charts.forest_plot(prim, units="d", sesoi=p.sesoi), "chart-forest-d")
+                      + chart_html(charts.forest_plot(prim, units="raw"), "chart-forest-raw"))
+    body["distributions"] = "".join(
+        chart_html(charts.distributions_by_source(trials, o), f"chart-distributions-{o}") for o in chart_outcomes)
+
+    if "pairs" in results and len(results["pairs"]):
+        pr = results["pairs"]
+        body["pairs"] = "".join(
+            chart_html(charts.pair_slopes(pr[pr["outcome"] == o], o), f"chart-pairs-{o}") for o in chart_outcomes
+            if (pr["outcome"] == o).any()) + '<div class="overflow">' + table_html(pr) + "</div>"
+    if "label" in results and len(results["label"]):
+        body["label"] = "".join(chart_html(charts.label_means(trials, o), f"chart-label-{o}")
+                                for o in chart_outcomes) + table_html(results["label"].drop(columns="formula", errors="ignore"))
+    if "sdt" in results or "accuracy_by_clip" in results:
+        parts = []
+        if "dprime" in results:
+            parts.append(table_html(results["dprime"], caption="d' against zero (one-sample t-test)"))
+        if "sdt" in results:
+            parts.append(chart_html(charts.dprime_distribution(results["sdt"], results.get("dprime")), "chart-dprime"))
+        if "accuracy_by_clip" in results:
+            parts.append(chart_html(charts.accuracy_by_clip(results["accuracy_by_clip"]), "chart-accuracy"))
+        if "confidence_accuracy" in results:
+            parts.append(chart_html(charts.confidence_accuracy(results["confidence_accuracy"]), "chart-confidence"))
+            parts.append(table_html(results["confidence_accuracy"], caption="Accuracy by confidence"))
+        if "judged_ai" in results and len(results["judged_ai"]):
+            parts.append(table_html(results["judged_ai"],
+                                    caption="Ratings of clips judged AI-made, apart from their true source"))
+        body["attribution"] = "".join(parts)
+    if "valence-arousal" not in skipped:
+        body["valence-arousal"] = chart_html(charts.valence_arousal_plane(trials), "chart-valence-arousal")
+    if "emotions" not in skipped:
+        body["emotions"] = chart_html(charts.emotion_profile(trials), "chart-emotions")
+    if "position_means" in results:
+        body["order"] = "".join(chart_html(charts.ratings_by_position(trials, o), f"chart-order-{o}")
+                                for o in chart_outcomes)
+    if "reliability" in results:
+        body["reliability"] = table_html(results["reliability"])
+    sw = pd.DataFrame(list(software_versions().items()), columns=["software", "version"])
+    body["software"] = (table_html(sw) + f'<p class="muted">Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC'
+                        + (f" from {html.escape(data_source)}" if data_source else "")
+                        + ". Result tables as CSV: <code>kuleshov analyze</code>.</p>")
+
+    sections = []
+    for sid, heading in SECTIONS:
+        if sid in body:
+            sections.append(_section(sid, heading, body[sid]))
+        else:
+            sections.append(_section(sid, heading, "", skipped=skipped.get(sid, "not measured in this study")))
+    nav = "".join(f'<li><a href="#{sid}">{html.escape(h)}</a></li>' for sid, h in SECTIONS)
+    banner = ('<div class="banner" id="interim-banner">Interim report: data collection is still running. '
+              'These results are provisional and must not be used to decide when to stop.</div>' if interim else "")
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+        f"<title>{html.escape(title)}</title>\n<style>{CSS}</style>\n"
+        f"<script type=\"text/javascript\">{plotly.offline.get_plotlyjs()}</script>\n</head>\n<body>\n"
+        f"<h1>{html.escape(title)}</h1>\n{banner}\n<nav><ol>{nav}</ol></nav>\n" + "\n".join(sections)
+        + "\n</body>\n</html>\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# loading and the CLI
+
+
+@dataclass
+class Loaded:
+    """What the report needs from a data source (mirrors analysis.load.LoadedData)."""
+
+    trials: pd.DataFrame
+    participants: pd.DataFrame | None = None
+    study: Any = None
+    excluded: pd.DataFrame | None = None
+    pilot_known: bool = True  # False when the data carry no is_pilot flag at all
+
+
+def read_trial_csv(path: str | Path, *, include_pilot: bool = False) -> Loaded:
+    """A CSV in trial-table shape, checked; pilot participants dropped unless asked for."""
+    path = Path(path)
+    try:
+        trials = pd.read_csv(path, dtype={"participant_id": "string", "stimulus_id": "string", "pair_id": "string"})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot be read as CSV", [Problem(str(path), str(exc).strip())]) from None
+    trials = check_trials(trials, where=str(path))
+    excluded = None
+    if "is_pilot" in trials.columns and not include_pilot:
+        pilot = trials["is_pilot"].astype("string").str.lower().isin(["true", "1", "yes"])
+        if pilot.any():
+            excluded = (trials.loc[pilot, ["participant_id"]].drop_duplicates()
+                        .assign(level="participant", stimulus_id=pd.NA, reason="pilot participant"))
+            trials = trials[~pilot].reset_index(drop=True)
+    return Loaded(trials=trials, excluded=excluded, pilot_known="is_pilot" in trials.columns)
+
+
+def load_source(source: str, *, url: str | None = None, include_pilot: bool = False) -> Loaded:
+    """A study id (database), a study file, a dataset folder or a trial-table CSV -> Loaded."""
+    path = Path(source)
+    try:
+        from analysis import load as loader
+    except ImportError:
+        loader = None
+    load_trials = getattr(loader, "load_trials", None)
+    if path.suffix.lower() == ".csv" and load_trials is None:
+        if not path.is_file():
+            raise UserError(f"{source}: no such CSV file")
+        return read_trial_csv(path, include_pilot=include_pilot)
+    if load_trials is None:
+        raise UserError(f"{source}: reading a study from the database or a dataset folder needs analysis.load, "
+                        "which is not installed in this version; give a trial-table CSV instead")
+    if path.is_file() and path.suffix.lower() in (".yaml", ".yml"):
+        from study.config import database_url
+        from study.protocol import load_study
+
+        study = load_study(path)
+        data = load_trials(url or database_url(), study_id=study.id, include_pilot=include_pilot)
+    elif path.exists():
+        data = load_trials(path, include_pilot=include_pilot)
+    else:
+        from study.config import database_url
+
+        data = load_trials(url or database_url(), study_id=source, include_pilot=include_pilot)
+    return Loaded(trials=data.trials, participants=getattr(data, "participants", None),
+                  study=getattr(data, "study", None), excluded=getattr(data, "excluded", None))
+
+
+def cli_analyze(args: Any) -> int:
+    data = load_source(args.study, url=getattr(args, "url", None), include_pilot=getattr(args, "include_pilot", False))
+    results = analyze(data.trials, study=data.study, excluded=data.excluded)
+    paths = write_tables(results, args.out)
+    print(f"wrote {len(paths)} tables to {args.out}: " + ", ".join(p.name for p in paths))
+    return 0
+
+
+def cli_report(args: Any) -> int:
+    include_pilot = bool(getattr(args, "include_pilot", False))
+    data = load_source(args.study, url=getattr(args, "url", None), include_pilot=include_pilot)
+    out = Path(args.out)
+    if out.is_dir():
+        raise UserError(f"{out} is a folder; give the path of the HTML file to write, e.g. {out / 'report.html'}")
+    page = build_report(data.trials, study=data.study, participants=data.participants, excluded=data.excluded,
+                        include_pilot=include_pilot if data.pilot_known else None, data_source=str(args.study),
+                        interim=bool(getattr(args, "interim", False)))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
