@@ -15,11 +15,14 @@ import math
 import re
 from collections import defaultdict
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from study.errors import Problem, UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MANIFEST_NAME = "manifest.csv"
 COLUMNS = ["id", "file", "url", "source", "title", "credit", "licence", "generator",
@@ -533,7 +536,7 @@ def _pair_duration_problems(stimuli: list[Stimulus], name: str) -> list[Problem]
     return out
 
 
-def check_manifest(path: str | Path, hash: bool = True) -> tuple["pd.DataFrame", list[Problem]]:  # noqa: F821
+def check_manifest(path: str | Path, hash: bool = True) -> tuple[pd.DataFrame, list[Problem]]:
     """Load, validate and probe every clip: one table row per clip and every problem found.
 
     `status` is 'ok', 'warning', 'error' or 'url (not probed)'; URL clips are not fetched.
