@@ -283,13 +283,13 @@ def _lists(spec: DesignSpec, clips: tuple[Clip, ...]) -> tuple[tuple[str, ...], 
         for j, window in enumerate(_windows(circle, k, _period(len(circle), k))):
             in_pairs = [u for u in window if isinstance(u, tuple)]
             rest = [u for u in window if not isinstance(u, tuple)]
-            if not in_pairs:
-                bases.append(rest)
-                continue
             # The mirror list shows the other member of every pair, so each member is shown as
             # often as its partner; alternating members keeps sources even within each list.
+            # A window without pairs is repeated too (when the pool has pairs), so every window
+            # keeps the same weight.
             bases.append([pair[(t + j) % 2] for t, pair in enumerate(in_pairs)] + rest)
-            bases.append([pair[1 - (t + j) % 2] for t, pair in enumerate(in_pairs)] + rest)
+            if pairs:
+                bases.append([pair[1 - (t + j) % 2] for t, pair in enumerate(in_pairs)] + rest)
     else:
         # Pairs shown together take two places, so they rotate on their own circle and each
         # list takes a fixed number of pairs and of unpaired clips.
