@@ -752,15 +752,17 @@ _S_COLUMNS = [studies.c.id.label("s_id"), studies.c.status.label("s_status"), st
               studies.c.manifest.label("s_manifest")]
 
 
+_LOAD = (sa.select(*_P_COLUMNS, *_S_COLUMNS).join(studies, studies.c.id == participants.c.study_id)
+         .where(participants.c.token == sa.bindparam("token")))
+_LOAD_FOR_UPDATE = _LOAD.with_for_update(of=participants)
+
+
 def _load(conn: Connection, token: str, lock: bool = False):
     """(participant row, study row as a dict shaped like `studies`) for a token, or None."""
     if not token or not isinstance(token, str) or len(token) > 64:
         return None
-    q = sa.select(*_P_COLUMNS, *_S_COLUMNS).join(studies, studies.c.id == participants.c.study_id) \
-        .where(participants.c.token == token)
-    if lock and _is_pg(conn):
-        q = q.with_for_update(of=participants)
-    p = conn.execute(q).mappings().first()
+    q = _LOAD_FOR_UPDATE if lock and _is_pg(conn) else _LOAD
+    p = conn.execute(q, {"token": token}).mappings().first()
     if p is None:
         return None
     srow = {"id": p["s_id"], "status": p["s_status"], "spec_yaml": p["s_yaml"], "spec_hash": p["s_hash"],
@@ -772,12 +774,26 @@ def _ctx_key(srow) -> tuple:
     return (srow["id"], srow["spec_hash"], str(srow["updated_at"]))
 
 
-def _planned(conn: Connection, participant_id: int) -> tuple[tuple[str, ...], str | None]:
-    rows = conn.execute(sa.select(planned_trials.c.position, planned_trials.c.stimulus_id, planned_trials.c.kind)
-                        .where(planned_trials.c.participant_id == participant_id)
-                        .order_by(planned_trials.c.position)).all()
+_PLANNED = (sa.select(planned_trials.c.position, planned_trials.c.stimulus_id, planned_trials.c.kind)
+            .where(planned_trials.c.participant_id == sa.bindparam("pid")).order_by(planned_trials.c.position))
+_PLANNED_CACHE: dict[tuple[int, str], tuple[tuple[str, ...], str | None]] = {}
+
+
+def _planned(conn: Connection, participant_id: int, token: str) -> tuple[tuple[str, ...], str | None]:
+    """(main clip ids by position, practice clip id). Never changes after enrolment, so it is
+    cached per process; the key includes the token because SQLite may reuse a deleted row's id."""
+    key = (participant_id, token)
+    hit = _PLANNED_CACHE.get(key)
+    if hit is not None:
+        return hit
+    rows = conn.execute(_PLANNED, {"pid": participant_id}).all()
     practice = next((sid for pos, sid, kind in rows if kind == "practice"), None)
-    return tuple(sid for pos, sid, kind in rows if kind == "main"), practice
+    value = tuple(sid for pos, sid, kind in rows if kind == "main"), practice
+    with _CACHE_LOCK:
+        if len(_PLANNED_CACHE) >= 20_000:
+            _PLANNED_CACHE.clear()
+        _PLANNED_CACHE[key] = value
+    return value
 
 
 def _stored_answers(conn: Connection, participant_id: int, step_key: str) -> dict:
@@ -797,7 +813,7 @@ def _build_state(conn: Connection, p, srow, step_index: int | None = None, statu
     from study import flow
 
     ctx = _context(srow)
-    sequence, practice_id = _planned(conn, p["id"])
+    sequence, practice_id = _planned(conn, p["id"], p["token"])
     steps = _steps(ctx, _ctx_key(srow), sequence, practice_id)
     index = min(p["step_index"] if step_index is None else step_index, len(steps) - 1)
     step = steps[index]
@@ -887,23 +903,56 @@ def _insert_ignore(conn: Connection, table: sa.Table, rows: list[dict], keys: li
     """INSERT ... ON CONFLICT (keys) DO NOTHING in the dialect's own syntax."""
     if not rows:
         return
-    if _is_pg(conn):
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    conn.execute(insert(table).on_conflict_do_nothing(index_elements=keys), rows)
+    conn.execute(_dialect_insert(conn, table).on_conflict_do_nothing(index_elements=keys), rows)
 
 
 def _greatest(column, value):
     """max(column, value) ignoring NULLs, portable across SQLite and PostgreSQL."""
-    if value is None:
-        return column
-    return sa.case((column.is_(None), value), (column < value, value), else_=column)
+    return sa.case((column.is_(None), value), (value.is_(None), column), (column < value, value), else_=column)
 
 
-def _ensure_trial(conn: Connection, participant_id: int, position: int, stimulus_id: str, now: datetime) -> None:
-    _insert_ignore(conn, trials, [{"participant_id": participant_id, "position": position,
-                                   "stimulus_id": stimulus_id, "started_at": now}], ["participant_id", "position"])
+def _dialect_insert(conn: Connection, table: sa.Table):
+    if _is_pg(conn):
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table)
+
+
+_UPSERT_TRIAL: dict[tuple[str, bool], Any] = {}
+
+
+def _upsert_trial_stmt(conn: Connection, submitted: bool):
+    key = (conn.dialect.name, submitted)
+    stmt = _UPSERT_TRIAL.get(key)
+    if stmt is None:
+        ins = _dialect_insert(conn, trials)
+        t, new = trials.c, ins.excluded
+        update = {"watched_share": _greatest(t.watched_share, new.watched_share),
+                  "max_time": _greatest(t.max_time, new.max_time),
+                  "play_count": _greatest(t.play_count, new.play_count)}
+        if submitted:
+            update.update(submitted_at=new.submitted_at, item_order=new.item_order)
+        stmt = ins.on_conflict_do_update(index_elements=["participant_id", "position"], set_=update).returning(t.id)
+        _UPSERT_TRIAL[key] = stmt
+    return stmt
+
+
+def _upsert_trial(conn: Connection, participant_id: int, position: int, stimulus_id: str, now: datetime,
+                  started_at: datetime | None = None, watched_share: float | None = None,
+                  max_time: float | None = None, play_count: int | None = None,
+                  submitted: bool = False, item_order: list[str] | None = None) -> int:
+    """Create the trial row on first sight (events or submit) or update it; returns its id.
+
+    watched_share, max_time and play_count only ever grow: events and submits may arrive in
+    any order and twice.
+    """
+    values = {"participant_id": participant_id, "position": position, "stimulus_id": stimulus_id,
+              "started_at": started_at or now, "watched_share": watched_share, "max_time": max_time,
+              "play_count": play_count}
+    if submitted:
+        values.update(submitted_at=now, item_order=item_order)
+    return conn.execute(_upsert_trial_stmt(conn, submitted), values).scalar_one()
 
 
 def _number_or_none(value) -> float | None:
@@ -972,16 +1021,13 @@ def submit_step(engine: Engine, token: str, step_key: str, answers: dict, trial_
         trial_id = None
         if step.has_clip:
             meta = trial_meta or {}
-            _ensure_trial(conn, p["id"], step.position, step.stimulus_id, meta.get("started_at") or now)
-            t = trials.c
-            conn.execute(trials.update().where(t.participant_id == p["id"], t.position == step.position).values(
-                submitted_at=now, item_order=state.item_order,
-                watched_share=_greatest(t.watched_share, _number_or_none(meta.get("watched_share"))),
-                max_time=_greatest(t.max_time, _number_or_none(meta.get("max_time"))),
-                play_count=_greatest(t.play_count, meta.get("play_count")),
-            ))
-            trial_id = conn.execute(sa.select(t.id).where(t.participant_id == p["id"], t.position == step.position)
-                                    ).scalar_one()
+            play_count = meta.get("play_count")
+            trial_id = _upsert_trial(
+                conn, p["id"], step.position, step.stimulus_id, now, started_at=meta.get("started_at"),
+                watched_share=_number_or_none(meta.get("watched_share")),
+                max_time=_number_or_none(meta.get("max_time")),
+                play_count=play_count if isinstance(play_count, int) and not isinstance(play_count, bool) else None,
+                submitted=True, item_order=state.item_order)
         if step.collects_data:
             order = {item_id: i for i, item_id in enumerate(state.item_order, start=1)}
             by_id = {item.id: item for item in step.items}
@@ -1057,8 +1103,10 @@ def record_events(engine: Engine, token: str, events: list[dict]) -> int:
         p, _ = loaded
         if p["status"] not in ("started", "in_progress", "completed"):
             raise UserError(f"No more data are recorded for this participant (status {p['status']}).")
-        planned = dict(conn.execute(sa.select(planned_trials.c.position, planned_trials.c.stimulus_id)
-                                    .where(planned_trials.c.participant_id == p["id"])).all())
+        sequence, practice_id = _planned(conn, p["id"], p["token"])
+        planned = dict(enumerate(sequence, start=1))
+        if practice_id:
+            planned[0] = practice_id
         problems: list[Problem] = []
         event_rows, sample_rows = [], []
         watched: dict[int, float] = {}
@@ -1106,20 +1154,13 @@ def record_events(engine: Engine, token: str, events: list[dict]) -> int:
             raise UserError(f"{len(problems)} of {len(events)} events could not be stored; none were.", problems)
         new = 0
         for table, rows in ((playback_events, event_rows), (continuous_samples, sample_rows)):
-            if not rows:
-                continue
-            positions = {r["position"] for r in rows}
-            seen = set(conn.execute(sa.select(table.c.position, table.c.seq).where(
-                table.c.participant_id == p["id"], table.c.position.in_(positions))).tuples())
-            fresh = {(r["position"], r["seq"]): r for r in rows if (r["position"], r["seq"]) not in seen}
-            new += len(fresh)
-            _insert_ignore(conn, table, list(fresh.values()), ["participant_id", "position", "seq"])
+            if rows:
+                stmt = _dialect_insert(conn, table).on_conflict_do_nothing(
+                    index_elements=["participant_id", "position", "seq"]).returning(table.c.seq)
+                new += len(conn.execute(stmt, rows).all())
         for position in set(watched) | set(max_time):
-            _ensure_trial(conn, p["id"], position, planned[position], now)
-            t = trials.c
-            conn.execute(trials.update().where(t.participant_id == p["id"], t.position == position).values(
-                watched_share=_greatest(t.watched_share, watched.get(position)),
-                max_time=_greatest(t.max_time, max_time.get(position))))
+            _upsert_trial(conn, p["id"], position, planned[position], now,
+                          watched_share=watched.get(position), max_time=max_time.get(position))
         if new:
             conn.execute(participants.update().where(participants.c.id == p["id"]).values(updated_at=now))
         return new
