@@ -159,7 +159,7 @@ def analyze(trials: pd.DataFrame, *, outcomes: list[str] | None = None, plan: An
     """Every result table, computed once: for the report, the dashboard and `kuleshov analyze`.
 
     Keys (present only when the data allow): primary, descriptives, naive, pairs, label,
-    sdt, dprime, accuracy_by_clip, confidence_accuracy, judged_ai, clip_means,
+    sdt, dprime, accuracy_by_clip, confidence_accuracy, confidence_accuracy_test, judged_ai, clip_means,
     position_means, reliability, exclusions; always `skipped` [section, reason] and
     `outcomes` [outcome, role]. A section whose input was not collected is listed in
     `skipped` with the reason; a UserError from an analysis is recorded there too, so one
@@ -235,6 +235,9 @@ def analyze(trials: pd.DataFrame, *, outcomes: list[str] | None = None, plan: An
             ca = attempt("attribution", lambda: attribution.confidence_accuracy(trials))
             if ca is not None:
                 res["confidence_accuracy"] = ca
+            ct = attempt("attribution", lambda: attribution.confidence_accuracy_test(trials))
+            if ct is not None:
+                res["confidence_accuracy_test"] = ct
         res["judged_ai"] = _with_outcome(
             [(o, attempt("attribution", lambda o=o: attribution.judged_ai_effect(trials, o))) for o in outcomes])
     else:
@@ -574,6 +577,9 @@ def build_report(trials: pd.DataFrame, *, study: Any = None, participants: pd.Da
         if "confidence_accuracy" in results:
             parts.append(chart_html(charts.confidence_accuracy(results["confidence_accuracy"]), "chart-confidence"))
             parts.append(table_html(results["confidence_accuracy"], caption="Accuracy by confidence"))
+        if "confidence_accuracy_test" in results:
+            parts.append(table_html(results["confidence_accuracy_test"],
+                                    caption="Confidence and correctness: logistic regression, SEs clustered by participant"))
         if "judged_ai" in results and len(results["judged_ai"]):
             parts.append(table_html(results["judged_ai"],
                                     caption="Ratings of clips judged AI-made, apart from their true source"))

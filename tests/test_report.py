@@ -1,0 +1,299 @@
+"""The HTML report and the result tables: every section and chart present, self-contained.
+
+Renders the report for the reference CSV (valence only, via the CLI) and for a synthetic full
+trial table made here with numpy (every outcome, attribution, pairs, three label conditions),
+then parses the HTML and checks it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from html.parser import HTMLParser
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import cli
+from analysis import report
+from study.errors import UserError
+
+
+EMOTIONS = ("amusement", "sadness", "fear", "anger", "disgust", "tenderness", "awe", "surprise", "unease")
+SECTION_IDS = [sid for sid, _ in report.SECTIONS]
+REFERENCE = Path(__file__).resolve().parent.parent.parent / "shared" / "reference"
+PLOTLY_SIGNATURE = "* plotly.js v"  # first line of the bundle's licence header
+
+
+def full_trials(seed: int = 7, n_participants: int = 36, n_pairs: int = 8) -> pd.DataFrame:
+    """Every participant rates every clip; pairs of a human and an AI clip; 3 label conditions."""
+    rng = np.random.default_rng(seed)
+    clips = pd.DataFrame({
+        "stimulus_id": [f"c{i:02d}" for i in range(2 * n_pairs)],
+        "source": ["human", "ai"] * n_pairs,
+        "pair_id": [f"pair{i // 2:02d}" for i in range(2 * n_pairs)],
+        "clip_effect": rng.normal(0, 0.5, 2 * n_pairs),
+    })
+    rows = []
+    for p in range(n_participants):
+        order = rng.permutation(len(clips))
+        p_int, p_slope = rng.normal(0, 0.7), rng.normal(0, 0.2)
+        for pos, ci in enumerate(order, start=1):
+            c = clips.iloc[ci]
+            x = 0.5 if c["source"] == "human" else -0.5
+            rows.append({"participant_id": f"p{p:03d}", "stimulus_id": c["stimulus_id"], "source": c["source"],
+                         "pair_id": c["pair_id"], "label_condition": ("none", "true", "swapped")[p % 3],
+                         "position": pos, "watched_share": 1.0, "is_pilot": False,
+                         "latent": p_int + (0.4 + p_slope) * x + c["clip_effect"]})
+    t = pd.DataFrame(rows)
+    n = len(t)
+
+    def scale(lo, hi, centre, spread=1.2):
+        return np.clip(np.rint(centre + rng.normal(0, spread, n)), lo, hi)
+
+    t["valence"] = scale(1, 9, 5 + t["latent"])
+    t["arousal"] = scale(1, 9, 5 + 0.5 * t["latent"])
+    t["dominance"] = scale(1, 9, 5.0)
+    for i, e in enumerate(EMOTIONS):
+        t[f"emo_{e}"] = scale(0, 8, 2 + 0.3 * i + 0.5 * t["latent"])
+    for k in range(1, 5):
+        t[f"moved_{k}"] = scale(1, 7, 4 + t["latent"], 0.8)
+    t["moved"] = t[[f"moved_{k}" for k in range(1, 5)]].mean(axis=1)
+    # People tell AI from human a little better than chance.
+    correct = rng.random(n) < 0.62
+    flip = {"human": "ai", "ai": "human"}
+    t["judged_source"] = np.where(correct, t["source"], t["source"].map(flip))
+    t["confidence"] = rng.integers(50, 101, n)
+    return t.drop(columns="latent")
+
+
+class _Page(HTMLParser):
+    """Collects section ids, chart divs, script srcs, link hrefs and the inline scripts."""
+
+    def __init__(self):
+        super().__init__()
+        self.sections: dict[str, str] = {}
+        self.charts: list[str] = []
+        self.external: list[str] = []
+        self.scripts: list[str] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "section" and "id" in a:
+            self.sections[a["id"]] = a.get("data-status", "")
+        if tag == "div" and "plotly-graph-div" in (a.get("class") or ""):
+            self.charts.append(a["id"])
+        for key in ("src", "href"):
+            if tag in ("script", "link", "img", "iframe") and key in a and re.match(r"(https?:)?//", a[key] or ""):
+                self.external.append(f"{tag} {key}={a[key]}")
+        if tag == "script":
+            self._in_script = True
+            self.scripts.append("")
+
+    def handle_endtag(self, tag):
+        if tag == "script":
+            self._in_script = False
+
+    def handle_data(self, data):
+        if self._in_script:
+            self.scripts[-1] += data
+
+
+def parse(page: str) -> _Page:
+    parser = _Page()
+    parser.feed(page)
+    return parser
+
+
+def chart_data(page: str, div_id: str) -> list:
+    """The data array passed to Plotly.newPlot for one div."""
+    m = re.search(r'Plotly\.newPlot\(\s*"' + re.escape(div_id) + r'",\s*', page)
+    assert m, f"no Plotly.newPlot call for {div_id}"
+    data, _ = json.JSONDecoder().raw_decode(page, m.end())
+    return data
+
+
+def _points(trace: dict) -> int:
+    for key in ("x", "y"):
+        v = trace.get(key)
+        if isinstance(v, list):
+            return sum(1 for e in v if e is not None)
+        if isinstance(v, dict):  # plotly 6+ may ship numeric arrays as base64 {"dtype", "bdata"}
+            return int(v.get("shape", "0").split(",")[0]) if "shape" in v else len(v.get("bdata", "")) > 0
+    return 0
+
+
+def check_self_contained(page: str) -> _Page:
+    doc = parse(page)
+    assert page.count(PLOTLY_SIGNATURE) == 1, "plotly.js must be inlined exactly once"
+    assert doc.external == [], f"external resources: {doc.external}"
+    assert not re.search(r"<link\b", page[: page.index("<body")]), "no stylesheets may be linked"
+    assert "@import" not in page and "url(http" not in page
+    # the bundle sits in <head>, before every chart script that needs it
+    head = page[: page.index("</head>")]
+    assert PLOTLY_SIGNATURE in head
+    return doc
+
+
+def check_charts(page: str, doc: _Page, expected: list[str]) -> None:
+    for div_id in expected:
+        assert div_id in doc.charts, f"chart {div_id} missing; charts: {doc.charts}"
+    for div_id in doc.charts:
+        data = chart_data(page, div_id)
+        assert data, f"chart {div_id} has no traces"
+        assert sum(_points(t) for t in data) > 0, f"chart {div_id} has traces without points"
+
+
+@pytest.fixture(scope="module")
+def subset_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("subset") / "r.html"
+    rc = cli.main(["report", str(REFERENCE / "crossed_subset.csv"), "--out", str(out)])
+    assert rc == 0
+    return out.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def full():
+    trials = full_trials()
+    results = report.analyze(trials, scales={"moved": [f"moved_{k}" for k in range(1, 5)]},
+                             excluded=pd.DataFrame([
+                                 {"level": "participant", "participant_id": "p900", "stimulus_id": None,
+                                  "reason": "failed attention checks"},
+                                 {"level": "participant", "participant_id": "p901", "stimulus_id": None,
+                                  "reason": "failed attention checks"},
+                                 {"level": "trial", "participant_id": "p001", "stimulus_id": "c03",
+                                  "reason": "watched less than 80% of the clip"},
+                             ]))
+    page = report.build_report(trials, results=results, title="Synthetic full study", interim=True)
+    return trials, results, page
+
+
+def test_subset_report_has_every_section_and_skips_with_a_note(subset_report):
+    page = subset_report
+    doc = check_self_contained(page)
+    assert list(doc.sections) == SECTION_IDS
+    shown = {s for s, status in doc.sections.items() if status == "shown"}
+    # crossed_subset.csv: valence only, pairs, three label conditions, no attribution/emotions
+    assert shown == {"summary", "methods", "exclusions", "descriptives", "primary", "forest", "distributions",
+                     "pairs", "label", "order", "software"}
+    for sid in ("attribution", "valence-arousal", "emotions", "reliability"):
+        m = re.search(rf'<section id="{sid}"[^>]*>.*?</section>', page, re.S)
+        assert "Not shown:" in m.group(0), sid
+    check_charts(page, doc, ["chart-forest-d", "chart-forest-raw", "chart-distributions-valence",
+                             "chart-pairs-valence", "chart-label-valence", "chart-order-valence"])
+    assert "interim-banner" not in page
+
+
+def test_subset_methods_name_n_and_model(subset_report):
+    methods = re.search(r'<section id="methods".*?</section>', subset_report, re.S).group(0)
+    # crossed_subset.csv: 150 participants x 16 of 40 clips (README of ../shared/reference)
+    assert "150 participants and 40 clips (20 human-made, 20 AI-generated), 2400 ratings" in methods
+    assert "<code>valence ~ x + (1 + x | participant_id) + (1 | stimulus_id)</code>" in methods
+    assert "REML" in methods and "Satterthwaite" in methods and "+0.5" in methods
+    assert "Westfall" in methods and "TOST" in methods and "&alpha; = 0.05" in methods
+    # no is_pilot column in that CSV: the methods must not claim anything about pilots
+    assert "ilot" not in methods
+
+
+def test_full_report_sections_and_charts(full):
+    trials, results, page = full
+    doc = check_self_contained(page)
+    assert list(doc.sections) == SECTION_IDS
+    assert all(status == "shown" for status in doc.sections.values()), doc.sections
+    main = ["valence", "arousal", "dominance", "moved"]
+    expected = ["chart-forest-d", "chart-forest-raw", "chart-dprime", "chart-accuracy", "chart-confidence",
+                "chart-valence-arousal", "chart-emotions"]
+    for o in main:
+        expected += [f"chart-distributions-{o}", f"chart-pairs-{o}", f"chart-label-{o}", f"chart-order-{o}"]
+    check_charts(page, doc, expected)
+    assert "interim-banner" in page
+    # one clip point per clip in the valence-arousal plane, one participant point per participant
+    va = chart_data(page, "chart-valence-arousal")
+    assert sum(len(t["text"]) for t in va) == trials["stimulus_id"].nunique()
+    dp = chart_data(page, "chart-dprime")
+    participants = [t for t in dp if t.get("name") == "each participant"][0]
+    assert len(participants["text"]) == trials["participant_id"].nunique()
+
+
+def test_full_methods_text(full):
+    trials, results, page = full
+    methods = re.search(r'<section id="methods".*?</section>', page, re.S).group(0)
+    assert "36 participants and 16 clips (8 human-made, 8 AI-generated), 576 ratings" in methods
+    assert "2 participants excluded (failed attention checks (2))" in methods
+    assert "1 trial excluded (watched less than 80% of the clip (1))" in methods
+    outcomes = list(results["primary"]["outcome"])
+    assert outcomes[:4] == ["valence", "arousal", "dominance", "moved"] and len(outcomes) == 13
+    for r in results["primary"].itertuples():
+        assert f"<b>{r.outcome}</b>: <code>{r.formula}</code>" in methods
+        if r.model_used != "correlated_slope":
+            assert f"model used: {r.model_used}" in methods
+    assert "Holm" in methods and "13 outcomes" in methods
+    assert "signal detection" in methods
+
+
+def test_tables_are_formatted(full):
+    _, _, page = full
+    table = re.search(r'<table[^>]*id="primary-table".*?</table>', page, re.S).group(0)
+    cells = re.findall(r"<td>(.*?)</td>", table)
+    assert cells
+    assert not any(re.fullmatch(r"-?\d+\.\d{5,}", c) for c in cells), "raw floats in the table"
+    assert all(re.fullmatch(r"(&lt; \.001|\.\d{3}|1\.000|)", c) for c in re.findall(
+        r"<td>((?:&lt; \.001)|(?:\.\d+))</td>", table))
+
+
+def test_analyze_tables_and_csv(full, tmp_path):
+    trials, results, _ = full
+    for key in ("primary", "descriptives", "naive", "pairs", "label", "sdt", "dprime", "accuracy_by_clip",
+                "confidence_accuracy", "judged_ai", "clip_means", "position_means", "reliability",
+                "exclusions", "skipped", "outcomes"):
+        assert key in results, key
+    assert results["skipped"].empty, results["skipped"]
+    assert len(results["sdt"]) == trials["participant_id"].nunique()
+    assert set(results["exclusions"]["reason"]) == {"failed attention checks", "watched less than 80% of the clip"}
+    paths = report.write_tables(results, tmp_path / "tables")
+    assert {p.stem for p in paths} == {k for k, v in results.items() if isinstance(v, pd.DataFrame)}
+    back = pd.read_csv(tmp_path / "tables" / "primary.csv")
+    assert np.allclose(back["estimate"], results["primary"]["estimate"])
+
+
+def test_cli_analyze_subset(tmp_path, reference_dir):
+    rc = cli.main(["analyze", str(reference_dir / "crossed_subset.csv"), "--out", str(tmp_path / "out")])
+    assert rc == 0
+    prim = pd.read_csv(tmp_path / "out" / "primary.csv")
+    assert list(prim["outcome"]) == ["valence"]
+    # lme4 1.1-31 / lmerTest 3.1-3 on crossed_subset.csv, correlated-slope model
+    # (../shared/reference/reference_lme4.json): the CSV path must reach the same numbers.
+    ref = json.loads((reference_dir / "reference_lme4.json").read_text())
+    ds = next(d for d in ref["datasets"] if d["dataset"] == "crossed_subset.csv")
+    model = next(m for m in ds["models"] if m["model"] == prim["model_used"].iloc[0])
+    x = next(f for f in model["fixed"] if f["term"] == "x")
+    assert prim["estimate"].iloc[0] == pytest.approx(x["estimate"], rel=1e-5)
+    assert prim["se"].iloc[0] == pytest.approx(x["se"], rel=2e-4)
+    assert prim["df"].iloc[0] == pytest.approx(x["df"], abs=0.05)
+    skipped = pd.read_csv(tmp_path / "out" / "skipped.csv")
+    assert {"attribution", "emotions", "valence-arousal"} <= set(skipped["section"])
+
+
+def test_bad_inputs_give_user_errors(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("participant_id,clip,valence\np1,c1,3\n")
+    assert cli.main(["report", str(bad), "--out", str(tmp_path / "r.html")]) == 2
+    wrong_source = tmp_path / "src.csv"
+    wrong_source.write_text("participant_id,stimulus_id,source,valence\np1,c1,robot,3\n")
+    with pytest.raises(UserError, match="source must be 'human' or 'ai'"):
+        report.read_trial_csv(wrong_source)
+    with pytest.raises(UserError, match="not in the trial table"):
+        report.analyze(full_trials(n_participants=3, n_pairs=2), outcomes=["liking"])
+    with pytest.raises(UserError, match="analysis plan"):
+        report.analyze(full_trials(n_participants=3, n_pairs=2), plan={"primary_outcome": "liking"})
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_format_p():
+    assert report.format_p(0.0004) == "< .001"
+    assert report.format_p(0.0123) == ".012"
+    assert report.format_p(1.0) == "1.000"
+    assert report.format_p(float("nan")) == ""
