@@ -182,7 +182,9 @@ def _list_size(spec: DesignSpec, n_pairs: int, n_singles: int) -> int:
     pool = width * n_pairs + n_singles
     k = pool if spec.clips_per_participant is None else spec.clips_per_participant
     if k > pool:
-        shown = "clips a participant can see (one per pair plus the unpaired ones)" if spec.pairs == "one_per_participant" else "clips"
+        shown = "clips"
+        if spec.pairs == "one_per_participant":
+            shown = "clips a participant can see (one per pair plus the unpaired ones)"
         raise DesignError(f"{_WHERE}.clips_per_participant is {k}, but there are only {pool} {shown}.")
     return k
 
@@ -355,7 +357,10 @@ def choose_assignment(
     if not list_counts:
         raise DesignError("There are no counterbalancing lists to assign a participant to.")
     if any(n < 0 for n in list_counts) or any(n < 0 for n in condition_counts.values()):
-        raise DesignError(f"Participant counts cannot be negative: lists {list(list_counts)}, conditions {dict(condition_counts)}.")
+        raise DesignError(
+            f"Participant counts cannot be negative: lists {list(list_counts)}, "
+            f"conditions {dict(condition_counts)}."
+        )
     rng = _rng(spec, "assign", participant_number)
     list_index = _least_filled(list_counts, rng)
     conditions = list(spec.label_conditions)
