@@ -49,7 +49,7 @@ def _https(value: str | None, what: str) -> str | None:
         return None
     parts = urlsplit(value.strip())
     if parts.scheme != "https" or not parts.netloc:
-        raise ValueError(f"{what} must be a full https:// address (got {value!r})")
+        raise ValueError(f"must be a full https:// address (got {value!r})")
     return value.strip()
 
 
@@ -455,7 +455,7 @@ def _read_yaml(path: Path) -> tuple[Any, bytes | None, list[Problem]]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{name} line {mark.line + 1}, column {mark.column + 1}" if mark else name
-        what = " ".join(x for x in (exc.context, exc.problem) if x)
+        what = (exc.problem or "cannot be read") + (f" ({exc.context})" if exc.context else "")
         return None, raw, [Problem(where, f"YAML syntax error: {what}")]
     except yaml.YAMLError as exc:
         return None, raw, [Problem(name, f"YAML syntax error: {exc}")]
@@ -667,7 +667,9 @@ def manifest_problems(study: Study, stimuli: list[Any], label: str = "study.yaml
     unpaired = [s for s in pool if not getattr(s, "pair_id", None)]
     design = study.design
     cpp = design.clips_per_participant
-    if design.pairs in ("both", "one_per_participant") and not pairs:
+    # the default "both" quietly means "no pairs" for a manifest without pair_id; said explicitly, it is a mistake
+    explicit = "pairs" in design.model_fields_set
+    if design.pairs in ("both", "one_per_participant") and not pairs and explicit:
         add("design.pairs", f"is {design.pairs!r}, but no clip in the manifest has a pair_id; "
                             "add pair_id values or set pairs: ignore")
     # how many distinct clips one participant can be given at most
