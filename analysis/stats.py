@@ -156,9 +156,17 @@ def primary_test(trials: pd.DataFrame, outcomes: list[str], *, alpha: float = 0.
         row.update(outcome=dv, p_sided=_SIDED_LABEL[hypothesis], equivalent=False)
         try:
             d = _with_x(trials, dv)
+            if d[dv].nunique() < 2:
+                raise UserError(f"outcome {dv} has the same value in every rating; nothing to test")
             fit = fit_crossed(d, dv)
         except UserError as exc:
             row.update(model_used=None, formula=None, singular=None, messages=str(exc))
+            rows.append(row)
+            continue
+        except (np.linalg.LinAlgError, ValueError, FloatingPointError) as exc:
+            # a numerical failure on one outcome must not hide the results of the others
+            row.update(model_used=None, formula=None, singular=None,
+                       messages=f"the model for {dv} could not be fitted ({exc.__class__.__name__}: {exc})")
             rows.append(row)
             continue
         xr = fit.fixed.set_index("term").loc["x"]
