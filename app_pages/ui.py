@@ -1,0 +1,157 @@
+"""Rendering of items (questions) for the participant page: one function per item type.
+
+Each widget keeps its value in st.session_state under a key made of the step and item id, so a
+rerun keeps what was entered; `collect()` turns those values into flow.Answer objects. Sliders
+start untouched: the value they show is not an answer until the participant moves them, and
+they are stored as untouched (no value) otherwise.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from typing import Any
+
+import streamlit as st
+
+from study.flow import Answer
+
+
+def _key(prefix: str, item_id: str) -> str:
+    return f"{prefix}|{item_id}"
+
+
+def _touch_key(prefix: str, item_id: str) -> str:
+    return f"{prefix}|{item_id}|touched_at"
+
+
+def shown_at(prefix: str) -> float:
+    """When this page's items were first shown in this session (for response times)."""
+    key = f"{prefix}|shown_at"
+    if key not in st.session_state:
+        st.session_state[key] = time.monotonic()
+    return st.session_state[key]
+
+
+def _mark(prefix: str, item_id: str) -> None:
+    st.session_state[_touch_key(prefix, item_id)] = time.monotonic()
+
+
+def _anchor_text(item) -> str:
+    if not item.anchors:
+        return ""
+    return " · ".join(f"{_num(k)} = {v}" for k, v in sorted(item.anchors.items()))
+
+
+def _num(x: Any) -> str:
+    x = float(x)
+    return str(int(x)) if x.is_integer() else f"{x:g}"
+
+
+def _scale_values(item) -> list[int | float]:
+    step = item.step or 1
+    values, v = [], float(item.min)
+    while v <= float(item.max) + 1e-9:
+        values.append(int(v) if float(v).is_integer() else round(v, 6))
+        v += step
+    return values
+
+
+def pictogram_row(item) -> str:
+    from study.instruments import pictogram_svg
+
+    cells = "".join(
+        f'<div class="kq-pic" title="{i}">{pictogram_svg(item.pictogram, i)}<div>{i}</div></div>'
+        for i in range(1, 10)
+    )
+    low = html.escape(item.anchors.get(1, "")) if item.anchors else ""
+    high = html.escape(item.anchors.get(9, "")) if item.anchors else ""
+    return (
+        '<div class="kq-pics" style="display:flex;justify-content:space-between;gap:2px;text-align:center;'
+        'font-size:0.8rem;max-width:640px">'
+        f"{cells}</div>"
+        '<div style="display:flex;justify-content:space-between;max-width:640px;font-size:0.85rem;opacity:0.8">'
+        f"<span>{low}</span><span>{high}</span></div>"
+    )
+
+
+def _label(item, number: int | None) -> str:
+    prefix = f"**{number}.** " if number else ""
+    return prefix + item.text
+
+
+def render_item(item, prefix: str, number: int | None = None, errors: dict[str, str] | None = None) -> None:
+    """Show one item with its widget; the value stays in session_state."""
+    key = _key(prefix, item.id)
+    on_change = _mark
+    args = (prefix, item.id)
+    kind = item.type
+    label = _label(item, number)
+    with st.container(key=f"item-{prefix.replace('|', '-').replace(':', '-')}-{item.id}"):
+        if kind == "pictorial9":
+            st.markdown(label)
+            if item.pictogram:
+                st.html(pictogram_row(item))
+            st.radio(label, _scale_values(item), index=None, horizontal=True, key=key,
+                     label_visibility="collapsed", on_change=on_change, args=args)
+        elif kind in ("likert", "intensity"):
+            st.markdown(label)
+            anchors = _anchor_text(item)
+            st.radio(label, _scale_values(item), index=None, horizontal=True, key=key,
+                     label_visibility="collapsed", on_change=on_change, args=args, captions=None)
+            if anchors:
+                st.caption(anchors)
+        elif kind == "slider":
+            values = _scale_values(item)
+            start = values[len(values) // 2]
+            touched = _touch_key(prefix, item.id) in st.session_state
+            st.slider(label, min_value=values[0], max_value=values[-1], value=start,
+                      step=item.step or 1, key=key, on_change=on_change, args=args,
+                      format=f"%d{' ' + item.unit if item.unit else ''}")
+            anchors = _anchor_text(item)
+            st.caption((anchors + " · " if anchors else "") + ("" if touched else "not answered yet: move the slider"))
+        elif kind in ("choice", "attention"):
+            labels = {o.value: o.label for o in item.options}
+            st.radio(label, list(labels), index=None, key=key, format_func=labels.get,
+                     on_change=on_change, args=args)
+        elif kind == "number":
+            st.number_input(label, min_value=item.min, max_value=item.max, value=None,
+                            step=item.step or 1, key=key, on_change=on_change, args=args)
+        else:  # text
+            st.text_area(label, key=key, max_chars=2000, on_change=on_change, args=args, height=80)
+        if errors and item.id in errors:
+            st.error(errors[item.id])
+
+
+def render_items(items: list, order: list[str], prefix: str, errors: dict[str, str] | None = None) -> None:
+    by_id = {it.id: it for it in items}
+    shown_at(prefix)
+    for n, item_id in enumerate(order, start=1):
+        render_item(by_id[item_id], prefix, number=n if len(order) > 1 else None, errors=errors)
+
+
+def collect(items: list, order: list[str], prefix: str) -> dict[str, Answer]:
+    """The answers currently entered on the page, with untouched sliders marked as such."""
+    start = shown_at(prefix)
+    position = {item_id: i for i, item_id in enumerate(order, start=1)}
+    answers: dict[str, Answer] = {}
+    for item in items:
+        touched_at = st.session_state.get(_touch_key(prefix, item.id))
+        rt = int((touched_at - start) * 1000) if touched_at is not None else None
+        value = st.session_state.get(_key(prefix, item.id))
+        if item.type == "slider" and touched_at is None:
+            answers[item.id] = Answer(None, untouched=True, response_time_ms=None,
+                                      shown_position=position.get(item.id))
+            continue
+        if isinstance(value, str) and item.type not in ("choice", "attention"):
+            value = value.strip() or None
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        answers[item.id] = Answer(value, untouched=False, response_time_ms=rt, shown_position=position.get(item.id))
+    return answers
+
+
+def forget(prefix: str) -> None:
+    """Drop a submitted page's widget values from the session (they are in the database now)."""
+    for key in [k for k in st.session_state if isinstance(k, str) and k.startswith(prefix + "|")]:
+        del st.session_state[key]

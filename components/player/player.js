@@ -1,0 +1,372 @@
+// Kuleshov clip player (Streamlit components v2, no build step).
+//
+// Streamlit calls the default export on every rerun that reaches this element; the DOM
+// (and so the <video>) survives, so all state lives on the root element and a call with the
+// same `instance` only refreshes callbacks. Playback events are batched and POSTed to the
+// app's own /api/events route: a Streamlit rerun per event would cost a full script run each.
+// Python hears only about the few things that change the page: enough watched, ended, failed.
+
+const STATE = "__kuleshovPlayer";
+const FLUSH_MS = 4000;
+const FLUSH_AT = 25;
+const MAX_BATCH = 100;
+const LOAD_TIMEOUT_MS = 20000;
+// A jump larger than this between two timeupdates is a seek, not playback.
+const MAX_STEP_S = 1.5;
+
+export default function (component) {
+  const { data, parentElement, setStateValue } = component;
+  const root = parentElement.querySelector(".kp-root");
+  if (!root || !data) return undefined;
+  let player = root[STATE];
+  if (!player || player.instance !== data.instance) {
+    if (player) player.dispose();
+    player = createPlayer(root, data);
+    root[STATE] = player;
+  }
+  player.setStateValue = setStateValue;
+  // Never tear the player down here: Streamlit may call this on reruns, and the same
+  // <video> must keep playing. Only push queued events out.
+  return () => player.flush(true);
+}
+
+function createPlayer(root, data) {
+  const video = root.querySelector(".kp-video");
+  const overlay = root.querySelector(".kp-overlay");
+  const startBtn = root.querySelector(".kp-start");
+  const hint = root.querySelector(".kp-hint");
+  const status = root.querySelector(".kp-status");
+  const errorBox = root.querySelector(".kp-error");
+  const errorText = root.querySelector(".kp-error-text");
+  const retryBtn = root.querySelector(".kp-retry");
+  const ratingBox = root.querySelector(".kp-rating");
+  const ratingInput = root.querySelector(".kp-rating-input");
+
+  const minShare = Number(data.min_share ?? 1);
+  const allowSeek = Boolean(data.allow_seek);
+  // seq must be unique per participant and clip (the store drops repeats), also across a
+  // reload or a second tab: start from the clock in seconds x 1000, so a later instance
+  // always starts above an earlier one unless it emitted > 1000 events per second.
+  const seqBase = Number.isInteger(data.seq_base)
+    ? data.seq_base
+    : (Math.floor(Date.now() / 1000) % 2000000) * 1000;
+
+  const p = {
+    instance: data.instance,
+    setStateValue: null,
+    queue: [],
+    counter: 0,
+    inflight: false,
+    backoff: 1000,
+    flushTimer: null,
+    intervals: [],
+    lastT: null,
+    lastGoodT: 0,
+    reportedEnough: false,
+    reportedEnded: false,
+    loadedAt: null,
+    srcSetAt: 0,
+    attempt: 0,
+    loadTimer: null,
+    sampleTimer: null,
+    disposed: false,
+  };
+
+  // ------------------------------------------------------------------ events out
+  function record(name, detail, extra) {
+    if (p.disposed) return;
+    const t = Number.isFinite(video.currentTime) ? Math.round(video.currentTime * 1000) / 1000 : null;
+    p.queue.push({
+      seq: seqBase + p.counter++,
+      position: data.position,
+      stimulus_id: data.stimulus_id,
+      event: name,
+      media_time: t,
+      client_time: Date.now(),
+      detail: detail ?? null,
+      ...(extra || {}),
+    });
+    if (p.queue.length >= FLUSH_AT) flush(false);
+    else if (!p.flushTimer) p.flushTimer = setTimeout(() => flush(false), FLUSH_MS);
+  }
+
+  async function flush(final) {
+    if (p.flushTimer) {
+      clearTimeout(p.flushTimer);
+      p.flushTimer = null;
+    }
+    if (!p.queue.length) return;
+    if (final) {
+      // pagehide: fetch may be cancelled, sendBeacon is delivered after the page is gone.
+      const body = JSON.stringify({ token: data.token, events: p.queue.slice(0, MAX_BATCH) });
+      if (navigator.sendBeacon && navigator.sendBeacon(data.events_url, new Blob([body], { type: "application/json" }))) {
+        p.queue.splice(0, MAX_BATCH);
+        return;
+      }
+    }
+    if (p.inflight) return;
+    const batch = p.queue.splice(0, MAX_BATCH);
+    p.inflight = true;
+    try {
+      const resp = await fetch(data.events_url, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ token: data.token, events: batch }),
+        credentials: "same-origin",
+        keepalive: true,
+      });
+      if (resp.status >= 500 || resp.status === 429) throw new Error(`HTTP ${resp.status}`);
+      if (!resp.ok) {
+        // 4xx: the server will never accept this batch (bad token, withdrawn); resending is useless.
+        console.warn("kuleshov player: events refused", resp.status);
+      }
+      p.backoff = 1000;
+    } catch (err) {
+      p.queue.unshift(...batch);
+      p.backoff = Math.min(p.backoff * 2, 30000);
+      setTimeout(() => flush(false), p.backoff);
+    } finally {
+      p.inflight = false;
+    }
+    if (p.queue.length >= FLUSH_AT) flush(false);
+    else if (p.queue.length && !p.flushTimer) p.flushTimer = setTimeout(() => flush(false), FLUSH_MS);
+  }
+
+  // ------------------------------------------------------------------ watched share
+  function addInterval(a, b) {
+    if (!(b > a)) return;
+    const merged = [];
+    let cur = [a, b];
+    for (const iv of p.intervals) {
+      if (iv[1] < cur[0] || iv[0] > cur[1]) merged.push(iv);
+      else cur = [Math.min(iv[0], cur[0]), Math.max(iv[1], cur[1])];
+    }
+    merged.push(cur);
+    merged.sort((x, y) => x[0] - y[0]);
+    p.intervals = merged;
+  }
+
+  function duration() {
+    if (Number.isFinite(video.duration) && video.duration > 0) return video.duration;
+    return Number(data.duration) > 0 ? Number(data.duration) : null;
+  }
+
+  function share() {
+    const d = duration();
+    if (!d) return 0;
+    const seen = p.intervals.reduce((s, iv) => s + (Math.min(iv[1], d) - Math.max(iv[0], 0)), 0);
+    return Math.max(0, Math.min(1, seen / d));
+  }
+
+  function report(extra) {
+    if (!p.setStateValue || p.disposed) return;
+    const s = Math.round(share() * 1000) / 1000;
+    p.setStateValue("progress", {
+      instance: p.instance,
+      share: s,
+      enough: p.reportedEnough,
+      ended: p.reportedEnded,
+      ...extra,
+    });
+  }
+
+  function checkEnough() {
+    // Timeupdates come every ~250 ms, so the last quarter second may be missing before ended.
+    if (!p.reportedEnough && share() >= minShare - 0.005) {
+      p.reportedEnough = true;
+      record("watched", { watched_share: share() });
+      report();
+    }
+  }
+
+  // ------------------------------------------------------------------ UI helpers
+  function showOverlay(buttonLabel, text) {
+    overlay.hidden = false;
+    startBtn.hidden = !buttonLabel;
+    startBtn.disabled = false;
+    if (buttonLabel) startBtn.textContent = buttonLabel;
+    hint.textContent = text || "";
+  }
+
+  function showError(message) {
+    errorText.textContent = message;
+    errorBox.hidden = false;
+    overlay.hidden = true;
+  }
+
+  function setSource() {
+    p.srcSetAt = performance.now();
+    p.loadedAt = null;
+    const sep = data.src.includes("?") ? "&" : "?";
+    video.src = p.attempt ? `${data.src}${sep}retry=${p.attempt}` : data.src;
+    video.load();
+    clearTimeout(p.loadTimer);
+    p.loadTimer = setTimeout(() => {
+      if (p.loadedAt === null && !p.disposed) fail("timeout", "The clip did not load.");
+    }, LOAD_TIMEOUT_MS);
+  }
+
+  function fail(code, message) {
+    clearTimeout(p.loadTimer);
+    record("error", { code, message, attempt: p.attempt });
+    showError(`${data.error_text || "Sorry, the clip could not be played."} (${message})`);
+    if (p.setStateValue) p.setStateValue("failure", { instance: p.instance, code, message, attempt: p.attempt });
+    flush(false);
+  }
+
+  // ------------------------------------------------------------------ wiring
+  video.controls = Boolean(data.controls);
+  video.playsInline = true;
+  video.setAttribute("playsinline", "");
+  video.disablePictureInPicture = true;
+  if (!allowSeek) video.setAttribute("controlslist", "nodownload noplaybackrate");
+
+  startBtn.textContent = data.start_label || "Start the clip";
+  hint.textContent = data.start_hint || "";
+  startBtn.onclick = () => {
+    record("start_click");
+    startBtn.disabled = true;
+    // play() must run inside the click handler itself: a Streamlit button would reach the
+    // browser only after a server round trip, which iOS Safari no longer counts as a gesture.
+    const promise = video.play();
+    if (promise && promise.catch) {
+      promise.catch((err) => {
+        record("play_rejected", { name: err && err.name, message: err && String(err.message).slice(0, 200) });
+        showOverlay(data.click_to_play_label || "Click to play", data.play_rejected_text || "");
+      });
+    }
+  };
+  retryBtn.onclick = () => {
+    p.attempt += 1;
+    errorBox.hidden = true;
+    record("retry", { attempt: p.attempt });
+    setSource();
+    showOverlay(data.start_label || "Start the clip", "");
+  };
+
+  const on = (name, fn) => video.addEventListener(name, fn);
+  on("loadedmetadata", () => {
+    p.loadedAt = performance.now();
+    clearTimeout(p.loadTimer);
+    record("loaded", { load_ms: Math.round(p.loadedAt - p.srcSetAt), duration: video.duration, attempt: p.attempt });
+  });
+  on("play", () => {
+    overlay.hidden = true;
+    p.lastT = video.currentTime;
+    record("play");
+  });
+  on("pause", () => {
+    if (video.ended) return;
+    record("pause", { watched_share: share() });
+    p.lastT = null;
+    if (!video.controls) showOverlay(data.continue_label || "Continue", "");
+  });
+  on("timeupdate", () => {
+    const t = video.currentTime;
+    if (!video.paused && !video.seeking && p.lastT !== null) {
+      const dt = t - p.lastT;
+      if (dt > 0 && dt <= MAX_STEP_S * Math.max(1, video.playbackRate)) addInterval(p.lastT, t);
+    }
+    if (!video.seeking) {
+      p.lastT = video.paused ? null : t;
+      p.lastGoodT = t;
+    }
+    checkEnough();
+    // The share also reaches the database through the events, so a reload keeps it.
+    const now = performance.now();
+    if (!video.paused && now - (p.lastProgressAt || 0) > 5000) {
+      p.lastProgressAt = now;
+      record("progress", { watched_share: share() });
+    }
+  });
+  on("seeking", () => {
+    if (!allowSeek && Math.abs(video.currentTime - p.lastGoodT) > 0.3) {
+      record("seeking", { blocked: true, to: video.currentTime, from: p.lastGoodT });
+      video.currentTime = p.lastGoodT;
+    }
+  });
+  on("seeked", () => {
+    p.lastT = video.paused ? null : video.currentTime;
+    record("seeked");
+  });
+  on("ended", () => {
+    const d = duration();
+    if (d && p.lastT !== null && d - p.lastT <= MAX_STEP_S) addInterval(p.lastT, d);
+    p.lastT = null;
+    record("ended", { watched_share: share() });
+    checkEnough();
+    p.reportedEnded = true;
+    report();
+    if (!video.controls) showOverlay("", data.ended_text || "");
+    flush(false);
+  });
+  on("waiting", () => record("waiting"));
+  on("stalled", () => record("stalled"));
+  on("ratechange", () => record("rate", { rate: video.playbackRate }));
+  on("error", () => {
+    const e = video.error;
+    fail(e ? `media_${e.code}` : "media", (e && e.message) || "media error");
+  });
+
+  const onVisibility = () => {
+    if (!video.isConnected) return detach();
+    record(document.hidden ? "visibility_hidden" : "visibility_visible", { watched_share: share() });
+    if (document.hidden) flush(false);
+  };
+  const onFullscreen = () => {
+    if (!video.isConnected) return detach();
+    record(document.fullscreenElement ? "fullscreen_enter" : "fullscreen_exit");
+  };
+  const onPageHide = () => {
+    if (!video.isConnected) return detach();
+    flush(true);
+  };
+  function detach() {
+    document.removeEventListener("visibilitychange", onVisibility);
+    document.removeEventListener("fullscreenchange", onFullscreen);
+    window.removeEventListener("pagehide", onPageHide);
+  }
+  document.addEventListener("visibilitychange", onVisibility);
+  document.addEventListener("fullscreenchange", onFullscreen);
+  window.addEventListener("pagehide", onPageHide);
+
+  // Continuous rating (CARMA-style): sampled at a fixed rate while the clip plays.
+  const cont = data.continuous;
+  if (cont) {
+    ratingBox.hidden = false;
+    root.querySelector(".kp-rating-label").textContent = cont.label || "";
+    root.querySelector(".kp-anchor-low").textContent = cont.low_label || "";
+    root.querySelector(".kp-anchor-high").textContent = cont.high_label || "";
+    ratingInput.min = String(cont.min ?? 0);
+    ratingInput.max = String(cont.max ?? 100);
+    ratingInput.value = String(cont.start ?? ((Number(ratingInput.min) + Number(ratingInput.max)) / 2));
+    const every = Math.max(100, Number(cont.interval_ms) || 500);
+    p.sampleTimer = setInterval(() => {
+      if (!video.isConnected) return clearInterval(p.sampleTimer);
+      if (!video.paused && !video.ended) record("sample", null, { value: Number(ratingInput.value) });
+    }, every);
+  }
+
+  status.textContent = "";
+  showOverlay(data.start_label || "Start the clip", data.start_hint || "");
+  setSource();
+
+  return {
+    get instance() {
+      return p.instance;
+    },
+    set setStateValue(fn) {
+      p.setStateValue = fn;
+    },
+    flush,
+    dispose() {
+      p.disposed = false;
+      flush(true);
+      p.disposed = true;
+      clearTimeout(p.loadTimer);
+      clearInterval(p.sampleTimer);
+      detach();
+      video.pause();
+    },
+  };
+}

@@ -1,0 +1,351 @@
+"""The web server: Streamlit (participants and researchers) plus two plain HTTP routes.
+
+    GET  /clips/{study_id}/{stimulus_id}   a clip file: range requests (206), ETag and
+                                           Last-Modified (304), Cache-Control
+    POST /api/events                       the player's batched playback events
+
+Clips are served as files rather than through `st.video(path)`, which re-reads the file on
+every script run and keeps it in the process's memory. Events arrive in batches on their own
+route, so a pause or a stall never costs a Streamlit rerun.
+
+`serve()` migrates the database once before anything listens, because several processes
+migrating at once race on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import mimetypes
+import os
+import secrets
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from study.errors import UserError
+
+ROOT = Path(__file__).resolve().parent
+APP_SCRIPT = ROOT / "app.py"
+
+MAX_EVENTS_BYTES = 256 * 1024
+MAX_EVENTS_PER_BATCH = 500
+CLIP_CACHE_CONTROL = "public, max-age=86400"
+# Only media (and subtitles) leave this route: a manifest pointing at an .html file must never
+# turn the app's own origin into a place that serves researcher-supplied pages.
+SERVABLE_TYPES = ("video/", "audio/", "image/", "text/vtt")
+_RESOLVE_TTL_S = 30.0
+
+mimetypes.add_type("video/mp4", ".m4v")
+mimetypes.add_type("text/vtt", ".vtt")
+
+
+# --------------------------------------------------------------------------- clip lookup
+
+
+@dataclass
+class ClipResolver:
+    """Maps (study id, stimulus id) to a file inside that study's stimulus folder.
+
+    The folder of a study comes from `roots` (filled by `serve` for the study file it opened)
+    or from the database record. Lookups are cached briefly: a browser asks for the same clip
+    several times (range requests), and the answer changes only when a study is re-registered.
+    """
+
+    engine: Any
+    roots: dict[str, Path]
+
+    def __post_init__(self) -> None:
+        self._cache: dict[tuple[str, str], tuple[float, Path | None]] = {}
+        self._lock = threading.Lock()
+
+    def add_root(self, study_id: str, folder: str | Path) -> None:
+        with self._lock:
+            self.roots[study_id] = Path(folder).resolve()
+            self._cache.clear()
+
+    def resolve(self, study_id: str, stimulus_id: str) -> Path | None:
+        key = (study_id, stimulus_id)
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(key)
+        if hit and now - hit[0] < _RESOLVE_TTL_S:
+            return hit[1]
+        path = self._lookup(study_id, stimulus_id)
+        with self._lock:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[key] = (now, path)
+        return path
+
+    def _folder(self, study_id: str) -> Path | None:
+        if study_id in self.roots:
+            return self.roots[study_id]
+        from study import store
+
+        try:
+            info = store.get_study(self.engine, study_id)
+        except (UserError, LookupError):
+            return None
+        for attr in ("manifest_dir", "stimuli_dir", "study_dir"):
+            value = getattr(info, attr, None) if not isinstance(info, dict) else info.get(attr)
+            if value:
+                return Path(value).resolve()
+        return None
+
+    def _lookup(self, study_id: str, stimulus_id: str) -> Path | None:
+        import sqlalchemy as sa
+
+        from study import store
+        from study.stimuli import Stimulus, stimulus_path
+
+        folder = self._folder(study_id)
+        if folder is None:
+            return None
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(store.stimuli.c.file).where(
+                    store.stimuli.c.study_id == study_id, store.stimuli.c.stimulus_id == stimulus_id
+                )
+            ).first()
+        if row is None or not row.file:
+            return None
+        try:
+            path = stimulus_path(folder, Stimulus.model_construct(id=stimulus_id, file=row.file))
+        except UserError:
+            return None
+        # stimulus_path already refuses traversal; checked again here because this is the
+        # one place where a request path becomes a file read.
+        if not path.is_relative_to(folder):
+            return None
+        return path
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    if header.strip() == "*":
+        return True
+    strip = lambda tag: tag.strip().removeprefix("W/")  # noqa: E731 - weak comparison, RFC 9110 13.1.2
+    return any(strip(tag) == strip(etag) for tag in header.split(","))
+
+
+def _not_modified(request: Request, response: FileResponse) -> bool:
+    inm = request.headers.get("if-none-match")
+    if inm is not None:
+        return _etag_matches(inm, response.headers["etag"])
+    ims = request.headers.get("if-modified-since")
+    if ims:
+        try:
+            since = email.utils.parsedate_to_datetime(ims)
+            modified = email.utils.parsedate_to_datetime(response.headers["last-modified"])
+        except (TypeError, ValueError):
+            return False
+        return modified <= since
+    return False
+
+
+def _clip_route(resolver: ClipResolver):
+    async def clip(request: Request) -> Response:
+        study_id = request.path_params["study_id"]
+        stimulus_id = request.path_params["stimulus_id"]
+        path = await run_in_threadpool(resolver.resolve, study_id, stimulus_id)
+        if path is None or not path.is_file():
+            return PlainTextResponse("no such clip", status_code=404)
+        media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        if not media_type.startswith(SERVABLE_TYPES):
+            return PlainTextResponse("no such clip", status_code=404)
+        response = FileResponse(
+            path,
+            media_type=media_type,
+            headers={"Cache-Control": CLIP_CACHE_CONTROL, "X-Content-Type-Options": "nosniff"},
+            stat_result=await run_in_threadpool(os.stat, path),
+        )
+        if _not_modified(request, response):
+            keep = ("etag", "last-modified", "cache-control")
+            return Response(status_code=304, headers={k: response.headers[k] for k in keep})
+        return response
+
+    return clip
+
+
+# --------------------------------------------------------------------------- events
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise _TooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise _TooLarge
+    return bytes(body)
+
+
+def parse_events_payload(body: bytes) -> tuple[str, list[dict]]:
+    """Check the shape of an events POST; raises UserError with a message for the client."""
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"the body is not valid JSON ({exc.__class__.__name__}: {exc})") from None
+    if not isinstance(payload, dict):
+        raise UserError("the body must be a JSON object with 'token' and 'events'")
+    token = payload.get("token")
+    events = payload.get("events")
+    if not isinstance(token, str) or not token:
+        raise UserError("'token' must be a non-empty string")
+    if not isinstance(events, list):
+        raise UserError("'events' must be a list")
+    if len(events) > MAX_EVENTS_PER_BATCH:
+        raise UserError(f"at most {MAX_EVENTS_PER_BATCH} events per request, got {len(events)}")
+    for i, ev in enumerate(events):
+        if not isinstance(ev, dict):
+            raise UserError(f"events[{i}] must be an object")
+        if not isinstance(ev.get("seq"), int) or isinstance(ev.get("seq"), bool):
+            raise UserError(f"events[{i}].seq must be an integer")
+        if not isinstance(ev.get("event"), str) or not ev["event"]:
+            raise UserError(f"events[{i}].event must be a non-empty string")
+    return token, events
+
+
+def _events_route(engine: Any):
+    from study import store
+
+    async def post_events(request: Request) -> Response:
+        try:
+            body = await _read_limited(request, MAX_EVENTS_BYTES)
+        except _TooLarge:
+            return JSONResponse({"error": f"request larger than {MAX_EVENTS_BYTES} bytes"}, status_code=413)
+        try:
+            token, events = parse_events_payload(body)
+        except UserError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        try:
+            recorded = await run_in_threadpool(store.record_events, engine, token, events)
+        except UserError as exc:
+            # Unknown token, withdrawn participant, closed study: the batch is refused for good.
+            return JSONResponse({"error": str(exc)}, status_code=403)
+        return JSONResponse({"received": len(events), "recorded": int(recorded)})
+
+    return post_events
+
+
+async def _health(_request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+# --------------------------------------------------------------------------- app
+
+
+def make_routes(engine: Any, resolver: ClipResolver) -> list[Route]:
+    return [
+        Route("/clips/{study_id}/{stimulus_id}", _clip_route(resolver), methods=["GET", "HEAD"]),
+        Route("/api/events", _events_route(engine), methods=["POST"]),
+        Route("/api/health", _health, methods=["GET"]),
+    ]
+
+
+def make_app(engine: Any = None, clip_roots: dict[str, Path] | None = None, *, streamlit: bool = True):
+    """The ASGI app. `streamlit=False` gives only the plain routes (a Starlette app for tests)."""
+    from starlette.applications import Starlette
+
+    from app_pages import engine_for
+
+    if engine is None:
+        from study.config import database_url
+
+        engine = engine_for(database_url())
+    resolver = ClipResolver(engine, {k: Path(v).resolve() for k, v in (clip_roots or {}).items()})
+    routes = make_routes(engine, resolver)
+    if not streamlit:
+        app = Starlette(routes=routes)
+    else:
+        import streamlit as st
+
+        app = st.App(str(APP_SCRIPT), routes=routes)
+    app.state_resolver = resolver  # type: ignore[attr-defined]
+    return app
+
+
+def researcher_password() -> str | None:
+    """KULESHOV_RESEARCHER_PASSWORD, else `researcher_password` in .streamlit/secrets.toml."""
+    value = os.environ.get("KULESHOV_RESEARCHER_PASSWORD")
+    if value:
+        return value
+    try:
+        import streamlit as st
+
+        value = st.secrets.get("researcher_password")
+    except Exception:  # no secrets file at all: Streamlit raises its own not-found error
+        value = None
+    return str(value) if value else None
+
+
+def _production() -> bool:
+    return os.environ.get("KULESHOV_MODE", "demo").strip().lower() == "production"
+
+
+def serve(host: str = "127.0.0.1", port: int = 8501, study_file: str | None = None) -> int:
+    """Migrate, register the study file (if any), print the links, run until stopped."""
+    import uvicorn
+
+    from app_pages import engine_for
+    from study import store
+    from study.config import database_url
+
+    password = researcher_password()
+    generated = False
+    if not password:
+        if _production():
+            raise UserError(
+                "no researcher password: set KULESHOV_RESEARCHER_PASSWORD or researcher_password in "
+                ".streamlit/secrets.toml (KULESHOV_MODE=production never starts without one)"
+            )
+        password = secrets.token_urlsafe(12)
+        generated = True
+        # The app runs in this process and reads the same variable.
+        os.environ["KULESHOV_RESEARCHER_PASSWORD"] = password
+
+    engine = engine_for(database_url())
+    store.upgrade(engine)
+
+    roots: dict[str, Path] = {}
+    study_id = None
+    if study_file:
+        study_id = store.register_study(engine, study_file)
+        roots[study_id] = _manifest_dir(Path(study_file))
+        store.set_study_status(engine, study_id, "open")
+
+    app = make_app(engine, roots)
+    shown_host = "localhost" if host in ("0.0.0.0", "127.0.0.1", "::") else host
+    base = f"http://{shown_host}:{port}"
+    print(f"Kuleshov on {base}  (database: {engine.url.render_as_string(hide_password=True)})")
+    if study_id:
+        print(f"  participant link:  {base}/?study={study_id}")
+        from app_pages.auth import pilot_key
+
+        print(f"  pilot link:        {base}/?study={study_id}&pilot={pilot_key(study_id, password)}")
+    print(f"  researcher pages:  {base}/")
+    if generated:
+        print(f"  researcher password (generated for this demo run): {password}")
+    sys.stdout.flush()
+    uvicorn.run(app, host=host, port=port, log_level=os.environ.get("KULESHOV_LOG_LEVEL", "warning"))
+    return 0
+
+
+def _manifest_dir(study_file: Path) -> Path:
+    from study.protocol import load_study
+
+    return load_study(study_file).manifest_path.parent

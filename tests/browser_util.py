@@ -1,0 +1,88 @@
+"""Helpers for the browser tests: the real server in a subprocess, and Debian's Chromium.
+
+The server is started through the real CLI (`python cli.py run`) on a free port with its own
+database, so these tests see exactly what a participant would.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+PASSWORD = "test-researcher-password-1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def require_chromium() -> None:
+    """Skip (with the reason) when Chromium is missing, unless KULESHOV_REQUIRE_BROWSER=1 (CI)."""
+    if Path(CHROMIUM).exists():
+        return
+    msg = f"{CHROMIUM} not found (install Debian's chromium: `make browser`)"
+    if os.environ.get("KULESHOV_REQUIRE_BROWSER") == "1":
+        pytest.fail(msg + " and KULESHOV_REQUIRE_BROWSER=1")
+    pytest.skip(msg)
+
+
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen
+    db_url: str
+    log: Path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+
+def start_server(db_url: str, tmp_path: Path, study_file: Path | None = None,
+                 password: str | None = PASSWORD, extra_env: dict | None = None) -> Server:
+    port = free_port()
+    env = {**os.environ, "KULESHOV_DATABASE_URL": db_url, "KULESHOV_DATA_DIR": str(tmp_path / "data"),
+           "KULESHOV_LOG_LEVEL": "warning", **(extra_env or {})}
+    env.pop("KULESHOV_RESEARCHER_PASSWORD", None)
+    if password:
+        env["KULESHOV_RESEARCHER_PASSWORD"] = password
+    cmd = [sys.executable, str(ROOT / "cli.py"), "run", "--host", "127.0.0.1", "--port", str(port)]
+    if study_file:
+        cmd += ["--study", str(study_file)]
+    log = tmp_path / f"server-{port}.log"
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    server = Server(f"http://127.0.0.1:{port}", proc, db_url, log)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(server.url + "/api/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return server
+        except OSError:
+            time.sleep(0.3)
+    server.stop()
+    raise RuntimeError(f"server did not answer within 90 s:\n{log.read_text()}")
+
+
+def launch(playwright):
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
