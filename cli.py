@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 def _add_arguments(name: str, p: argparse.ArgumentParser) -> None:
     if name == "validate":
         p.add_argument("study_file", help="path to the study file (YAML)")
+        p.add_argument("--check-media", action="store_true",
+                       help="also probe every clip file (codecs, duration) while validating")
     elif name == "stimuli":
         p.add_argument("action", choices=["check"], help="what to do")
         p.add_argument("path", help="a manifest CSV, the folder holding manifest.csv, or a study file")

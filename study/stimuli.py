@@ -582,8 +582,9 @@ def _manifest_from_study(study_file: Path) -> tuple[Path | None, list[Problem]]:
         return None, [Problem(str(study_file), f"the study file is not valid YAML: {exc}")]
     except OSError as exc:
         return None, [Problem(str(study_file), f"cannot read the study file: {exc.strerror}")]
-    manifest = (data or {}).get("stimuli", {}) if isinstance(data, dict) else None
-    manifest = manifest.get("manifest") if isinstance(manifest, dict) else None
+    section = data.get("stimuli", {}) if isinstance(data, dict) else None
+    # The schema's default (study.protocol.StimuliSettings.manifest) is manifest.csv.
+    manifest = section.get("manifest", "manifest.csv") if isinstance(section, dict) else None
     if not manifest or not isinstance(manifest, str):
         return None, [Problem(f"{study_file.name}: stimuli.manifest",
                               "the study file does not name a stimulus manifest")]
