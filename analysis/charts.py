@@ -241,7 +241,7 @@ def valence_arousal_plane(trials: pd.DataFrame, x: str = "valence", y: str = "ar
         return not_measured(title, f"no {' or '.join(missing) or 'clip'} ratings")
     mx = clip_means(trials, x).set_index(["stimulus_id", "source"])
     my = clip_means(trials, y).set_index(["stimulus_id", "source"])
-    both = mx.join(my, lsuffix="_x", rsuffix="_y", how="inner").reset_index()
+    both = mx.merge(my, left_index=True, right_index=True, suffixes=("_x", "_y")).reset_index()
     fig = go.Figure()
     for src in _sources_present(both):
         d = both[both["source"] == src]

@@ -106,6 +106,14 @@ def default_outcomes(trials: pd.DataFrame, plan: Plan | None = None) -> list[str
     return [c for c in KNOWN_OUTCOMES if c in numeric] + [c for c in charts.emotion_columns(trials) if c in numeric]
 
 
+def main_outcomes(outcomes: list[str]) -> list[str]:
+    """The outcomes that get their own charts and secondary models (label effect, judged-AI
+    effect): the dimensions and scale scores. The discrete emotions are many, are shown
+    together in the emotion profile, and are tested in the primary table only."""
+    main = [o for o in outcomes if not o.startswith("emo_")]
+    return main or outcomes[:1]
+
+
 def _numeric_with_data(s: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s) and s.notna().any()
 
@@ -208,9 +216,10 @@ def analyze(trials: pd.DataFrame, *, outcomes: list[str] | None = None, plan: An
         skipped.append(("pairs", "no matched pairs (pair_id with both a human and an AI clip)"))
 
     n_labels = trials["label_condition"].nunique() if "label_condition" in trials.columns else 0
+    main = main_outcomes(outcomes)
     if n_labels > 1:
         frames = []
-        for o in outcomes:
+        for o in main:
             lab = attempt("label", lambda o=o: stats.label_effect(trials, o))
             if lab is not None and len(lab):
                 lab = lab.assign(model_used=lab.attrs.get("model_used"), formula=lab.attrs.get("formula"))
@@ -239,7 +248,7 @@ def analyze(trials: pd.DataFrame, *, outcomes: list[str] | None = None, plan: An
             if ct is not None:
                 res["confidence_accuracy_test"] = ct
         res["judged_ai"] = _with_outcome(
-            [(o, attempt("attribution", lambda o=o: attribution.judged_ai_effect(trials, o))) for o in outcomes])
+            [(o, attempt("attribution", lambda o=o: attribution.judged_ai_effect(trials, o))) for o in main])
     else:
         skipped.append(("attribution", "no judged_source column (the attribution instrument was not used)"))
 
@@ -430,12 +439,18 @@ def methods_html(trials: pd.DataFrame, results: Mapping[str, pd.DataFrame], plan
     extra = []
     if "label" in results and len(results["label"]):
         extra.append("The effect of the source label was estimated with a source &times; label-condition mixed "
-                     "model (same random structure and simplification rule) and its planned contrasts.")
+                     "model (same random structure and simplification rule) and its planned contrasts, for "
+                     + ", ".join(html.escape(o) for o in dict.fromkeys(results["label"]["outcome"])) + ".")
     if "sdt" in results:
         extra.append("AI attribution was analysed by signal detection per participant (a hit is judging an "
                      "AI-generated clip as AI; log-linear correction: H = (hits + 0.5) / (n<sub>AI</sub> + 1), "
                      "F = (false alarms + 0.5) / (n<sub>human</sub> + 1); d' = z(H) &minus; z(F)), with a one-sample "
                      "t-test of d' against zero.")
+    if "judged_ai" in results and len(results["judged_ai"]):
+        extra.append("Whether clips judged AI-made were rated differently whatever their true source was estimated "
+                     "with <code>outcome ~ x_true + x_judged + (1 | participant) + (1 | clip)</code> (both coded "
+                     "+0.5 human / &minus;0.5 AI; correlational, since participants chose their judgment), for "
+                     + ", ".join(html.escape(o) for o in dict.fromkeys(results["judged_ai"]["outcome"])) + ".")
     if "pairs" in results and len(results["pairs"]):
         extra.append("Within each matched pair, the human-minus-AI difference of clip means is reported with a "
                      "95% CI, and pooled over pairs.")
@@ -478,12 +493,6 @@ def _section(sid: str, heading: str, body: str, *, skipped: str | None = None) -
         return (f'<section id="{sid}" class="skipped" data-status="skipped"><h2>{html.escape(heading)}</h2>'
                 f'<p class="note">Not shown: {html.escape(skipped)}.</p></section>')
     return f'<section id="{sid}" data-status="shown"><h2>{html.escape(heading)}</h2>\n{body}\n</section>'
-
-
-def _chart_outcomes(outcomes: list[str]) -> list[str]:
-    # Per-outcome charts for the dimensions and scales; the emotions have their own profile chart.
-    main = [o for o in outcomes if not o.startswith("emo_")]
-    return main or outcomes[:1]
 
 
 def _summary_html(trials: pd.DataFrame, results: Mapping[str, pd.DataFrame], plan: Plan) -> str:
@@ -533,7 +542,7 @@ def build_report(trials: pd.DataFrame, *, study: Any = None, participants: pd.Da
         results = analyze(trials, outcomes=outcomes, plan=p, study=study, excluded=excluded, scales=scales)
     prim = results["primary"]
     outcomes = list(prim["outcome"])
-    chart_outcomes = _chart_outcomes(outcomes)
+    chart_outcomes = main_outcomes(outcomes)
     skipped = {}
     for r in results["skipped"].itertuples():
         skipped.setdefault(r.section, r.reason)
