@@ -574,7 +574,10 @@ def test_cli_via_study_file(capsys, tmp_path):
 
 def test_cli_study_file_problems(capsys, tmp_path):
     study = tmp_path / "study.yaml"
-    study.write_text("id: t\n")
+    study.write_text("id: t\n")  # no stimuli.manifest: the schema's default manifest.csv is looked for
+    code, out = run_cli(capsys, str(study))
+    assert code == 1 and "manifest.csv" in out and "does not exist" in out
+    study.write_text("id: t\nstimuli:\n  manifest: 3\n")
     code, out = run_cli(capsys, str(study))
     assert code == 1 and "stimuli.manifest" in out
     study.write_text("id: [unclosed\n")
