@@ -25,7 +25,7 @@ from scipy import stats
 
 from study.errors import Problem, UserError
 
-__all__ = ["score_items", "default_scales", "reliability", "cronbach_alpha", "apply_exclusions",
+__all__ = ["score_items", "add_scale_scores", "default_scales", "reliability", "cronbach_alpha", "apply_exclusions",
            "TRIAL_KEYS", "TRIAL_ATTRIBUTES", "EXCLUDED_COLUMNS", "RELIABILITY_COLUMNS"]
 
 TRIAL_KEYS = ["participant_id", "stimulus_id"]
@@ -158,20 +158,37 @@ def score_items(long: pd.DataFrame, items_meta: pd.DataFrame,
     if "confidence" in trials.columns:
         trials["confidence"] = pd.to_numeric(trials["confidence"], errors="coerce")
 
+    trials = add_scale_scores(trials, items_meta=items_meta, scales=scales)
+    return trials.sort_values(["participant_id", "position", "stimulus_id"], kind="stable").reset_index(drop=True)
+
+
+def add_scale_scores(trials: pd.DataFrame, study=None, *, items_meta: pd.DataFrame | None = None,
+                     scales: Mapping[str, list[str]] | None = None) -> pd.DataFrame:
+    """The trial table with one column per scale score (mean after reverse keying, >= half answered).
+
+    Items and scales come from `items_meta` (a codebook) if given, else from the study's
+    codebook (study.instruments.codebook(study); every built-in instrument when study is
+    None). A scale none of whose items is in the table is skipped; an existing column of
+    that name is then left as it is (e.g. a CSV that already carries the score), otherwise
+    it is recomputed from the items.
+    """
+    if items_meta is None:
+        from study.instruments import codebook
+
+        items_meta = codebook(study)
+    meta = _item_meta(items_meta)
     scales = default_scales(items_meta) if scales is None else dict(scales)
+    out = trials.copy()
     for name, items in scales.items():
-        present = [i for i in items if i in trials.columns]
+        present = [i for i in items if i in out.columns]
         if not present:
             continue
-        if name in trials.columns:
-            raise UserError(f"scale {name} has the same name as an item or trial column")
-        vals = _reversed(trials[present], meta)
-        for i in set(items) - set(present):
-            vals[i] = np.nan
+        if name in items or name in TRIAL_KEYS or name in TRIAL_ATTRIBUTES:
+            raise UserError(f"scale {name} has the same name as one of its items or a trial column")
+        vals = _reversed(out[present].apply(pd.to_numeric, errors="coerce"), meta)
         answered = vals.notna().sum(axis=1)
-        score = vals.mean(axis=1, skipna=True)
-        trials[name] = score.where(answered * 2 >= len(items))
-    return trials.sort_values(["participant_id", "position", "stimulus_id"], kind="stable").reset_index(drop=True)
+        out[name] = vals.mean(axis=1, skipna=True).where(answered * 2 >= len(items))
+    return out
 
 
 # --------------------------------------------------------------------------------------

@@ -179,3 +179,14 @@ def test_apply_exclusions_with_attention_table_and_object_rules():
     assert excluded["participant_id"].tolist() == ["p3"]
     assert excluded.iloc[0]["reason"] == "failed 1 attention check (at most 0 allowed)"
     assert len(kept) == 12
+
+
+def test_add_scale_scores_on_a_trial_table():
+    t = pd.DataFrame({"participant_id": ["p1", "p2"], "stimulus_id": ["h1", "h1"],
+                      "moved_1": [7, 2], "moved_2": [7, np.nan], "moved_3": [6, np.nan], "moved_4": [1, 6],
+                      "ai_qualities": [3.5, 4.0]})  # a score carried by a CSV without its items: kept
+    out = SC.add_scale_scores(t)  # study None: every built-in instrument's scales
+    assert out["moved"].tolist() == pytest.approx([(7 + 7 + 6 + 7) / 4, (2 + 2) / 2])
+    assert out["ai_qualities"].tolist() == [3.5, 4.0]
+    assert "engagement" not in out.columns
+    assert "moved" not in t.columns  # input left alone
