@@ -140,28 +140,39 @@ def _stimulus_map(conn, study_id: str) -> pd.DataFrame:
         "stimulus_id")
 
 
-def _events(engine: Engine, study_id: str, table, columns: list[str], include_pilot: bool) -> pd.DataFrame:
+def iter_events(engine: Engine, study_id: str, table, columns: list[str], include_pilot: bool = True,
+                batch_size: int = 500) -> Iterator[pd.DataFrame]:
+    """Rows of playback_events or continuous_samples, participant batch by participant batch."""
     c = table.c
     with engine.connect() as conn:
         _study_exists(conn, study_id)
         people = _participant_rows(conn, study_id)
-        if not include_pilot:
-            people = people[~people["is_pilot"]]
-        parts = []
-        ids = people["pid"].tolist()
-        for i in range(0, len(ids), 2000):
-            chunk = ids[i:i + 2000]
-            wanted = [c[name] for name in columns if name != "participant_id"]
-            parts.append(_frame(conn, sa.select(c.participant_id.label("pid"), *wanted)
-                                .where(c.participant_id.in_(chunk)).order_by(c.participant_id, c.position, c.seq)))
-    df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["pid", *columns[1:]])
-    df.insert(0, "participant_id", df.pop("pid").map(people.set_index("pid")["pseudonym"]))
-    if "server_time" in df:
-        df["server_time"] = _utc(df["server_time"])
-    if "detail" in df:
-        df["detail"] = [None if d is None else (d if isinstance(d, str) else json.dumps(d, sort_keys=True))
-                        for d in df["detail"]]
-    return df[columns]
+    if not include_pilot:
+        people = people[~people["is_pilot"]]
+    pseudonym = people.set_index("pid")["pseudonym"]
+    ids = people["pid"].tolist()
+    wanted = [c[name] for name in columns if name != "participant_id"]
+    for i in range(0, len(ids), batch_size):
+        with engine.connect() as conn:
+            df = _frame(conn, sa.select(c.participant_id.label("pid"), *wanted)
+                        .where(c.participant_id.in_(ids[i:i + batch_size]))
+                        .order_by(c.participant_id, c.position, c.seq))
+        df.insert(0, "participant_id", df.pop("pid").map(pseudonym).astype("str"))
+        for name in ("position", "seq"):
+            df[name] = _int(df[name])
+        if "server_time" in df:
+            df["server_time"] = _utc(df["server_time"])
+        if "detail" in df:
+            df["detail"] = pd.Series([None if d is None else (d if isinstance(d, str) else json.dumps(d, sort_keys=True))
+                                      for d in df["detail"]], index=df.index, dtype="str")
+        yield df[columns]
+
+
+def _events(engine: Engine, study_id: str, table, columns: list[str], include_pilot: bool) -> pd.DataFrame:
+    parts = list(iter_events(engine, study_id, table, columns, include_pilot))
+    if not parts:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(parts, ignore_index=True)
 
 
 def load_playback(engine: Engine, study_id: str, include_pilot: bool = True) -> pd.DataFrame:
