@@ -26,6 +26,7 @@ NEUTRAL = "#555555"
 POOLED = "#000000"
 NOT_MEASURED = "not measured in this study"
 
+LABEL_ORDER = ("none", "true", "swapped")
 EMOTIONS = ("amusement", "sadness", "fear", "anger", "disgust", "tenderness", "awe", "surprise", "unease")
 
 # A small explicit template: plotly's default one is ~10 kB of JSON repeated in every figure of
@@ -143,7 +144,8 @@ def distributions_by_source(trials: pd.DataFrame, outcome: str, *, seed: int = 0
         fig.add_trace(go.Violin(
             x=np.full(len(vals), i, dtype=float), y=vals, name=f"{_label(src)} ratings",
             legendgroup=src, line_color=_color(src), fillcolor=_color(src), opacity=0.35,
-            side="negative", width=0.8, points=False, box_visible=True, meanline_visible=True,
+            # spanmode "hard": a rating scale has ends; tails past them would show impossible ratings
+            side="negative", width=0.8, points=False, spanmode="hard", meanline_visible=True,
             hoverinfo="y",
         ))
     for i, src in enumerate(sources):
@@ -309,10 +311,17 @@ def emotion_profile(data: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def _means_by(trials: pd.DataFrame, outcome: str, by: str, title: str, xtitle: str) -> go.Figure:
+def _means_by(trials: pd.DataFrame, outcome: str, by: str, title: str, xtitle: str,
+              order: Sequence[str] | None = None) -> go.Figure:
     if not _has(trials, outcome, by, "source"):
         return not_measured(title, f"no {outcome} ratings with {by}")
     s = summarise(trials.dropna(subset=[outcome, by, "source"]), outcome, [by, "source"])
+    if order is not None:
+        # lines join points in data order, so the data must follow the axis order
+        present = list(dict.fromkeys(s[by].astype(str)))
+        cats = [c for c in order if c in present] + sorted(set(present) - set(order))
+        s = s.assign(**{by: pd.Categorical(s[by].astype(str), categories=cats, ordered=True)}).sort_values([by])
+        s[by] = s[by].astype(str)
     fig = go.Figure()
     for src in _sources_present(s):
         d = s[s["source"] == src]
@@ -339,7 +348,7 @@ def ratings_by_position(trials: pd.DataFrame, outcome: str) -> go.Figure:
 def label_means(trials: pd.DataFrame, outcome: str) -> go.Figure:
     """Mean rating per label condition with 95% CI, one line per true source."""
     fig = _means_by(trials, outcome, "label_condition", f"{_pretty(outcome)} by label condition",
-                    "Label shown to the participant (none / true / swapped)")
+                    "Label shown to the participant (none / true / swapped)", order=LABEL_ORDER)
     fig.update_xaxes(type="category")
     return fig
 
@@ -381,7 +390,7 @@ def forest_plot(primary: pd.DataFrame, *, units: str = "d", sesoi: float | None 
     ))
     fig.update_layout(template=TEMPLATE, title=title, showlegend=False,
                       height=max(300, 120 + 40 * len(d)),
-                      xaxis=dict(title=xtitle), yaxis=dict(title="Outcome", type="category"))
+                      xaxis=dict(title=xtitle), yaxis=dict(title="Outcome", type="category", automargin=True))
     return fig
 
 
@@ -444,8 +453,9 @@ def accuracy_by_clip(acc: pd.DataFrame) -> go.Figure:
     fig.add_vline(x=0.5, line=dict(color=NEUTRAL, dash="dot"), annotation_text="guessing")
     fig.update_layout(template=TEMPLATE, title=title, height=max(320, 100 + 18 * len(d)),
                       xaxis=dict(title="Proportion judged correctly", range=[0, 1.02]),
-                      yaxis=dict(title="Clip", type="category", categoryorder="array",
-                                 categoryarray=list(d["stimulus_id"].astype(str))))
+                      yaxis=dict(title="Clip", type="category", categoryorder="array", automargin=True,
+                                 categoryarray=list(d["stimulus_id"].astype(str)),
+                                 tickmode="array", tickvals=list(d["stimulus_id"].astype(str))))
     return fig
 
 

@@ -148,12 +148,8 @@ def _with_outcome(frames: list[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-def _scales_present(trials: pd.DataFrame, scales: Mapping[str, Any] | None, study: Any) -> dict[str, list[str]]:
+def _scales_present(trials: pd.DataFrame, scales: Mapping[str, Any]) -> dict[str, list[str]]:
     """Scales (name -> item ids) whose items are all columns of the trial table."""
-    if scales is None:
-        from study import instruments
-
-        scales = instruments.scales_for(study)
     out = {}
     for name, sc in scales.items():
         items = list(getattr(sc, "items", sc))
@@ -163,7 +159,8 @@ def _scales_present(trials: pd.DataFrame, scales: Mapping[str, Any] | None, stud
 
 
 def analyze(trials: pd.DataFrame, *, outcomes: list[str] | None = None, plan: Any = None, study: Any = None,
-            excluded: pd.DataFrame | None = None, scales: Mapping[str, Any] | None = None) -> dict[str, pd.DataFrame]:
+            excluded: pd.DataFrame | None = None, scales: Mapping[str, Any] | None = None,
+            codebook: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
     """Every result table, computed once: for the report, the dashboard and `kuleshov analyze`.
 
     Keys (present only when the data allow): primary, descriptives, naive, pairs, label,
@@ -257,11 +254,15 @@ def analyze(trials: pd.DataFrame, *, outcomes: list[str] | None = None, plan: An
     if not charts.emotion_columns(trials):
         skipped.append(("emotions", "no discrete-emotion ratings (emo_*)"))
 
-    scale_items = _scales_present(trials, scales, study)
-    if scale_items:
-        from analysis import scoring
+    from analysis import scoring
 
-        rel = attempt("reliability", lambda: scoring.reliability(trials, scale_items))
+    if codebook is None:
+        from study import instruments
+
+        codebook = instruments.codebook(study)  # item keying of the study's (or the built-in) items
+    scale_items = _scales_present(trials, scoring.default_scales(codebook) if scales is None else scales)
+    if scale_items:
+        rel = attempt("reliability", lambda: scoring.reliability(trials, scale_items, items_meta=codebook))
         if rel is not None:
             res["reliability"] = rel
     else:
@@ -332,19 +333,34 @@ def format_number(x: Any, column: str = "") -> str:
 
 
 def table_html(df: pd.DataFrame, *, columns: list[str] | None = None, caption: str | None = None,
-               table_id: str | None = None, max_rows: int = 200) -> str:
-    """A DataFrame as an escaped HTML table with p-values and numbers formatted for reading."""
+               table_id: str | None = None, max_rows: int = 200, collapse_after: int = 15) -> str:
+    """A DataFrame as an escaped HTML table with p-values and numbers formatted for reading.
+
+    Numeric columns are right-aligned (class "num"); tables longer than `collapse_after` rows
+    sit in a <details> element so the report stays scannable."""
     if df is None or len(df) == 0:
         return '<p class="note">No rows.</p>'
     d = df[[c for c in (columns or df.columns) if c in df.columns]]
     more = len(d) - max_rows
     d = d.head(max_rows)
-    shown = pd.DataFrame({c: [format_p(v) if c in P_COLUMNS else format_number(v, c) for v in d[c]] for c in d.columns})
-    out = shown.to_html(index=False, escape=True, border=0, classes="results", table_id=table_id, na_rep="")
-    if caption:
-        out = out.replace(">\n  <thead>", f">\n  <caption>{html.escape(caption)}</caption>\n  <thead>", 1)
+    numeric = {c: pd.api.types.is_numeric_dtype(d[c]) and not pd.api.types.is_bool_dtype(d[c]) for c in d.columns}
+    head = "".join(f'<th{" class=num" if numeric[c] else ""}>{html.escape(str(c))}</th>' for c in d.columns)
+    rows = []
+    for rec in d.itertuples(index=False, name=None):
+        cells = []
+        for c, v in zip(d.columns, rec):
+            text = format_p(v) if c in P_COLUMNS else format_number(v, c)
+            cells.append(f'<td{" class=num" if numeric[c] else ""}>{html.escape(text)}</td>')
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    ident = f' id="{html.escape(table_id)}"' if table_id else ""
+    cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+    out = (f'<div class="overflow"><table class="results"{ident}>{cap}<thead><tr>{head}</tr></thead>'
+           f'<tbody>{"".join(rows)}</tbody></table></div>')
     if more > 0:
         out += f'<p class="note">{more} more rows in the CSV tables (kuleshov analyze).</p>'
+    if len(d) > collapse_after:
+        label = html.escape(caption or "Table")
+        out = f"<details><summary>{label} ({len(d)} rows)</summary>{out}</details>"
     return out
 
 
@@ -480,8 +496,9 @@ body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#222
 h1{font-size:1.7rem;margin-bottom:.2rem} h2{border-bottom:1px solid #ccc;padding-bottom:.2rem;margin-top:2.2rem}
 nav ol{columns:3;font-size:.9rem} .banner{background:#fff3cd;border:2px solid #b8860b;padding:.8rem 1rem;font-weight:600;margin:1rem 0}
 table.results{border-collapse:collapse;font-size:.85rem;margin:.5rem 0 1rem;font-variant-numeric:tabular-nums}
-table.results th,table.results td{border-bottom:1px solid #ddd;padding:.25rem .6rem;text-align:right;vertical-align:top}
-table.results th{background:#f4f4f4} table.results td:first-child,table.results th:first-child{text-align:left}
+table.results th,table.results td{border-bottom:1px solid #ddd;padding:.25rem .6rem;text-align:left;vertical-align:top}
+table.results th{background:#f4f4f4} table.results .num{text-align:right;white-space:nowrap}
+details summary{cursor:pointer;color:#0072B2;margin:.4rem 0}
 caption{text-align:left;font-weight:600;padding:.3rem 0}
 .note{color:#555;font-style:italic} section.skipped h2{color:#777} figure.chart{margin:0 0 1rem}
 code{background:#f4f4f4;padding:0 .2rem} .muted{color:#666;font-size:.85rem} .overflow{overflow-x:auto}
@@ -527,7 +544,8 @@ def _summary_html(trials: pd.DataFrame, results: Mapping[str, pd.DataFrame], pla
 def build_report(trials: pd.DataFrame, *, study: Any = None, participants: pd.DataFrame | None = None,
                  excluded: pd.DataFrame | None = None, outcomes: list[str] | None = None, plan: Any = None,
                  title: str | None = None, interim: bool = False, results: Mapping[str, pd.DataFrame] | None = None,
-                 scales: Mapping[str, Any] | None = None, include_pilot: bool | None = None,
+                 scales: Mapping[str, Any] | None = None, codebook: pd.DataFrame | None = None,
+                 include_pilot: bool | None = None,
                  data_source: str | None = None) -> str:
     """The whole report as one self-contained HTML string (plotly.js inlined once, no network).
 
@@ -539,7 +557,8 @@ def build_report(trials: pd.DataFrame, *, study: Any = None, participants: pd.Da
     trials = check_trials(trials)
     p = Plan.from_any(plan, study)
     if results is None:
-        results = analyze(trials, outcomes=outcomes, plan=p, study=study, excluded=excluded, scales=scales)
+        results = analyze(trials, outcomes=outcomes, plan=p, study=study, excluded=excluded, scales=scales,
+                          codebook=codebook)
     prim = results["primary"]
     outcomes = list(prim["outcome"])
     chart_outcomes = main_outcomes(outcomes)
@@ -571,7 +590,8 @@ def build_report(trials: pd.DataFrame, *, study: Any = None, participants: pd.Da
         pr = results["pairs"]
         body["pairs"] = "".join(
             chart_html(charts.pair_slopes(pr[pr["outcome"] == o], o), f"chart-pairs-{o}") for o in chart_outcomes
-            if (pr["outcome"] == o).any()) + '<div class="overflow">' + table_html(pr) + "</div>"
+            if (pr["outcome"] == o).any()) + table_html(pr[pr["outcome"].isin(chart_outcomes)],
+                                                          caption="Human minus AI within each pair")
     if "label" in results and len(results["label"]):
         body["label"] = "".join(chart_html(charts.label_means(trials, o), f"chart-label-{o}")
                                 for o in chart_outcomes) + table_html(results["label"].drop(columns="formula", errors="ignore"))
@@ -629,69 +649,17 @@ def build_report(trials: pd.DataFrame, *, study: Any = None, participants: pd.Da
 # loading and the CLI
 
 
-@dataclass
-class Loaded:
-    """What the report needs from a data source (mirrors analysis.load.LoadedData)."""
+def load_source(source: str, *, url: str | None = None, include_pilot: bool = False):
+    """A study id or study file (database at `url`), a dataset folder or a trial-table CSV ->
+    analysis.load.LoadedData (trials with exclusions applied, excluded rows with reasons)."""
+    from analysis.load import load_trials
 
-    trials: pd.DataFrame
-    participants: pd.DataFrame | None = None
-    study: Any = None
-    excluded: pd.DataFrame | None = None
-    pilot_known: bool = True  # False when the data carry no is_pilot flag at all
-
-
-def read_trial_csv(path: str | Path, *, include_pilot: bool = False) -> Loaded:
-    """A CSV in trial-table shape, checked; pilot participants dropped unless asked for."""
-    path = Path(path)
-    try:
-        trials = pd.read_csv(path, dtype={"participant_id": "string", "stimulus_id": "string", "pair_id": "string"})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot be read as CSV", [Problem(str(path), str(exc).strip())]) from None
-    trials = check_trials(trials, where=str(path))
-    excluded = None
-    if "is_pilot" in trials.columns and not include_pilot:
-        pilot = trials["is_pilot"].astype("string").str.lower().isin(["true", "1", "yes"])
-        if pilot.any():
-            excluded = (trials.loc[pilot, ["participant_id"]].drop_duplicates()
-                        .assign(level="participant", stimulus_id=pd.NA, reason="pilot participant"))
-            trials = trials[~pilot].reset_index(drop=True)
-    return Loaded(trials=trials, excluded=excluded, pilot_known="is_pilot" in trials.columns)
-
-
-def load_source(source: str, *, url: str | None = None, include_pilot: bool = False) -> Loaded:
-    """A study id (database), a study file, a dataset folder or a trial-table CSV -> Loaded."""
-    path = Path(source)
-    try:
-        from analysis import load as loader
-    except ImportError:
-        loader = None
-    load_trials = getattr(loader, "load_trials", None)
-    if path.suffix.lower() == ".csv" and load_trials is None:
-        if not path.is_file():
-            raise UserError(f"{source}: no such CSV file")
-        return read_trial_csv(path, include_pilot=include_pilot)
-    if load_trials is None:
-        raise UserError(f"{source}: reading a study from the database or a dataset folder needs analysis.load, "
-                        "which is not installed in this version; give a trial-table CSV instead")
-    if path.is_file() and path.suffix.lower() in (".yaml", ".yml"):
-        from study.config import database_url
-        from study.protocol import load_study
-
-        study = load_study(path)
-        data = load_trials(url or database_url(), study_id=study.id, include_pilot=include_pilot)
-    elif path.exists():
-        data = load_trials(path, include_pilot=include_pilot)
-    else:
-        from study.config import database_url
-
-        data = load_trials(url or database_url(), study_id=source, include_pilot=include_pilot)
-    return Loaded(trials=data.trials, participants=getattr(data, "participants", None),
-                  study=getattr(data, "study", None), excluded=getattr(data, "excluded", None))
+    return load_trials(source, include_pilot=include_pilot, url=url)
 
 
 def cli_analyze(args: Any) -> int:
     data = load_source(args.study, url=getattr(args, "url", None), include_pilot=getattr(args, "include_pilot", False))
-    results = analyze(data.trials, study=data.study, excluded=data.excluded)
+    results = analyze(data.trials, study=data.study, excluded=data.excluded, codebook=data.codebook)
     paths = write_tables(results, args.out)
     print(f"wrote {len(paths)} tables to {args.out}: " + ", ".join(p.name for p in paths))
     return 0
@@ -704,7 +672,8 @@ def cli_report(args: Any) -> int:
     if out.is_dir():
         raise UserError(f"{out} is a folder; give the path of the HTML file to write, e.g. {out / 'report.html'}")
     page = build_report(data.trials, study=data.study, participants=data.participants, excluded=data.excluded,
-                        include_pilot=include_pilot if data.pilot_known else None, data_source=str(args.study),
+                        codebook=data.codebook, include_pilot=include_pilot if data.pilot_known else None,
+                        data_source=str(args.study),
                         interim=bool(getattr(args, "interim", False)))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")

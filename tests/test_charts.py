@@ -173,8 +173,9 @@ def test_ratings_by_position(trials):
     expected = trials[trials.source == "ai"].groupby("position")["valence"].mean()
     assert list(ai.x) == list(expected.index)
     assert _arr(ai.y) == pytest.approx(expected.to_numpy())
-    label = charts.label_means(trials, "valence")
-    assert sorted(label.data[0].x) == ["none", "swapped"]
+    label = charts.label_means(trials.assign(label_condition=np.resize(["swapped", "true", "none"], len(trials))),
+                               "valence")
+    assert list(label.data[0].x) == ["none", "true", "swapped"]  # design order, not alphabetical
 
 
 def test_power_curve():

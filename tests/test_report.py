@@ -58,9 +58,10 @@ def full_trials(seed: int = 7, n_participants: int = 36, n_pairs: int = 8) -> pd
     t["dominance"] = scale(1, 9, 5.0)
     for i, e in enumerate(EMOTIONS):
         t[f"emo_{e}"] = scale(0, 8, 2 + 0.3 * i + 0.5 * t["latent"])
-    for k in range(1, 5):
+    for k in range(1, 4):
         t[f"moved_{k}"] = scale(1, 7, 4 + t["latent"], 0.8)
-    t["moved"] = t[[f"moved_{k}" for k in range(1, 5)]].mean(axis=1)
+    t["moved_4"] = scale(1, 7, 4 - t["latent"], 0.8)  # reverse-keyed in the built-in instrument
+    t["moved"] = (t["moved_1"] + t["moved_2"] + t["moved_3"] + (8 - t["moved_4"])) / 4
     # People tell AI from human a little better than chance.
     correct = rng.random(n) < 0.62
     flip = {"human": "ai", "ai": "human"}
@@ -158,8 +159,7 @@ def subset_report(tmp_path_factory):
 @pytest.fixture(scope="module")
 def full():
     trials = full_trials()
-    results = report.analyze(trials, scales={"moved": [f"moved_{k}" for k in range(1, 5)]},
-                             excluded=pd.DataFrame([
+    results = report.analyze(trials, excluded=pd.DataFrame([
                                  {"level": "participant", "participant_id": "p900", "stimulus_id": None,
                                   "reason": "failed attention checks"},
                                  {"level": "participant", "participant_id": "p901", "stimulus_id": None,
@@ -235,13 +235,19 @@ def test_full_methods_text(full):
 
 
 def test_tables_are_formatted(full):
-    _, _, page = full
+    _, results, page = full
     table = re.search(r'<table[^>]*id="primary-table".*?</table>', page, re.S).group(0)
-    cells = re.findall(r"<td>(.*?)</td>", table)
-    assert cells
-    assert not any(re.fullmatch(r"-?\d+\.\d{5,}", c) for c in cells), "raw floats in the table"
-    assert all(re.fullmatch(r"(&lt; \.001|\.\d{3}|1\.000|)", c) for c in re.findall(
-        r"<td>((?:&lt; \.001)|(?:\.\d+))</td>", table))
+    header = re.findall(r"<th[^>]*>(.*?)</th>", table)
+    rows = [re.findall(r"<td[^>]*>(.*?)</td>", r) for r in re.findall(r"<tr>(.*?)</tr>", table)[1:]]
+    assert len(rows) == len(results["primary"]) and all(len(r) == len(header) for r in rows)
+    cells = [c for r in rows for c in r]
+    assert not any(re.fullmatch(r"-?\d+\.\d{4,}", c) for c in cells), "raw floats in the table"
+    for col in ("p", "p_holm", "p_bh", "tost_p"):
+        i = header.index(col)
+        assert all(re.fullmatch(r"&lt; \.001|\.\d{3}|1\.000", r[i]) for r in rows), [r[i] for r in rows]
+    i, j = header.index("estimate"), header.index("df")
+    assert rows[0][i] == f"{results['primary']['estimate'].iloc[0]:.3f}"
+    assert rows[0][j] == f"{results['primary']['df'].iloc[0]:.1f}"
 
 
 def test_analyze_tables_and_csv(full, tmp_path):
@@ -251,6 +257,10 @@ def test_analyze_tables_and_csv(full, tmp_path):
                 "exclusions", "skipped", "outcomes"):
         assert key in results, key
     assert results["skipped"].empty, results["skipped"]
+    # moved_4 is reverse-keyed in the built-in codebook: alpha is high only if it was reversed
+    rel = results["reliability"].set_index("scale")
+    assert list(rel.index) == ["moved"] and rel.loc["moved", "n_items"] == 4
+    assert rel.loc["moved", "alpha"] > 0.6
     assert len(results["sdt"]) == trials["participant_id"].nunique()
     assert set(results["exclusions"]["reason"]) == {"failed attention checks", "watched less than 80% of the clip"}
     paths = report.write_tables(results, tmp_path / "tables")
@@ -283,8 +293,9 @@ def test_bad_inputs_give_user_errors(tmp_path):
     assert cli.main(["report", str(bad), "--out", str(tmp_path / "r.html")]) == 2
     wrong_source = tmp_path / "src.csv"
     wrong_source.write_text("participant_id,stimulus_id,source,valence\np1,c1,robot,3\n")
+    assert cli.main(["analyze", str(wrong_source), "--out", str(tmp_path / "t")]) == 2
     with pytest.raises(UserError, match="source must be 'human' or 'ai'"):
-        report.read_trial_csv(wrong_source)
+        report.analyze(pd.read_csv(wrong_source))
     with pytest.raises(UserError, match="not in the trial table"):
         report.analyze(full_trials(n_participants=3, n_pairs=2), outcomes=["liking"])
     with pytest.raises(UserError, match="analysis plan"):
