@@ -1,0 +1,148 @@
+"""analysis.load: the database (SQLite and PostgreSQL), dataset folders and CSVs into tables."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from analysis import load
+from study import simulate, store
+from study.errors import UserError
+
+from conftest import DEMO_STUDY, REFERENCE
+
+STUDY_ID = "kuleshov-demo"
+
+
+@pytest.fixture
+def demo(engine):
+    tokens = simulate.simulate(engine, DEMO_STUDY, 12, effect=1.0, seed=5)
+    return engine, tokens
+
+
+def _secrets(engine) -> set[str]:
+    c = store.participants.c
+    with engine.connect() as conn:
+        rows = conn.execute(store.participants.select().with_only_columns(c.token, c.prolific_pid)).all()
+    return {v for row in rows for v in row if v}
+
+
+def test_long_table_shape_and_pseudonyms_only(demo):
+    engine, tokens = demo
+    long = load.load_long(engine, STUDY_ID)
+    assert list(long.columns) == load.LONG_COLUMNS
+    assert long["participant_id"].str.fullmatch(r"P\d{4}").all()
+    values = set(long.astype("str").to_numpy().ravel())
+    assert not values & _secrets(engine), "a token or Prolific id leaked into the long table"
+    # one row per stored answer
+    with engine.connect() as conn:
+        n = conn.execute(store.responses.select().with_only_columns(store.responses.c.id)).all()
+    pilots = load.load_participants(engine, STUDY_ID)["is_pilot"].sum()
+    assert pilots == 0 and len(long) == len(n)
+    clip = long[long["step"].str.startswith("trial:")]
+    assert clip["stimulus_id"].notna().all() and clip["source"].isin(["human", "ai"]).all()
+    assert (clip["position"] >= 1).all()
+    session = long[long["step"].isin(["demographics", "mood_pre", "mood_post"])]
+    assert len(session) and session["stimulus_id"].isna().all() and session["position"].isna().all()
+    # slider left untouched is an answer without a value
+    untouched = long[long["untouched"]]
+    assert untouched["value"].isna().all()
+
+
+def test_participants_table(demo):
+    engine, tokens = demo
+    p = load.load_participants(engine, STUDY_ID)
+    assert list(p.columns) == load.PARTICIPANT_COLUMNS
+    assert len(p) == len(tokens) == 12
+    done = p[p["status"] == "completed"]
+    assert len(done) and (done["n_completed"] == done["n_planned"]).all() and (done["n_planned"] == 6).all()
+    assert (done["duration_s"] >= 0).all()
+    assert str(p["started_at"].dt.tz) == "UTC"
+
+
+def test_load_trials_scores_and_lists_exclusions(demo):
+    engine, _ = demo
+    data = load.load_trials(engine, STUDY_ID)
+    t = data.trials
+    assert list(t.columns[:8]) == load.TRIAL_META_COLUMNS
+    for col in ("valence", "arousal", "moved_1", "moved_4", "judged_source", "confidence", "moved"):
+        assert col in t.columns
+    # the scale score is the mean after reverse keying moved_4 on the 1-7 scale
+    row = t.dropna(subset=["moved_1", "moved_2", "moved_3", "moved_4"]).iloc[0]
+    expected = (row["moved_1"] + row["moved_2"] + row["moved_3"] + (8 - row["moved_4"])) / 4
+    assert row["moved"] == pytest.approx(expected)
+    assert t.groupby(["participant_id", "stimulus_id"]).size().max() == 1
+    ex = data.excluded
+    assert list(ex.columns[:5]) == load.EXCLUDED_COLUMNS
+    assert ex["reason"].str.len().gt(0).all()
+    # every excluded trial is really gone, and every short watch is listed
+    trial_ex = ex[ex["level"] == "trial"]
+    kept = set(zip(t["participant_id"], t["stimulus_id"]))
+    assert not kept & set(zip(trial_ex["participant_id"], trial_ex["stimulus_id"]))
+    assert (t["watched_share"].dropna() >= 0.8).all()
+    assert not set(ex.loc[ex["level"] == "participant", "participant_id"]) & set(t["participant_id"])
+    assert data.codebook is not None and "valence" in set(data.codebook["name"])
+
+
+def test_withdrawn_and_pilot_participants_are_excluded_with_reasons(engine):
+    simulate.simulate(engine, DEMO_STUDY, 3, seed=2)
+    pilot = simulate.simulate(engine, STUDY_ID, 1, seed=3, is_pilot=True)
+    state = store.get_state(engine, pilot[0])
+    real = store.enrol(engine, STUDY_ID, prolific_pid="leaver")
+    store.withdraw(engine, real.token)
+    data = load.load_trials(engine, STUDY_ID)
+    reasons = data.excluded.set_index("participant_id")["reason"].to_dict()
+    assert reasons[real.pseudonym] == "withdrew from the study"
+    assert "pilot" in reasons[state.pseudonym]
+    assert state.pseudonym not in set(data.trials["participant_id"])
+    with_pilot = load.load_trials(engine, STUDY_ID, include_pilot=True)
+    assert state.pseudonym in set(with_pilot.trials["participant_id"])
+    assert not data.long["is_pilot"].any()
+
+
+def test_dataset_folder_round_trip(engine, tmp_path):
+    from analysis.export import export_dataset
+
+    simulate.simulate(engine, DEMO_STUDY, 8, effect=1.0, seed=9)
+    folder = export_dataset(engine, STUDY_ID, tmp_path / "ds")
+    from_db = load.load_trials(engine, STUDY_ID)
+    from_folder = load.load_trials(folder)
+    a = from_db.trials.sort_values(["participant_id", "position"]).reset_index(drop=True)
+    b = from_folder.trials.sort_values(["participant_id", "position"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a[b.columns.tolist()], b, check_dtype=False)
+    assert from_folder.study.id == STUDY_ID
+    assert len(from_folder.excluded) == len(from_db.excluded)
+    # without Parquet the CSVs are read with the datapackage's types
+    for p in folder.glob("*.parquet"):
+        p.unlink()
+    from_csv = load.load_trials(folder)
+    c = from_csv.trials.sort_values(["participant_id", "position"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(b, c, check_dtype=False)
+
+
+def test_reference_csv_loads():
+    path = REFERENCE / "crossed_subset.csv"
+    data = load.load_trials(path)
+    raw = pd.read_csv(path)
+    assert len(data.trials) == len(raw) and data.study is None
+    assert set(data.trials.columns) == set(raw.columns)
+
+
+def test_bad_inputs_give_clear_errors(engine, tmp_path):
+    with pytest.raises(UserError, match="No study with id 'nope'"):
+        load.load_trials(engine, "nope")
+    with pytest.raises(UserError, match="no such dataset folder|not a study id"):
+        load.load_trials(tmp_path / "missing" / "folder")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UserError, match="scores.parquet or scores.csv is missing"):
+        load.load_trials(empty)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("participant_id,value\np1,3\n")
+    with pytest.raises(UserError, match="stimulus_id, source") as info:
+        load.load_trials(bad)
+    assert "participant_id, value" in str(info.value)
+    with pytest.raises(UserError, match="no such CSV"):
+        load.load_trials(tmp_path / "none.csv")
+    with pytest.raises(UserError, match="holds no study yet"):
+        load.load_trials(engine)
