@@ -275,6 +275,15 @@ def watched_enough(watched_share: float | None, study) -> bool:
     return needed <= 0 or (watched_share is not None and watched_share + 1e-9 >= needed)
 
 
+def shown_label(source: str | None, label_condition: str) -> str | None:
+    """The source label shown with a clip: none, the true source, or the opposite one (swapped)."""
+    if label_condition == "true":
+        return source
+    if label_condition == "swapped" and source in ("human", "ai"):
+        return "ai" if source == "human" else "human"
+    return None
+
+
 def debrief_info(study, stimuli_rows, sequence: list[str]) -> list[dict]:
     """The clips this participant saw, in order, saying which were AI-generated.
 

@@ -185,9 +185,12 @@ def simulate(engine, study_id_or_path: str | Path, n: int, effect: float = 0.0, 
         study_id = store.register_study(engine, target, actor="simulate")
     else:
         study_id = target
-    rng = random.Random(f"simulate:{study_id}:{seed}")
+    # Bots are numbered after everyone already enrolled, so a second run adds new bots (with
+    # new Prolific ids) instead of finding the first run's; a fresh database repeats exactly.
+    already = store.get_study(engine, study_id).participants_enrolled
+    rng = random.Random(f"simulate:{study_id}:{seed}:{already}")
     tokens = []
-    for number in range(n):
+    for number in range(already, already + n):
         bot = Bot(engine, study_id, number, random.Random(rng.getrandbits(64)), effect, is_pilot)
         tokens.append(bot.run())
     return tokens

@@ -570,7 +570,7 @@ def get_study(engine: Engine, study_id: str) -> StudyInfo:
     return StudyInfo(
         id=row["id"], title=row["title"], version=row["version"], status=row["status"],
         spec_hash=row["spec_hash"], spec_yaml=row["spec_yaml"],
-        study=_context(row, engine=None).study, manifest=row["manifest"],
+        study=_context(row).study, manifest=row["manifest"],
         participants_enrolled=row["participants_enrolled"], created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
@@ -635,7 +635,7 @@ _CACHE_LOCK = threading.Lock()
 _CACHE_MAX = 256
 
 
-def _context(row, engine: Engine | None = None, conn: Connection | None = None) -> _Context:
+def _context(row) -> _Context:
     from study.design import Clip, DesignSpec
 
     key = (row["id"], row["spec_hash"], str(row["updated_at"]))
@@ -730,6 +730,13 @@ class ParticipantState:
     @property
     def redirect_url(self) -> str | None:
         return getattr(self.study.completion, "redirect_url", None) if self.completed else None
+
+    @property
+    def debrief(self) -> list[dict]:
+        """The main clips this participant saw, in order, with which were AI-generated."""
+        from study.flow import debrief_info
+
+        return debrief_info(self.study, self.stimuli, self.sequence)
 
 
 @dataclass
@@ -1089,8 +1096,6 @@ def record_events(engine: Engine, token: str, events: list[dict]) -> int:
     problem listed, if any event is malformed. `watched_share` raises the trial's share, never
     lowers it.
     """
-    import json
-
     if not isinstance(events, list):
         raise UserError("Events must be sent as a list.")
     if len(events) > MAX_EVENTS_PER_BATCH:

@@ -170,3 +170,8 @@ def test_debrief_names_ai_clips():
         {"position": 1, "stimulus_id": "a", "title": "a", "source": "ai", "ai_generated": True},
         {"position": 2, "stimulus_id": "h", "title": "Sea", "source": "human", "ai_generated": False},
     ]
+
+
+def test_shown_label():
+    assert [flow.shown_label("human", c) for c in ("none", "true", "swapped")] == [None, "human", "ai"]
+    assert flow.shown_label("ai", "swapped") == "human"

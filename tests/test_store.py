@@ -128,6 +128,8 @@ def test_full_session_resumes_and_completes(engine, demo):
     assert (resumed.step.key, resumed.status) == ("trial:2", "in_progress")
     state = advance(engine, resumed, until_key="debrief")
     assert state.status == "completed" and state.completion_code == "KULDEMO1"
+    assert [d["stimulus_id"] for d in state.debrief] == state.sequence
+    assert {d["stimulus_id"] for d in state.debrief if d["ai_generated"]} == {"ai_01", "ai_02", "ai_03"}
     n_items = len(state.steps[5].items)
     assert count(engine, store.responses, participant_id=state.participant_id, step_key="trial:1") == n_items
     assert count(engine, store.trials, participant_id=state.participant_id) == 7
