@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import importlib.metadata
 import platform
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -269,6 +270,7 @@ def analyze(trials: pd.DataFrame, *, outcomes: list[str] | None = None, plan: An
         skipped.append(("reliability", "no multi-item scale with its items in the data"))
 
     res["exclusions"] = _exclusion_table(excluded)
+    res["exclusion_counts"] = exclusion_counts(res["exclusions"])
     res["skipped"] = pd.DataFrame(skipped, columns=["section", "reason"])
     return res
 
@@ -386,17 +388,57 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def exclusion_sentence(excluded: pd.DataFrame) -> str:
+# Exclusion reasons name the measured value (e.g. "watched 58% of the clip (at least 80%
+# required)"); the methods count them by the rule that was broken.
+_REASON_RULES = [
+    (re.compile(r"^watched .* \(at least (.+) required\)$"), "watched less than {0} of the clip"),
+    (re.compile(r"^failed \d+ attention checks? \(at most 0 allowed\)$"), "failed an attention check (none allowed)"),
+    (re.compile(r"^failed \d+ attention checks? \(at most (\d+) allowed\)$"), "failed more than {0} attention checks"),
+    (re.compile(r"^completed .* planned clips \(.*at least (.+) required\)$"), "completed less than {0} of the planned clips"),
+    (re.compile(r"^pilot participant"), "pilot participant"),
+]
+_REASON_SPLIT = re.compile(r";\s+(?![^(]*\))")  # "; " joins reasons, but not inside parentheses
+
+
+def reason_category(reason: str) -> str:
+    """The rule behind one exclusion reason, without the participant's own value."""
+    for pattern, label in _REASON_RULES:
+        m = pattern.match(reason.strip())
+        if m:
+            return label.format(*m.groups())
+    return reason.strip()
+
+
+def exclusion_counts(excluded: pd.DataFrame | None) -> pd.DataFrame:
+    """[level, reason, count]: participants (or trials) per broken rule; a participant
+    excluded for two reasons counts under both."""
+    cols = ["level", "reason", "count"]
+    if excluded is None or len(excluded) == 0:
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for r in excluded.itertuples():
+        level = "participant" if str(r.level or "participant").startswith("participant") else "trial"
+        for part in _REASON_SPLIT.split(str(r.reason) if pd.notna(r.reason) else "unspecified"):
+            rows.append((level, reason_category(part)))
+    counts = pd.DataFrame(rows, columns=["level", "reason"]).value_counts(sort=False).rename("count").reset_index()
+    return counts.sort_values(["level", "count", "reason"], ascending=[True, False, True]).reset_index(drop=True)[cols]
+
+
+def exclusion_sentence(excluded: pd.DataFrame | None) -> str:
     if excluded is None or len(excluded) == 0:
         return "No participant or trial was excluded."
+    counts = exclusion_counts(excluded)
+    level = excluded["level"].fillna("participant").astype(str)
     parts = []
-    for level, g in excluded.groupby(excluded["level"].fillna("participant").astype(str), sort=True):
-        counts = g.groupby(g["reason"].fillna("unspecified").astype(str)).size().sort_values(ascending=False)
-        unit = "participant" if level.startswith("participant") else "trial"
-        total = g["participant_id"].nunique() if unit == "participant" else len(g)
-        reasons = "; ".join(f"{html.escape(r)} ({c})" for r, c in counts.items())
-        parts.append(f"{_plural(int(total), unit)} excluded ({reasons})")
-    return "Exclusions applied before analysis: " + "; ".join(parts) + "."
+    for unit in ("participant", "trial"):
+        c = counts[counts["level"] == unit]
+        if c.empty:
+            continue
+        rows = excluded[level.str.startswith(unit)]
+        total = rows["participant_id"].nunique() if unit == "participant" else len(rows)
+        reasons = "; ".join(f"{html.escape(r)}: {n}" for r, n in zip(c["reason"], c["count"]))
+        parts.append(f"{_plural(int(total), unit)} ({reasons})")
+    return "Excluded before analysis: " + " and ".join(parts) + "."
 
 
 def methods_html(trials: pd.DataFrame, results: Mapping[str, pd.DataFrame], plan: Plan,
@@ -572,7 +614,9 @@ def build_report(trials: pd.DataFrame, *, study: Any = None, participants: pd.Da
     body["summary"] = _summary_html(trials, results, p)
     body["methods"] = methods_html(trials, results, p, include_pilot=include_pilot)
     ex = results.get("exclusions")
-    body["exclusions"] = "<p>" + exclusion_sentence(ex) + "</p>" + (table_html(ex) if ex is not None and len(ex) else "")
+    body["exclusions"] = "<p>" + exclusion_sentence(ex) + "</p>" + (
+        table_html(exclusion_counts(ex), caption="Exclusions by rule")
+        + table_html(ex, caption="Every excluded participant and trial") if ex is not None and len(ex) else "")
     body["descriptives"] = ('<p class="muted">Means over all ratings; these intervals treat ratings as independent '
                             'and describe the data, they do not test.</p>' + table_html(results["descriptives"]))
     body["primary"] = table_html(prim, columns=[

@@ -161,11 +161,11 @@ def full():
     trials = full_trials()
     results = report.analyze(trials, excluded=pd.DataFrame([
                                  {"level": "participant", "participant_id": "p900", "stimulus_id": None,
-                                  "reason": "failed attention checks"},
+                                  "reason": "failed 2 attention checks (at most 1 allowed)"},
                                  {"level": "participant", "participant_id": "p901", "stimulus_id": None,
-                                  "reason": "failed attention checks"},
+                                  "reason": "failed 3 attention checks (at most 1 allowed)"},
                                  {"level": "trial", "participant_id": "p001", "stimulus_id": "c03",
-                                  "reason": "watched less than 80% of the clip"},
+                                  "reason": "watched 41% of the clip (at least 80% required)"},
                              ]))
     page = report.build_report(trials, results=results, title="Synthetic full study", interim=True)
     return trials, results, page
@@ -222,8 +222,8 @@ def test_full_methods_text(full):
     trials, results, page = full
     methods = re.search(r'<section id="methods".*?</section>', page, re.S).group(0)
     assert "36 participants and 16 clips (8 human-made, 8 AI-generated), 576 ratings" in methods
-    assert "2 participants excluded (failed attention checks (2))" in methods
-    assert "1 trial excluded (watched less than 80% of the clip (1))" in methods
+    assert ("Excluded before analysis: 2 participants (failed more than 1 attention checks: 2) and "
+            "1 trial (watched less than 80% of the clip: 1).") in methods
     outcomes = list(results["primary"]["outcome"])
     assert outcomes[:4] == ["valence", "arousal", "dominance", "moved"] and len(outcomes) == 13
     for r in results["primary"].itertuples():
@@ -262,7 +262,10 @@ def test_analyze_tables_and_csv(full, tmp_path):
     assert list(rel.index) == ["moved"] and rel.loc["moved", "n_items"] == 4
     assert rel.loc["moved", "alpha"] > 0.6
     assert len(results["sdt"]) == trials["participant_id"].nunique()
-    assert set(results["exclusions"]["reason"]) == {"failed attention checks", "watched less than 80% of the clip"}
+    assert len(results["exclusions"]) == 3
+    assert results["exclusion_counts"].to_dict("records") == [
+        {"level": "participant", "reason": "failed more than 1 attention checks", "count": 2},
+        {"level": "trial", "reason": "watched less than 80% of the clip", "count": 1}]
     paths = report.write_tables(results, tmp_path / "tables")
     assert {p.stem for p in paths} == {k for k, v in results.items() if isinstance(v, pd.DataFrame)}
     back = pd.read_csv(tmp_path / "tables" / "primary.csv")
@@ -301,6 +304,23 @@ def test_bad_inputs_give_user_errors(tmp_path):
     with pytest.raises(UserError, match="analysis plan"):
         report.analyze(full_trials(n_participants=3, n_pairs=2), plan={"primary_outcome": "liking"})
     assert not (tmp_path / "r.html").exists()
+
+
+def test_exclusion_counts_split_joined_reasons():
+    ex = pd.DataFrame({
+        "level": ["participant", "participant", "trial", "trial"],
+        "participant_id": ["a", "b", "c", "d"], "stimulus_id": [None, None, "x", "y"],
+        "reason": ["failed 1 attention check (at most 0 allowed); completed 3 of 6 planned clips "
+                   "(50%; at least 100% required)", "pilot participant (the study excludes pilot runs)",
+                   "watched 58% of the clip (at least 80% required)", "watched 79% of the clip (at least 80% required)"],
+    })
+    counts = report.exclusion_counts(ex)
+    assert counts.to_dict("records") == [
+        {"level": "participant", "reason": "completed less than 100% of the planned clips", "count": 1},
+        {"level": "participant", "reason": "failed an attention check (none allowed)", "count": 1},
+        {"level": "participant", "reason": "pilot participant", "count": 1},
+        {"level": "trial", "reason": "watched less than 80% of the clip", "count": 2}]
+    assert report.exclusion_sentence(ex).startswith("Excluded before analysis: 2 participants (")
 
 
 def test_format_p():
