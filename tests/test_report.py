@@ -328,3 +328,33 @@ def test_format_p():
     assert report.format_p(0.0123) == ".012"
     assert report.format_p(1.0) == "1.000"
     assert report.format_p(float("nan")) == ""
+
+
+def test_demo_study_report_after_simulated_participants(sqlite_url, tmp_path):
+    """End to end: bots through the real flow into SQLite, then `kuleshov report` on the study file."""
+    from study import simulate, store
+
+    demo = Path(__file__).resolve().parent.parent / "stimuli" / "demo" / "study.yaml"
+    engine = store.make_engine(sqlite_url)
+    try:
+        store.upgrade(engine)
+        simulate.simulate(engine, str(demo), 24, effect=0.5, seed=2)
+    finally:
+        engine.dispose()
+    out = tmp_path / "demo.html"
+    assert cli.main(["report", str(demo), "--out", str(out), "--url", sqlite_url]) == 0
+    page = out.read_text(encoding="utf-8")
+    doc = check_self_contained(page)
+    assert list(doc.sections) == SECTION_IDS
+    # the demo study measures everything the report can show
+    assert all(status == "shown" for status in doc.sections.values()), doc.sections
+    check_charts(page, doc, ["chart-forest-d", "chart-distributions-valence", "chart-pairs-valence",
+                             "chart-dprime", "chart-accuracy", "chart-valence-arousal", "chart-emotions",
+                             "chart-order-valence"])
+    methods = re.search(r'<section id="methods".*?</section>', page, re.S).group(0)
+    n = re.search(r"The analysis used (\d+) participants and 6 clips \(3 human-made, 3 AI-generated\)", methods)
+    assert n and 15 <= int(n.group(1)) <= 24
+    assert "Pilot participants were left out." in methods
+    assert "<code>valence ~ x + " in methods
+    assert cli.main(["analyze", str(demo), "--out", str(tmp_path / "tables"), "--url", sqlite_url]) == 0
+    assert (tmp_path / "tables" / "primary.csv").is_file()
