@@ -49,7 +49,10 @@ def _mean_valence_by_source(engine):
         return dict(conn.execute(q).all())
 
 
-def test_planted_effect_shows_in_the_data(engine, tmp_path):
+def test_planted_effect_shows_in_the_data(sqlite_url):
+    # The answers do not depend on the database, so SQLite alone is enough here.
+    engine = store.make_engine(sqlite_url)
+    store.upgrade(engine)
     simulate.simulate(engine, str(DEMO_STUDY), 30, effect=3.0, seed=5)
     means = _mean_valence_by_source(engine)
     # planted +3 scale points; clip random effects (3 clips per source) move it by about +-0.7
@@ -58,6 +61,7 @@ def test_planted_effect_shows_in_the_data(engine, tmp_path):
         judged = conn.execute(sa.text(
             "SELECT s.source = r.value_text FROM responses r JOIN trials t ON t.id = r.trial_id "
             "JOIN stimuli s ON s.stimulus_id = t.stimulus_id WHERE r.item_id = 'judged_source'")).scalars().all()
+    engine.dispose()
     accuracy = sum(map(bool, judged)) / len(judged)
     assert 0.55 < accuracy < 0.75  # bots are right 65% of the time
 
