@@ -554,12 +554,27 @@ def _section(sid: str, heading: str, body: str, *, skipped: str | None = None) -
     return f'<section id="{sid}" data-status="shown"><h2>{html.escape(heading)}</h2>\n{body}\n</section>'
 
 
-def _summary_html(trials: pd.DataFrame, results: Mapping[str, pd.DataFrame], plan: Plan) -> str:
+def enrolment_sentence(participants: pd.DataFrame | None) -> str:
+    """'30 people started the study (completed 25, in progress 3, withdrawn 2); median duration 14.2 min.'"""
+    if participants is None or len(participants) == 0 or "status" not in participants.columns:
+        return ""
+    counts = participants["status"].fillna("unknown").astype(str).value_counts()
+    who = "person" if len(participants) == 1 else "people"
+    text = (f"{len(participants)} {who} started the study ("
+            + ", ".join(f"{html.escape(k.replace('_', ' '))} {v}" for k, v in counts.items()) + ")")
+    if "duration_s" in participants.columns and participants["duration_s"].notna().any():
+        text += f"; median time to complete {participants['duration_s'].median() / 60:.1f} min"
+    return text + "."
+
+
+def _summary_html(trials: pd.DataFrame, results: Mapping[str, pd.DataFrame], plan: Plan,
+                  participants: pd.DataFrame | None = None) -> str:
     n = _n(trials)
     prim = results["primary"]
     corr_col = CORRECTIONS[plan.correction][0]
     items = [f"<li>{_plural(n['participants'], 'participant')}, {_plural(n['clips'], 'clip')} "
-             f"({n['human']} human-made, {n['ai']} AI-generated), {n['ratings']} ratings.</li>"]
+             f"({n['human']} human-made, {n['ai']} AI-generated), {n['ratings']} ratings analysed. "
+             f"{enrolment_sentence(participants)}</li>"]
     for r in prim.itertuples():
         if pd.isna(r.estimate):
             items.append(f"<li><b>{html.escape(r.outcome)}</b>: not estimated.</li>")
@@ -611,7 +626,7 @@ def build_report(trials: pd.DataFrame, *, study: Any = None, participants: pd.Da
                       else "Kuleshov results")
     body: dict[str, str] = {}
 
-    body["summary"] = _summary_html(trials, results, p)
+    body["summary"] = _summary_html(trials, results, p, participants)
     body["methods"] = methods_html(trials, results, p, include_pilot=include_pilot)
     ex = results.get("exclusions")
     body["exclusions"] = "<p>" + exclusion_sentence(ex) + "</p>" + (

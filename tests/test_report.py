@@ -356,5 +356,7 @@ def test_demo_study_report_after_simulated_participants(sqlite_url, tmp_path):
     assert n and 15 <= int(n.group(1)) <= 24
     assert "Pilot participants were left out." in methods
     assert "<code>valence ~ x + " in methods
+    summary = re.search(r'<section id="summary".*?</section>', page, re.S).group(0)
+    assert re.search(r"24 people started the study \(completed \d+", summary)
     assert cli.main(["analyze", str(demo), "--out", str(tmp_path / "tables"), "--url", sqlite_url]) == 0
     assert (tmp_path / "tables" / "primary.csv").is_file()
