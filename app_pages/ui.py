@@ -105,18 +105,22 @@ def render_item(item, prefix: str, number: int | None = None, errors: dict[str, 
             values = _scale_values(item)
             start = values[len(values) // 2]
             touched = _touch_key(prefix, item.id) in st.session_state
-            st.slider(label, min_value=values[0], max_value=values[-1], value=start,
-                      step=item.step or 1, key=key, on_change=on_change, args=args,
-                      format=f"%d{' ' + item.unit if item.unit else ''}")
+            integral = all(float(x).is_integer() for x in (item.min, item.max, item.step or 1))
+            cast = int if integral else float  # st.slider wants every number of one type
+            st.slider(label, min_value=cast(values[0]), max_value=cast(values[-1]), value=cast(start),
+                      step=cast(item.step or 1), key=key, on_change=on_change, args=args)
             anchors = _anchor_text(item)
-            st.caption((anchors + " · " if anchors else "") + ("" if touched else "not answered yet: move the slider"))
+            unit = f"in {item.unit} · " if item.unit else ""
+            st.caption(unit + (anchors + " · " if anchors else "") + ("" if touched else "not answered yet: move the slider"))
         elif kind in ("choice", "attention"):
             labels = {o.value: o.label for o in item.options}
             st.radio(label, list(labels), index=None, key=key, format_func=labels.get,
                      on_change=on_change, args=args)
         elif kind == "number":
-            st.number_input(label, min_value=item.min, max_value=item.max, value=None,
-                            step=item.step or 1, key=key, on_change=on_change, args=args)
+            integral = all(x is None or float(x).is_integer() for x in (item.min, item.max, item.step or 1))
+            cast = (lambda x: None if x is None else int(x)) if integral else (lambda x: None if x is None else float(x))
+            st.number_input(label, min_value=cast(item.min), max_value=cast(item.max), value=None,
+                            step=cast(item.step or 1), key=key, on_change=on_change, args=args)
         else:  # text
             st.text_area(label, key=key, max_chars=2000, on_change=on_change, args=args, height=80)
         if errors and item.id in errors:
