@@ -475,14 +475,16 @@ def register_study(engine: Engine, study_path: str | Path, actor: str = "cli") -
     from study.stimuli import load_probed
 
     path = Path(study_path)
-    spec_yaml = path.read_text(encoding="utf-8")
-    spec = load_study(path)
+    spec = load_study(path)  # reports every problem of the file before anything is stored
+    raw = path.read_bytes()
+    spec_yaml = raw.decode("utf-8")
     stims, problems = load_probed(spec.manifest_path, hash=True)
     errors = [p for p in problems if p.severity == "error"]
     if errors:
         raise UserError(f"Cannot register {path}: its stimulus manifest has problems.", errors)
     rows, snapshot = _stimulus_rows(stims)
-    spec_hash = hashlib.sha256(spec_yaml.encode("utf-8")).hexdigest()
+    # The hash of the file's bytes, as `study.protocol.study_hash` computes it (CRLF kept).
+    spec_hash = hashlib.sha256(raw).hexdigest()
     now = utcnow()
     with _write(engine) as conn:
         old = conn.execute(sa.select(studies).where(studies.c.id == spec.id)).mappings().first()
