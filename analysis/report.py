@@ -446,6 +446,8 @@ def methods_html(trials: pd.DataFrame, results: Mapping[str, pd.DataFrame], plan
     n = _n(trials)
     prim = results["primary"]
     outcomes = list(prim["outcome"])
+    roles = results.get("outcomes")
+    primary = (", ".join(roles.loc[roles["role"] == "primary", "outcome"]) if roles is not None else "") or outcomes[0]
     paras = []
     pilot = ""
     if include_pilot is not None:
@@ -486,8 +488,9 @@ def methods_html(trials: pd.DataFrame, results: Mapping[str, pd.DataFrame], plan
         "participant intercept, participant slope, clip intercept and residual) (Westfall, Kenny &amp; Judd, 2014); "
         "its 95% CI is the CI of the difference divided by the same denominator. "
         f"Tests were {sided} at &alpha; = {plan.alpha:g}. "
-        + (f"Across the {len(outcomes)} outcomes, p-values were adjusted with {corr_name} "
-           f"(column <code>{corr_col}</code>; Holm and Benjamini-Hochberg are both reported). "
+        + (f"The primary outcome ({html.escape(primary)}) was tested at &alpha;; the secondary outcomes are judged "
+           f"by p-values adjusted with {corr_name} across all {len(outcomes)} outcomes (column "
+           f"<code>{corr_col}</code>; Holm and Benjamini-Hochberg are both reported). "
            if len(outcomes) > 1 else "One outcome was tested, so no correction across outcomes was needed. ")
         + f"Equivalence was tested with two one-sided tests (TOST) against bounds of d = &plusmn;{plan.sesoi:g}, "
         f"the smallest effect of interest"
@@ -572,6 +575,8 @@ def _summary_html(trials: pd.DataFrame, results: Mapping[str, pd.DataFrame], pla
     n = _n(trials)
     prim = results["primary"]
     corr_col = CORRECTIONS[plan.correction][0]
+    roles = results.get("outcomes")
+    primary_names = set(roles.loc[roles["role"] == "primary", "outcome"]) if roles is not None else set()
     items = [f"<li>{_plural(n['participants'], 'participant')}, {_plural(n['clips'], 'clip')} "
              f"({n['human']} human-made, {n['ai']} AI-generated), {n['ratings']} ratings analysed. "
              f"{enrolment_sentence(participants)}</li>"]
@@ -579,7 +584,10 @@ def _summary_html(trials: pd.DataFrame, results: Mapping[str, pd.DataFrame], pla
         if pd.isna(r.estimate):
             items.append(f"<li><b>{html.escape(r.outcome)}</b>: not estimated.</li>")
             continue
-        p_adj = getattr(r, corr_col)
+        # The planned primary outcome is tested at alpha; the others are judged by the adjusted p
+        # (study file: the correction is for the secondary outcomes).
+        primary = r.outcome in primary_names
+        p_adj = r.p if primary else getattr(r, corr_col)
         if p_adj < plan.alpha:
             verdict = "human-made higher" if r.estimate > 0 else "AI-generated higher"
         elif bool(r.equivalent):
@@ -589,8 +597,9 @@ def _summary_html(trials: pd.DataFrame, results: Mapping[str, pd.DataFrame], pla
         items.append(
             f"<li><b>{html.escape(r.outcome)}</b>: human &minus; AI = {format_number(r.estimate)} "
             f"[{format_number(r.ci_low)}, {format_number(r.ci_high)}], d = {format_number(r.d)}, "
-            f"p = {format_p(r.p)}" + (f", adjusted p = {format_p(p_adj)}" if len(prim) > 1 and corr_col != "p" else "")
-            + f": {verdict}.</li>")
+            f"p = {format_p(r.p)}"
+            + (f", adjusted p = {format_p(p_adj)}" if not primary and len(prim) > 1 and corr_col != "p" else "")
+            + f"{' (primary outcome)' if primary else ''}: {verdict}.</li>")
     if "dprime" in results and len(results["dprime"]):
         dp = results["dprime"].iloc[0]
         items.append(f"<li>Telling AI from human clips: mean d' = {format_number(dp['mean_dprime'])} "

@@ -230,7 +230,10 @@ def test_full_methods_text(full):
         assert f"<b>{r.outcome}</b>: <code>{r.formula}</code>" in methods
         if r.model_used != "correlated_slope":
             assert f"model used: {r.model_used}" in methods
-    assert "Holm" in methods and "13 outcomes" in methods
+    assert "The primary outcome (valence) was tested at &alpha;" in methods
+    assert "Holm's step-down method across all 13 outcomes" in methods
+    summary = re.search(r'<section id="summary".*?</section>', page, re.S).group(0)
+    assert "(primary outcome)" in re.search(r"<li><b>valence</b>.*?</li>", summary).group(0)
     assert "signal detection" in methods
 
 
