@@ -62,6 +62,8 @@ def _add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--out", required=True, help="output folder (analyze) or HTML file (report)")
         p.add_argument("--url", help="database URL")
         p.add_argument("--include-pilot", action="store_true", help="keep pilot participants")
+        if name == "report":
+            p.add_argument("--interim", action="store_true", help="mark the report as interim (data still coming in)")
     elif name == "power":
         p.add_argument("--participants", default="20,40,60,80,120,160",
                        help="comma-separated numbers of participants for the power curve")
