@@ -418,7 +418,7 @@ def _dataset_description(info: store.StudyInfo, codebook: pd.DataFrame, counts: 
     }
 
 
-def _payments(engine: Engine, study_id: str, code: str | None, include_pilot: bool) -> pd.DataFrame:
+def payments_table(engine: Engine, study_id: str, code: str | None, include_pilot: bool) -> pd.DataFrame:
     c = store.participants.c
     with engine.connect() as conn:
         rows = conn.execute(sa.select(c.pseudonym, c.prolific_pid, c.prolific_study_id, c.prolific_session_id,
@@ -472,7 +472,7 @@ def export_dataset(engine: Engine, study_id: str, out_dir: str | Path, include_p
         (tmp / "dataset_description.json").write_text(
             json.dumps(_dataset_description(info, codebook, counts), indent=2, ensure_ascii=False), encoding="utf-8")
         if payments:
-            pay = _payments(engine, study_id, study.completion.code, include_pilot)
+            pay = payments_table(engine, study_id, study.completion.code, include_pilot)
             pay.assign(completed_at=pay["completed_at"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")).to_csv(
                 tmp / PAYMENTS_FILE, index=False)
         (tmp / "provenance.json").write_text(json.dumps({

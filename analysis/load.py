@@ -552,3 +552,74 @@ def load_trials(source: Any, study_id: str | None = None, include_pilot: bool = 
         return load_from_db(engine, study_id, include_pilot)
     finally:
         engine.dispose()
+
+
+# --------------------------------------------------------------------------- live monitoring (dashboard)
+
+PROBLEM_EVENTS = ("error", "stalled", "waiting", "play_rejected", "retry", "skip")
+
+
+@dataclass
+class Monitoring:
+    participants: pd.DataFrame  # load_participants
+    funnel: pd.DataFrame  # step, reached (participants who got at least this far), stopped_here
+    clips: pd.DataFrame  # stimulus_id, source, shown, mean_watched, <outcome>_mean, error ... skip
+    outcome: str | None  # the item whose mean per clip is shown
+    fingerprint: str  # changes whenever new data arrive (for caching interim results)
+
+
+def monitoring(engine: Engine, study_id: str) -> Monitoring:
+    """Aggregates for the live dashboard, computed in SQL so a refresh stays cheap on big studies."""
+    from study import flow, instruments
+
+    info = store.get_study(engine, study_id)
+    people = load_participants(engine, study_id)
+    p, t, r, e = store.participants.c, store.trials.c, store.responses.c, store.playback_events.c
+    numeric = [i.id for i in instruments.items_for(info.study, "per_clip") if i.is_numeric]
+    outcome = info.study.analysis.primary_outcome if info.study.analysis.primary_outcome in numeric else (
+        numeric[0] if numeric else None)
+    with engine.connect() as conn:
+        shown = _frame(conn, sa.select(t.stimulus_id, sa.func.count().label("shown"),
+                                       sa.func.avg(t.watched_share).label("mean_watched"))
+                       .join(store.participants, p.id == t.participant_id)
+                       .where(p.study_id == study_id, t.position >= 1).group_by(t.stimulus_id))
+        events = _frame(conn, sa.select(e.stimulus_id, e.event, sa.func.count().label("n"))
+                        .join(store.participants, p.id == e.participant_id)
+                        .where(p.study_id == study_id, e.event.in_(PROBLEM_EVENTS))
+                        .group_by(e.stimulus_id, e.event))
+        ratings = pd.DataFrame(columns=["stimulus_id", "mean", "n"])
+        if outcome:
+            ratings = _frame(conn, sa.select(t.stimulus_id, sa.func.avg(r.value_num).label("mean"),
+                                             sa.func.count(r.value_num).label("n"))
+                             .join(store.trials, t.id == r.trial_id)
+                             .join(store.participants, p.id == r.participant_id)
+                             .where(p.study_id == study_id, r.item_id == outcome, t.position >= 1)
+                             .group_by(t.stimulus_id))
+        latest = conn.execute(sa.select(sa.func.max(p.updated_at), sa.func.count())
+                              .where(p.study_id == study_id)).one()
+        n_answers = conn.execute(sa.select(sa.func.count()).select_from(store.responses)
+                                 .join(store.participants, p.id == r.participant_id)
+                                 .where(p.study_id == study_id)).scalar_one()
+    stim = pd.DataFrame(info.manifest)[["id", "source"]].rename(columns={"id": "stimulus_id"})
+    clips = stim.merge(shown, on="stimulus_id", how="left")
+    clips["shown"] = clips["shown"].fillna(0).astype(int)
+    clips["mean_watched"] = pd.to_numeric(clips["mean_watched"], errors="coerce")
+    if outcome:
+        rat = ratings.rename(columns={"mean": f"{outcome}_mean", "n": f"{outcome}_n"})
+        clips = clips.merge(rat, on="stimulus_id", how="left")
+        clips[f"{outcome}_mean"] = pd.to_numeric(clips[f"{outcome}_mean"], errors="coerce")
+    if len(events):
+        wide = events.pivot(index="stimulus_id", columns="event", values="n")
+        clips = clips.join(wide, on="stimulus_id")
+    for ev in PROBLEM_EVENTS:
+        clips[ev] = pd.to_numeric(clips[ev], errors="coerce").fillna(0).astype(int) if ev in clips else 0
+    keys = [s.key for s in flow.build_steps(info.study, ["clip"] * max(1, int(people["n_planned"].max() or 1)
+                                                                           if len(people) else 1),
+                                                    getattr(info.study.stimuli, "practice", None) or None)]
+    order = {k: i for i, k in enumerate(keys)}
+    where = people["step_key"].map(order).fillna(0).astype(int)
+    funnel = pd.DataFrame({"step": keys, "reached": [int((where >= i).sum()) for i in range(len(keys))],
+                           "stopped_here": [int(((where == i) & (people["status"] != "completed")).sum())
+                                            for i in range(len(keys))]})
+    fingerprint = f"{study_id}:{info.spec_hash}:{latest[0]}:{latest[1]}:{n_answers}"
+    return Monitoring(participants=people, funnel=funnel, clips=clips, outcome=outcome, fingerprint=fingerprint)

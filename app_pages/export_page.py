@@ -1,0 +1,51 @@
+"""Researcher page: download the dataset, and delete a participant's data on request."""
+
+from app_pages.auth import require_researcher
+
+require_researcher()
+
+import streamlit as st  # noqa: E402
+
+from app_pages import get_engine  # noqa: E402
+from study import store  # noqa: E402
+from study.errors import UserError  # noqa: E402
+
+engine = get_engine()
+st.title("Export")
+studies = store.list_studies(engine)
+if not studies:
+    st.info("No study registered yet: see the Studies page.")
+    st.stop()
+ids = [s["id"] for s in studies]
+study_id = st.selectbox("Study", ids, index=len(ids) - 1, key="export-study")
+
+st.subheader("Dataset")
+st.write("One zip with the data (CSV and Parquet), codebook, datapackage.json, dataset_description.json, the exact "
+         "study file and its hash. Participants appear under pseudonyms; Prolific ids are only in "
+         "PAYMENTS_contains_identifiers.csv, which you should not share.")
+include_pilot = st.checkbox("Include pilot participants", value=False)
+if st.button("Prepare the dataset", type="primary"):
+    from analysis.export import export_zip
+
+    with st.spinner("Writing the dataset ..."):
+        try:
+            st.session_state["export_zip"] = (study_id, export_zip(engine, study_id, include_pilot=include_pilot))
+        except UserError as exc:
+            st.error(str(exc))
+ready = st.session_state.get("export_zip")
+if ready and ready[0] == study_id:
+    st.download_button(f"Download {study_id}.zip ({len(ready[1]) / 1e6:.1f} MB)", ready[1],
+                       file_name=f"{study_id}.zip", mime="application/zip", key="download-zip")
+
+st.divider()
+st.subheader("Delete a participant's data")
+st.write("For a deletion request: every row of the participant is removed; the audit log keeps only that a "
+         "deletion happened (with a hash of the pseudonym). This cannot be undone.")
+ref = st.text_input("Pseudonym (e.g. P0007) or Prolific ID", key="delete-ref").strip()
+confirm = st.text_input("Type DELETE to confirm", key="delete-confirm")
+if st.button("Delete this participant", disabled=not ref or confirm != "DELETE"):
+    try:
+        n = store.delete_participant(engine, study_id, ref, actor="researcher")
+        st.success(f"Deleted {ref}: {n} rows removed. An audit entry records the deletion.")
+    except UserError as exc:
+        st.error(str(exc))
