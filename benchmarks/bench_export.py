@@ -19,6 +19,7 @@ import os
 import platform
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -153,6 +154,9 @@ def main() -> int:
     out = tmp / "dataset"
     code = CHILD.format(root=str(ROOT), url=url, study=STUDY_ID, out=str(out))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    shutil.rmtree(out, ignore_errors=True)
+    if not args.db and not args.url:
+        shutil.rmtree(tmp, ignore_errors=True)
     if proc.returncode:
         print(proc.stdout, proc.stderr)
         return 1
