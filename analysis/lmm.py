@@ -531,6 +531,9 @@ def fit_lmm(data: pd.DataFrame, dv: str, fixed: list[str], random: list[RandomTe
     X = np.column_stack([np.ones(n)] + [frame[c].to_numpy(float) for c in fixed])
     if n <= X.shape[1]:
         raise UserError(f"too few complete rows ({n}) for {X.shape[1]} fixed effects")
+    if np.ptp(y) == 0:
+        raise UserError(f"{dv} has no variation: every one of the {n} values is {y[0]:g}, "
+                        "so there is nothing for a mixed model to explain")
     if np.linalg.matrix_rank(X) < X.shape[1]:
         raise UserError("the fixed effects are not estimable: a predictor is constant or "
                         "a combination of the others", [Problem("fixed", f"terms {fixed}")])
@@ -555,13 +558,16 @@ def fit_lmm(data: pd.DataFrame, dv: str, fixed: list[str], random: list[RandomTe
         ngroups[spec.group] = nlev
 
     formula = f"{dv} ~ " + " + ".join([*(fixed or ["1"]), *(t.formula() for t in random)])
-    if threadpool_limits is None:
-        return _fit(X, y, terms, fixed, formula, reml, ngroups, messages)
-    # The matrices here are small (tens to a few thousand columns); OpenBLAS threads cost
-    # far more in start-up and contention than they save, most of all on a shared 2-core
-    # machine, where they made each evaluation 5x slower.
-    with threadpool_limits(limits=1, user_api="blas"):
-        return _fit(X, y, terms, fixed, formula, reml, ngroups, messages)
+    try:
+        if threadpool_limits is None:
+            return _fit(X, y, terms, fixed, formula, reml, ngroups, messages)
+        # The matrices here are small (tens to a few thousand columns); OpenBLAS threads cost
+        # far more in start-up and contention than they save, most of all on a shared 2-core
+        # machine, where they made each evaluation 5x slower.
+        with threadpool_limits(limits=1, user_api="blas"):
+            return _fit(X, y, terms, fixed, formula, reml, ngroups, messages)
+    except np.linalg.LinAlgError as exc:  # degenerate data the checks above did not foresee
+        raise UserError(f"the model {formula} could not be fitted to these data ({exc})") from exc
 
 
 def _fit(X, y, terms, fixed, formula, reml, ngroups, messages) -> LmmFit:

@@ -271,3 +271,9 @@ def test_missing_values_are_dropped_and_reported(reference_dir):
     fit = fit_crossed(d, "valence")
     assert fit.nobs == len(d) - 3
     assert any("3 of 1440 rows dropped" in m for m in fit.messages)
+
+
+def test_constant_outcome_is_a_clear_error(reference_dir):
+    data = pd.read_csv(reference_dir / "crossed_small.csv").assign(valence=5)
+    with pytest.raises(UserError, match="no variation"):
+        fit_crossed(data, "valence")
