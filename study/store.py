@@ -90,6 +90,9 @@ class StudyRow(Base):
     spec_yaml: Mapped[str] = mapped_column(sa.Text)
     spec_hash: Mapped[str] = mapped_column(sa.String(64))
     manifest: Mapped[Any] = mapped_column(sa.JSON)
+    # Absolute folder of the stimulus manifest when registered: the server serves clip files
+    # from here (and only from here), also after a restart without the study file at hand.
+    stimuli_dir: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
     # Participants ever enrolled (deleted ones included): numbers and pseudonyms are never reused.
     participants_enrolled: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(TS)
@@ -430,6 +433,7 @@ class StudyInfo:
     participants_enrolled: int
     created_at: datetime
     updated_at: datetime
+    manifest_dir: str | None = None  # where the clip files are (studies.stimuli_dir)
 
 
 def _parse_spec(spec_yaml: str, study_id: str):
@@ -483,6 +487,7 @@ def register_study(engine: Engine, study_path: str | Path, actor: str = "cli") -
     if errors:
         raise UserError(f"Cannot register {path}: its stimulus manifest has problems.", errors)
     rows, snapshot = _stimulus_rows(stims)
+    stimuli_dir = str(spec.manifest_path.resolve().parent)
     # The hash of the file's bytes, as `study.protocol.study_hash` computes it (CRLF kept).
     spec_hash = hashlib.sha256(raw).hexdigest()
     now = utcnow()
@@ -491,6 +496,8 @@ def register_study(engine: Engine, study_path: str | Path, actor: str = "cli") -
         if old is not None:
             same = old["spec_hash"] == spec_hash and old["manifest"] == snapshot
             if same:
+                if old["stimuli_dir"] != stimuli_dir:  # the same files, moved: follow them
+                    conn.execute(studies.update().where(studies.c.id == spec.id).values(stimuli_dir=stimuli_dir))
                 return spec.id
             if old["version"] == str(spec.version):
                 real = conn.execute(sa.select(sa.func.count()).select_from(participants).where(
@@ -503,14 +510,15 @@ def register_study(engine: Engine, study_path: str | Path, actor: str = "cli") -
                     )
             conn.execute(studies.update().where(studies.c.id == spec.id).values(
                 title=spec.title, version=str(spec.version), spec_yaml=spec_yaml, spec_hash=spec_hash,
-                manifest=snapshot, updated_at=now))
+                manifest=snapshot, stimuli_dir=stimuli_dir, updated_at=now))
             action = "study_updated"
             detail = {"old_version": old["version"], "old_hash": old["spec_hash"],
                       "version": str(spec.version), "hash": spec_hash}
         else:
             conn.execute(studies.insert().values(
                 id=spec.id, title=spec.title, version=str(spec.version), status="open", spec_yaml=spec_yaml,
-                spec_hash=spec_hash, manifest=snapshot, participants_enrolled=0, created_at=now, updated_at=now))
+                spec_hash=spec_hash, manifest=snapshot, stimuli_dir=stimuli_dir, participants_enrolled=0,
+                created_at=now, updated_at=now))
             action = "study_registered"
             detail = {"version": str(spec.version), "hash": spec_hash}
         # Clips dropped from the manifest keep their rows: earlier participants may have seen them.
@@ -574,7 +582,7 @@ def get_study(engine: Engine, study_id: str) -> StudyInfo:
         spec_hash=row["spec_hash"], spec_yaml=row["spec_yaml"],
         study=_context(row).study, manifest=row["manifest"],
         participants_enrolled=row["participants_enrolled"], created_at=row["created_at"],
-        updated_at=row["updated_at"],
+        updated_at=row["updated_at"], manifest_dir=row["stimuli_dir"],
     )
 
 

@@ -346,3 +346,12 @@ def test_cli_study_and_delete(db_url, capsys):
         store.cli_delete_participant(argparse.Namespace(study=str(DEMO_STUDY), participant="P0009", url=db_url))
     with pytest.raises(UserError, match="No study with id 'nope'"):
         store.cli_study(argparse.Namespace(action="open", target="nope", url=db_url))
+
+
+def test_registered_study_remembers_its_clip_folder(engine):
+    from study.config import DEMO_STUDY
+
+    study_id = store.register_study(engine, DEMO_STUDY)
+    info = store.get_study(engine, study_id)
+    assert info.manifest_dir == str(DEMO_STUDY.parent.resolve())
+    assert (DEMO_STUDY.parent / "manifest.csv").is_file()
