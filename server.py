@@ -341,7 +341,10 @@ def serve(host: str = "127.0.0.1", port: int = 8501, study_file: str | None = No
     if generated:
         print(f"  researcher password (generated for this demo run): {password}")
     sys.stdout.flush()
-    uvicorn.run(app, host=host, port=port, log_level=os.environ.get("KULESHOV_LOG_LEVEL", "warning"))
+    # The player posts events every few seconds on a kept-alive connection; uvicorn's 5 s
+    # default would close it just as the next batch is sent.
+    uvicorn.run(app, host=host, port=port, log_level=os.environ.get("KULESHOV_LOG_LEVEL", "warning"),
+                timeout_keep_alive=30)
     return 0
 
 
