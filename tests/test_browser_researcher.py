@@ -8,6 +8,7 @@ through the Export page's button and checked against the database.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import sys
@@ -165,6 +166,13 @@ def test_researcher_logs_in_watches_live_counts_and_downloads_export(tmp_path, s
         assert not errors, errors
 
         check_export(saved.read_bytes(), engine, tokens)
+        check_dataset_folder(saved, tmp_path / "unzipped")
+        a = store.audit_log.c
+        with engine.connect() as conn:
+            audited = [(row.actor, row.action) for row in conn.execute(sa.select(a.actor, a.action))]
+        assert audited.count(("researcher-login", "login_failed")) == 1, audited
+        assert audited.count(("researcher-login", "login")) == 1, audited
+        assert ("dashboard", "export") in audited, audited
         took = time.monotonic() - t_start
         print(f"researcher browser test: {took:.1f} s, dashboard counts seen {seen}")
     finally:
@@ -205,6 +213,7 @@ def check_export(blob: bytes, engine, tokens: list[str]) -> None:
     for column in responses.columns:
         assert column in set(codebook["name"]), column
     study_hash = zf.read(names["study_hash.txt"]).decode().split()[0]
+    assert hashlib.sha256(zf.read(names["study.yaml"])).hexdigest() == study_hash
     with engine.connect() as conn:
         assert study_hash == conn.execute(sa.select(store.studies.c.spec_hash)
                                           .where(store.studies.c.id == STUDY_ID)).scalar_one()
@@ -220,3 +229,20 @@ def check_export(blob: bytes, engine, tokens: list[str]) -> None:
             continue
         leaked = [s for s in secrets if s.encode() in data]
         assert not leaked, (short, leaked)
+
+
+def check_dataset_folder(zip_path: Path, into: Path) -> None:
+    """The downloaded folder is a valid Frictionless package and reads back with its declared types."""
+    from frictionless import Package
+
+    from analysis.export import read_csv_typed
+
+    with zipfile.ZipFile(zip_path) as zf:
+        zf.extractall(into)
+    folder = into / STUDY_ID
+    report = Package(folder / "datapackage.json").validate()
+    assert report.valid, report.flatten(["rowNumber", "fieldName", "message"])[:10]
+    # CSV (typed by the descriptor) and Parquet hold the same table.
+    for name in ("responses", "participants", "scores"):
+        pd.testing.assert_frame_equal(read_csv_typed(folder, name), pd.read_parquet(folder / f"{name}.parquet"),
+                                      check_dtype=False, obj=name)
