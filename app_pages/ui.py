@@ -58,10 +58,13 @@ def _scale_values(item) -> list[int | float]:
 
 
 def pictogram_row(item) -> str:
-    from study.instruments import pictogram_svg
+    from study.instruments import pictogram_data_uri
 
+    # As <img> data URIs: st.html's sanitiser drops inline <svg> elements.
     cells = "".join(
-        f'<div class="kq-pic" title="{i}">{pictogram_svg(item.pictogram, i)}<div>{i}</div></div>'
+        f'<div class="kq-pic" title="{i}"><img src="{pictogram_data_uri(item.pictogram, i)}" '
+        f'alt="{html.escape(item.pictogram)} {i} of 9" style="width:100%;max-width:64px;height:auto">'
+        f"<div>{i}</div></div>"
         for i in range(1, 10)
     )
     low = html.escape(item.anchors.get(1, "")) if item.anchors else ""
@@ -87,11 +90,22 @@ def render_item(item, prefix: str, number: int | None = None, errors: dict[str, 
     args = (prefix, item.id)
     kind = item.type
     label = _label(item, number)
-    with st.container(key=f"item-{prefix.replace('|', '-').replace(':', '-')}-{item.id}"):
+    box = f"item-{prefix.replace('|', '-').replace(':', '-')}-{item.id}"
+    with st.container(key=box):
         if kind == "pictorial9":
             st.markdown(label)
             if item.pictogram:
+                # Each radio button sits centred under its picture: same row width, same cell width.
+                k = f".st-key-{box}"
                 st.html(pictogram_row(item))
+                st.markdown((  # st.html's sanitiser drops <style>; markdown with HTML keeps it
+                    f'<style>{k} .stElementContainer:has([role="radiogroup"]), {k} .stRadio, '
+                    f'{k} [role="radiogroup"] {{width:100%}}'
+                    f'{k} [role="radiogroup"] {{display:flex;flex-wrap:nowrap;'
+                    'justify-content:space-between;gap:2px;max-width:640px}'
+                    f'{k} [role="radiogroup"] > div {{flex:1 1 0;max-width:64px;display:flex;'
+                    'justify-content:center}'
+                    f'{k} [role="radiogroup"] label {{margin:0}}</style>'), unsafe_allow_html=True)
             st.radio(label, _scale_values(item), index=None, horizontal=True, key=key,
                      label_visibility="collapsed", on_change=on_change, args=args)
         elif kind in ("likert", "intensity"):
