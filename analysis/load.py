@@ -449,7 +449,11 @@ def _read_table(folder: Path, name: str, required: bool = True) -> pd.DataFrame 
     pq = folder / f"{name}.parquet"
     csv = folder / f"{name}.csv"
     if pq.is_file():
-        return pd.read_parquet(pq)
+        import pyarrow as pa
+        import pyarrow.parquet as pq_io
+
+        # Integer columns with gaps (e.g. position of session items) stay integers, not floats.
+        return pq_io.read_table(pq).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
     if csv.is_file():
         from analysis.export import read_csv_typed
 

@@ -111,6 +111,7 @@ def test_dataset_folder_round_trip(engine, tmp_path):
     b = from_folder.trials.sort_values(["participant_id", "position"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(a[b.columns.tolist()], b, check_dtype=False)
     assert from_folder.study.id == STUDY_ID
+    assert str(from_folder.long["position"].dtype) == "Int64"  # integers with gaps stay integers
     assert len(from_folder.excluded) == len(from_db.excluded)
     # without Parquet the CSVs are read with the datapackage's types
     for p in folder.glob("*.parquet"):
