@@ -170,7 +170,8 @@ def is_numeric(item) -> bool:
     return item.type in NUMERIC_TYPES
 
 
-def _number(value) -> float | None:
+def as_number(value) -> float | None:
+    """A finite float from a submitted value, or None (booleans, text, NaN and inf are not numbers)."""
     if isinstance(value, bool):
         return None
     try:
@@ -208,7 +209,7 @@ def validate_answers(step: Step, answers: dict[str, Answer]) -> dict[str, str]:
                 errors[item.id] = "Please answer this question."
             continue
         if is_numeric(item):
-            number = _number(value)
+            number = as_number(value)
             low, high, step_size = item.min, item.max, getattr(item, "step", None)
             if number is None:
                 errors[item.id] = "Please give a number."
@@ -246,7 +247,7 @@ def stored_value(item, answer: Answer) -> tuple[float | None, str | None]:
     if answer.untouched or answer.value is None:
         return None, None
     if is_numeric(item):
-        return _number(answer.value), None
+        return as_number(answer.value), None
     if isinstance(answer.value, (int, float)) and not isinstance(answer.value, bool) and not option_values(item):
         return float(answer.value), None
     return None, str(answer.value)

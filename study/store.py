@@ -48,6 +48,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from study import flow
 from study.errors import Problem, UserError
 
 STUDY_STATUSES = ("open", "paused", "closed")
@@ -673,8 +674,6 @@ def _context(row) -> _Context:
 
 
 def _steps(ctx: _Context, ctx_key: tuple, sequence: tuple[str, ...], practice_id: str | None) -> tuple:
-    from study import flow
-
     key = (ctx_key, sequence, practice_id)
     steps = _STEPS.get(key)
     if steps is None:
@@ -827,8 +826,6 @@ def _stored_answers(conn: Connection, participant_id: int, step_key: str) -> dic
 def _build_state(conn: Connection, p, srow, step_index: int | None = None, status: str | None = None,
                  attention_failed: int | None = None, excluded_reason: str | None = None,
                  with_answers: bool = True) -> ParticipantState:
-    from study import flow
-
     ctx = _context(srow)
     sequence, practice_id = _planned(conn, p["id"], p["token"])
     steps = _steps(ctx, _ctx_key(srow), sequence, practice_id)
@@ -972,18 +969,6 @@ def _upsert_trial(conn: Connection, participant_id: int, position: int, stimulus
     return conn.execute(_upsert_trial_stmt(conn, submitted), values).scalar_one()
 
 
-def _number_or_none(value) -> float | None:
-    import math
-
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
-
-
 INACTIVE_MESSAGES = {
     "withdrawn": "You have withdrawn from this study, so nothing more is recorded. Thank you for your time.",
     "declined": "You chose not to take part, so nothing more is recorded. Thank you for your time.",
@@ -1002,8 +987,6 @@ def submit_step(engine: Engine, token: str, step_key: str, answers: dict, trial_
     politely. Invalid answers write nothing and come back in `errors`. `trial_meta` for clip
     steps: started_at (datetime), watched_share, max_time, play_count.
     """
-    from study import flow
-
     now = utcnow()
     with _write(engine) as conn:
         loaded = _load(conn, token, lock=True)
@@ -1041,8 +1024,8 @@ def submit_step(engine: Engine, token: str, step_key: str, answers: dict, trial_
             play_count = meta.get("play_count")
             trial_id = _upsert_trial(
                 conn, p["id"], step.position, step.stimulus_id, now, started_at=meta.get("started_at"),
-                watched_share=_number_or_none(meta.get("watched_share")),
-                max_time=_number_or_none(meta.get("max_time")),
+                watched_share=flow.as_number(meta.get("watched_share")),
+                max_time=flow.as_number(meta.get("max_time")),
                 play_count=play_count if isinstance(play_count, int) and not isinstance(play_count, bool) else None,
                 submitted=True, item_order=state.item_order)
         if step.collects_data:
@@ -1141,13 +1124,13 @@ def record_events(engine: Engine, token: str, events: list[dict]) -> int:
             if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 2**31:
                 problems.append(Problem(where, f"seq must be a whole number from 0, not {seq!r}"))
                 continue
-            media_time = _number_or_none(ev.get("media_time"))
-            client_time = _number_or_none(ev.get("client_time"))
+            media_time = flow.as_number(ev.get("media_time"))
+            client_time = flow.as_number(ev.get("client_time"))
             detail = ev.get("detail")
             if detail is not None and (not isinstance(detail, dict) or len(json.dumps(detail)) > MAX_DETAIL_CHARS):
                 problems.append(Problem(where, f"detail must be an object of at most {MAX_DETAIL_CHARS} characters"))
                 continue
-            share = _number_or_none(ev.get("watched_share", (detail or {}).get("watched_share")))
+            share = flow.as_number(ev.get("watched_share", (detail or {}).get("watched_share")))
             if share is not None:
                 if not 0 <= share <= 1.0001:
                     problems.append(Problem(where, f"watched_share must be between 0 and 1, not {share}"))
@@ -1157,7 +1140,7 @@ def record_events(engine: Engine, token: str, events: list[dict]) -> int:
                 max_time[position] = max(max_time.get(position, 0.0), media_time)
             base = {"participant_id": p["id"], "position": position, "stimulus_id": planned[position], "seq": seq}
             if kind == SAMPLE_EVENT:
-                value = _number_or_none(ev.get("value"))
+                value = flow.as_number(ev.get("value"))
                 if value is None:
                     problems.append(Problem(where, "a sample needs a numeric value"))
                     continue
