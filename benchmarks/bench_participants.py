@@ -20,17 +20,8 @@ Method (what is and is not measured):
     python benchmarks/bench_participants.py --participants 100
     python benchmarks/bench_participants.py --participants 100 --url postgresql+psycopg://postgres@127.0.0.1/bench
 
-Last results (2 cores shared with other jobs, load average 4-5 during the runs, Nov 2026):
-
-| database | think time | page p50 / p95 | events POST p50 / p95 | memory per participant |
-| --- | --- | --- | --- | --- |
-| SQLite | 2-5 s | 5.6 / 27.8 ms | 12.7 / 56.5 ms | ~1.0 MB |
-| PostgreSQL 15 | 2-5 s | 37.7 / 233.8 ms | 49.4 / 314.7 ms | ~0.95 MB |
-| SQLite | 0.2-1 s (stress) | 51.6 / 607.9 ms | 183.5 / 753.1 ms | ~1.0 MB |
-| PostgreSQL 15 | 0.2-1 s (stress) | 102.9 / 1108.5 ms | 442.1 / 1378.9 ms | ~0.95 MB |
-
-The bots and the server share one Python process (and the GIL), and the PostgreSQL engine's
-pool holds 10 connections for 100 threads, so the stress rows overstate server latency.
+Last results: see the README's Benchmarks section (100 participants, SQLite and PostgreSQL,
+realistic and stress think times, quiet 2-core machine, November 2026).
 """
 
 from __future__ import annotations
