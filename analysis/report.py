@@ -316,6 +316,12 @@ def format_p(p: Any) -> str:
     return f"{p:.3f}".lstrip("0") if p < 1 else "1.000"
 
 
+def p_equals(p: Any, name: str = "p") -> str:
+    """'p = .046' or 'p < .001' for running text (format_p alone would give 'p = < .001')."""
+    text = format_p(p)
+    return f"{name} {text}" if text.startswith("<") else f"{name} = {text}"
+
+
 def format_number(x: Any, column: str = "") -> str:
     if x is None or (not isinstance(x, (list, tuple, np.ndarray)) and pd.isna(x)):
         return ""
@@ -566,7 +572,10 @@ def enrolment_sentence(participants: pd.DataFrame | None) -> str:
     text = (f"{len(participants)} {who} started the study ("
             + ", ".join(f"{html.escape(k.replace('_', ' '))} {v}" for k, v in counts.items()) + ")")
     if "duration_s" in participants.columns and participants["duration_s"].notna().any():
-        text += f"; median time to complete {participants['duration_s'].median() / 60:.1f} min"
+        median_s = participants["duration_s"].median()
+        # Short pilots and simulated sessions take seconds; '0.0 min' would read as missing.
+        text += (f"; median time to complete {median_s / 60:.1f} min" if median_s >= 60
+                 else f"; median time to complete {median_s:.0f} s")
     return text + "."
 
 
@@ -597,13 +606,13 @@ def _summary_html(trials: pd.DataFrame, results: Mapping[str, pd.DataFrame], pla
         items.append(
             f"<li><b>{html.escape(r.outcome)}</b>: human &minus; AI = {format_number(r.estimate)} "
             f"[{format_number(r.ci_low)}, {format_number(r.ci_high)}], d = {format_number(r.d)}, "
-            f"p = {format_p(r.p)}"
-            + (f", adjusted p = {format_p(p_adj)}" if not primary and len(prim) > 1 and corr_col != "p" else "")
+            f"{p_equals(r.p)}"
+            + (f", {p_equals(p_adj, 'adjusted p')}" if not primary and len(prim) > 1 and corr_col != "p" else "")
             + f"{' (primary outcome)' if primary else ''}: {verdict}.</li>")
     if "dprime" in results and len(results["dprime"]):
         dp = results["dprime"].iloc[0]
         items.append(f"<li>Telling AI from human clips: mean d' = {format_number(dp['mean_dprime'])} "
-                     f"[{format_number(dp['ci_low'])}, {format_number(dp['ci_high'])}], p = {format_p(dp['p'])}.</li>")
+                     f"[{format_number(dp['ci_low'])}, {format_number(dp['ci_high'])}], {p_equals(dp['p'])}.</li>")
     return f"<ul>{''.join(items)}</ul>"
 
 

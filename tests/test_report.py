@@ -333,6 +333,28 @@ def test_format_p():
     assert report.format_p(float("nan")) == ""
 
 
+def test_p_in_running_text_never_reads_p_equals_less_than():
+    assert report.p_equals(0.0004) == "p < .001"
+    assert report.p_equals(0.046) == "p = .046"
+    assert report.p_equals(0.0004, "adjusted p") == "adjusted p < .001"
+
+
+def test_summary_says_p_less_than_and_short_sessions_in_seconds():
+    trials = pd.DataFrame({"participant_id": ["P1", "P1"], "stimulus_id": ["h", "a"],
+                           "source": ["human", "ai"]})
+    prim = pd.DataFrame({"outcome": ["valence"], "estimate": [1.0], "ci_low": [0.5], "ci_high": [1.5],
+                         "d": [0.8], "p": [0.00001], "p_holm": [0.00001], "p_bh": [0.00001],
+                         "equivalent": [False]})
+    roles = pd.DataFrame({"outcome": ["valence"], "role": ["primary"]})
+    dp = pd.DataFrame({"mean_dprime": [0.8], "ci_low": [0.5], "ci_high": [1.1], "p": [0.00001]})
+    participants = pd.DataFrame({"status": ["completed", "completed"], "duration_s": [20.0, 40.0]})
+    html_text = report._summary_html(trials, {"primary": prim, "outcomes": roles, "dprime": dp},
+                                     report.Plan.from_any(None, None), participants)
+    assert "p = &lt;" not in html_text and "p = <" not in html_text
+    assert html_text.count("p < .001") == 2
+    assert "median time to complete 30 s" in html_text
+
+
 def test_demo_study_report_after_simulated_participants(sqlite_url, tmp_path):
     """End to end: bots through the real flow into SQLite, then `kuleshov report` on the study file."""
     from study import simulate, store
