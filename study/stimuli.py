@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import math
 import re
 from collections import defaultdict
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -567,6 +566,8 @@ def check_manifest(path: str | Path, hash: bool = True) -> tuple[pd.DataFrame, l
                                     "(no network access during checks); make sure it serves H.264/AAC "
                                     "MP4 with CORS and range requests", "warning"))
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS) if rows else pd.DataFrame(columns=TABLE_COLUMNS)
+    # Unprobed clips (URLs, unreadable files) leave gaps; keep the counts whole numbers.
+    table = table.astype({c: "Int64" for c in ("width", "height", "size_bytes")})
     return table, problems
 
 
@@ -592,7 +593,9 @@ def _manifest_from_study(study_file: Path) -> tuple[Path | None, list[Problem]]:
 
 
 def _fmt_size(n: float | None) -> str:
-    if n is None or (isinstance(n, float) and math.isnan(n)):
+    import pandas as pd
+
+    if n is None or pd.isna(n):
         return ""
     return f"{n / 1024:.0f} KB" if n < 1024**2 else f"{n / 1024**2:.1f} MB"
 
@@ -612,14 +615,16 @@ def cli_stimuli(args: argparse.Namespace) -> int:
                 print(f"error: {p}")
             return 1
         path = manifest
+    import pandas as pd
+
     table, problems = check_manifest(path, hash=not getattr(args, "no_hash", False))
     csv_path = manifest_file(path)
     print(f"Stimulus manifest: {csv_path}")
     if len(table):
         shown = table.assign(
             size=table["size_bytes"].map(_fmt_size),
-            duration=table["duration_s"].map(lambda d: "" if d is None or d != d else f"{d:.1f} s"),
-            resolution=[f"{w}x{h}" if w == w and w is not None else "" for w, h in
+            duration=table["duration_s"].map(lambda d: "" if pd.isna(d) else f"{d:.1f} s"),
+            resolution=["" if pd.isna(w) or pd.isna(h) else f"{w}x{h}" for w, h in
                         zip(table["width"], table["height"])],
             sha256=table["sha256"].map(lambda h: h[:12] if isinstance(h, str) else ""),
         )[["id", "source", "pair_id", "status", "container", "video_codec", "audio_codec",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -632,3 +633,14 @@ def test_problems_come_in_manifest_order(tmp_path, media):
                                            "manifest.csv line 2, column file",
                                            "manifest.csv line 3, column file",
                                            "manifest.csv: pair p"]
+
+
+def test_probe_columns_stay_whole_numbers_beside_a_url_clip(good_pair, capsys):
+    # A URL clip has no width: the column must not turn into floats ("320.0x240.0").
+    write_manifest(good_pair, [row("h", "h.mp4"), row("u", "", source="ai", url="https://example.org/a.mp4")])
+    table, _ = check_manifest(good_pair, hash=False)
+    h = table.set_index("id").loc["h"]
+    assert str(h["width"]) == str(int(h["width"])) and str(h["size_bytes"]).isdigit()
+    code, out = run_cli(capsys, str(good_pair), "--no-hash")
+    assert code == 0
+    assert ".0x" not in out and re.search(r"\b\d+x\d+\b", out), out
