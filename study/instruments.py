@@ -99,6 +99,9 @@ class Item(BaseModel):
         if isinstance(data, dict) and data.get("type") in FIXED_RANGES:
             lo, hi = FIXED_RANGES[data["type"]]
             data = {"min": lo, "max": hi, "step": 1, **data}
+        elif isinstance(data, dict) and data.get("type") == "likert" and data.get("step") is None:
+            # A Likert scale has discrete points; without a step any decimal would be accepted.
+            data = {**data, "step": 1}
         return data
 
     @model_validator(mode="after")

@@ -201,3 +201,15 @@ def test_cli_codebook_writes_csv(tmp_path, capsys):
     assert ins.cli_codebook(argparse.Namespace(study_file=None, out=None)) == 0
     printed = capsys.readouterr().out
     assert "emo_unease" in printed and printed.splitlines()[1].startswith("name,label,type")
+
+
+def test_a_likert_item_without_step_takes_whole_points():
+    # A Likert scale has discrete points; without this a custom likert accepted 3.38.
+    from study import flow
+
+    item = Item(id="would_share", type="likert", min=1, max=7, text="Share?", description="Sharing.")
+    assert item.step == 1
+    step = flow.Step("trial:1", "trial", items=(item,))
+    assert "would_share" in flow.validate_answers(step, {"would_share": flow.Answer(3.5)})
+    assert flow.validate_answers(step, {"would_share": flow.Answer(4)}) == {}
+    assert Item(id="half", type="likert", min=1, max=4, step=0.5, text="x", description="y").step == 0.5
