@@ -55,13 +55,19 @@ def live(study_id: str) -> None:
         if len(done):
             st.write(f"Median {done.median():.1f} min (IQR {done.quantile(.25):.1f} to {done.quantile(.75):.1f}); "
                      f"{len(done)} completed.")
-            st.bar_chart(pd.cut(done, bins=min(20, max(3, len(done) // 3))).value_counts(sort=False)
-                         .rename(index=str), height=180)
+            st.bar_chart(pd.cut(done, bins=min(20, max(3, len(done) // 3)), precision=1).value_counts(sort=False)
+                         .rename(index=str).rename_axis("minutes"), height=180)
         else:
             st.write("Nobody has completed yet.")
     with right:
         st.subheader("Drop-out by step")
-        st.bar_chart(m.funnel.set_index("step")[["reached"]], height=220, horizontal=True)
+        import plotly.graph_objects as go
+
+        # Steps in the order participants meet them (st.bar_chart would sort them by name).
+        funnel = go.Figure(go.Bar(x=m.funnel["reached"], y=m.funnel["step"], orientation="h"))
+        funnel.update_layout(height=max(220, 22 * len(m.funnel)), margin=dict(l=0, r=0, t=10, b=0),
+                             yaxis=dict(autorange="reversed"), xaxis_title="participants who reached the step")
+        st.plotly_chart(funnel, key="funnel")
         stopped = m.funnel[m.funnel["stopped_here"] > 0]
         if len(stopped):
             st.dataframe(stopped, hide_index=True)
@@ -77,7 +83,7 @@ def live(study_id: str) -> None:
     if len(active):
         table = pd.crosstab(active["list_index"].astype(str), active["label_condition"], margins=True,
                             margins_name="total")
-        st.dataframe(table.rename_axis(index="list", columns="label condition"), height=200)
+        st.dataframe(table.rename_axis(index="list", columns="label condition"))
 
     failed = people[people["failed_attention"] > 0]
     st.subheader(f"Attention-check failures ({len(failed)})")
