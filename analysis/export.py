@@ -441,8 +441,12 @@ def _prepare(out_dir: Path) -> Path:
         if any(out_dir.iterdir()) and not (out_dir / "datapackage.json").is_file():
             raise UserError(f"{out_dir} is not empty and is not a Kuleshov dataset folder; "
                             "give a new or empty folder (nothing was written)")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    except OSError as exc:  # name the folder asked for, not the scratch folder beside it
+        raise UserError(f"cannot write the dataset to {out_dir}: {exc.strerror or exc} "
+                        f"(in {out_dir.parent}); choose another --out") from None
 
 
 def export_dataset(engine: Engine, study_id: str, out_dir: str | Path, include_pilot: bool = False,

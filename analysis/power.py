@@ -26,6 +26,7 @@ import pandas as pd
 from statsmodels.stats.proportion import proportion_confint
 
 from analysis.lmm import fit_crossed
+from study.config import check_writable
 from study.errors import Problem, UserError
 
 __all__ = ["simulate_power", "simulate_dataset", "variance_from_pilot", "cli_power", "POWER_COLUMNS"]
@@ -75,6 +76,9 @@ def _check(n_participants, clips_per_source, clips_per_participant, variances, n
         if clips_per_participant < 2 or clips_per_participant % 2:
             problems.append(Problem("clips_per_participant", "must be an even number of at least 2 "
                                     "(half human, half AI)"))
+        elif clips_per_participant > 2 * clips_per_source:
+            problems.append(Problem("clips_per_participant", f"{clips_per_participant} is more than the "
+                                    f"{2 * int(clips_per_source)} clips of the design (clips per source x 2)"))
     for name, v in variances.items():
         if not np.isfinite(v) or v < 0:
             problems.append(Problem(name, f"a variance must be zero or positive; got {v!r}"))
@@ -167,6 +171,14 @@ class _Bar:
         pct = int(100 * done / total)
         if pct == self.last and done != total:
             return
+        if not getattr(self.stream, "isatty", lambda: False)():
+            # A log file or CI output cannot rewrite a line: one line per tenth, not per percent.
+            if pct // 10 == self.last // 10 and done != total:
+                return
+            self.last = pct
+            self.stream.write(f"power {pct:3d}% ({done}/{total} datasets, N = {n})\n")
+            self.stream.flush()
+            return
         self.last = pct
         fill = int(self.width * done / total)
         self.stream.write(f"\rpower [{'#' * fill}{'.' * (self.width - fill)}] {pct:3d}% "
@@ -189,6 +201,8 @@ def _parse_participants(text) -> list[int]:
 def cli_power(args) -> int:
     """`kuleshov power`: the power curve for a planned crossed design, printed and optionally saved."""
     variances = {k: float(getattr(args, k)) for k in ("var_participant", "var_slope", "var_clip", "var_residual")}
+    if getattr(args, "out", None):
+        check_writable(args.out, "power curve")
     source = "given on the command line"
     if getattr(args, "pilot", None):
         from analysis.load import load_trials

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import charts
+from study.config import check_writable
 from study.errors import Problem, UserError
 
 # Per-clip outcomes offered by the built-in instruments (study/instruments.py), in report
@@ -735,6 +736,10 @@ def load_source(source: str, *, url: str | None = None, include_pilot: bool = Fa
 
 
 def cli_analyze(args: Any) -> int:
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a folder; give a folder for the result tables")
+    check_writable(out / "outcomes.csv", "result tables")
     data = load_source(args.study, url=getattr(args, "url", None), include_pilot=getattr(args, "include_pilot", False))
     results = analyze(data.trials, study=data.study, excluded=data.excluded, codebook=data.codebook)
     paths = write_tables(results, args.out)
@@ -744,10 +749,11 @@ def cli_analyze(args: Any) -> int:
 
 def cli_report(args: Any) -> int:
     include_pilot = bool(getattr(args, "include_pilot", False))
-    data = load_source(args.study, url=getattr(args, "url", None), include_pilot=include_pilot)
     out = Path(args.out)
     if out.is_dir():
         raise UserError(f"{out} is a folder; give the path of the HTML file to write, e.g. {out / 'report.html'}")
+    check_writable(out, "report")
+    data = load_source(args.study, url=getattr(args, "url", None), include_pilot=include_pilot)
     page = build_report(data.trials, study=data.study, participants=data.participants, excluded=data.excluded,
                         codebook=data.codebook, include_pilot=include_pilot if data.pilot_known else None,
                         data_source=str(args.study),

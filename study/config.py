@@ -22,3 +22,24 @@ def database_url() -> str:
     if url:
         return url
     return f"sqlite:///{data_dir() / 'kuleshov.db'}"
+
+
+def check_writable(path: str | Path, what: str = "output") -> Path:
+    """Fail early, before minutes of work, when `path` (a file or folder to write) cannot be written.
+
+    Creates the missing parent folders and a scratch file beside `path`, as writing will.
+    """
+    import tempfile
+
+    from study.errors import UserError
+
+    path = Path(path)
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as exc:
+        raise UserError(f"cannot write the {what} to {path}: {exc.strerror or exc} "
+                        f"(in {parent}); choose another --out") from None
+    return path

@@ -606,6 +606,9 @@ def cli_codebook(args: Any) -> int:
     table = codebook(study)
     out = getattr(args, "out", None)
     if out:
+        from study.config import check_writable
+
+        check_writable(out, "codebook")
         table.to_csv(out, index=False)
         print(f"wrote {len(table)} variables to {out}")
     else:

@@ -62,6 +62,11 @@ def test_bad_settings_are_listed():
         assert where in text
 
 
+def test_more_clips_per_participant_than_clips_is_refused():
+    with pytest.raises(UserError, match="more than the 8 clips"):
+        P.simulate_power([10], 4, 20, 0.3, 0.5, 0.1, 0.2, 1.0, n_sims=1)
+
+
 def test_variance_from_pilot_matches_lme4():
     # crossed_small, correlated-slope model; lme4 1.1-31 variance components from
     # reference_lme4.json (participant 0.81009, slope 0.16679; the lmm tolerances apply)
@@ -83,7 +88,8 @@ def test_cli_power_writes_csv_and_progress(tmp_path, capsys):
     assert table["n_participants"].tolist() == [10, 14] and table["n_sims"].tolist() == [1, 1]
     captured = capsys.readouterr()
     assert "n_participants" in captured.out and "given on the command line" in captured.out
-    assert "\rpower [" in captured.err and "100% (2/2 datasets" in captured.err
+    # not a terminal: whole lines, no carriage returns
+    assert "\r" not in captured.err and "power 100% (2/2 datasets" in captured.err
     assert (tmp_path / "curve.html").stat().st_size > 100_000  # chart with plotly.js inlined
     with pytest.raises(UserError, match="comma-separated"):
         P.cli_power(SimpleNamespace(**{**vars(args), "participants": "ten"}))
@@ -97,3 +103,21 @@ def test_cli_power_takes_variances_from_a_pilot_csv(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "from the pilot" in printed and "60 participants x 24 clips" in printed
     assert "participant 0.81" in printed
+
+
+def test_progress_lines_on_a_log_file_and_bar_on_a_terminal():
+    import io
+
+    log = io.StringIO()
+    bar = P._Bar(log)
+    for done in range(1, 201):
+        bar(done, 200, 10)
+    assert len(log.getvalue().splitlines()) == 11 and "\r" not in log.getvalue()  # 0%..100% by tenths
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty = Tty()
+    P._Bar(tty)(1, 2, 10)
+    assert tty.getvalue().startswith("\rpower [")

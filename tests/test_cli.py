@@ -1,0 +1,49 @@
+"""cli.py: dispatch, and errors that never reach the researcher as tracebacks."""
+
+from __future__ import annotations
+
+import pytest
+
+import cli
+from study.config import check_writable
+from study.errors import UserError
+
+UNWRITABLE = "/proc/kuleshov-test/out.csv"  # /proc refuses new files even for root
+
+
+def test_check_writable_names_the_path(tmp_path):
+    assert check_writable(tmp_path / "new" / "x.csv") == tmp_path / "new" / "x.csv"
+    assert (tmp_path / "new").is_dir()
+    with pytest.raises(UserError, match="cannot write the report to /proc/kuleshov-test/out.csv"):
+        check_writable(UNWRITABLE, "report")
+
+
+@pytest.mark.parametrize("argv", [
+    ["power", "--participants", "4", "--clips-per-source", "2", "--simulations", "1", "--out", UNWRITABLE],
+    ["codebook", "--out", UNWRITABLE],
+    ["report", "no-such-study", "--out", UNWRITABLE],  # checked before any data are loaded
+    ["analyze", "no-such-study", "--out", "/proc/kuleshov-test/results"],
+])
+def test_unwritable_out_is_a_clear_error(argv, capsys):
+    assert cli.main(argv) == 2
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err and "cannot write" in err and "/proc/kuleshov-test" in err
+
+
+def test_other_os_errors_are_reported_not_raised(monkeypatch, capsys):
+    def boom(args):
+        raise OSError("Cannot save file into a non-existent directory: '/x'")
+
+    monkeypatch.setitem(cli.COMMANDS, "power", ("tests.test_cli", "_unused", ""))
+    monkeypatch.setattr(cli.importlib, "import_module", lambda name: type("M", (), {"_unused": staticmethod(boom)}))
+    assert cli.main(["power"]) == 2
+    assert "error: Cannot save file" in capsys.readouterr().err
+
+
+def test_unwritable_export_names_the_folder_asked_for(tmp_path, capsys, monkeypatch):
+    from analysis.export import _prepare
+
+    with pytest.raises(UserError) as exc:
+        _prepare(__import__("pathlib").Path("/proc/kuleshov-test/ds"))
+    assert "cannot write the dataset to /proc/kuleshov-test/ds" in str(exc.value)
+    assert ".ds-" not in str(exc.value)
