@@ -17,6 +17,7 @@ Decisions, stated once:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -320,7 +321,7 @@ def apply_exclusions(trials: pd.DataFrame, participants: pd.DataFrame | None, ru
             share = r["n_completed"] / planned
             if share < min_completion - 1e-12:
                 why.append(f"completed {int(r['n_completed'])} of {int(planned)} planned clips "
-                           f"({share:.0%}; at least {min_completion:.0%} required)")
+                           f"({_pct_below(share)}; at least {min_completion:.0%} required)")
         if why:
             reasons[pid] = why
     out_rows = [{"level": "participant", "participant_id": pid, "stimulus_id": None, "reason": "; ".join(why)}
@@ -331,7 +332,12 @@ def apply_exclusions(trials: pd.DataFrame, participants: pd.DataFrame | None, ru
         short = keep & share.notna() & (share < min_share)
         for r in trials.loc[short, ["participant_id", "stimulus_id"]].assign(s=share[short]).itertuples():
             out_rows.append({"level": "trial", "participant_id": r.participant_id, "stimulus_id": r.stimulus_id,
-                             "reason": f"watched {r.s:.0%} of the clip (at least {min_share:.0%} required)"})
+                             "reason": f"watched {_pct_below(r.s)} of the clip (at least {min_share:.0%} required)"})
         keep &= ~short
     excluded = pd.DataFrame(out_rows, columns=EXCLUDED_COLUMNS)
     return trials[keep].copy(), excluded
+
+
+def _pct_below(share: float) -> str:
+    """A share that failed a threshold, rounded down: 0.797 is '79%', never the '80%' it fell short of."""
+    return f"{math.floor(round(float(share) * 100, 6)):.0f}%"

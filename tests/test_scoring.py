@@ -190,3 +190,17 @@ def test_add_scale_scores_on_a_trial_table():
     assert out["ai_qualities"].tolist() == [3.5, 4.0]
     assert "engagement" not in out.columns
     assert "moved" not in t.columns  # input left alone
+
+
+def test_a_share_just_under_the_threshold_is_not_shown_as_the_threshold():
+    # 0.797 used to print as "watched 80% (at least 80% required)", which reads as a wrong exclusion.
+    trials = pd.DataFrame({"participant_id": ["p1", "p1", "p2"], "stimulus_id": ["h1", "a1", "h1"],
+                           "watched_share": [0.797, 0.29, 1.0], "is_pilot": False})
+    participants = pd.DataFrame({"participant_id": ["p1", "p2"], "n_planned": [2, 200], "n_completed": [2, 199]})
+    rules = {"min_watched_share": 0.8, "max_failed_attention_checks": None, "exclude_pilot": False,
+             "min_completion": 1.0}
+    kept, excluded = SC.apply_exclusions(trials, participants, rules)
+    reasons = excluded.set_index(["participant_id", "stimulus_id"])["reason"]
+    assert reasons[("p1", "h1")] == "watched 79% of the clip (at least 80% required)"
+    assert reasons[("p1", "a1")].startswith("watched 29% ")
+    assert "(99%; at least 100% required)" in excluded.loc[excluded["participant_id"] == "p2", "reason"].iloc[0]
