@@ -120,6 +120,27 @@ def _numeric_with_data(s: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s) and s.notna().any()
 
 
+def nothing_left_error(excluded: pd.DataFrame | None, participants: pd.DataFrame | None = None) -> UserError:
+    """Why there is nothing to analyse: every rating excluded (by which rules), or no ratings yet."""
+    if excluded is not None and len(excluded):
+        counts = exclusion_counts(excluded)
+        problems = [Problem(f"excluded {r.level}s", f"{r.reason}: {r.count}") for r in counts.itertuples()]
+        hint = ("check the study file's exclusions settings or the data; every excluded participant and "
+                "trial is listed with its reason in the export's exclusions.csv")
+        if (counts["reason"] == "pilot participant").any():
+            hint += "; add --include-pilot to keep pilot participants"
+        level = excluded["level"].fillna("participant").astype(str)
+        n_people = excluded.loc[level.str.startswith("participant"), "participant_id"].nunique()
+        n_trials = int(level.str.startswith("trial").sum())
+        return UserError(f"nothing left to analyse: the exclusion rules removed every rating "
+                         f"({_plural(int(n_people), 'participant')} and {_plural(n_trials, 'trial')} "
+                         f"excluded, by rule below); {hint}", problems)
+    if participants is not None and len(participants):
+        return UserError("nothing to analyse yet: no participant has rated a main clip ("
+                         + enrolment_sentence(participants).rstrip(".") + ")")
+    return UserError("nothing to analyse: the data hold no ratings of main clips")
+
+
 def check_trials(trials: pd.DataFrame, where: str = "trial table") -> pd.DataFrame:
     """Clear errors for a table that is not in trial-table shape; returns it with source normalised."""
     if not isinstance(trials, pd.DataFrame):
@@ -174,6 +195,8 @@ def analyze(trials: pd.DataFrame, *, outcomes: list[str] | None = None, plan: An
     """
     from analysis import stats
 
+    if isinstance(trials, pd.DataFrame) and trials.empty:
+        raise nothing_left_error(excluded)
     trials = check_trials(trials)
     p = Plan.from_any(plan, study)
     outcomes = list(outcomes) if outcomes else default_outcomes(trials, p)
@@ -630,6 +653,8 @@ def build_report(trials: pd.DataFrame, *, study: Any = None, participants: pd.Da
     section whose data were not collected says so instead of showing a chart."""
     import plotly.offline
 
+    if isinstance(trials, pd.DataFrame) and trials.empty:
+        raise nothing_left_error(excluded, participants)
     trials = check_trials(trials)
     p = Plan.from_any(plan, study)
     if results is None:

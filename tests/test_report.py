@@ -385,3 +385,28 @@ def test_demo_study_report_after_simulated_participants(sqlite_url, tmp_path):
     assert re.search(r"24 people started the study \(completed \d+", summary)
     assert cli.main(["analyze", str(demo), "--out", str(tmp_path / "tables"), "--url", sqlite_url]) == 0
     assert (tmp_path / "tables" / "primary.csv").is_file()
+
+
+def test_everyone_excluded_says_which_rules_left_nothing():
+    trials = pd.DataFrame(columns=["participant_id", "stimulus_id", "source", "valence"])
+    excluded = pd.DataFrame({"level": ["participant", "participant", "trial"],
+                             "participant_id": ["P1", "P2", "P3"], "stimulus_id": [None, None, "h1"],
+                             "reason": ["failed 1 attention check (at most 0 allowed)",
+                                        "pilot participant (the study excludes pilot runs)",
+                                        "watched 50% of the clip (at least 80% required)"]})
+    for call in (lambda: report.analyze(trials, excluded=excluded),
+                 lambda: report.build_report(trials, excluded=excluded)):
+        with pytest.raises(UserError) as exc:
+            call()
+        text = str(exc.value)
+        assert text.startswith("nothing left to analyse: the exclusion rules removed every rating "
+                               "(2 participants and 1 trial excluded")
+        assert "failed an attention check (none allowed): 1" in text and "--include-pilot" in text
+
+
+def test_no_ratings_yet_is_not_called_an_exclusion():
+    trials = pd.DataFrame(columns=["participant_id", "stimulus_id", "source"])
+    participants = pd.DataFrame({"status": ["in_progress", "declined"], "duration_s": [None, None]})
+    with pytest.raises(UserError, match=r"nothing to analyse yet: no participant has rated a main clip "
+                                        r"\(2 people started the study \(in progress 1, declined 1\)\)"):
+        report.build_report(trials, participants=participants)
