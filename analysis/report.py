@@ -248,7 +248,8 @@ def analyze(trials: pd.DataFrame, *, outcomes: list[str] | None = None, plan: An
             frames.append((o, lab))
         res["label"] = _with_outcome(frames)
     else:
-        skipped.append(("label", "one label condition only" if n_labels else "no label_condition column"))
+        only = trials["label_condition"].dropna().unique() if n_labels else []
+        skipped.append(("label", f"one label condition only ({only[0]})" if len(only) else "no label_condition column"))
 
     if "judged_source" in trials.columns and trials["judged_source"].notna().any():
         from analysis import attribution
@@ -471,6 +472,23 @@ def exclusion_sentence(excluded: pd.DataFrame | None) -> str:
     return "Excluded before analysis: " + " and ".join(parts) + "."
 
 
+_SINGLE_LABEL_NOTES = {
+    "true": "Every participant saw each clip with its true source label, so the human &minus; AI difference "
+            "combines the clips' source with what participants were told about it.",
+    "swapped": "Every participant saw each clip labelled with the opposite of its true source (condition "
+               "swapped), so the human &minus; AI difference was measured while participants believed the "
+               "human-made clips were AI-generated and the AI-generated clips human-made.",
+}
+
+
+def single_label_note(trials: pd.DataFrame) -> str:
+    """A warning sentence when every participant saw the same, non-neutral source label."""
+    if "label_condition" not in trials.columns:
+        return ""
+    conditions = trials["label_condition"].dropna().astype(str).unique()
+    return _SINGLE_LABEL_NOTES.get(conditions[0], "") if len(conditions) == 1 else ""
+
+
 def methods_html(trials: pd.DataFrame, results: Mapping[str, pd.DataFrame], plan: Plan,
                  *, include_pilot: bool | None = None) -> str:
     n = _n(trials)
@@ -485,7 +503,8 @@ def methods_html(trials: pd.DataFrame, results: Mapping[str, pd.DataFrame], plan
     paras.append(
         f"<p>The analysis used {_plural(n['participants'], 'participant')} and {_plural(n['clips'], 'clip')} "
         f"({n['human']} human-made, {n['ai']} AI-generated), {n['ratings']} ratings in total, after exclusions. "
-        f"{exclusion_sentence(results.get('exclusions'))}{pilot}</p>")
+        f"{exclusion_sentence(results.get('exclusions'))}{pilot}"
+        + (f" {single_label_note(trials)}" if single_label_note(trials) else "") + "</p>")
 
     by_model = []
     for r in prim.itertuples():
@@ -613,6 +632,8 @@ def _summary_html(trials: pd.DataFrame, results: Mapping[str, pd.DataFrame], pla
     items = [f"<li>{_plural(n['participants'], 'participant')}, {_plural(n['clips'], 'clip')} "
              f"({n['human']} human-made, {n['ai']} AI-generated), {n['ratings']} ratings analysed. "
              f"{enrolment_sentence(participants)}</li>"]
+    if single_label_note(trials):
+        items.append(f"<li>{single_label_note(trials)}</li>")
     for r in prim.itertuples():
         if pd.isna(r.estimate):
             items.append(f"<li><b>{html.escape(r.outcome)}</b>: not estimated.</li>")

@@ -410,3 +410,18 @@ def test_no_ratings_yet_is_not_called_an_exclusion():
     with pytest.raises(UserError, match=r"nothing to analyse yet: no participant has rated a main clip "
                                         r"\(2 people started the study \(in progress 1, declined 1\)\)"):
         report.build_report(trials, participants=participants)
+
+
+def test_a_single_swapped_label_condition_is_stated_not_just_skipped():
+    # Everyone told the opposite source: the "human - AI" difference is not a plain source effect.
+    trials = pd.read_csv(REFERENCE / "crossed_small.csv").assign(label_condition="swapped")
+    results = report.analyze(trials, outcomes=["valence"])
+    skipped = dict(zip(results["skipped"]["section"], results["skipped"]["reason"]))
+    assert skipped["label"] == "one label condition only (swapped)"
+    methods = report.methods_html(trials, results, report.Plan.from_any(None, None))
+    summary = report._summary_html(trials, results, report.Plan.from_any(None, None))
+    for text in (methods, summary):
+        assert "labelled with the opposite of its true source" in text
+    plain = trials.assign(label_condition="none")
+    assert report.single_label_note(plain) == ""
+    assert "true source label" in report.single_label_note(trials.assign(label_condition="true"))
