@@ -62,6 +62,8 @@ def _add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--out", required=True, help="output folder (analyze) or HTML file (report)")
         p.add_argument("--url", help="database URL")
         p.add_argument("--include-pilot", action="store_true", help="keep pilot participants")
+        p.add_argument("--outcomes", help="comma-separated outcome columns, the first one primary (default: the "
+                       "study's analysis plan, else the built-in outcomes present), e.g. liking,valence")
         if name == "report":
             p.add_argument("--interim", action="store_true", help="mark the report as interim (data still coming in)")
     elif name == "power":

@@ -491,8 +491,18 @@ def _check_columns(df: pd.DataFrame, where: Path | str) -> None:
     missing = [c for c in REQUIRED_TRIAL_COLUMNS if c not in df.columns]
     if missing:
         raise UserError(f"{where} is not in trial-table shape: column(s) {', '.join(missing)} missing",
-                        [Problem(f"{where}: column {c}", "required; the columns present are: "
-                                 + ", ".join(map(str, df.columns))) for c in missing])
+                        [Problem(f"{where}: column {c}", "required" + did_you_mean(c, df.columns)
+                                 + "; the columns present are: " + ", ".join(map(str, df.columns)))
+                         for c in missing])
+
+
+def did_you_mean(name: str, columns) -> str:
+    """' (is 'stimulus_Id' a typo for it?)' for the closest present column, or ''."""
+    import difflib
+
+    present = {str(c).strip().lower(): str(c) for c in columns}
+    close = difflib.get_close_matches(name, list(present), n=1, cutoff=0.75)
+    return f" (is {present[close[0]]!r} a typo for it?)" if close else ""
 
 
 def _plain_trials(trials: pd.DataFrame, include_pilot: bool, **extra: Any) -> LoadedData:

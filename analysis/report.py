@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import charts
+from analysis.load import did_you_mean
 from study.config import check_writable
 from study.errors import Problem, UserError
 
@@ -101,7 +102,8 @@ def default_outcomes(trials: pd.DataFrame, plan: Plan | None = None) -> list[str
         missing = [o for o in wanted if o not in trials.columns]
         if missing:
             raise UserError("outcomes named in the analysis plan are not in the data",
-                            [Problem(f"analysis: outcome {o}", "no such column in the trial table; columns are: "
+                            [Problem(f"analysis: outcome {o}", "no such column in the trial table"
+                                     + did_you_mean(o, trials.columns) + "; columns are: "
                                      + ", ".join(map(str, trials.columns))) for o in missing])
         return list(dict.fromkeys(wanted))
     numeric = [c for c in trials.columns if _numeric_with_data(trials[c])]
@@ -203,11 +205,14 @@ def analyze(trials: pd.DataFrame, *, outcomes: list[str] | None = None, plan: An
     missing = [o for o in outcomes if o not in trials.columns]
     if missing:
         raise UserError("outcomes not in the trial table",
-                        [Problem(f"outcome {o}", "no such column; columns are: " + ", ".join(map(str, trials.columns)))
-                         for o in missing])
+                        [Problem(f"outcome {o}", "no such column" + did_you_mean(o, trials.columns)
+                                 + "; columns are: " + ", ".join(map(str, trials.columns))) for o in missing])
     if not outcomes:
+        numeric = [str(c) for c in trials.columns if _numeric_with_data(trials[c])
+                   and c not in ("position", "watched_share", "confidence")]
         raise UserError("no outcome to analyse: the trial table has none of the known outcome columns ("
-                        + ", ".join(KNOWN_OUTCOMES) + ", emo_*); name them with outcomes=")
+                        + ", ".join(KNOWN_OUTCOMES) + ", emo_*); choose them with --outcomes (outcomes= in "
+                        "Python)" + (f", e.g. --outcomes {','.join(numeric[:3])}" if numeric else ""))
     res: dict[str, pd.DataFrame] = {}
     skipped: list[tuple[str, str]] = []
 
@@ -781,13 +786,21 @@ def load_source(source: str, *, url: str | None = None, include_pilot: bool = Fa
     return load_trials(source, include_pilot=include_pilot, url=url)
 
 
+def _outcomes_arg(args: Any) -> list[str] | None:
+    """--outcomes a,b,c as a list; None (the plan's or the default outcomes) when not given."""
+    text = getattr(args, "outcomes", None)
+    names = [o.strip() for o in str(text).split(",") if o.strip()] if text else []
+    return names or None
+
+
 def cli_analyze(args: Any) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a folder; give a folder for the result tables")
     check_writable(out / "outcomes.csv", "result tables")
     data = load_source(args.study, url=getattr(args, "url", None), include_pilot=getattr(args, "include_pilot", False))
-    results = analyze(data.trials, study=data.study, excluded=data.excluded, codebook=data.codebook)
+    results = analyze(data.trials, study=data.study, excluded=data.excluded, codebook=data.codebook,
+                      outcomes=_outcomes_arg(args))
     paths = write_tables(results, args.out)
     print(f"wrote {len(paths)} tables to {args.out}: " + ", ".join(p.name for p in paths))
     return 0
@@ -802,7 +815,7 @@ def cli_report(args: Any) -> int:
     data = load_source(args.study, url=getattr(args, "url", None), include_pilot=include_pilot)
     page = build_report(data.trials, study=data.study, participants=data.participants, excluded=data.excluded,
                         codebook=data.codebook, include_pilot=include_pilot if data.pilot_known else None,
-                        data_source=str(args.study),
+                        data_source=str(args.study), outcomes=_outcomes_arg(args),
                         interim=bool(getattr(args, "interim", False)))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")

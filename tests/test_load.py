@@ -147,3 +147,14 @@ def test_bad_inputs_give_clear_errors(engine, tmp_path):
         load.load_trials(tmp_path / "none.csv")
     with pytest.raises(UserError, match="holds no study yet"):
         load.load_trials(engine)
+
+
+def test_a_misspelt_required_column_is_pointed_at(tmp_path):
+    path = tmp_path / "typo.csv"
+    pd.DataFrame({"participant_id": ["p1"], "stimulus_Id": ["h1"], "sourse": ["human"], "valence": [5]}).to_csv(
+        path, index=False)
+    with pytest.raises(UserError) as exc:
+        load.load_trials(path)
+    text = str(exc.value)
+    assert "column stimulus_id: required (is 'stimulus_Id' a typo for it?)" in text
+    assert "column source: required (is 'sourse' a typo for it?)" in text

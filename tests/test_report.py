@@ -425,3 +425,19 @@ def test_a_single_swapped_label_condition_is_stated_not_just_skipped():
     plain = trials.assign(label_condition="none")
     assert report.single_label_note(plain) == ""
     assert "true source label" in report.single_label_note(trials.assign(label_condition="true"))
+
+
+def test_cli_outcomes_option_analyses_a_custom_column(tmp_path, capsys):
+    # A CSV with only a study-specific outcome: no built-in outcome, so --outcomes is the way in.
+    data = pd.read_csv(REFERENCE / "crossed_small.csv").rename(columns={"valence": "liking"})
+    data["note"] = "a, b"
+    data.loc[::9, "liking"] = np.nan
+    path = tmp_path / "liking.csv"
+    data.to_csv(path, index=False)
+    assert cli.main(["analyze", str(path), "--out", str(tmp_path / "a")]) == 2
+    assert "choose them with --outcomes" in capsys.readouterr().err
+    assert cli.main(["analyze", str(path), "--out", str(tmp_path / "b"), "--outcomes", "liking"]) == 0
+    prim = pd.read_csv(tmp_path / "b" / "primary.csv")
+    assert prim["outcome"].tolist() == ["liking"] and prim["nobs"].iloc[0] == data["liking"].notna().sum()
+    assert cli.main(["analyze", str(path), "--out", str(tmp_path / "c"), "--outcomes", "liking,lking"]) == 2
+    assert "outcome lking: no such column (is 'liking' a typo for it?)" in capsys.readouterr().err
