@@ -459,9 +459,15 @@ def _read_table(folder: Path, name: str, required: bool = True) -> pd.DataFrame 
 
         return read_csv_typed(folder, name)
     if required:
+        problems = [Problem(str(folder), "expected the files written by `kuleshov export` "
+                            "(scores, participants, responses, study.yaml ...)")]
+        # A study's own folder (study file, manifest, clips) is an easy mix-up with a dataset folder.
+        studies = sorted(p.name for p in folder.glob("*.y*ml") if p.suffix.lower() in (".yaml", ".yml"))
+        if studies and not (folder / "datapackage.json").exists():
+            problems.append(Problem(str(folder), "this looks like a study folder; to analyse its data in the "
+                                    f"database, give the study file (e.g. {folder / studies[0]}) or the study id"))
         raise UserError(f"{folder} is not a Kuleshov dataset folder: {name}.parquet or {name}.csv is missing",
-                        [Problem(str(folder), "expected the files written by `kuleshov export` "
-                                 "(scores, participants, responses, study.yaml ...)")])
+                        problems)
     return None
 
 
@@ -557,6 +563,9 @@ def load_trials(source: Any, study_id: str | None = None, include_pilot: bool = 
         if not path.is_file():
             raise UserError(f"{path}: no such study file")
         study_id = store.resolve_study_id(text)
+    elif path.is_file():
+        raise UserError(f"{text}: cannot analyse a {path.suffix or 'extensionless'} file; give a study id, a study "
+                        "file (.yaml), a dataset folder from `kuleshov export` or a trial-table CSV (.csv)")
     elif path.suffix or "/" in text:
         raise UserError(f"{text}: not a study id, study file, dataset folder or CSV file (nothing found there)")
     else:

@@ -19,6 +19,7 @@ clips of each source, taken in rotation so that every clip is rated equally ofte
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from collections.abc import Callable
 
 import numpy as np
@@ -227,6 +228,7 @@ def cli_power(args) -> int:
                            **variances)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if getattr(args, "out", None):
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(args.out, index=False)
         print(f"wrote {args.out}")
         try:  # the chart beside the CSV is a convenience; the CSV is the result

@@ -27,19 +27,23 @@ def database_url() -> str:
 def check_writable(path: str | Path, what: str = "output") -> Path:
     """Fail early, before minutes of work, when `path` (a file or folder to write) cannot be written.
 
-    Creates the missing parent folders and a scratch file beside `path`, as writing will.
+    Tries a scratch file in the nearest folder that exists, so nothing is left behind when the
+    command fails later; missing folders below it are created when the output is written.
     """
     import tempfile
 
     from study.errors import UserError
 
     path = Path(path)
-    parent = path.parent
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=parent):
+        if not folder.is_dir():
+            raise NotADirectoryError(20, "a file is in the way", str(folder))
+        with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
         raise UserError(f"cannot write the {what} to {path}: {exc.strerror or exc} "
-                        f"(in {parent}); choose another --out") from None
+                        f"(in {folder}); choose another --out") from None
     return path

@@ -14,6 +14,7 @@ import io
 import math
 import re
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -609,6 +610,7 @@ def cli_codebook(args: Any) -> int:
         from study.config import check_writable
 
         check_writable(out, "codebook")
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(out, index=False)
         print(f"wrote {len(table)} variables to {out}")
     else:

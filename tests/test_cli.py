@@ -13,7 +13,10 @@ UNWRITABLE = "/proc/kuleshov-test/out.csv"  # /proc refuses new files even for r
 
 def test_check_writable_names_the_path(tmp_path):
     assert check_writable(tmp_path / "new" / "x.csv") == tmp_path / "new" / "x.csv"
-    assert (tmp_path / "new").is_dir()
+    assert not (tmp_path / "new").exists()  # nothing left behind if the command fails later
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="a file is in the way"):
+        check_writable(tmp_path / "file" / "x.csv")
     with pytest.raises(UserError, match="cannot write the report to /proc/kuleshov-test/out.csv"):
         check_writable(UNWRITABLE, "report")
 
@@ -47,3 +50,12 @@ def test_unwritable_export_names_the_folder_asked_for(tmp_path, capsys, monkeypa
         _prepare(__import__("pathlib").Path("/proc/kuleshov-test/ds"))
     assert "cannot write the dataset to /proc/kuleshov-test/ds" in str(exc.value)
     assert ".ds-" not in str(exc.value)
+
+
+def test_out_in_folders_that_do_not_exist_yet(tmp_path, capsys):
+    cb = tmp_path / "a" / "b" / "codebook.csv"
+    curve = tmp_path / "c" / "power.csv"
+    assert cli.main(["codebook", "--out", str(cb)]) == 0 and cb.stat().st_size > 1000
+    assert cli.main(["power", "--participants", "4", "--clips-per-source", "2", "--simulations", "1",
+                     "--out", str(curve)]) == 0
+    assert curve.is_file()

@@ -158,3 +158,14 @@ def test_a_misspelt_required_column_is_pointed_at(tmp_path):
     text = str(exc.value)
     assert "column stimulus_id: required (is 'stimulus_Id' a typo for it?)" in text
     assert "column source: required (is 'sourse' a typo for it?)" in text
+
+
+def test_a_study_folder_or_a_video_is_not_taken_for_data(tmp_path):
+    (tmp_path / "study.yaml").write_text("title: x\n")
+    (tmp_path / "clip.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42")
+    with pytest.raises(UserError) as exc:
+        load.load_trials(tmp_path)
+    assert f"give the study file (e.g. {tmp_path / 'study.yaml'}) or the study id" in str(exc.value)
+    with pytest.raises(UserError) as exc:
+        load.load_trials(tmp_path / "clip.mp4")
+    assert "cannot analyse a .mp4 file" in str(exc.value) and "nothing found" not in str(exc.value)
