@@ -78,6 +78,33 @@ def pictogram_row(item) -> str:
     )
 
 
+def slider_caption(unit: str | None, anchors: str, touched: bool) -> str:
+    """The line under a slider: unit, anchors, and whether it still counts as unanswered."""
+    parts = [f"in {unit}" if unit else "", anchors, "" if touched else "not answered yet: move the slider"]
+    return " · ".join(p for p in parts if p)
+
+
+# Participant pages only. Streamlit shortens a button's label to one line with an ellipsis,
+# which on a phone cut the consent button to "I have read this and agree to take part in the
+# demonstr…"; and a horizontal radio row wraps once it is wider than the screen, which put
+# 7 and 8 of a 0-8 scale on a line of their own. Scale points keep one row, sharing the width.
+PAGE_CSS = """<style>
+.stButton button .stMarkdownEllipsis, .stButton button p, .stLinkButton a .stMarkdownEllipsis,
+.stLinkButton a p {white-space: normal; overflow: visible; text-overflow: clip}
+.stButton button, .stLinkButton a {height: auto; text-align: left}
+[data-testid="stRadioGroup"][aria-orientation="horizontal"] {display: flex; flex-wrap: nowrap;
+  justify-content: space-between; gap: 2px; width: 100%; max-width: 640px}
+[data-testid="stRadioGroup"][aria-orientation="horizontal"] > div {flex: 1 1 0; min-width: 0}
+[data-testid="stRadioGroup"][aria-orientation="horizontal"] label {margin: 0; padding-right: 0}
+.stElementContainer:has([aria-orientation="horizontal"]), .stRadio:has([aria-orientation="horizontal"]) {width: 100%}
+</style>"""
+
+
+def page_css() -> None:
+    """Layout fixes for the participant page (see PAGE_CSS); call once per run."""
+    st.markdown(PAGE_CSS, unsafe_allow_html=True)
+
+
 def _label(item, number: int | None) -> str:
     prefix = f"**{number}.** " if number else ""
     return prefix + item.text
@@ -125,7 +152,7 @@ def render_item(item, prefix: str, number: int | None = None, errors: dict[str, 
                       step=cast(item.step or 1), key=key, on_change=on_change, args=args)
             anchors = _anchor_text(item)
             unit = f"in {item.unit} · " if item.unit else ""
-            st.caption(unit + (anchors + " · " if anchors else "") + ("" if touched else "not answered yet: move the slider"))
+            st.caption(slider_caption(item.unit, anchors, touched))
         elif kind in ("choice", "attention"):
             labels = {o.value: o.label for o in item.options}
             st.radio(label, list(labels), index=None, key=key, format_func=labels.get,
