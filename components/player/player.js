@@ -69,6 +69,8 @@ function createPlayer(root, data) {
     attempt: 0,
     loadTimer: null,
     sampleTimer: null,
+    failed: false,
+    atEnd: false,
     disposed: false,
   };
 
@@ -208,8 +210,11 @@ function createPlayer(root, data) {
 
   function fail(code, message) {
     clearTimeout(p.loadTimer);
+    p.failed = true;
     record("error", { code, message, attempt: p.attempt });
-    showError(`${data.error_text || "Sorry, the clip could not be played."} (${message})`);
+    // The browser's wording ("PIPELINE_ERROR_DECODE ...") means nothing to a participant; it
+    // goes into the recorded event, the participant gets a plain sentence.
+    showError(data.error_text || "Sorry, the clip could not be played. Please try again.");
     if (p.setStateValue) p.setStateValue("failure", { instance: p.instance, code, message, attempt: p.attempt });
     flush(false);
   }
@@ -225,6 +230,10 @@ function createPlayer(root, data) {
   hint.textContent = data.start_hint || "";
   startBtn.onclick = () => {
     record("start_click");
+    if (video.ended) {
+      p.atEnd = true;
+      video.currentTime = 0;
+    }
     startBtn.disabled = true;
     // play() must run inside the click handler itself: a Streamlit button would reach the
     // browser only after a server round trip, which iOS Safari no longer counts as a gesture.
@@ -238,6 +247,7 @@ function createPlayer(root, data) {
   };
   retryBtn.onclick = () => {
     p.attempt += 1;
+    p.failed = false;
     errorBox.hidden = true;
     record("retry", { attempt: p.attempt });
     setSource();
@@ -248,15 +258,19 @@ function createPlayer(root, data) {
   on("loadedmetadata", () => {
     p.loadedAt = performance.now();
     clearTimeout(p.loadTimer);
+    // A retry that loads clears the page's "could not be played" notice.
+    if (p.attempt && p.setStateValue && !p.failed) p.setStateValue("failure", null);
     record("loaded", { load_ms: Math.round(p.loadedAt - p.srcSetAt), duration: video.duration, attempt: p.attempt });
   });
   on("play", () => {
     overlay.hidden = true;
+    p.atEnd = false;
     p.lastT = video.currentTime;
     record("play");
   });
   on("pause", () => {
-    if (video.ended) return;
+    // A decode error pauses the video after the error box is up: no "Continue" over it.
+    if (video.ended || p.failed || video.error) return;
     record("pause", { watched_share: share() });
     p.lastT = null;
     if (!video.controls) showOverlay(data.continue_label || "Continue", "");
@@ -280,9 +294,20 @@ function createPlayer(root, data) {
     }
   });
   on("seeking", () => {
-    if (!allowSeek && Math.abs(video.currentTime - p.lastGoodT) > 0.3) {
-      record("seeking", { blocked: true, to: video.currentTime, from: p.lastGoodT });
-      video.currentTime = p.lastGoodT;
+    // The timeupdate after a seek arrives with seeking already false: forget the time before
+    // the seek, or a jump shorter than MAX_STEP_S would count as watched.
+    const from = p.lastGoodT;
+    p.lastT = null;
+    if (p.atEnd && video.currentTime < 0.5) {
+      // Playing again after the end restarts from 0 (the browser seeks there itself).
+      p.atEnd = false;
+      p.lastGoodT = video.currentTime;
+      record("seeking", { replay: true, to: video.currentTime, from });
+    } else if (!allowSeek && Math.abs(video.currentTime - from) > 0.3) {
+      record("seeking", { blocked: true, to: video.currentTime, from });
+      video.currentTime = from;
+    } else if (Math.abs(video.currentTime - from) > 0.3) {
+      record("seeking", { blocked: false, to: video.currentTime, from });
     }
   });
   on("seeked", () => {
@@ -296,8 +321,13 @@ function createPlayer(root, data) {
     record("ended", { watched_share: share() });
     checkEnough();
     p.reportedEnded = true;
+    p.atEnd = true;
     report();
-    if (!video.controls) showOverlay("", data.ended_text || "");
+    if (!p.reportedEnough) {
+      // Not enough seen (e.g. the phone skipped timeupdates while busy): without a way to play
+      // again the participant would be stuck, since the ratings stay closed.
+      showOverlay(data.replay_label || "Watch again", data.replay_text || "Part of the clip was missed. Please watch it again.");
+    } else if (!video.controls) showOverlay("", data.ended_text || "");
     flush(false);
   });
   on("waiting", () => record("waiting"));
