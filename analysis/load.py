@@ -474,12 +474,12 @@ def _read_table(folder: Path, name: str, required: bool = True) -> pd.DataFrame 
 def load_folder(folder: Path, include_pilot: bool = False) -> LoadedData:
     if not folder.is_dir():
         raise UserError(f"{folder}: no such dataset folder")
+    scores = _read_table(folder, "scores")  # first: a folder that is no dataset says so
+    _check_columns(scores, folder / "scores.csv")
     study = None
     spec = folder / "study.yaml"
     if spec.is_file():
         study = _study_from_yaml(spec.read_text(encoding="utf-8"), str(spec))
-    scores = _read_table(folder, "scores")
-    _check_columns(scores, folder / "scores.csv")
     participants = _read_table(folder, "participants", required=False)
     long = _read_table(folder, "responses", required=False)
     codebook_path = folder / "codebook.csv"
