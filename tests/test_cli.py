@@ -59,3 +59,17 @@ def test_out_in_folders_that_do_not_exist_yet(tmp_path, capsys):
     assert cli.main(["power", "--participants", "4", "--clips-per-source", "2", "--simulations", "1",
                      "--out", str(curve)]) == 0
     assert curve.is_file()
+
+
+def test_output_piped_into_head_ends_quietly():
+    import subprocess
+    import sys
+
+    # A command printing far more than a pipe holds, read by `head -1`, as with a long codebook.
+    script = ("import sys, cli, types; m = types.ModuleType('big'); "
+              "m.run = lambda args: [print('row', i) for i in range(200000)] and 0; sys.modules['big'] = m; "
+              "cli.COMMANDS['codebook'] = ('big', 'run', ''); sys.exit(cli.main(['codebook']))")
+    proc = subprocess.run(f"{sys.executable} -c \"{script}\" | head -1", shell=True, capture_output=True,
+                          text=True, cwd=cli.__file__.rsplit("/", 1)[0], timeout=60)
+    assert proc.stdout == "row 0\n"
+    assert "Traceback" not in proc.stderr and "pipe" not in proc.stderr.lower(), proc.stderr
