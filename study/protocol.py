@@ -212,7 +212,9 @@ class AnalysisPlan(_Section):
     sesoi: float = Field(default=0.2, gt=0,
                          description="Smallest effect size of interest (standardised), used for equivalence tests.")
     correction: Literal["holm", "bh"] = Field(default="holm",
-                                              description="Multiplicity correction for secondary outcomes: holm or bh (Benjamini-Hochberg).")
+                                              description="Multiplicity correction: holm or bh (Benjamini-Hochberg). Adjusted p-values are computed "
+                                                          "across all outcomes (primary and secondary); the report judges the primary "
+                                                          "outcome on its own p and the secondary outcomes on the adjusted p.")
 
 
 class Study(_Section):
