@@ -277,7 +277,9 @@ function createPlayer(root, data) {
   });
   on("timeupdate", () => {
     const t = video.currentTime;
-    if (!video.paused && !video.seeking && p.lastT !== null) {
+    // The last timeupdate of a clip comes with paused already true (and ended true): it still
+    // closes the final stretch, or the last ~0.5 s of every clip went missing from the share.
+    if ((!video.paused || video.ended) && !video.seeking && p.lastT !== null) {
       const dt = t - p.lastT;
       if (dt > 0 && dt <= MAX_STEP_S * Math.max(1, video.playbackRate)) addInterval(p.lastT, t);
     }
