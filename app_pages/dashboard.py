@@ -129,7 +129,7 @@ if st.button("Compute interim results", type="primary"):
             st.session_state["interim"] = (study_id, interim_report(study_id, fingerprint))
         except UserError as exc:
             st.session_state.pop("interim", None)
-            st.error(f"Interim results are not available yet: {exc}")
+            st.error(f"No interim results: {exc}")
 shown = st.session_state.get("interim")
 if shown and shown[0] == study_id:
     st.iframe(shown[1], height=900)
