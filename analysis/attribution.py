@@ -14,6 +14,7 @@ from scipy import stats
 from statsmodels.stats.proportion import proportion_confint
 
 from analysis.lmm import RandomTerm, fit_lmm, source_code
+from analysis.tables import require_columns
 from study.errors import Problem, UserError
 
 __all__ = [
@@ -29,12 +30,8 @@ def _judgments(trials: pd.DataFrame, extra: tuple[str, ...] = ()) -> pd.DataFram
     """Rows with a judgment, source and judged_source normalised to 'human'/'ai'."""
     if not isinstance(trials, pd.DataFrame):
         raise UserError("attribution analysis needs the trial table (a pandas DataFrame)")
-    need = ["participant_id", "stimulus_id", "source", "judged_source", *extra]
-    missing = [c for c in need if c not in trials.columns]
-    if missing:
-        raise UserError("attribution analysis: columns missing from the trial table",
-                        [Problem(f"column {c}", "not found; columns are: " + ", ".join(map(str, trials.columns)))
-                         for c in missing])
+    require_columns(trials, ["participant_id", "stimulus_id", "source", "judged_source", *extra],
+                    "attribution analysis: columns missing from the trial table")
     d = trials[trials["judged_source"].notna() & trials["source"].notna()].copy()
     for col in ("source", "judged_source"):
         d[col] = d[col].astype("string").str.strip().str.lower()

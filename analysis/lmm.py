@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 from scipy import linalg, optimize, stats
 
+from analysis.tables import require_columns
 from study.errors import Problem, UserError
 
 try:  # optional: keeps BLAS single-threaded during a fit
@@ -505,12 +506,7 @@ def fit_lmm(data: pd.DataFrame, dv: str, fixed: list[str], random: list[RandomTe
                         "use correlated=False for (1 + x || g)",
                         [Problem("random", f"groups given: {groups}")])
     slope_cols = [s for t in random for s in t.slopes]
-    needed = list(dict.fromkeys([dv, *fixed, *slope_cols, *groups]))
-    missing = [c for c in needed if c not in data.columns]
-    if missing:
-        raise UserError("columns missing from the data",
-                        [Problem(f"column {c}", "not found; columns are: "
-                                 + ", ".join(map(str, data.columns))) for c in missing])
+    require_columns(data, [dv, *fixed, *slope_cols, *groups], "columns missing from the data")
     problems: list[Problem] = []
     num = {}
     for c in dict.fromkeys([dv, *fixed, *slope_cols]):
@@ -672,11 +668,7 @@ def fit_crossed(data: pd.DataFrame, dv: str, participant: str = "participant_id"
     """
     if not isinstance(data, pd.DataFrame):
         raise UserError("the data for a mixed model must be a table (pandas DataFrame)")
-    missing = [c for c in (dv, participant, stimulus, source) if c not in data.columns]
-    if missing:
-        raise UserError("columns missing from the data",
-                        [Problem(f"column {c}", "not found; columns are: "
-                                 + ", ".join(map(str, data.columns))) for c in missing])
+    require_columns(data, (dv, participant, stimulus, source), "columns missing from the data")
     d = data[[dv, participant, stimulus]].copy()
     keep = data[source].notna()
     d = d[keep]

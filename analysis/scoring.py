@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from analysis.tables import require_columns
 from study.errors import Problem, UserError
 
 __all__ = ["score_items", "add_scale_scores", "default_scales", "reliability", "cronbach_alpha", "apply_exclusions",
@@ -40,11 +41,7 @@ NUMERIC_RESPONSE_TYPES = {"pictorial9", "slider", "likert", "intensity", "number
 def _missing_columns(df, columns, what):
     if not isinstance(df, pd.DataFrame):
         raise UserError(f"{what} must be a table (pandas DataFrame)")
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise UserError(f"{what}: columns missing",
-                        [Problem(f"column {c}", "not found; columns are: " + ", ".join(map(str, df.columns)))
-                         for c in missing])
+    require_columns(df, columns, f"{what}: columns missing")
 
 
 # --------------------------------------------------------------------------------------
