@@ -24,3 +24,14 @@ def get_engine():
     from study.config import database_url
 
     return engine_for(database_url())
+
+
+def pick_study(engine, key: str) -> str:
+    """The study selector of a researcher page (newest last, preselected); stops the page if none exists."""
+    from study import store
+
+    ids = [s["id"] for s in store.list_studies(engine)]
+    if not ids:
+        st.info("No study registered yet: see the Studies page.")
+        st.stop()
+    return st.selectbox("Study", ids, index=len(ids) - 1, key=key)

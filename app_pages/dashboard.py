@@ -12,7 +12,7 @@ require_researcher()
 
 import streamlit as st  # noqa: E402
 
-from app_pages import get_engine  # noqa: E402
+from app_pages import get_engine, pick_study  # noqa: E402
 from study import store  # noqa: E402
 from study.errors import UserError  # noqa: E402
 
@@ -21,12 +21,7 @@ STATUS_ORDER = ["started", "in_progress", "completed", "withdrawn", "declined", 
 
 engine = get_engine()
 st.title("Dashboard")
-studies = store.list_studies(engine)
-if not studies:
-    st.info("No study registered yet: see the Studies page.")
-    st.stop()
-ids = [s["id"] for s in studies]
-study_id = st.selectbox("Study", ids, index=len(ids) - 1, key="dashboard-study")
+study_id = pick_study(engine, key="dashboard-study")
 
 
 @st.fragment(run_every=REFRESH_S)

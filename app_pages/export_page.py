@@ -6,18 +6,13 @@ require_researcher()
 
 import streamlit as st  # noqa: E402
 
-from app_pages import get_engine  # noqa: E402
+from app_pages import get_engine, pick_study  # noqa: E402
 from study import store  # noqa: E402
 from study.errors import UserError  # noqa: E402
 
 engine = get_engine()
 st.title("Export")
-studies = store.list_studies(engine)
-if not studies:
-    st.info("No study registered yet: see the Studies page.")
-    st.stop()
-ids = [s["id"] for s in studies]
-study_id = st.selectbox("Study", ids, index=len(ids) - 1, key="export-study")
+study_id = pick_study(engine, key="export-study")
 
 st.subheader("Dataset")
 st.write("One zip with the data (CSV and Parquet), codebook, datapackage.json, dataset_description.json, the exact "
