@@ -151,7 +151,6 @@ def render_item(item, prefix: str, number: int | None = None, errors: dict[str, 
             st.slider(label, min_value=cast(values[0]), max_value=cast(values[-1]), value=cast(start),
                       step=cast(item.step or 1), key=key, on_change=on_change, args=args)
             anchors = _anchor_text(item)
-            unit = f"in {item.unit} · " if item.unit else ""
             st.caption(slider_caption(item.unit, anchors, touched))
         elif kind in ("choice", "attention"):
             labels = {o.value: o.label for o in item.options}
