@@ -19,7 +19,6 @@ import io
 import json
 import platform
 import shutil
-import sys
 import tempfile
 import zipfile
 from datetime import datetime, timezone
