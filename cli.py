@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "study": ("study.store", "cli_study", "register a study file in the database; list, open, pause or close studies"),
     "simulate": ("study.simulate", "cli_simulate", "run simulated participants through the real flow"),
     "delete-participant": ("study.store", "cli_delete_participant", "delete one participant's data on request"),
-    "analyze": ("analysis.report", "cli_analyze", "write the result tables as CSV"),
+    "analyze": ("analysis.results", "cli_analyze", "write the result tables as CSV"),
     "report": ("analysis.report", "cli_report", "write a self-contained HTML report"),
     "power": ("analysis.power", "cli_power", "simulation-based power for a planned crossed design"),
     "export": ("analysis.export", "cli_export", "write the dataset folder (data, codebook, datapackage.json)"),
@@ -65,6 +65,8 @@ def _add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--include-pilot", action="store_true", help="keep pilot participants")
         p.add_argument("--outcomes", help="comma-separated outcome columns, the first one primary (default: the "
                        "study's analysis plan, else the built-in outcomes present), e.g. liking,valence")
+        p.add_argument("--columns", help="for a CSV from other software: OURS=THEIRS pairs naming its columns, "
+                       "e.g. participant_id=subject,stimulus_id=clip,source=clip_source")
         if name == "report":
             p.add_argument("--interim", action="store_true", help="mark the report as interim (data still coming in)")
     elif name == "power":

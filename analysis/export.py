@@ -30,10 +30,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from analysis import load
+from analysis.formatting import FORMULA_START, csv_safe
 from study import store
 from study.errors import UserError
 
@@ -283,6 +283,8 @@ class _TableWriter:
         for i, (name, typ) in enumerate(self.fields):
             if typ == "datetime":
                 table = table.set_column(i, name, pc.strftime(table.column(i), format="%Y-%m-%dT%H:%M:%SZ"))
+            elif typ == "string":  # the CSV only: Parquet keeps the text verbatim
+                table = table.set_column(i, name, _neutralised(table.column(i)))
         self._csv.write_table(table)
         self.rows += len(df)
 
@@ -290,6 +292,12 @@ class _TableWriter:
         self._parquet.close()
         self._csv.close()
         self._csv_file.close()
+
+
+def _neutralised(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Text a spreadsheet would run as a formula, prefixed with an apostrophe (formatting.neutralise)."""
+    risky = pc.match_substring_regex(column, FORMULA_START)
+    return pc.if_else(risky, pc.binary_join_element_wise("'", column, ""), column)
 
 
 def _to_arrow(df: pd.DataFrame, columns: list[str], schema: pa.Schema) -> pa.Table:
@@ -418,18 +426,15 @@ def _dataset_description(info: store.StudyInfo, codebook: pd.DataFrame, counts: 
 
 
 def payments_table(engine: Engine, study_id: str, code: str | None, include_pilot: bool) -> pd.DataFrame:
-    c = store.participants.c
-    with engine.connect() as conn:
-        rows = conn.execute(sa.select(c.pseudonym, c.prolific_pid, c.prolific_study_id, c.prolific_session_id,
-                                      c.status, c.completed_at, c.is_pilot)
-                            .where(c.study_id == study_id).order_by(c.participant_number)).all()
-    df = pd.DataFrame(rows, columns=["participant_id", "prolific_pid", "prolific_study_id", "prolific_session_id",
-                                     "status", "completed_at", "is_pilot"])
-    if not include_pilot:
-        df = df[~df["is_pilot"].astype(bool)]
-    df["completed_at"] = pd.to_datetime(df["completed_at"], utc=True)
+    """The payments file's rows: load.load_payments plus the completion code of completed sessions."""
+    df = load.load_payments(engine, study_id, include_pilot)
     df["completion_code"] = [code if s == "completed" and code else "" for s in df["status"]]
-    return df.reset_index(drop=True)
+    return df
+
+
+def payments_csv(pay: pd.DataFrame) -> str:
+    """The payments table as CSV text, times in ISO 8601 UTC, text cells safe to open in a spreadsheet."""
+    return csv_safe(pay.assign(completed_at=pay["completed_at"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"))).to_csv(index=False)
 
 
 def _prepare(out_dir: Path) -> Path:
@@ -476,8 +481,7 @@ def export_dataset(engine: Engine, study_id: str, out_dir: str | Path, include_p
             json.dumps(_dataset_description(info, codebook, counts), indent=2, ensure_ascii=False), encoding="utf-8")
         if payments:
             pay = payments_table(engine, study_id, study.completion.code, include_pilot)
-            pay.assign(completed_at=pay["completed_at"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")).to_csv(
-                tmp / PAYMENTS_FILE, index=False)
+            (tmp / PAYMENTS_FILE).write_text(payments_csv(pay), encoding="utf-8")
         (tmp / "provenance.json").write_text(json.dumps({
             "format": f"{PACKAGE_PROFILE} {FORMAT_VERSION}",
             "exported_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -551,25 +555,6 @@ keep it apart, and delete it before sharing this folder.
 
 
 # --------------------------------------------------------------------------- reading back, zip, CLI
-
-
-def read_csv_typed(folder: str | Path, name: str) -> pd.DataFrame:
-    """A CSV of a dataset folder read with the types declared in its datapackage.json."""
-    folder = Path(folder)
-    package = json.loads((folder / "datapackage.json").read_text(encoding="utf-8"))
-    resource = next((r for r in package["resources"] if r["path"] == f"{name}.csv"), None)
-    if resource is None:
-        raise UserError(f"{folder / 'datapackage.json'} does not describe {name}.csv")
-    fields = resource["schema"]["fields"]
-    dtypes = {"string": "str", "integer": "Int64", "number": "float64", "boolean": "str", "datetime": "str"}
-    df = pd.read_csv(folder / f"{name}.csv", dtype={f["name"]: dtypes[f["type"]] for f in fields},
-                     keep_default_na=False, na_values=[""])
-    for f in fields:
-        if f["type"] == "boolean":
-            df[f["name"]] = df[f["name"]].map({"true": True, "True": True, "false": False, "False": False}).astype("boolean")
-        elif f["type"] == "datetime":
-            df[f["name"]] = pd.to_datetime(df[f["name"]], utc=True, format="ISO8601")
-    return df
 
 
 def export_zip(engine: Engine, study_id: str, include_pilot: bool = False, payments: bool = True,

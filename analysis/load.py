@@ -6,8 +6,10 @@ the dashboard can load a small one at once with the same code. Repeated strings 
 clip, source ...) are not joined in SQL but mapped in pandas from the small tables: fetching
 them per answer row costs more than the join saves.
 
-Only pseudonyms leave this module: the participant's URL token and Prolific ids are never
-selected here (the payments file of the export reads them itself, on purpose and separately).
+Only pseudonyms leave this module, with one deliberate exception: `load_payments` selects the
+Prolific ids for the export's payments file and the dashboard's payment table. URL tokens are
+never selected. The export writes through analysis.export and reads its folders back here
+(`read_csv_typed`), so the two modules do not import each other.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from analysis.formatting import unneutralise
 from study import store
 from study.errors import Problem, UserError
 
@@ -44,7 +47,10 @@ STIMULUS_COLUMNS = ["stimulus_id", "source", "pair_id", "title", "file", "url", 
                     "height", "video_codec", "credit", "licence", "generator", "generator_version", "prompt",
                     "seed", "notes"]
 EXCLUDED_COLUMNS = ["level", "participant_id", "stimulus_id", "position", "reason"]
+PAYMENT_COLUMNS = ["participant_id", "prolific_pid", "prolific_study_id", "prolific_session_id", "status",
+                   "completed_at", "is_pilot"]
 REQUIRED_TRIAL_COLUMNS = ("participant_id", "stimulus_id", "source")
+SOURCES = ("human", "ai")
 BATCH_PARTICIPANTS = 250
 
 
@@ -59,6 +65,7 @@ class LoadedData:
     excluded: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=EXCLUDED_COLUMNS))
     codebook: pd.DataFrame | None = None
     pilot_known: bool = True  # False when the data carry no is_pilot flag at all
+    notes: list[str] = field(default_factory=list)  # what loading left out, for the user to read
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -198,21 +205,21 @@ def iter_events(engine: Engine, study_id: str, table, columns: list[str], includ
         yield df[columns]
 
 
-def _events(engine: Engine, study_id: str, table, columns: list[str], include_pilot: bool) -> pd.DataFrame:
-    parts = list(iter_events(engine, study_id, table, columns, include_pilot))
-    if not parts:
-        return pd.DataFrame(columns=columns)
-    return pd.concat(parts, ignore_index=True)
+def load_payments(engine: Engine, study_id: str, include_pilot: bool) -> pd.DataFrame:
+    """PAYMENT_COLUMNS: pseudonym with the Prolific ids, status and completion time (UTC).
 
-
-def load_playback(engine: Engine, study_id: str, include_pilot: bool = True) -> pd.DataFrame:
-    """Player events (PLAYBACK_COLUMNS); `detail` as JSON text."""
-    return _events(engine, study_id, store.playback_events, PLAYBACK_COLUMNS, include_pilot)
-
-
-def load_samples(engine: Engine, study_id: str, include_pilot: bool = True) -> pd.DataFrame:
-    """Continuous-rating samples (SAMPLE_COLUMNS)."""
-    return _events(engine, study_id, store.continuous_samples, SAMPLE_COLUMNS, include_pilot)
+    The only read of identifiers in the project: for approving payments, never for analysis."""
+    c = store.participants.c
+    with engine.connect() as conn:
+        _study_exists(conn, study_id)
+        df = _frame(conn, sa.select(c.pseudonym, c.prolific_pid, c.prolific_study_id, c.prolific_session_id,
+                                    c.status, c.completed_at, c.is_pilot)
+                    .where(c.study_id == study_id).order_by(c.participant_number), PAYMENT_COLUMNS)
+    df["is_pilot"] = df["is_pilot"].astype(bool)
+    if not include_pilot:
+        df = df[~df["is_pilot"]]
+    df["completed_at"] = _utc(df["completed_at"])
+    return df.reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------- database: answers, in batches
@@ -455,8 +462,6 @@ def _read_table(folder: Path, name: str, required: bool = True) -> pd.DataFrame 
         # Integer columns with gaps (e.g. position of session items) stay integers, not floats.
         return pq_io.read_table(pq).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
     if csv.is_file():
-        from analysis.export import read_csv_typed
-
         return read_csv_typed(folder, name)
     if required:
         problems = [Problem(str(folder), "expected the files written by `kuleshov export` "
@@ -471,11 +476,33 @@ def _read_table(folder: Path, name: str, required: bool = True) -> pd.DataFrame 
     return None
 
 
+def read_csv_typed(folder: str | Path, name: str) -> pd.DataFrame:
+    """A CSV of a dataset folder read with the types declared in its datapackage.json; text
+    cells neutralised against spreadsheet formulas on export get their stored value back."""
+    folder = Path(folder)
+    package = json.loads((folder / "datapackage.json").read_text(encoding="utf-8"))
+    resource = next((r for r in package["resources"] if r["path"] == f"{name}.csv"), None)
+    if resource is None:
+        raise UserError(f"{folder / 'datapackage.json'} does not describe {name}.csv")
+    fields = resource["schema"]["fields"]
+    dtypes = {"string": "str", "integer": "Int64", "number": "float64", "boolean": "str", "datetime": "str"}
+    df = pd.read_csv(folder / f"{name}.csv", dtype={f["name"]: dtypes[f["type"]] for f in fields},
+                     keep_default_na=False, na_values=[""])
+    for f in fields:
+        if f["type"] == "boolean":
+            df[f["name"]] = df[f["name"]].map({"true": True, "True": True, "false": False, "False": False}).astype("boolean")
+        elif f["type"] == "datetime":
+            df[f["name"]] = pd.to_datetime(df[f["name"]], utc=True, format="ISO8601")
+        elif f["type"] == "string":
+            df[f["name"]] = df[f["name"]].map(unneutralise, na_action="ignore")
+    return df
+
+
 def load_folder(folder: Path, include_pilot: bool = False) -> LoadedData:
     if not folder.is_dir():
         raise UserError(f"{folder}: no such dataset folder")
     scores = _read_table(folder, "scores")  # first: a folder that is no dataset says so
-    _check_columns(scores, folder / "scores.csv")
+    scores = check_trial_table(scores, folder / "scores.csv")
     study = None
     spec = folder / "study.yaml"
     if spec.is_file():
@@ -493,13 +520,26 @@ def load_folder(folder: Path, include_pilot: bool = False) -> LoadedData:
                       codebook=codebook)
 
 
-def _check_columns(df: pd.DataFrame, where: Path | str) -> None:
+def check_trial_table(df: pd.DataFrame, where: Path | str = "trial table") -> pd.DataFrame:
+    """Clear errors for a table not in trial-table shape (a missing column, with the closest
+    present name as a likely typo; a source that is not human or ai); returns a copy with
+    source normalised to lower case."""
+    if not isinstance(df, pd.DataFrame):
+        raise UserError(f"{where}: expected a table (pandas DataFrame), got {type(df).__name__}")
     missing = [c for c in REQUIRED_TRIAL_COLUMNS if c not in df.columns]
     if missing:
         raise UserError(f"{where} is not in trial-table shape: column(s) {', '.join(missing)} missing",
                         [Problem(f"{where}: column {c}", "required" + did_you_mean(c, df.columns)
                                  + "; the columns present are: " + ", ".join(map(str, df.columns)))
                          for c in missing])
+    t = df.copy()
+    t["source"] = t["source"].astype("string").str.strip().str.lower()
+    bad = t["source"].notna() & ~t["source"].isin(SOURCES)
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise UserError(f"{where}: source must be 'human' or 'ai'",
+                        [Problem(f"{where}: row {row + 1}, column source", f"value {df['source'].iloc[row]!r}")])
+    return t
 
 
 def did_you_mean(name: str, columns) -> str:
@@ -526,25 +566,51 @@ def _plain_trials(trials: pd.DataFrame, include_pilot: bool, **extra: Any) -> Lo
                       participants=extra.get("participants"), long=extra.get("long"), codebook=extra.get("codebook"))
 
 
-def load_csv(path: Path, include_pilot: bool = False) -> LoadedData:
+def load_csv(path: Path, include_pilot: bool = False, columns: dict[str, str] | None = None) -> LoadedData:
+    """A trial table exported from elsewhere (jsPsych, PsychoPy, Gorilla ...): `columns` maps our
+    column names to theirs ({'participant_id': 'subject', ...}); rows without a clip (instruction
+    screens of a long-format export) are not ratings and are left out."""
     if not path.is_file():
         raise UserError(f"{path}: no such CSV file")
+    ids = {(columns or {}).get(c, c): "str" for c in ("participant_id", "stimulus_id", "pair_id")}
     try:
-        trials = pd.read_csv(path, dtype={"participant_id": "str", "stimulus_id": "str", "pair_id": "str"})
+        trials = pd.read_csv(path, dtype=ids)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: cannot be read as CSV", [Problem(str(path), str(exc).strip())]) from None
-    _check_columns(trials, path)
-    return _plain_trials(trials, include_pilot)
+    if columns:
+        trials = _renamed(trials, columns, path)
+    trials = check_trial_table(trials, path)
+    no_clip = trials["stimulus_id"].isna()
+    notes = [f"{int(no_clip.sum())} of {len(trials)} rows of {path} have no stimulus_id (instruction screens, "
+             "questionnaires ...) and were left out"] if no_clip.any() else []
+    data = _plain_trials(trials[~no_clip].reset_index(drop=True), include_pilot)
+    data.notes = notes
+    return data
+
+
+def _renamed(trials: pd.DataFrame, columns: dict[str, str], where: Path) -> pd.DataFrame:
+    problems = [Problem(f"--columns {ours}={theirs}", f"{where} has no column {theirs!r}"
+                        + did_you_mean(theirs, trials.columns) + "; its columns are: "
+                        + ", ".join(map(str, trials.columns)))
+                for ours, theirs in columns.items() if theirs not in trials.columns]
+    problems += [Problem(f"--columns {ours}={theirs}", f"{where} already has a column {ours!r}")
+                 for ours, theirs in columns.items() if ours in trials.columns and ours != theirs]
+    if problems:
+        raise UserError(f"--columns does not fit {where}", problems)
+    return trials.rename(columns={theirs: ours for ours, theirs in columns.items()})
 
 
 def load_trials(source: Any, study_id: str | None = None, include_pilot: bool = False,
-                url: str | None = None) -> LoadedData:
+                url: str | None = None, columns: dict[str, str] | None = None) -> LoadedData:
     """Load, score and apply exclusions, from wherever the data are.
 
     source: an Engine or a database URL (with study_id, or a database holding one study); a
     study id or study file (the database at `url`, default study.config.database_url()); a
-    dataset folder written by `kuleshov export`; or a CSV in trial-table shape.
+    dataset folder written by `kuleshov export`; or a CSV in trial-table shape, whose columns
+    `columns` renames ({ours: theirs}, for a CSV only).
     """
+    if columns and not str(source).lower().endswith(".csv"):
+        raise UserError("--columns renames the columns of a CSV file; the other sources have Kuleshov's names")
     if isinstance(source, Engine):
         return load_from_db(source, study_id or _only_study(source), include_pilot)
     text = str(source)
@@ -558,7 +624,7 @@ def load_trials(source: Any, study_id: str | None = None, include_pilot: bool = 
     if path.is_dir():
         return load_folder(path, include_pilot)
     if path.suffix.lower() == ".csv":
-        return load_csv(path, include_pilot)
+        return load_csv(path, include_pilot, columns)
     if path.suffix.lower() in (".yaml", ".yml"):
         if not path.is_file():
             raise UserError(f"{path}: no such study file")

@@ -91,12 +91,14 @@ live(study_id)
 with st.expander("Payments: completion codes and Prolific ids"):
     st.caption("Contains identifiers. Use it to approve submissions on Prolific; do not share it.")
     if st.button("Show payment table"):
-        from analysis.export import payments_table
+        from analysis.export import payments_csv, payments_table
+        from analysis.formatting import csv_safe
 
         info = store.get_study(engine, study_id)
         pay = payments_table(engine, study_id, info.study.completion.code, include_pilot=True)
-        st.dataframe(pay, hide_index=True)
-        st.download_button("Download as CSV", pay.to_csv(index=False), file_name=f"{study_id}-payments.csv",
+        # Prolific ids arrive in the link: neutralised here too, as the grid offers its own CSV download.
+        st.dataframe(csv_safe(pay), hide_index=True)
+        st.download_button("Download as CSV", payments_csv(pay), file_name=f"{study_id}-payments.csv",
                            mime="text/csv")
 
 

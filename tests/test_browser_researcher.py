@@ -235,7 +235,7 @@ def check_dataset_folder(zip_path: Path, into: Path) -> None:
     """The downloaded folder is a valid Frictionless package and reads back with its declared types."""
     from frictionless import Package
 
-    from analysis.export import read_csv_typed
+    from analysis.load import read_csv_typed
 
     with zipfile.ZipFile(zip_path) as zf:
         zf.extractall(into)

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from analysis import export
+from analysis import export, load
 from study import simulate, store
 from study.errors import UserError
 
@@ -63,7 +63,7 @@ def test_files_present_and_round_trip_with_declared_types(exported):
     assert listed == {f"{n}.csv" for n in [*export.DATA_FILES, "codebook"]}
     assert export.PAYMENTS_FILE not in listed
     for name in export.DATA_FILES:
-        csv = export.read_csv_typed(folder, name)
+        csv = load.read_csv_typed(folder, name)
         parquet = pd.read_parquet(folder / f"{name}.parquet")
         assert list(csv.columns) == list(parquet.columns), name
         schema = next(r for r in package["resources"] if r["path"] == f"{name}.csv")["schema"]["fields"]
@@ -160,7 +160,7 @@ def test_deleted_participant_is_gone_from_export(engine, tmp_path):
             if "participant_id" in table:
                 assert victim.pseudonym not in set(table["participant_id"]), path.name
     assert victim.pseudonym not in set(pd.read_csv(after / export.PAYMENTS_FILE)["participant_id"])
-    assert victim.pseudonym not in set(export.read_csv_typed(after, "responses")["participant_id"])
+    assert victim.pseudonym not in set(load.read_csv_typed(after, "responses")["participant_id"])
     with engine.connect() as conn:
         audit = conn.execute(store.audit_log.select().where(store.audit_log.c.action == "participant_deleted")).all()
     assert len(audit) == 1 and audit[0].participant_ref == store.participant_ref(STUDY_ID, victim.pseudonym)

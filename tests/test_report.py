@@ -17,7 +17,9 @@ import pandas as pd
 import pytest
 
 import cli
-from analysis import report
+from analysis import formatting, report
+from analysis import methods as M
+from analysis import results as R
 from study.errors import UserError
 
 
@@ -159,7 +161,7 @@ def subset_report(tmp_path_factory):
 @pytest.fixture(scope="module")
 def full():
     trials = full_trials()
-    results = report.analyze(trials, excluded=pd.DataFrame([
+    results = R.analyze(trials, excluded=pd.DataFrame([
                                  {"level": "participant", "participant_id": "p900", "stimulus_id": None,
                                   "reason": "failed 2 attention checks (at most 1 allowed)"},
                                  {"level": "participant", "participant_id": "p901", "stimulus_id": None,
@@ -233,7 +235,8 @@ def test_full_methods_text(full):
     assert "The primary outcome (valence) was tested at &alpha;" in methods
     assert "Holm's step-down method across all 13 outcomes" in methods
     summary = re.search(r'<section id="summary".*?</section>', page, re.S).group(0)
-    assert "(primary outcome)" in re.search(r"<li><b>valence</b>.*?</li>", summary).group(0)
+    assert re.search(r'<section id="summary"[^>]*><h2>Summary</h2>\s*<p class="decision" id="decision">'
+                     r"<b>valence</b> \(primary outcome\): ", summary)
     assert "signal detection" in methods
 
 
@@ -248,9 +251,16 @@ def test_tables_are_formatted(full):
     for col in ("p", "p_holm", "p_bh", "tost_p"):
         i = header.index(col)
         assert all(re.fullmatch(r"&lt; \.001|\.\d{3}|1\.000", r[i]) for r in rows), [r[i] for r in rows]
-    i, j = header.index("estimate"), header.index("df")
+    i = header.index("estimate")
     assert rows[0][i] == f"{results['primary']['estimate'].iloc[0]:.3f}"
-    assert rows[0][j] == f"{results['primary']['df'].iloc[0]:.1f}"
+    assert {r[header.index("decision")] for r in rows} <= {"difference", "difference within SESOI", "equivalent",
+                                                            "inconclusive", "not estimated"}
+    # the model's details sit in their own table, so the first one fits the page
+    details = re.search(r'<table[^>]*id="primary-details".*?</table>', page, re.S).group(0)
+    header = re.findall(r"<th[^>]*>(.*?)</th>", details)
+    first = re.findall(r"<td[^>]*>(.*?)</td>", re.findall(r"<tr>(.*?)</tr>", details)[1])
+    assert first[header.index("df")] == f"{results['primary']['df'].iloc[0]:.1f}"
+    assert len(re.findall(r"<th[^>]*>", table)) <= 12
 
 
 def test_analyze_tables_and_csv(full, tmp_path):
@@ -269,7 +279,7 @@ def test_analyze_tables_and_csv(full, tmp_path):
     assert results["exclusion_counts"].to_dict("records") == [
         {"level": "participant", "reason": "failed more than 1 attention checks", "count": 2},
         {"level": "trial", "reason": "watched less than 80% of the clip", "count": 1}]
-    paths = report.write_tables(results, tmp_path / "tables")
+    paths = R.write_tables(results, tmp_path / "tables")
     assert {p.stem for p in paths} == {k for k, v in results.items() if isinstance(v, pd.DataFrame)}
     back = pd.read_csv(tmp_path / "tables" / "primary.csv")
     assert np.allclose(back["estimate"], results["primary"]["estimate"])
@@ -301,11 +311,11 @@ def test_bad_inputs_give_user_errors(tmp_path):
     wrong_source.write_text("participant_id,stimulus_id,source,valence\np1,c1,robot,3\n")
     assert cli.main(["analyze", str(wrong_source), "--out", str(tmp_path / "t")]) == 2
     with pytest.raises(UserError, match="source must be 'human' or 'ai'"):
-        report.analyze(pd.read_csv(wrong_source))
+        R.analyze(pd.read_csv(wrong_source))
     with pytest.raises(UserError, match="not in the trial table"):
-        report.analyze(full_trials(n_participants=3, n_pairs=2), outcomes=["liking"])
+        R.analyze(full_trials(n_participants=3, n_pairs=2), outcomes=["liking"])
     with pytest.raises(UserError, match="analysis plan"):
-        report.analyze(full_trials(n_participants=3, n_pairs=2), plan={"primary_outcome": "liking"})
+        R.analyze(full_trials(n_participants=3, n_pairs=2), plan={"primary_outcome": "liking"})
     assert not (tmp_path / "r.html").exists()
 
 
@@ -317,26 +327,26 @@ def test_exclusion_counts_split_joined_reasons():
                    "(50%; at least 100% required)", "pilot participant (the study excludes pilot runs)",
                    "watched 58% of the clip (at least 80% required)", "watched 79% of the clip (at least 80% required)"],
     })
-    counts = report.exclusion_counts(ex)
+    counts = R.exclusion_counts(ex)
     assert counts.to_dict("records") == [
         {"level": "participant", "reason": "completed less than 100% of the planned clips", "count": 1},
         {"level": "participant", "reason": "failed an attention check (none allowed)", "count": 1},
         {"level": "participant", "reason": "pilot participant", "count": 1},
         {"level": "trial", "reason": "watched less than 80% of the clip", "count": 2}]
-    assert report.exclusion_sentence(ex).startswith("Excluded before analysis: 2 participants (")
+    assert M.exclusion_sentence(ex).startswith("Excluded before analysis: 2 participants (")
 
 
 def test_format_p():
-    assert report.format_p(0.0004) == "< .001"
-    assert report.format_p(0.0123) == ".012"
-    assert report.format_p(1.0) == "1.000"
-    assert report.format_p(float("nan")) == ""
+    assert formatting.format_p(0.0004) == "< .001"
+    assert formatting.format_p(0.0123) == ".012"
+    assert formatting.format_p(1.0) == "1.000"
+    assert formatting.format_p(float("nan")) == ""
 
 
 def test_p_in_running_text_never_reads_p_equals_less_than():
-    assert report.p_equals(0.0004) == "p < .001"
-    assert report.p_equals(0.046) == "p = .046"
-    assert report.p_equals(0.0004, "adjusted p") == "adjusted p < .001"
+    assert formatting.p_equals(0.0004) == "p < .001"
+    assert formatting.p_equals(0.046) == "p = .046"
+    assert formatting.p_equals(0.0004, "adjusted p") == "adjusted p < .001"
 
 
 def test_summary_says_p_less_than_and_short_sessions_in_seconds():
@@ -349,7 +359,7 @@ def test_summary_says_p_less_than_and_short_sessions_in_seconds():
     dp = pd.DataFrame({"mean_dprime": [0.8], "ci_low": [0.5], "ci_high": [1.1], "p": [0.00001]})
     participants = pd.DataFrame({"status": ["completed", "completed"], "duration_s": [20.0, 40.0]})
     html_text = report._summary_html(trials, {"primary": prim, "outcomes": roles, "dprime": dp},
-                                     report.Plan.from_any(None, None), participants)
+                                     R.Plan.from_any(None, None), participants)
     assert "p = &lt;" not in html_text and "p = <" not in html_text
     assert html_text.count("p < .001") == 2
     assert "median time to complete 30 s" in html_text
@@ -394,7 +404,7 @@ def test_everyone_excluded_says_which_rules_left_nothing():
                              "reason": ["failed 1 attention check (at most 0 allowed)",
                                         "pilot participant (the study excludes pilot runs)",
                                         "watched 50% of the clip (at least 80% required)"]})
-    for call in (lambda: report.analyze(trials, excluded=excluded),
+    for call in (lambda: R.analyze(trials, excluded=excluded),
                  lambda: report.build_report(trials, excluded=excluded)):
         with pytest.raises(UserError) as exc:
             call()
@@ -415,16 +425,16 @@ def test_no_ratings_yet_is_not_called_an_exclusion():
 def test_a_single_swapped_label_condition_is_stated_not_just_skipped():
     # Everyone told the opposite source: the "human - AI" difference is not a plain source effect.
     trials = pd.read_csv(REFERENCE / "crossed_small.csv").assign(label_condition="swapped")
-    results = report.analyze(trials, outcomes=["valence"])
+    results = R.analyze(trials, outcomes=["valence"])
     skipped = dict(zip(results["skipped"]["section"], results["skipped"]["reason"]))
     assert skipped["label"] == "one label condition only (swapped)"
-    methods = report.methods_html(trials, results, report.Plan.from_any(None, None))
-    summary = report._summary_html(trials, results, report.Plan.from_any(None, None))
+    methods = M.methods_html(trials, results, R.Plan.from_any(None, None))
+    summary = report._summary_html(trials, results, R.Plan.from_any(None, None))
     for text in (methods, summary):
         assert "labelled with the opposite of its true source" in text
     plain = trials.assign(label_condition="none")
-    assert report.single_label_note(plain) == ""
-    assert "true source label" in report.single_label_note(trials.assign(label_condition="true"))
+    assert M.single_label_note(plain) == ""
+    assert "true source label" in M.single_label_note(trials.assign(label_condition="true"))
 
 
 def test_cli_outcomes_option_analyses_a_custom_column(tmp_path, capsys):

@@ -1,0 +1,157 @@
+"""The methods text of the report, written from what was actually run.
+
+The model each outcome ended up with, the exclusions and their reasons, the corrections and the
+equivalence bounds are read from the result tables (analysis.results), never from what was
+planned. HTML fragments: the report places them.
+"""
+
+from __future__ import annotations
+
+import html
+import importlib.metadata
+import platform
+from collections.abc import Mapping
+
+import pandas as pd
+
+from analysis.formatting import format_number, plural
+from analysis.results import CORRECTIONS, Plan, clips_phrase, counts, exclusion_counts
+
+SOFTWARE = ("kuleshov", "numpy", "pandas", "scipy", "statsmodels", "plotly")
+
+
+def exclusion_sentence(excluded: pd.DataFrame | None) -> str:
+    if excluded is None or len(excluded) == 0:
+        return "No participant or trial was excluded."
+    counts = exclusion_counts(excluded)
+    level = excluded["level"].fillna("participant").astype(str)
+    parts = []
+    for unit in ("participant", "trial"):
+        c = counts[counts["level"] == unit]
+        if c.empty:
+            continue
+        rows = excluded[level.str.startswith(unit)]
+        total = rows["participant_id"].nunique() if unit == "participant" else len(rows)
+        reasons = "; ".join(f"{html.escape(r)}: {n}" for r, n in zip(c["reason"], c["count"]))
+        parts.append(f"{plural(int(total), unit)} ({reasons})")
+    return "Excluded before analysis: " + " and ".join(parts) + "."
+
+
+_SINGLE_LABEL_NOTES = {
+    "true": "Every participant saw each clip with its true source label, so the human &minus; AI difference "
+            "combines the clips' source with what participants were told about it.",
+    "swapped": "Every participant saw each clip labelled with the opposite of its true source (condition "
+               "swapped), so the human &minus; AI difference was measured while participants believed the "
+               "human-made clips were AI-generated and the AI-generated clips human-made.",
+}
+
+
+def single_label_note(trials: pd.DataFrame) -> str:
+    """A warning sentence when every participant saw the same, non-neutral source label."""
+    if "label_condition" not in trials.columns:
+        return ""
+    conditions = trials["label_condition"].dropna().astype(str).unique()
+    return _SINGLE_LABEL_NOTES.get(conditions[0], "") if len(conditions) == 1 else ""
+
+
+
+def methods_html(trials: pd.DataFrame, results: Mapping[str, pd.DataFrame], plan: Plan,
+                 *, include_pilot: bool | None = None) -> str:
+    n = counts(trials)
+    prim = results["primary"]
+    outcomes = list(prim["outcome"])
+    roles = results.get("outcomes")
+    primary = (", ".join(roles.loc[roles["role"] == "primary", "outcome"]) if roles is not None else "") or outcomes[0]
+    paras = []
+    pilot = ""
+    if include_pilot is not None:
+        pilot = " Pilot participants were included." if include_pilot else " Pilot participants were left out."
+    paras.append(
+        f"<p>The analysis used {plural(n['participants'], 'participant')} and {clips_phrase(n)}, "
+        f"{n['ratings']} ratings in total, after exclusions. "
+        f"{exclusion_sentence(results.get('exclusions'))}{pilot}"
+        + (f" {single_label_note(trials)}" if single_label_note(trials) else "") + "</p>")
+
+    by_model = []
+    for r in prim.itertuples():
+        if r.formula is None or pd.isna(r.formula):
+            by_model.append(f"<li><b>{html.escape(r.outcome)}</b>: not fitted ({html.escape(str(r.messages))})</li>")
+            continue
+        note = ""
+        if r.model_used != "correlated_slope":
+            note = (f" (simplified from the planned model because the fit was singular or did not converge; "
+                    f"model used: {html.escape(str(r.model_used))})")
+        elif bool(r.singular):
+            note = " (singular fit)"
+        by_model.append(f"<li><b>{html.escape(r.outcome)}</b>: <code>{html.escape(str(r.formula))}</code>{note}</li>")
+    corr_col, corr_name = CORRECTIONS[plan.correction]
+    sided = {"two_sided": "two-sided", "human_greater": "one-sided (human-made &gt; AI-generated)",
+             "ai_greater": "one-sided (AI-generated &gt; human-made)"}.get(plan.hypothesis, plan.hypothesis)
+    paras.append(
+        "<p>For each outcome a linear mixed model with crossed random effects of participants and clips was "
+        "fitted by restricted maximum likelihood (REML); the planned model was "
+        "<code>outcome ~ source + (1 + source | participant) + (1 | clip)</code>. Source was coded +0.5 for "
+        "human-made and &minus;0.5 for AI-generated clips, so the fixed effect of source is the human-minus-AI "
+        "difference in scale points. Degrees of freedom and p-values use the Satterthwaite approximation. "
+        "When a fit was singular or did not converge, the correlation between participant intercepts and "
+        "slopes was dropped, then the participant slope. Models actually used:</p>"
+        f"<ul class=\"models\">{''.join(by_model)}</ul>")
+    sesoi_raw = ", ".join(f"{o}: &plusmn;{format_number(v)}" for o, v in zip(prim["outcome"], prim["sesoi_raw"])
+                          if pd.notna(v)) if "sesoi_raw" in prim.columns else ""
+    paras.append(
+        "<p>The standardised effect size is d = (human &minus; AI) / &radic;(sum of the variance components: "
+        "participant intercept, participant slope, clip intercept and residual) (Westfall, Kenny &amp; Judd, 2014); "
+        "its 95% CI is the CI of the difference divided by the same denominator. "
+        f"Tests were {sided} at &alpha; = {plan.alpha:g}. "
+        + (f"The primary outcome ({html.escape(primary)}) was tested at &alpha;; the secondary outcomes are judged "
+           f"by p-values adjusted with {corr_name} across all {len(outcomes)} outcomes (column "
+           f"<code>{corr_col}</code>; Holm and Benjamini-Hochberg are both reported). "
+           if len(outcomes) > 1 else "One outcome was tested, so no correction across outcomes was needed. ")
+        + f"Equivalence was tested with two one-sided tests (TOST) against bounds of d = &plusmn;{plan.sesoi:g}, "
+        f"the smallest effect of interest"
+        + (f" (in scale points: {sesoi_raw})" if sesoi_raw else "") + ". "
+        "For comparison, the paired t-test on participant means and the Welch t-test on clip means are also "
+        "reported (table <code>naive</code>); they treat the clips as fixed and are not the test of record.</p>")
+    extra = []
+    if "label" in results and len(results["label"]):
+        extra.append("The effect of the source label was estimated with a source &times; label-condition mixed "
+                     "model (same random structure and simplification rule) and its planned contrasts, for "
+                     + ", ".join(html.escape(o) for o in dict.fromkeys(results["label"]["outcome"])) + ".")
+    if "sdt" in results:
+        extra.append("AI attribution was analysed by signal detection per participant (a hit is judging an "
+                     "AI-generated clip as AI; log-linear correction: H = (hits + 0.5) / (n<sub>AI</sub> + 1), "
+                     "F = (false alarms + 0.5) / (n<sub>human</sub> + 1); d' = z(H) &minus; z(F)), with a one-sample "
+                     "t-test of d' against zero.")
+    if "judged_ai" in results and len(results["judged_ai"]):
+        extra.append("Whether clips judged AI-made were rated differently whatever their true source was estimated "
+                     "with <code>outcome ~ x_true + x_judged + (1 | participant) + (1 | clip)</code> (both coded "
+                     "+0.5 human / &minus;0.5 AI; correlational, since participants chose their judgment), for "
+                     + ", ".join(html.escape(o) for o in dict.fromkeys(results["judged_ai"]["outcome"])) + ".")
+    if "pairs" in results and len(results["pairs"]):
+        extra.append("Within each matched pair, the human-minus-AI difference of clip means is reported with a "
+                     "95% CI, and pooled over pairs.")
+    if extra:
+        paras.append("<p>" + " ".join(extra) + "</p>")
+    versions = ", ".join(f"{k} {v}" for k, v in software_versions().items())
+    paras.append(f"<p>Software: {html.escape(versions)}.</p>")
+    return "\n".join(paras)
+
+
+def software_versions() -> dict[str, str]:
+    out = {"Python": platform.python_version()}
+    for pkg in SOFTWARE:
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def software_versions() -> dict[str, str]:
+    out = {"Python": platform.python_version()}
+    for pkg in SOFTWARE:
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out

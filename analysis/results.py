@@ -1,0 +1,450 @@
+"""The computed results: every analysis run once, as tidy tables, for the report, the dashboard
+and `kuleshov analyze`.
+
+`analyze` returns the tables (keys listed in its docstring); `write_tables` saves them as CSV.
+The HTML report (analysis.report) and its methods text (analysis.methods) only read them. The
+decision of each outcome (a difference, equivalence or neither) is made here, once, so the
+summary sentence, the table and the CSV cannot disagree.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from analysis import charts, load
+from analysis.formatting import csv_safe, plural
+from study.config import check_writable
+from study.errors import Problem, UserError
+
+# Per-clip outcomes offered by the built-in instruments (study/instruments.py), in report
+# order; scale scores rather than their items, so default outcomes are not item-level noise.
+KNOWN_OUTCOMES = ("valence", "arousal", "dominance", "moved", "engagement", "ai_qualities")
+CORRECTIONS = {"holm": ("p_holm", "Holm's step-down method"),
+               "bh": ("p_bh", "the Benjamini-Hochberg false-discovery-rate method"),
+               "fdr_bh": ("p_bh", "the Benjamini-Hochberg false-discovery-rate method"),
+               "none": ("p", "no correction")}
+
+
+# ---------------------------------------------------------------------------------------------
+# the analysis plan
+
+@dataclass
+class Plan:
+    """The study file's `analysis` block, with the defaults used when there is no study file."""
+
+    primary_outcome: str | None = None
+    secondary_outcomes: list[str] = field(default_factory=list)
+    hypothesis: str = "two_sided"
+    alpha: float = 0.05
+    sesoi: float = 0.2  # in d units (stats.primary_test)
+    correction: str = "holm"
+
+    @classmethod
+    def from_any(cls, plan: Any = None, study: Any = None) -> Plan:
+        src = plan if plan is not None else getattr(study, "analysis", None)
+        if src is None:
+            return cls()
+        if isinstance(src, cls):
+            return src
+        if hasattr(src, "model_dump"):
+            src = src.model_dump()
+        if not isinstance(src, Mapping):
+            raise UserError(f"analysis plan must be a mapping of settings; got {type(src).__name__}")
+        known = {k: v for k, v in src.items() if k in cls.__dataclass_fields__ and v is not None}
+        out = cls(**known)
+        out.secondary_outcomes = list(out.secondary_outcomes or [])
+        out.correction = str(out.correction).lower()
+        if out.correction not in CORRECTIONS:
+            raise UserError(f"analysis.correction must be one of {', '.join(CORRECTIONS)}; got {out.correction!r}")
+        return out
+
+
+def default_outcomes(trials: pd.DataFrame, plan: Plan | None = None) -> list[str]:
+    """The plan's primary and secondary outcomes, else every known outcome present: the
+    built-in dimensions and scale scores, then the discrete emotions."""
+    if plan is not None and plan.primary_outcome:
+        wanted = [plan.primary_outcome, *plan.secondary_outcomes]
+        missing = [o for o in wanted if o not in trials.columns]
+        if missing:
+            raise UserError("outcomes named in the analysis plan are not in the data",
+                            [Problem(f"analysis: outcome {o}", "no such column in the trial table"
+                                     + load.did_you_mean(o, trials.columns) + "; columns are: "
+                                     + ", ".join(map(str, trials.columns))) for o in missing])
+        return list(dict.fromkeys(wanted))
+    numeric = [c for c in trials.columns if _numeric_with_data(trials[c])]
+    return [c for c in KNOWN_OUTCOMES if c in numeric] + [c for c in charts.emotion_columns(trials) if c in numeric]
+
+
+def main_outcomes(outcomes: list[str]) -> list[str]:
+    """The outcomes that get their own charts and secondary models (label effect, judged-AI
+    effect): the dimensions and scale scores. The discrete emotions are many, are shown
+    together in the emotion profile, and are tested in the primary table only."""
+    main = [o for o in outcomes if not o.startswith("emo_")]
+    return main or outcomes[:1]
+
+
+def _numeric_with_data(s: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s) and s.notna().any()
+
+
+def nothing_left_error(excluded: pd.DataFrame | None, participants: pd.DataFrame | None = None) -> UserError:
+    """Why there is nothing to analyse: every rating excluded (by which rules), or no ratings yet."""
+    if excluded is not None and len(excluded):
+        counts = exclusion_counts(excluded)
+        problems = [Problem(f"excluded {r.level}s", f"{r.reason}: {r.count}") for r in counts.itertuples()]
+        hint = ("check the study file's exclusions settings or the data; every excluded participant and "
+                "trial is listed with its reason in the export's exclusions.csv")
+        if (counts["reason"] == "pilot participant").any():
+            hint += "; add --include-pilot to keep pilot participants"
+        level = excluded["level"].fillna("participant").astype(str)
+        n_people = excluded.loc[level.str.startswith("participant"), "participant_id"].nunique()
+        n_trials = int(level.str.startswith("trial").sum())
+        return UserError(f"nothing left to analyse: the exclusion rules removed every rating "
+                         f"({plural(int(n_people), 'participant')} and {plural(n_trials, 'trial')} "
+                         f"excluded, by rule below); {hint}", problems)
+    if participants is not None and len(participants):
+        return UserError("nothing to analyse yet: no participant has rated a main clip ("
+                         + enrolment_sentence(participants).rstrip(".") + ")")
+    return UserError("nothing to analyse: the data hold no ratings of main clips")
+
+
+# ---------------------------------------------------------------------------------------------
+# the decision
+
+# What the primary table's numbers say about each outcome, in the terms of the plan: a test of
+# a difference at alpha (adjusted p for secondary outcomes) and the TOST for equivalence within
+# the smallest effect of interest (SESOI). Both can hold at once with many ratings: a difference
+# too small to matter.
+DECISIONS = {
+    "difference": "a difference",
+    "negligible_difference": "a difference smaller than the smallest effect of interest",
+    "equivalence": "equivalence within the smallest effect of interest",
+    "inconclusive": "inconclusive: neither a difference nor equivalence shown",
+    "not_estimated": "not estimated",
+}
+
+
+def decision_p(row: Any, plan: Plan, primary: bool) -> float:
+    """The p the decision uses: the planned primary outcome at alpha, the others adjusted."""
+    return float(row["p"] if primary else row[CORRECTIONS[plan.correction][0]])
+
+
+def with_decisions(prim: pd.DataFrame, plan: Plan, primary_outcomes: list[str]) -> pd.DataFrame:
+    """The primary table with a `decision` column (a key of DECISIONS) after `equivalent`."""
+    out = prim.copy()
+    decided = []
+    for _, row in out.iterrows():
+        if pd.isna(row["estimate"]):
+            decided.append("not_estimated")
+            continue
+        p_value = decision_p(row, plan, row["outcome"] in primary_outcomes)
+        significant = bool(pd.notna(p_value) and p_value < plan.alpha)
+        equivalent = bool(row["equivalent"])
+        decided.append("negligible_difference" if significant and equivalent else "difference" if significant
+                       else "equivalence" if equivalent else "inconclusive")
+    out.insert(list(out.columns).index("equivalent") + 1, "decision", decided)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# analysis
+
+
+def _with_outcome(frames: list[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
+    parts = [f.assign(outcome=o)[["outcome", *f.columns]] for o, f in frames if f is not None and len(f)]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def _scales_present(trials: pd.DataFrame, scales: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Scales (name -> item ids) whose items are all columns of the trial table."""
+    out = {}
+    for name, sc in scales.items():
+        items = list(getattr(sc, "items", sc))
+        if len(items) >= 2 and all(i in trials.columns and trials[i].notna().any() for i in items):
+            out[name] = items
+    return out
+
+
+def analyze(trials: pd.DataFrame, *, outcomes: list[str] | None = None, plan: Any = None, study: Any = None,
+            excluded: pd.DataFrame | None = None, scales: Mapping[str, Any] | None = None,
+            codebook: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+    """Every result table, computed once: for the report, the dashboard and `kuleshov analyze`.
+
+    Keys (present only when the data allow): primary, descriptives, naive, pairs, label,
+    sdt, dprime, accuracy_by_clip, confidence_accuracy, confidence_accuracy_test, judged_ai, clip_means,
+    position_means, reliability, exclusions; always `skipped` [section, reason] and
+    `outcomes` [outcome, role]. A section whose input was not collected is listed in
+    `skipped` with the reason; a UserError from an analysis is recorded there too, so one
+    impossible analysis does not stop the others.
+    """
+    from analysis import stats
+
+    if isinstance(trials, pd.DataFrame) and trials.empty:
+        raise nothing_left_error(excluded)
+    trials = load.check_trial_table(trials)
+    p = Plan.from_any(plan, study)
+    outcomes = list(outcomes) if outcomes else default_outcomes(trials, p)
+    missing = [o for o in outcomes if o not in trials.columns]
+    if missing:
+        raise UserError("outcomes not in the trial table",
+                        [Problem(f"outcome {o}", "no such column" + load.did_you_mean(o, trials.columns)
+                                 + "; columns are: " + ", ".join(map(str, trials.columns))) for o in missing])
+    if not outcomes:
+        numeric = [str(c) for c in trials.columns if _numeric_with_data(trials[c])
+                   and c not in ("position", "watched_share", "confidence")]
+        raise UserError("no outcome to analyse: the trial table has none of the known outcome columns ("
+                        + ", ".join(KNOWN_OUTCOMES) + ", emo_*); choose them with --outcomes (outcomes= in "
+                        "Python)" + (f", e.g. --outcomes {','.join(numeric[:3])}" if numeric else ""))
+    res: dict[str, pd.DataFrame] = {}
+    skipped: list[tuple[str, str]] = []
+
+    def attempt(section: str, fn: Callable[[], pd.DataFrame | None]) -> pd.DataFrame | None:
+        try:
+            return fn()
+        except UserError as exc:
+            skipped.append((section, str(exc)))
+            return None
+
+    roles = ["primary" if (p.primary_outcome and o == p.primary_outcome) or (not p.primary_outcome and i == 0)
+             else "secondary" for i, o in enumerate(outcomes)]
+    res["outcomes"] = pd.DataFrame({"outcome": outcomes, "role": roles})
+    prim = stats.primary_test(trials, outcomes, alpha=p.alpha, sesoi=p.sesoi, hypothesis=p.hypothesis)
+    res["primary"] = with_decisions(prim, p, [o for o, r in zip(outcomes, roles) if r == "primary"])
+    res["descriptives"] = stats.describe_by_source(trials, outcomes)
+    res["naive"] = _with_outcome([(o, attempt("naive", lambda o=o: stats.naive_tests(trials, o))) for o in outcomes])
+    res["clip_means"] = _with_outcome([(o, charts.clip_means(trials, o)) for o in outcomes])
+    if "position" in trials.columns and trials["position"].notna().any():
+        res["position_means"] = _with_outcome(
+            [(o, charts.summarise(trials.dropna(subset=["position"]), o, ["position", "source"])) for o in outcomes])
+    else:
+        skipped.append(("order", "no position column"))
+
+    has_pairs = "pair_id" in trials.columns and trials.dropna(subset=["pair_id"]).groupby("pair_id")["source"].nunique().eq(2).any()
+    if has_pairs:
+        res["pairs"] = _with_outcome([(o, attempt("pairs", lambda o=o: stats.pair_differences(trials, o))) for o in outcomes])
+    else:
+        skipped.append(("pairs", "no matched pairs (pair_id with both a human and an AI clip)"))
+
+    n_labels = trials["label_condition"].nunique() if "label_condition" in trials.columns else 0
+    main = main_outcomes(outcomes)
+    if n_labels > 1:
+        frames = []
+        for o in main:
+            lab = attempt("label", lambda o=o: stats.label_effect(trials, o))
+            if lab is not None and len(lab):
+                lab = lab.assign(model_used=lab.attrs.get("model_used"), formula=lab.attrs.get("formula"))
+            frames.append((o, lab))
+        res["label"] = _with_outcome(frames)
+    else:
+        only = trials["label_condition"].dropna().unique() if n_labels else []
+        skipped.append(("label", f"one label condition only ({only[0]})" if len(only) else "no label_condition column"))
+
+    if "judged_source" in trials.columns and trials["judged_source"].notna().any():
+        from analysis import attribution
+
+        sdt = attempt("attribution", lambda: attribution.sdt_per_participant(trials))
+        if sdt is not None:
+            res["sdt"] = sdt
+            dp = attempt("attribution", lambda: attribution.dprime_test(sdt))
+            if dp is not None:
+                res["dprime"] = dp
+        acc = attempt("attribution", lambda: attribution.accuracy_by_clip(trials))
+        if acc is not None:
+            res["accuracy_by_clip"] = acc
+        if "confidence" in trials.columns and trials["confidence"].notna().any():
+            ca = attempt("attribution", lambda: attribution.confidence_accuracy(trials))
+            if ca is not None:
+                res["confidence_accuracy"] = ca
+            ct = attempt("attribution", lambda: attribution.confidence_accuracy_test(trials))
+            if ct is not None:
+                res["confidence_accuracy_test"] = ct
+        res["judged_ai"] = _with_outcome(
+            [(o, attempt("attribution", lambda o=o: attribution.judged_ai_effect(trials, o))) for o in main])
+    else:
+        skipped.append(("attribution", "no judged_source column (the attribution instrument was not used)"))
+
+    if not {"valence", "arousal"} <= set(trials.columns):
+        skipped.append(("valence-arousal", "valence and arousal were not both measured"))
+    if not charts.emotion_columns(trials):
+        skipped.append(("emotions", "no discrete-emotion ratings (emo_*)"))
+
+    from analysis import scoring
+
+    if codebook is None:
+        from study import instruments
+
+        codebook = instruments.codebook(study)  # item keying of the study's (or the built-in) items
+    scale_items = _scales_present(trials, scoring.default_scales(codebook) if scales is None else scales)
+    if scale_items:
+        rel = attempt("reliability", lambda: scoring.reliability(trials, scale_items, items_meta=codebook))
+        if rel is not None:
+            res["reliability"] = rel
+    else:
+        skipped.append(("reliability", "no multi-item scale with its items in the data"))
+
+    res["exclusions"] = _exclusion_table(excluded)
+    res["exclusion_counts"] = exclusion_counts(res["exclusions"])
+    res["skipped"] = pd.DataFrame(skipped, columns=["section", "reason"])
+    return res
+
+
+def _exclusion_table(excluded: pd.DataFrame | None) -> pd.DataFrame:
+    cols = ["level", "participant_id", "stimulus_id", "reason"]
+    if excluded is None or len(excluded) == 0:
+        return pd.DataFrame(columns=cols)
+    ex = excluded.copy()
+    for c in cols:
+        if c not in ex.columns:
+            ex[c] = pd.NA
+    return ex[cols + [c for c in ex.columns if c not in cols]].reset_index(drop=True)
+
+
+def write_tables(results: Mapping[str, pd.DataFrame], out_dir: str | Path) -> list[Path]:
+    """Every result table as <out_dir>/<name>.csv (UTF-8, no index); returns the paths written."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a folder; give a folder for the result tables")
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, df in results.items():
+        if not isinstance(df, pd.DataFrame):
+            continue
+        path = out / f"{name}.csv"
+        csv_safe(df).to_csv(path, index=False)
+        paths.append(path)
+    return paths
+
+
+
+# ---------------------------------------------------------------------------------------------
+# counts
+
+
+def counts(trials: pd.DataFrame) -> dict[str, int]:
+    """Participants, clips (by source) and ratings of a trial table.
+
+    A clip is counted by every source it appears under, not by its first row: `both` counts the
+    clips rated under both sources (source varies within the clip), which are neither human-made
+    nor AI-generated only."""
+    rated = trials.dropna(subset=["stimulus_id"])
+    sources = rated.dropna(subset=["source"]).groupby("stimulus_id", observed=True)["source"].agg(frozenset)
+    return {"participants": int(trials["participant_id"].nunique()), "clips": int(rated["stimulus_id"].nunique()),
+            "human": int((sources == frozenset({"human"})).sum()), "ai": int((sources == frozenset({"ai"})).sum()),
+            "both": int((sources.map(len) > 1).sum()), "ratings": len(rated)}
+
+
+def clips_phrase(n: Mapping[str, int]) -> str:
+    """'40 clips (20 human-made, 20 AI-generated)', naming clips seen under both sources."""
+    parts = [f"{n['human']} human-made", f"{n['ai']} AI-generated"]
+    if n.get("both"):
+        parts.append(f"{n['both']} under both sources")
+    return f"{plural(n['clips'], 'clip')} ({', '.join(parts)})"
+
+
+# Exclusion reasons name the measured value (e.g. "watched 58% of the clip (at least 80%
+# required)"); the methods count them by the rule that was broken.
+_REASON_RULES = [
+    (re.compile(r"^watched .* \(at least (.+) required\)$"), "watched less than {0} of the clip"),
+    (re.compile(r"^failed \d+ attention checks? \(at most 0 allowed\)$"), "failed an attention check (none allowed)"),
+    (re.compile(r"^failed \d+ attention checks? \(at most (\d+) allowed\)$"), "failed more than {0} attention checks"),
+    (re.compile(r"^completed .* planned clips \(.*at least (.+) required\)$"), "completed less than {0} of the planned clips"),
+    (re.compile(r"^pilot participant"), "pilot participant"),
+]
+_REASON_SPLIT = re.compile(r";\s+(?![^(]*\))")  # "; " joins reasons, but not inside parentheses
+
+
+def reason_category(reason: str) -> str:
+    """The rule behind one exclusion reason, without the participant's own value."""
+    for pattern, label in _REASON_RULES:
+        m = pattern.match(reason.strip())
+        if m:
+            return label.format(*m.groups())
+    return reason.strip()
+
+
+def exclusion_counts(excluded: pd.DataFrame | None) -> pd.DataFrame:
+    """[level, reason, count]: participants (or trials) per broken rule; a participant
+    excluded for two reasons counts under both."""
+    cols = ["level", "reason", "count"]
+    if excluded is None or len(excluded) == 0:
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for r in excluded.itertuples():
+        level = "participant" if str(r.level or "participant").startswith("participant") else "trial"
+        for part in _REASON_SPLIT.split(str(r.reason) if pd.notna(r.reason) else "unspecified"):
+            rows.append((level, reason_category(part)))
+    counts = pd.DataFrame(rows, columns=["level", "reason"]).value_counts(sort=False).rename("count").reset_index()
+    return counts.sort_values(["level", "count", "reason"], ascending=[True, False, True]).reset_index(drop=True)[cols]
+
+
+def enrolment_sentence(participants: pd.DataFrame | None) -> str:
+    """'30 people started the study (completed 25, in progress 3, withdrawn 2); median duration 14.2 min.'"""
+    if participants is None or len(participants) == 0 or "status" not in participants.columns:
+        return ""
+    counts = participants["status"].fillna("unknown").astype(str).value_counts()
+    who = "person" if len(participants) == 1 else "people"
+    text = (f"{len(participants)} {who} started the study ("
+            + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()) + ")")
+    if "duration_s" in participants.columns and participants["duration_s"].notna().any():
+        median_s = participants["duration_s"].median()
+        # Short pilots and simulated sessions take seconds; '0.0 min' would read as missing.
+        text += (f"; median time to complete {median_s / 60:.1f} min" if median_s >= 60
+                 else f"; median time to complete {median_s:.0f} s")
+    return text + "."
+
+
+# ---------------------------------------------------------------------------------------------
+# the CLI
+
+
+def load_source(args: Any) -> load.LoadedData:
+    """The data named on the command line: a study id or study file (database at --url), a
+    dataset folder or a trial-table CSV (its columns renamed by --columns), exclusions applied."""
+    data = load.load_trials(args.study, include_pilot=bool(getattr(args, "include_pilot", False)),
+                            url=getattr(args, "url", None), columns=_columns_arg(args))
+    for note in data.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return data
+
+
+def _columns_arg(args: Any) -> dict[str, str] | None:
+    """--columns participant_id=subject,stimulus_id=clip as {'participant_id': 'subject', ...}."""
+    text = getattr(args, "columns", None)
+    if not text:
+        return None
+    mapping = {}
+    for part in str(text).split(","):
+        ours, sep, theirs = part.partition("=")
+        if not sep or not ours.strip() or not theirs.strip():
+            raise UserError(f"--columns takes OURS=THEIRS pairs separated by commas, e.g. "
+                            f"participant_id=subject,stimulus_id=clip,source=clip_source; got {part.strip()!r}")
+        mapping[ours.strip()] = theirs.strip()
+    return mapping
+
+
+def outcomes_arg(args: Any) -> list[str] | None:
+    """--outcomes a,b,c as a list; None (the plan's or the default outcomes) when not given."""
+    text = getattr(args, "outcomes", None)
+    names = [o.strip() for o in str(text).split(",") if o.strip()] if text else []
+    return names or None
+
+
+def cli_analyze(args: Any) -> int:
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a folder; give a folder for the result tables")
+    check_writable(out / "outcomes.csv", "result tables")
+    data = load_source(args)
+    results = analyze(data.trials, study=data.study, excluded=data.excluded, codebook=data.codebook,
+                      outcomes=outcomes_arg(args))
+    paths = write_tables(results, args.out)
+    print(f"wrote {len(paths)} tables to {args.out}: " + ", ".join(p.name for p in paths))
+    return 0
+
