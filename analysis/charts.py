@@ -1,9 +1,11 @@
 """Tidy DataFrames in, Plotly figures out. Nothing here queries or computes statistics beyond
-the plain means and t-intervals a chart needs to draw itself.
+the plain means and t-intervals a chart needs to draw itself (`mean_ci`, `summarise`,
+`clip_means`, which return DataFrames and are shared with analysis.results).
 
-Every function returns a `go.Figure`. When the data it needs were not collected (a column is
-missing or empty), it returns a figure carrying the note "not measured in this study" instead
-of raising, so the report and the dashboard decide what to show.
+Every chart function returns a `go.Figure`. When the data it needs were not collected (a column
+is missing or empty), it returns a figure carrying the note "not measured in this study" instead
+of raising, so the report and the dashboard decide what to show. p-values in hovers read as in
+the report's tables (analysis.formatting: "p < .001").
 
 Colours follow Okabe & Ito (2008), readable with the common colour-vision deficiencies, and
 human and AI clips also differ by marker shape so the charts survive greyscale printing.
@@ -17,6 +19,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from scipy import stats as sps
+
+from analysis.formatting import p_equals
 
 SOURCES = ("human", "ai")
 SOURCE_LABELS = {"human": "Human-made", "ai": "AI-generated"}
@@ -127,10 +131,11 @@ def _label(source: str) -> str:
 
 
 def distributions_by_source(trials: pd.DataFrame, outcome: str, *, seed: int = 0) -> go.Figure:
-    """Violin of every rating per source, with each clip's mean as a jittered point beside it.
+    """Half violin of every rating per source, with each clip's mean as a jittered point beside it.
 
-    Traces: one violin per source (name = source label), then one scatter of clip means per
-    source (one point per clip, hover shows the clip id and its mean)."""
+    Traces: one violin per source (name "<source label> ratings"), then one scatter of clip
+    means per source (name "<source label> clip means"; one point per clip, the hover shows the
+    clip id, its mean and its number of ratings)."""
     title = f"{_pretty(outcome)} by source"
     if not _has(trials, outcome, "source", "stimulus_id"):
         return not_measured(title, f"no {outcome} ratings")
@@ -273,11 +278,12 @@ def emotion_columns(trials: pd.DataFrame) -> list[str]:
 
 
 def emotion_profile(data: pd.DataFrame) -> go.Figure:
-    """Mean intensity of each discrete emotion by source, grouped bars with 95% CIs.
+    """Mean intensity of each discrete emotion (emo_* columns) by source, grouped bars with 95% CIs.
 
     `data` is a trial table (each clip's mean is taken first, so the CI is across clips: the
     clips, not the ratings, are the sample the comparison generalises from) or a summary in
-    `stats.describe_by_source` shape [outcome, source, mean, ci_low, ci_high]."""
+    `stats.describe_by_source` shape [outcome, source, mean, ci_low, ci_high], drawn as given
+    (its CIs are then across ratings, whatever the title says about clips)."""
     title = "Discrete emotions by source (mean intensity, 95% CI across clips)"
     if {"outcome", "source", "mean", "ci_low", "ci_high"} <= set(data.columns):
         summary = data[data["outcome"].astype(str).str.startswith("emo_")].copy()
@@ -358,7 +364,8 @@ def label_means(trials: pd.DataFrame, outcome: str) -> go.Figure:
 
 
 def forest_plot(primary: pd.DataFrame, *, units: str = "d", sesoi: float | None = None) -> go.Figure:
-    """Human-minus-AI effect for each outcome with its 95% CI (`stats.primary_test` output).
+    """Human-minus-AI effect for each outcome with its 95% CI (`stats.primary_test` output),
+    first outcome on top; the hover gives the model used and the p-values present.
 
     units="d" plots the standardised effect (d, d_ci_low, d_ci_high); units="raw" the model
     estimate in scale points. `sesoi`, in the same units, draws the equivalence band."""
@@ -369,12 +376,12 @@ def forest_plot(primary: pd.DataFrame, *, units: str = "d", sesoi: float | None 
     if not _has(primary, "outcome", *cols):
         return not_measured(title, "no primary-test results")
     d = primary.dropna(subset=[cols[0]]).iloc[::-1]  # first outcome on top
+    # p-values are written out here (plotly's d3 formats would show p = 1e-10 as "0.0000").
     hover_cols = [c for c in ("model_used", "p", "p_holm", "p_bh", "tost_p") if c in d.columns]
-    custom = d[hover_cols].astype(object).where(d[hover_cols].notna(), "").to_numpy() if hover_cols else None
-    parts = []
-    for i, c in enumerate(hover_cols):
-        fmt = ":.4f" if c != "model_used" else ""
-        parts.append(f"{c} %{{customdata[{i}]{fmt}}}")
+    custom = np.array([[("model " + str(v) if pd.notna(v) else "") if c == "model_used" else p_equals(v, c)
+                        for c, v in zip(hover_cols, row)] for row in d[hover_cols].itertuples(index=False)],
+                      dtype=object).reshape(len(d), len(hover_cols)) if hover_cols else None
+    parts = [f"%{{customdata[{i}]}}" for i in range(len(hover_cols))]
     fig = go.Figure()
     if sesoi is not None and np.isfinite(sesoi) and sesoi > 0:
         fig.add_vrect(x0=-sesoi, x1=sesoi, fillcolor="#009E73", opacity=0.12, line_width=0,
@@ -479,8 +486,8 @@ def confidence_accuracy(conf: pd.DataFrame) -> go.Figure:
 
 
 def power_curve(power: pd.DataFrame, *, target: float = 0.8) -> go.Figure:
-    """Power against number of participants with the simulation's 95% CI and the 80% line
-    (`power` output: n_participants, power, optional ci_low, ci_high)."""
+    """Power against number of participants with the simulation's 95% CI and a line at `target`
+    (80% by default) (`power` output: n_participants, power, optional ci_low, ci_high)."""
     title = "Power by number of participants"
     if not _has(power, "n_participants", "power"):
         return not_measured(title, "no power simulation")

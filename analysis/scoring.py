@@ -256,10 +256,6 @@ def _rule(rules, name):
     return getattr(rules, name, None)
 
 
-def _fmt(x) -> str:
-    return f"{x:g}" if isinstance(x, float | int | np.floating | np.integer) else str(x)
-
-
 def apply_exclusions(trials: pd.DataFrame, participants: pd.DataFrame | None, rules,
                      attention: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Apply the study file's exclusion rules; return (kept trials, what was excluded and why).

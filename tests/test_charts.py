@@ -145,6 +145,19 @@ def test_forest_plot_units_and_sesoi():
     assert not [s for s in raw.layout.shapes if s.type == "rect"]
 
 
+def test_forest_hover_writes_p_as_the_tables_do():
+    # p = 1e-10 showed as "p 0.0000" with a d3 format in the hover template.
+    primary = pd.DataFrame({"outcome": ["valence", "arousal"], "model_used": ["correlated_slope", None],
+                            "estimate": [0.4, -0.1], "ci_low": [0.1, -0.5], "ci_high": [0.7, 0.3],
+                            "d": [0.25, -0.05], "d_ci_low": [0.05, -0.3], "d_ci_high": [0.45, 0.2],
+                            "p": [1e-10, 0.6], "p_holm": [2e-10, 0.6], "tost_p": [0.046, np.nan]})
+    tr = charts.forest_plot(primary, units="d", sesoi=0.2).data[0]
+    valence, arousal = list(tr.customdata[1]), list(tr.customdata[0])  # first outcome on top
+    assert valence == ["model correlated_slope", "p < .001", "p_holm < .001", "tost_p = .046"]
+    assert arousal == ["", "p = .600", "p_holm = .600", "tost_p not computed"]
+    assert ":.4f" not in tr.hovertemplate and "0.0000" not in tr.hovertemplate
+
+
 def test_attribution_charts():
     sdt = pd.DataFrame({"participant_id": ["p1", "p2", "p3", "p4"], "dprime": [0.2, 0.8, -0.1, 0.5]})
     test = pd.DataFrame({"mean_dprime": [0.35], "ci_low": [-0.2], "ci_high": [0.9]})
