@@ -116,36 +116,36 @@ def _section(sid: str, heading: str, body: str, *, skipped: str | None = None) -
 
 
 def _effect(r: Any) -> str:
-    """'0.412 scale points [0.201, 0.623], d = 0.35 [0.17, 0.53]' of a primary-table row."""
-    return (f"{format_number(abs(r['estimate']))} scale points (human &minus; AI = {format_number(r['estimate'])} "
-            f"[{format_number(r['ci_low'])}, {format_number(r['ci_high'])}], d = {format_number(r['d'])})")
+    """'human &minus; AI = 0.412 scale points [0.201, 0.623], d = 0.350' of a primary-table row."""
+    return (f"human &minus; AI = {format_number(r['estimate'])} scale points "
+            f"[{format_number(r['ci_low'])}, {format_number(r['ci_high'])}], d = {format_number(r['d'])}")
 
 
 def decision_sentence(r: Any, plan: Plan, primary: bool) -> str:
-    """One sentence saying what the numbers say about one outcome, naming the smallest effect of
-    interest (SESOI) whenever equivalence is part of the verdict."""
+    """One sentence saying what the numbers say about one outcome (analysis.results.DECISIONS),
+    naming the smallest effect of interest (SESOI) the equivalence test used."""
     name = f"<b>{html.escape(str(r['outcome']))}</b>" + (" (primary outcome)" if primary else "")
     decision = r["decision"]
     if decision == "not_estimated":
         why = r.get("messages")
         return f"{name}: not estimated" + (f" ({html.escape(str(why))})." if isinstance(why, str) and why else ".")
     p_used = decision_p(r, plan, primary)
-    p_text = p_equals(p_used) if primary or CORRECTIONS[plan.correction][0] == "p" else p_equals(p_used, "adjusted p")
-    sesoi = f"the smallest effect of interest (d = &plusmn;{plain_number(plan.sesoi)})"
-    tost = p_equals(r.get("tost_p"), "TOST p")
-    higher = "human-made" if r["estimate"] > 0 else "AI-generated"
-    lower = "AI-generated" if r["estimate"] > 0 else "human-made"
+    p_text = html.escape(p_equals(p_used) if primary or CORRECTIONS[plan.correction][0] == "p"
+                         else p_equals(p_used, "adjusted p"))
+    sesoi = (f"the smallest effect of interest (d = &plusmn;{plain_number(plan.sesoi)}; "
+             f"{html.escape(p_equals(r.get('tost_p'), 'TOST p'))})")
+    higher, lower = ("human-made", "AI-generated") if r["estimate"] > 0 else ("AI-generated", "human-made")
     if decision == "difference":
-        return (f"{name}: a difference &mdash; {higher} clips were rated higher than {lower} clips by "
-                f"{_effect(r)}, {p_text}; not shown to be within {sesoi}.")
+        return (f"{name}: a difference &mdash; {higher} clips were rated higher than {lower} clips, {_effect(r)}, "
+                f"{p_text}; the effect is not shown to lie within {sesoi}.")
     if decision == "negligible_difference":
-        return (f"{name}: {higher} clips were rated higher by {_effect(r)}, {p_text}, but the difference is "
-                f"within {sesoi} ({tost}): a difference too small to matter by the study's own bound.")
+        return (f"{name}: a difference too small to matter &mdash; {higher} clips were rated higher, {_effect(r)}, "
+                f"{p_text}, but by less than {sesoi}.")
     if decision == "equivalence":
-        return (f"{name}: equivalent &mdash; the difference lies within {sesoi} ({tost}); "
-                f"{_effect(r)}, no difference shown ({p_text}).")
+        return (f"{name}: equivalent &mdash; the difference lies within {sesoi}: {_effect(r)}; "
+                f"no difference shown ({p_text}).")
     return (f"{name}: inconclusive &mdash; neither a difference ({p_text}) nor equivalence within {sesoi} "
-            f"({tost}) was shown; {_effect(r)}.")
+            f"was shown: {_effect(r)}.")
 
 
 def _summary_html(trials: pd.DataFrame, results: Mapping[str, pd.DataFrame], plan: Plan,
@@ -170,7 +170,7 @@ def _summary_html(trials: pd.DataFrame, results: Mapping[str, pd.DataFrame], pla
     if "dprime" in results and len(results["dprime"]):
         dp = results["dprime"].iloc[0]
         items.append(f"<li>Telling AI from human clips: mean d' = {format_number(dp['mean_dprime'])} "
-                     f"[{format_number(dp['ci_low'])}, {format_number(dp['ci_high'])}], {p_equals(dp['p'])}.</li>")
+                     f"[{format_number(dp['ci_low'])}, {format_number(dp['ci_high'])}], {html.escape(p_equals(dp['p']))}.</li>")
     return lead + f"<ul>{''.join(items)}</ul>"
 
 

@@ -71,6 +71,26 @@ def _with_x(trials: pd.DataFrame, dv: str) -> pd.DataFrame:
     return d
 
 
+def _complete_rows(trials: pd.DataFrame, dv: str) -> tuple[pd.DataFrame, list[str]]:
+    """The rows a crossed model can use, and one message counting every row left out against
+    the whole table (the model's own count would start after the rows dropped here)."""
+    d = trials.copy()
+    d[dv] = _numeric_outcome(d, dv)
+    no_outcome = ~np.isfinite(d[dv].to_numpy(float, na_value=np.nan))
+    no_source = d["source"].isna().to_numpy()
+    no_group = d[["participant_id", "stimulus_id"]].isna().any(axis=1).to_numpy()
+    keep = ~(no_outcome | no_source | no_group)
+    messages = []
+    if not keep.all():
+        why = [f"{label} missing in {int(n)}" for label, n in ((dv, no_outcome.sum()), ("source", no_source.sum()),
+                                                               ("participant_id or stimulus_id", no_group.sum()))
+               if n]
+        messages.append(f"{int((~keep).sum())} of {len(d)} rows dropped for missing values ({', '.join(why)})")
+    d = d[keep].copy()
+    d["x"] = source_code(d["source"])
+    return d, messages
+
+
 # --------------------------------------------------------------------------------------
 # effect size and equivalence
 
@@ -155,7 +175,7 @@ def primary_test(trials: pd.DataFrame, outcomes: list[str], *, alpha: float = 0.
         row = {c: np.nan for c in PRIMARY_COLUMNS}
         row.update(outcome=dv, p_sided=_SIDED_LABEL[hypothesis], equivalent=False)
         try:
-            d = _with_x(trials, dv)
+            d, dropped = _complete_rows(trials, dv)
             if d[dv].nunique() < 2:
                 raise UserError(f"outcome {dv} has the same value in every rating; nothing to test")
             fit = fit_crossed(d, dv)
@@ -185,7 +205,7 @@ def primary_test(trials: pd.DataFrame, outcomes: list[str], *, alpha: float = 0.
             d_ci_low=(est - tq * se) / denom if denom > 0 else np.nan,
             d_ci_high=(est + tq * se) / denom if denom > 0 else np.nan,
             tost_p=tp, equivalent=bool(np.isfinite(tp) and tp < alpha), sesoi_raw=bound,
-            singular=fit.singular, messages="; ".join(fit.messages),
+            singular=fit.singular, messages="; ".join([*fit.messages, *dropped]),
         )
         rows.append(row)
     out = pd.DataFrame(rows, columns=PRIMARY_COLUMNS)
@@ -211,15 +231,18 @@ def naive_tests(trials: pd.DataFrame, dv: str) -> pd.DataFrame:
     """
     _require(trials, ["participant_id", "stimulus_id", "source", dv], "naive tests")
     d = _with_x(trials, dv)
+    if d[dv].nunique() < 2:
+        raise UserError(f"outcome {dv} has the same value in every rating; nothing to test")
     pm = d.pivot_table(index="participant_id", columns="x", values=dv, aggfunc="mean").dropna()
     sm = d.groupby(["stimulus_id", "x"])[dv].mean().reset_index()
     rows = []
-    if pm.shape[1] == 2 and len(pm) >= 2:
+    # A test whose differences (or groups) do not vary is left out: scipy would warn and give NaN.
+    if pm.shape[1] == 2 and len(pm) >= 2 and np.ptp((pm[0.5] - pm[-0.5]).to_numpy(float)) > 0:
         res = stats.ttest_rel(pm[0.5], pm[-0.5])
         rows.append(("paired_t_participant_means", res.statistic, float(len(pm) - 1), res.pvalue,
                      float((pm[0.5] - pm[-0.5]).mean()), len(pm)))
     hm, am = sm.loc[sm["x"] > 0, dv], sm.loc[sm["x"] < 0, dv]
-    if len(hm) >= 2 and len(am) >= 2:
+    if len(hm) >= 2 and len(am) >= 2 and (np.ptp(hm.to_numpy(float)) > 0 or np.ptp(am.to_numpy(float)) > 0):
         res = stats.ttest_ind(hm, am, equal_var=False)
         rows.append(("welch_t_stimulus_means", res.statistic, float(res.df), res.pvalue,
                      float(hm.mean() - am.mean()), len(hm) + len(am)))

@@ -360,8 +360,8 @@ def test_summary_says_p_less_than_and_short_sessions_in_seconds():
     participants = pd.DataFrame({"status": ["completed", "completed"], "duration_s": [20.0, 40.0]})
     html_text = report._summary_html(trials, {"primary": prim, "outcomes": roles, "dprime": dp},
                                      R.Plan.from_any(None, None), participants)
-    assert "p = &lt;" not in html_text and "p = <" not in html_text
-    assert html_text.count("p < .001") == 2
+    assert "p = &lt;" not in html_text and "p = <" not in html_text and "p <" not in html_text
+    assert html_text.count("p &lt; .001") == 2
     assert "median time to complete 30 s" in html_text
 
 

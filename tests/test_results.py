@@ -1,0 +1,177 @@
+"""analysis.results and the report's wording: the decision, exact counts and messages, and a
+CSV exported from other software (tests/data/jspsych_video_slider.csv, the README's example).
+
+The synthetic trial tables are made here with numpy: a crossed design with a planted effect.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import shlex
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import cli
+from analysis import report, results, stats
+from study.errors import UserError
+
+ROOT = Path(__file__).resolve().parent.parent
+JSPSYCH = ROOT / "tests" / "data" / "jspsych_video_slider.csv"
+
+
+def crossed(effect: float, *, n_participants: int = 40, n_clips: int = 40, clip_sd: float = 0.05,
+            noise: float = 1.0, seed: int = 1) -> pd.DataFrame:
+    """Every participant rates every clip; half the clips human-made; `effect` = human - AI."""
+    rng = np.random.default_rng(seed)
+    clip_effect = rng.normal(0, clip_sd, n_clips)
+    rows = []
+    for p in range(n_participants):
+        p_int = rng.normal(0, 0.5)
+        for c in range(n_clips):
+            x = 0.5 if c % 2 == 0 else -0.5
+            rows.append({"participant_id": f"p{p:03d}", "stimulus_id": f"c{c:03d}",
+                         "source": "human" if x > 0 else "ai",
+                         "valence": 5 + p_int + effect * x + clip_effect[c] + rng.normal(0, noise)})
+    return pd.DataFrame(rows)
+
+
+def summary_of(page: str) -> str:
+    return re.search(r'<section id="summary".*?</section>', page, re.S).group(0)
+
+
+def first_sentence(page: str) -> str:
+    text = html.unescape(re.sub(r"<[^>]+>", "", summary_of(page).split("</h2>", 1)[1]))
+    return text.strip().split(". ")[0]
+
+
+def test_an_equivalent_effect_is_called_equivalent_in_the_first_sentence():
+    trials = crossed(0.0)
+    res = results.analyze(trials, outcomes=["valence"])
+    row = res["primary"].iloc[0]
+    assert bool(row["equivalent"]) and row["p"] >= 0.05 and row["decision"] == "equivalence"
+    first = first_sentence(report.build_report(trials, results=res))
+    assert first.startswith("valence (primary outcome): equivalent — the difference lies within the smallest "
+                            "effect of interest (d = ±0.2; TOST p ")
+
+
+def test_a_significant_but_tiny_effect_is_not_reported_as_plain_higher():
+    # The issue: "human-made higher" in the summary while the table marked the effect equivalent.
+    trials = crossed(0.12, n_participants=120, noise=0.6, seed=4)
+    res = results.analyze(trials, outcomes=["valence"])
+    row = res["primary"].iloc[0]
+    assert row["p"] < 0.05 and bool(row["equivalent"]), row[["p", "tost_p", "d"]]
+    assert row["decision"] == "negligible_difference"
+    first = first_sentence(report.build_report(trials, results=res))
+    assert first.startswith("valence (primary outcome): a difference too small to matter — human-made clips "
+                            "were rated higher")
+    assert "but by less than the smallest effect of interest (d = ±0.2; TOST p" in first
+
+
+def test_a_clear_difference_and_an_inconclusive_result():
+    big = crossed(1.0, clip_sd=0.2, seed=2)
+    res = results.analyze(big, outcomes=["valence"])
+    assert res["primary"]["decision"].iloc[0] == "difference"
+    first = first_sentence(report.build_report(big, results=res))
+    assert first.startswith("valence (primary outcome): a difference — human-made clips were rated higher than "
+                            "AI-generated clips, human − AI = ")
+    small = crossed(0.3, n_participants=6, n_clips=8, clip_sd=0.8, seed=3)
+    res = results.analyze(small, outcomes=["valence"])
+    assert res["primary"]["decision"].iloc[0] == "inconclusive"
+    assert first_sentence(report.build_report(small, results=res)).startswith(
+        "valence (primary outcome): inconclusive — neither a difference (p = ")
+
+
+def test_a_secondary_outcome_is_decided_by_its_adjusted_p():
+    trials = crossed(1.0, clip_sd=0.2, seed=2)
+    trials["arousal"] = trials["valence"] + np.random.default_rng(9).normal(0, 3, len(trials))
+    plan = {"primary_outcome": "valence", "secondary_outcomes": ["arousal"], "correction": "holm"}
+    prim = results.analyze(trials, plan=plan)["primary"].set_index("outcome")
+    for outcome in ("valence", "arousal"):
+        r = prim.loc[outcome]
+        p_used = r["p"] if outcome == "valence" else r["p_holm"]
+        significant = p_used < 0.05
+        expected = ("negligible_difference" if significant and r["equivalent"] else "difference" if significant
+                    else "equivalence" if r["equivalent"] else "inconclusive")
+        assert r["decision"] == expected
+
+
+def test_rows_dropped_for_missing_values_are_counted_against_the_whole_table():
+    # The issue: "2 of 356 rows dropped" when 6 of 360 were (4 had no outcome, 2 no participant).
+    trials = crossed(0.5, n_participants=9, n_clips=40).head(360).copy()
+    trials.loc[[1, 5, 9, 13], "valence"] = np.nan
+    trials.loc[[20, 30], "participant_id"] = np.nan
+    row = stats.primary_test(trials, ["valence"]).iloc[0]
+    assert "6 of 360 rows dropped for missing values (valence missing in 4, participant_id or stimulus_id " \
+           "missing in 2)" in row["messages"]
+    assert "of 356" not in row["messages"] and row["nobs"] == 354
+
+
+def test_a_constant_outcome_gives_a_message_and_no_scipy_warning():
+    trials = crossed(0.0, n_participants=8, n_clips=10).assign(valence=3.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any RuntimeWarning from scipy fails the test
+        res = results.analyze(trials, outcomes=["valence"])
+        page = report.build_report(trials, results=res)
+    skipped = dict(zip(res["skipped"]["section"], res["skipped"]["reason"]))
+    assert skipped["naive"] == "outcome valence has the same value in every rating; nothing to test"
+    assert res["primary"]["decision"].iloc[0] == "not_estimated"
+    assert first_sentence(page).startswith("valence (primary outcome): not estimated (outcome valence has the "
+                                           "same value in every rating; nothing to test)")
+
+
+def test_clips_rated_under_both_sources_are_counted_as_such():
+    trials = crossed(0.5, n_participants=6, n_clips=8)
+    trials.loc[(trials["stimulus_id"] == "c000") & (trials["participant_id"] < "p003"), "source"] = "ai"
+    n = results.counts(trials)
+    assert (n["clips"], n["human"], n["ai"], n["both"]) == (8, 3, 4, 1)
+    assert results.clips_phrase(n) == "8 clips (3 human-made, 4 AI-generated, 1 under both sources)"
+
+
+def _readme_command() -> list[str]:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    line = next(ln.strip() for ln in readme.splitlines() if ln.strip().startswith("kuleshov report tests/data/"))
+    return shlex.split(line)[1:]
+
+
+def test_the_readme_example_analyses_a_jspsych_export(tmp_path, capsys):
+    args = _readme_command()
+    assert args[0] == "report"
+    args[1] = str(ROOT / args[1])  # the README runs from the repository's root
+    args[args.index("--out") + 1] = str(tmp_path / "report.html")
+    assert cli.main(args) == 0
+    err = capsys.readouterr().err
+    assert f"note: 20 of 260 rows of {args[1]} have no stimulus_id" in err  # the instruction screens
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "20 participants, 12 clips (6 human-made, 6 AI-generated), 240 ratings analysed" in summary_of(page)
+    # the same numbers as the table renamed by hand
+    raw = pd.read_csv(JSPSYCH)
+    mine = raw[raw["clip"].notna()].rename(columns={"subject": "participant_id", "clip": "stimulus_id",
+                                                    "clip_source": "source"})
+    direct = stats.primary_test(mine, ["response"]).iloc[0]
+    tables = tmp_path / "tables"
+    analyze = ["analyze", *args[1:]]
+    analyze[analyze.index("--out") + 1] = str(tables)
+    assert cli.main(analyze) == 0
+    prim = pd.read_csv(tables / "primary.csv").iloc[0]
+    assert (prim["nobs"], prim["n_participants"], prim["n_stimuli"]) == (240, 20, 12)
+    assert prim["estimate"] == pytest.approx(direct["estimate"], rel=1e-9)
+    assert prim["p"] == pytest.approx(direct["p"], rel=1e-9)
+
+
+def test_column_options_that_do_not_fit_say_why(tmp_path, capsys):
+    base = ["analyze", str(JSPSYCH), "--outcomes", "response", "--out", str(tmp_path / "t")]
+    assert cli.main([*base, "--columns", "participant_id=subjct,stimulus_id=clip,source=clip_source"]) == 2
+    assert "has no column 'subjct' (is 'subject' a typo for it?)" in capsys.readouterr().err
+    assert cli.main([*base, "--columns", "participant_id"]) == 2
+    assert "--columns takes OURS=THEIRS pairs" in capsys.readouterr().err
+    assert cli.main([*base, "--columns", "participant_id=subject,stimulus_id=clip,source=trial_type"]) == 2
+    assert "source must be 'human' or 'ai'" in capsys.readouterr().err
+    with pytest.raises(UserError, match="renames the columns of a CSV file"):
+        from analysis import load
+
+        load.load_trials(tmp_path, columns={"participant_id": "subject"})
