@@ -5,6 +5,10 @@
 of whole participants (analysis.load.iter_batches) and appended to a CSV and a Parquet file
 through pyarrow writers, so memory stays flat however many answers a study has.
 
+CSV cells a spreadsheet would run as a formula (text starting with =, +, -, @, tab or CR) get a
+leading apostrophe in every CSV written here (data files, payments; analysis.formatting for the
+other CSVs of the project); Parquet keeps them verbatim; number columns are never touched.
+
 Pseudonymisation: data files carry only the study-specific pseudonym (P0001 ...). Prolific ids
 go to one separate file, PAYMENTS_contains_identifiers.csv, which the data package does not
 list, so a folder shared without that file holds no direct identifier. URL tokens are never
@@ -45,6 +49,10 @@ DATA_FILES = ["participants", "trials", "responses", "scores", "playback_events"
 CODEBOOK_FIELDS = ["file", "name", "kind", "label", "type", "response_type", "unit", "allowed_values", "missing",
                    "instrument", "scope", "reverse", "subscale", "description"]
 KEY_PACKAGES = ("pandas", "numpy", "pyarrow", "sqlalchemy", "scipy", "statsmodels", "pydantic", "streamlit")
+CSV_TEXT_NOTE = ("In the CSV files, a text cell that starts with =, +, -, @, a tab or a carriage return has "
+                 "one extra leading apostrophe (') so that a spreadsheet shows it as text instead of running it "
+                 "as a formula; number columns are never changed, the Parquet files hold the text verbatim, and "
+                 "analysis.load.read_csv_typed removes the apostrophe again.")
 ARROW_TYPES = {"string": pa.string(), "integer": pa.int64(), "number": pa.float64(), "boolean": pa.bool_(),
                "datetime": pa.timestamp("us", tz="UTC")}
 
@@ -113,7 +121,7 @@ COLUMNS: dict[str, tuple[str, str, str, str, str, str]] = {
               "the continuous rating's scale", "responses: empty = a text or choice answer (see value_text), or a "
               "slider left untouched", "The numeric answer (responses) or rating sample (continuous_samples)."),
     "value_text": ("Text value", "string", "", "an option value or free text", "empty = a numeric answer",
-                   "Choice and text answers."),
+                   "Choice and text answers. " + CSV_TEXT_NOTE),
     "untouched": ("Slider untouched", "boolean", "", "true; false", "never missing",
                   "True when a slider was left where it started: no answer was given (value is empty)."),
     "shown_position": ("Shown as question no.", "integer", "", "1 .. number of questions on the page",
@@ -163,7 +171,7 @@ for _name, _text in {
     "kind": "column = a column of the file; item = a question (a column of scores, or a value of item_id in "
             "responses); scale = a scale score column of scores.",
     "label": "Short human-readable name.",
-    "type": "Frictionless type of the column: string, integer, number, boolean or datetime.",
+    "type": "Frictionless type of the column: string, integer, number, boolean or datetime. " + CSV_TEXT_NOTE,
     "response_type": "How an item was answered (pictorial9, likert, slider, intensity, choice, text, number, "
                      "attention); scale_mean for scale scores.",
     "unit": "Unit of the values.",
@@ -547,6 +555,10 @@ Open any .csv in a spreadsheet, R (read.csv) or Python (pandas.read_csv); the .p
 the same tables with their types. codebook.csv explains every column; datapackage.json describes
 the files for Frictionless tools (`frictionless validate datapackage.json`); study.yaml is the exact
 study file that was run (its sha256 is in study_hash.txt: `sha256sum -c study_hash.txt`).
+
+Text cells of the CSV files that start with =, +, -, @, a tab or a carriage return (free-text
+answers, for example) carry one extra leading apostrophe, so a spreadsheet does not run them as
+formulas; the .parquet files hold the text exactly as typed.
 
 Participants are identified by pseudonyms (P0001 ...).
 {payments}, if present, holds Prolific ids for approving payments. It identifies people:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import subprocess
 import sys
 import zipfile
@@ -20,6 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import sqlalchemy as sa
 
 from analysis import export, load
 from study import simulate, store
@@ -189,3 +191,75 @@ def test_zip_cli_and_refusals(tmp_path, sqlite_url):
     with pytest.raises(UserError, match="No study with id"):
         export.export_dataset(engine, "missing-study", tmp_path / "x")
     engine.dispose()
+
+
+FORMULAS = ['=HYPERLINK("http://x","y")', "-2+3", "@SUM(A1)", "\tx", "\r=1", "+1", "'=already quoted"]
+SPREADSHEET_RUNS = r"^[=+\-@\t\r]"
+
+
+def _text_columns(folder, path) -> list[str]:
+    """The string columns of a CSV of the folder (the payments file: all but its time column)."""
+    if path.name == export.PAYMENTS_FILE:
+        return [c for c in pd.read_csv(path, nrows=0).columns if c not in ("completed_at", "is_pilot")]
+    package = json.loads((folder / "datapackage.json").read_text())
+    fields = next(r for r in package["resources"] if r["path"] == path.name)["schema"]["fields"]
+    return [f["name"] for f in fields if f["type"] == "string"]
+
+
+def test_spreadsheet_formulas_are_neutralised_in_every_csv_and_verbatim_in_parquet(engine, tmp_path):
+    """CSV injection: free text such as =HYPERLINK(...) must not run when a CSV is opened in a
+    spreadsheet; numbers (negative ones too) stay numbers, Parquet keeps the text as typed."""
+    simulate.simulate(engine, DEMO_STUDY, 6, effect=1.0, seed=5)
+    r, p = store.responses.c, store.participants.c
+    with engine.begin() as conn:
+        texts = conn.execute(sa.select(r.id).where(r.value_text.is_not(None)).order_by(r.id)).scalars().all()
+        for rid, payload in zip(texts, FORMULAS):
+            conn.execute(store.responses.update().where(r.id == rid).values(value_text=payload))
+        t = store.trials.c
+        numeric = conn.execute(sa.select(r.id).join(store.trials, t.id == r.trial_id)
+                               .where(r.item_id == "valence", r.value_num.is_not(None), t.position >= 1)
+                               .order_by(r.id)).first()  # a main clip's rating, so it is in scores too
+        conn.execute(store.responses.update().where(r.id == numeric.id).values(value_num=-2.5))
+        people = conn.execute(sa.select(p.id).order_by(p.id)).scalars().all()
+        conn.execute(store.participants.update().where(p.id == people[0]).values(prolific_pid="=1+1"))
+        conn.execute(store.participants.update().where(p.id == people[1]).values(prolific_pid="@SUM(A1)"))
+    folder = export.export_dataset(engine, STUDY_ID, tmp_path / "dataset")
+    from frictionless import Package
+
+    report = Package(folder / "datapackage.json").validate()
+    assert report.valid, report.flatten(["rowNumber", "fieldName", "message"])[:10]
+
+    risky = []
+    for path in sorted(folder.glob("*.csv")):
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+        for col in _text_columns(folder, path):
+            risky += [f"{path.name}:{col}={v!r}" for v in raw[col] if re.match(SPREADSHEET_RUNS, v)]
+    assert not risky, risky
+    responses_csv = pd.read_csv(folder / "responses.csv", dtype=str, keep_default_na=False)
+    assert set(FORMULAS) <= {v[1:] for v in responses_csv["value_text"] if v.startswith("'")}
+    assert "''=already quoted" in set(responses_csv["value_text"])  # so the quote is not lost on reading back
+    assert "-2.5" in set(responses_csv["value"])  # a number column: a negative number, not text
+    assert "-2.5" in set(pd.read_csv(folder / "scores.csv", dtype=str)["valence"])
+    payments = pd.read_csv(folder / export.PAYMENTS_FILE, dtype=str)
+    assert {"'=1+1", "'@SUM(A1)"} <= set(payments["prolific_pid"])
+
+    parquet = pd.read_parquet(folder / "responses.parquet")
+    assert set(FORMULAS) <= set(parquet["value_text"].dropna())  # verbatim
+    assert -2.5 in set(parquet["value"].dropna())
+    back = load.read_csv_typed(folder, "responses")  # the loader undoes the quote
+    assert set(FORMULAS) <= set(back["value_text"].dropna())
+
+
+def test_result_tables_and_dashboard_downloads_are_neutralised_too(tmp_path):
+    from analysis import results
+    from analysis.formatting import csv_safe
+
+    table = pd.DataFrame({"reason": ["=cmd|' /C calc'!A0", "ok"], "estimate": [-0.5, 1.0]})
+    path = results.write_tables({"primary": table}, tmp_path)[0]
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert lines[1:] == ["'=cmd|' /C calc'!A0,-0.5", "ok,1.0"]
+    pay = pd.DataFrame({"participant_id": ["P0001"], "prolific_pid": ["+SUM(1)"], "status": ["completed"],
+                        "completed_at": pd.to_datetime(["2026-01-02T03:04:05Z"]), "completion_code": ["-X"]})
+    text = export.payments_csv(pay)
+    assert text.splitlines()[1] == "P0001,'+SUM(1),completed,2026-01-02T03:04:05Z,'-X"
+    assert csv_safe(pay)["prolific_pid"].iloc[0] == "'+SUM(1)"
