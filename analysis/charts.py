@@ -284,7 +284,7 @@ def emotion_profile(data: pd.DataFrame) -> go.Figure:
     clips, not the ratings, are the sample the comparison generalises from) or a summary in
     `stats.describe_by_source` shape [outcome, source, mean, ci_low, ci_high], drawn as given
     (its CIs are then across ratings, whatever the title says about clips)."""
-    title = "Discrete emotions by source (mean intensity, 95% CI across clips)"
+    title = "Emotions by source (mean, 95% CI across clips)"
     if {"outcome", "source", "mean", "ci_low", "ci_high"} <= set(data.columns):
         summary = data[data["outcome"].astype(str).str.startswith("emo_")].copy()
     else:
@@ -370,7 +370,7 @@ def forest_plot(primary: pd.DataFrame, *, units: str = "d", sesoi: float | None 
     units="d" plots the standardised effect (d, d_ci_low, d_ci_high); units="raw" the model
     estimate in scale points. `sesoi`, in the same units, draws the equivalence band."""
     cols = ("d", "d_ci_low", "d_ci_high") if units == "d" else ("estimate", "ci_low", "ci_high")
-    xtitle = ("Standardised difference, human - AI (d, Westfall et al. 2014)" if units == "d"
+    xtitle = ("Human - AI, standardised (d; Westfall et al. 2014)" if units == "d"
               else "Difference, human - AI (scale points)")
     title = "Effect of source across outcomes (95% CI)"
     if not _has(primary, "outcome", *cols):

@@ -45,8 +45,8 @@ SECTIONS = [  # (id, heading); the order of the report
 # (sample sizes, SE, df, t ...) in a second table, so the first one fits a laptop's width.
 PRIMARY_MAIN = ["outcome", "estimate", "ci_low", "ci_high", "d", "d_ci_low", "d_ci_high", "p", "p_holm", "p_bh",
                 "tost_p", "decision"]
-PRIMARY_DETAILS = ["outcome", "model_used", "n_participants", "n_stimuli", "nobs", "se", "df", "t", "p_sided",
-                   "sesoi_raw", "equivalent", "singular"]
+PRIMARY_DETAILS = ["outcome", "model_used", "n_participants", "n_stimuli", "nobs", "se", "df", "t", "sesoi_raw",
+                   "singular"]  # p_sided and the TOST's verdict are said in the methods and the decision
 DECISION_LABELS = {"difference": "difference", "negligible_difference": "difference within SESOI",
                    "equivalence": "equivalent", "inconclusive": "inconclusive", "not_estimated": "not estimated"}
 
@@ -56,16 +56,19 @@ body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#222
 h1{font-size:1.7rem;margin-bottom:.2rem} h2{border-bottom:1px solid #ccc;padding-bottom:.2rem;margin-top:2.2rem}
 nav ol{columns:3;font-size:.9rem} .banner{background:#fff3cd;border:2px solid #b8860b;padding:.8rem 1rem;font-weight:600;margin:1rem 0}
 p.decision{font-size:1.05rem;border-left:4px solid #0072B2;padding:.4rem .8rem;background:#f3f8fc}
-.overflow{overflow-x:auto;max-width:100%;-webkit-overflow-scrolling:touch;margin:.5rem 0 1rem}
+.overflow{overflow-x:auto;max-width:100%;-webkit-overflow-scrolling:touch;margin:.2rem 0 1rem;
+ background:linear-gradient(to right,#fff 30%,#fff0) left/40px 100% no-repeat local,linear-gradient(to left,#fff 30%,#fff0) right/40px 100% no-repeat local,
+ radial-gradient(farthest-side at 0 50%,#0003,#0000) left/12px 100% no-repeat scroll,radial-gradient(farthest-side at 100% 50%,#0003,#0000) right/12px 100% no-repeat scroll}
 table.results{border-collapse:collapse;font-size:.85rem;font-variant-numeric:tabular-nums}
 table.results th,table.results td{border-bottom:1px solid #ddd;padding:.25rem .6rem;text-align:left;vertical-align:top}
 table.results th{background:#f4f4f4;white-space:nowrap} table.results .num{text-align:right;white-space:nowrap}
 details summary{cursor:pointer;color:#0072B2;margin:.4rem 0}
-caption{text-align:left;font-weight:600;padding:.3rem 0}
+p.caption{font-weight:600;margin:.8rem 0 .2rem;font-size:.9rem}
 .note{color:#555;font-style:italic} section.skipped h2{color:#777} figure.chart{margin:0 0 1rem;max-width:100%}
 code{background:#f4f4f4;padding:0 .2rem;overflow-wrap:anywhere} .muted{color:#666;font-size:.85rem}
 @media (max-width:700px){body{padding:.6rem .8rem} h1{font-size:1.35rem} h2{font-size:1.2rem}
- nav ol{columns:1;padding-left:1.2rem} table.results{font-size:.78rem} table.results th,table.results td{padding:.2rem .4rem}}
+ nav ol{columns:1;padding-left:1.2rem} table.results{font-size:.78rem} table.results th,table.results td{padding:.2rem .4rem}
+ .js-plotly-plot .gtitle{font-size:13px !important} .js-plotly-plot .xtitle,.js-plotly-plot .ytitle{font-size:11px !important}}
 """
 
 def table_html(df: pd.DataFrame, *, columns: list[str] | None = None, caption: str | None = None,
@@ -89,8 +92,9 @@ def table_html(df: pd.DataFrame, *, columns: list[str] | None = None, caption: s
             cells.append(f'<td{" class=num" if numeric[c] else ""}>{html.escape(text)}</td>')
         rows.append("<tr>" + "".join(cells) + "</tr>")
     ident = f' id="{html.escape(table_id)}"' if table_id else ""
-    cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
-    out = (f'<div class="overflow"><table class="results"{ident}>{cap}<thead><tr>{head}</tr></thead>'
+    # The caption sits outside the scrolling box, so a phone shows it whole above a wide table.
+    cap = f'<p class="caption">{html.escape(caption)}</p>' if caption else ""
+    out = (f'{cap}<div class="overflow"><table class="results"{ident}><thead><tr>{head}</tr></thead>'
            f'<tbody>{"".join(rows)}</tbody></table></div>')
     if more > 0:
         out += f'<p class="note">{more} more rows in the CSV tables (kuleshov analyze).</p>'
@@ -101,11 +105,14 @@ def table_html(df: pd.DataFrame, *, columns: list[str] | None = None, caption: s
 
 
 def chart_html(fig, div_id: str) -> str:
-    """A figure as a div + script, without plotly.js (inlined once in <head>)."""
+    """A figure as a div + script, without plotly.js (inlined once in <head>).
+
+    The legend goes below the plot, in rows: beside it, it took half of a phone's width."""
+    if fig.layout.showlegend is not False:
+        fig.update_layout(legend=dict(orientation="h", x=0, xanchor="left", y=-0.3, yanchor="top"))
     body = fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id,
                        config={"displaylogo": False, "responsive": True})
     return f'<figure class="chart" data-chart="{div_id}">{body}</figure>'
-
 
 
 def _section(sid: str, heading: str, body: str, *, skipped: str | None = None) -> str:
@@ -135,6 +142,13 @@ def decision_sentence(r: Any, plan: Plan, primary: bool) -> str:
     sesoi = (f"the smallest effect of interest (d = &plusmn;{plain_number(plan.sesoi)}; "
              f"{html.escape(p_equals(r.get('tost_p'), 'TOST p'))})")
     higher, lower = ("human-made", "AI-generated") if r["estimate"] > 0 else ("AI-generated", "human-made")
+    if not primary:  # one line each, the same verdicts; the SESOI is named in the first sentence
+        verdict = {"difference": f"a difference, {higher} higher",
+                   "negligible_difference": f"{higher} higher, by less than the smallest effect of interest",
+                   "equivalence": "equivalent within the smallest effect of interest",
+                   "inconclusive": "inconclusive"}[decision]
+        tost = html.escape(p_equals(r.get("tost_p"), "TOST p"))
+        return f"{name}: {verdict} ({p_text}; {tost}): {_effect(r)}."
     if decision == "difference":
         return (f"{name}: a difference &mdash; {higher} clips were rated higher than {lower} clips, {_effect(r)}, "
                 f"{p_text}; the effect is not shown to lie within {sesoi}.")
