@@ -227,7 +227,8 @@ def naive_tests(trials: pd.DataFrame, dv: str) -> pd.DataFrame:
     paired_t_participant_means: each participant's mean over human clips minus over AI
     clips (participants who rated both sources); it treats the clips as fixed and so
     overstates the evidence whenever clips differ. welch_t_stimulus_means: clip means
-    compared between sources (Welch); it ignores participants. estimate is human minus AI.
+    compared between sources (Welch); it ignores participants; n counts distinct clips (a
+    clip rated under both sources once). estimate is human minus AI.
     """
     _require(trials, ["participant_id", "stimulus_id", "source", dv], "naive tests")
     d = _with_x(trials, dv)
@@ -245,7 +246,7 @@ def naive_tests(trials: pd.DataFrame, dv: str) -> pd.DataFrame:
     if len(hm) >= 2 and len(am) >= 2 and (np.ptp(hm.to_numpy(float)) > 0 or np.ptp(am.to_numpy(float)) > 0):
         res = stats.ttest_ind(hm, am, equal_var=False)
         rows.append(("welch_t_stimulus_means", res.statistic, float(res.df), res.pvalue,
-                     float(hm.mean() - am.mean()), len(hm) + len(am)))
+                     float(hm.mean() - am.mean()), int(sm["stimulus_id"].nunique())))  # a clip under both sources is one clip
     return pd.DataFrame(rows, columns=["test", "statistic", "df", "p", "estimate", "n"])
 
 

@@ -130,6 +130,8 @@ def test_clips_rated_under_both_sources_are_counted_as_such():
     n = results.counts(trials)
     assert (n["clips"], n["human"], n["ai"], n["both"]) == (8, 3, 4, 1)
     assert results.clips_phrase(n) == "8 clips (3 human-made, 4 AI-generated, 1 under both sources)"
+    welch = stats.naive_tests(trials, "valence").set_index("test").loc["welch_t_stimulus_means"]
+    assert welch["n"] == 8  # not 9: the clip under both sources is one clip
 
 
 def _readme_command() -> list[str]:
