@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -169,3 +171,43 @@ def test_a_study_folder_or_a_video_is_not_taken_for_data(tmp_path):
     with pytest.raises(UserError) as exc:
         load.load_trials(tmp_path / "clip.mp4")
     assert "cannot analyse a .mp4 file" in str(exc.value) and "nothing found" not in str(exc.value)
+
+
+def _analysis_imports() -> dict[str, set[str]]:
+    """module -> analysis modules it imports (at the top or inside a function)."""
+    import ast
+
+    folder = Path(load.__file__).parent
+    graph = {}
+    for path in folder.glob("*.py"):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module == "analysis":
+                found |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("analysis."):
+                found.add(node.module.split(".")[1])
+            elif isinstance(node, ast.Import):
+                found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("analysis.")}
+        graph[path.stem] = found - {path.stem}
+    return graph
+
+
+def test_analysis_modules_import_each_other_without_cycles():
+    graph = _analysis_imports()
+    assert "export" not in graph["load"] and "load" in graph["export"]
+
+    def reaches(start, goal, seen=()):
+        return any(n == goal or (n not in seen and reaches(n, goal, (*seen, n))) for n in graph.get(start, ()))
+
+    cycles = sorted(m for m in graph if reaches(m, m))
+    assert not cycles, f"import cycles through {cycles}"
+
+
+def test_every_database_read_of_analysis_goes_through_load():
+    folder = Path(load.__file__).parent
+    for path in folder.glob("*.py"):
+        if path.name == "load.py":
+            continue
+        text = path.read_text(encoding="utf-8")
+        for query in (".connect(", "sa.select(", "import sqlalchemy as", ".execute("):
+            assert query not in text, f"{path.name} queries the database itself ({query}); use analysis.load"
