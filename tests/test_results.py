@@ -163,6 +163,15 @@ def test_the_readme_example_analyses_a_jspsych_export(tmp_path, capsys):
     assert (prim["nobs"], prim["n_participants"], prim["n_stimuli"]) == (240, 20, 12)
     assert prim["estimate"] == pytest.approx(direct["estimate"], rel=1e-9)
     assert prim["p"] == pytest.approx(direct["p"], rel=1e-9)
+    # lme4 1.1-31 / lmerTest 3.1-3 (R 4.2.2) on the same file, rows with a clip, x = +-0.5:
+    #   lmer(response ~ x + (1 + x | subject) + (1 | clip))  -> singular, so simplified (as here) to
+    #   lmer(response ~ x + (1 | subject) + (1 | clip))      -> x: 5.116666667, SE 3.841308803,
+    #   df 9.999875252, p 0.2124171461
+    assert prim["model_used"] == "intercepts"
+    assert prim["estimate"] == pytest.approx(5.116666667, rel=1e-6)
+    assert prim["se"] == pytest.approx(3.841308803, rel=2e-4)
+    assert prim["df"] == pytest.approx(9.999875252, abs=0.05)
+    assert prim["p"] == pytest.approx(0.2124171461, rel=1e-3)
 
 
 def test_column_options_that_do_not_fit_say_why(tmp_path, capsys):
