@@ -19,7 +19,7 @@ import pandas as pd
 from analysis import charts, load
 from analysis.formatting import format_number, p_equals, plain_number, plural
 from analysis.methods import exclusion_sentence, methods_html, single_label_note, software_versions
-from analysis.results import (CORRECTIONS, DECISIONS, Plan, analyze, clips_phrase, counts, decision_p,
+from analysis.results import (CORRECTIONS, Plan, analyze, clips_phrase, counts, decision_p,
                               enrolment_sentence, exclusion_counts, load_source, main_outcomes,
                               nothing_left_error, outcomes_arg, with_decisions)
 from study.config import check_writable

@@ -35,6 +35,7 @@ CORRECTIONS = {"holm": ("p_holm", "Holm's step-down method"),
 # ---------------------------------------------------------------------------------------------
 # the analysis plan
 
+
 @dataclass
 class Plan:
     """The study file's `analysis` block, with the defaults used when there is no study file."""
@@ -177,9 +178,10 @@ def analyze(trials: pd.DataFrame, *, outcomes: list[str] | None = None, plan: An
             codebook: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
     """Every result table, computed once: for the report, the dashboard and `kuleshov analyze`.
 
-    Keys (present only when the data allow): primary, descriptives, naive, pairs, label,
-    sdt, dprime, accuracy_by_clip, confidence_accuracy, confidence_accuracy_test, judged_ai, clip_means,
-    position_means, reliability, exclusions; always `skipped` [section, reason] and
+    Keys (present only when the data allow): primary (with each outcome's `decision`),
+    descriptives, naive, pairs, label, sdt, dprime, accuracy_by_clip, confidence_accuracy,
+    confidence_accuracy_test, judged_ai, clip_means, position_means, reliability, exclusions,
+    exclusion_counts; always `skipped` [section, reason] and
     `outcomes` [outcome, role]. A section whose input was not collected is listed in
     `skipped` with the reason; a UserError from an analysis is recorded there too, so one
     impossible analysis does not stop the others.
