@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import importlib.metadata
 import platform
+import re
 from collections.abc import Mapping
 
 import pandas as pd
@@ -18,6 +19,7 @@ from analysis.formatting import format_number, plural
 from analysis.results import CORRECTIONS, Plan, clips_phrase, counts, exclusion_counts
 
 SOFTWARE = ("kuleshov", "numpy", "pandas", "scipy", "statsmodels", "plotly")
+_DROPPED = re.compile(r"\d+ of \d+ rows dropped for missing values( \([^)]*\))?")
 
 
 def exclusion_sentence(excluded: pd.DataFrame | None) -> str:
@@ -83,6 +85,9 @@ def methods_html(trials: pd.DataFrame, results: Mapping[str, pd.DataFrame], plan
                     f"model used: {html.escape(str(r.model_used))})")
         elif bool(r.singular):
             note = " (singular fit)"
+        dropped = _DROPPED.search(str(r.messages))  # stats.primary_test counts them against the whole table
+        if dropped:
+            note += f"; {html.escape(dropped.group(0))}"
         by_model.append(f"<li><b>{html.escape(r.outcome)}</b>: <code>{html.escape(str(r.formula))}</code>{note}</li>")
     corr_col, corr_name = CORRECTIONS[plan.correction]
     sided = {"two_sided": "two-sided", "human_greater": "one-sided (human-made &gt; AI-generated)",

@@ -173,8 +173,11 @@ def _summary_html(trials: pd.DataFrame, results: Mapping[str, pd.DataFrame], pla
     rows = [r for _, r in prim.iterrows()]
     first = [r for r in rows if r["outcome"] in primary_names] or rows[:1]
     lead = "".join(f'<p class="decision" id="decision">{decision_sentence(r, plan, True)}</p>' for r in first)
-    items = [f"<li>{plural(n['participants'], 'participant')}, {clips_phrase(n)}, {n['ratings']} ratings analysed. "
-             f"{html.escape(enrolment_sentence(participants))}</li>"]
+    some_dropped = prim["messages"].astype(str).str.contains("rows dropped for missing values").any() \
+        if "messages" in prim.columns else False
+    items = [f"<li>{plural(n['participants'], 'participant')}, {clips_phrase(n)}, {n['ratings']} ratings after "
+             "exclusions" + (" (the rows a model could not use are counted in the methods)" if some_dropped else "")
+             + f". {html.escape(enrolment_sentence(participants))}</li>"]
     if single_label_note(trials):
         items.append(f"<li>{single_label_note(trials)}</li>")
     for r in rows:

@@ -109,6 +109,10 @@ def test_rows_dropped_for_missing_values_are_counted_against_the_whole_table():
     assert "6 of 360 rows dropped for missing values (valence missing in 4, participant_id or stimulus_id " \
            "missing in 2)" in row["messages"]
     assert "of 356" not in row["messages"] and row["nobs"] == 354
+    page = report.build_report(trials, results=results.analyze(trials, outcomes=["valence"]))
+    methods = re.search(r'<section id="methods".*?</section>', page, re.S).group(0)
+    assert ("; 6 of 360 rows dropped for missing values (valence missing in 4, participant_id or stimulus_id "
+            "missing in 2)</li>") in methods
 
 
 def test_a_constant_outcome_gives_a_message_and_no_scipy_warning():
@@ -149,7 +153,7 @@ def test_the_readme_example_analyses_a_jspsych_export(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"note: 20 of 260 rows of {args[1]} have no stimulus_id" in err  # the instruction screens
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
-    assert "20 participants, 12 clips (6 human-made, 6 AI-generated), 240 ratings analysed" in summary_of(page)
+    assert "20 participants, 12 clips (6 human-made, 6 AI-generated), 240 ratings after exclusions" in summary_of(page)
     # the same numbers as the table renamed by hand
     raw = pd.read_csv(JSPSYCH)
     mine = raw[raw["clip"].notna()].rename(columns={"subject": "participant_id", "clip": "stimulus_id",
