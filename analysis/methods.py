@@ -150,13 +150,3 @@ def software_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             out[pkg] = "not installed"
     return out
-
-
-def software_versions() -> dict[str, str]:
-    out = {"Python": platform.python_version()}
-    for pkg in SOFTWARE:
-        try:
-            out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out

@@ -251,22 +251,19 @@ def analyze(trials: pd.DataFrame, *, outcomes: list[str] | None = None, plan: An
     if "judged_source" in trials.columns and trials["judged_source"].notna().any():
         from analysis import attribution
 
-        sdt = attempt("attribution", lambda: attribution.sdt_per_participant(trials))
+        def keep(key: str, fn: Callable[[], pd.DataFrame]) -> pd.DataFrame | None:
+            out = attempt("attribution", fn)
+            if out is not None:
+                res[key] = out
+            return out
+
+        sdt = keep("sdt", lambda: attribution.sdt_per_participant(trials))
         if sdt is not None:
-            res["sdt"] = sdt
-            dp = attempt("attribution", lambda: attribution.dprime_test(sdt))
-            if dp is not None:
-                res["dprime"] = dp
-        acc = attempt("attribution", lambda: attribution.accuracy_by_clip(trials))
-        if acc is not None:
-            res["accuracy_by_clip"] = acc
+            keep("dprime", lambda: attribution.dprime_test(sdt))
+        keep("accuracy_by_clip", lambda: attribution.accuracy_by_clip(trials))
         if "confidence" in trials.columns and trials["confidence"].notna().any():
-            ca = attempt("attribution", lambda: attribution.confidence_accuracy(trials))
-            if ca is not None:
-                res["confidence_accuracy"] = ca
-            ct = attempt("attribution", lambda: attribution.confidence_accuracy_test(trials))
-            if ct is not None:
-                res["confidence_accuracy_test"] = ct
+            keep("confidence_accuracy", lambda: attribution.confidence_accuracy(trials))
+            keep("confidence_accuracy_test", lambda: attribution.confidence_accuracy_test(trials))
         res["judged_ai"] = _with_outcome(
             [(o, attempt("attribution", lambda o=o: attribution.judged_ai_effect(trials, o))) for o in main])
     else:
