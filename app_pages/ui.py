@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import html
 import time
+from typing import Any
 
 import streamlit as st
 
-from analysis.formatting import plain_number
 from study.flow import Answer
 
 
@@ -40,7 +40,12 @@ def _mark(prefix: str, item_id: str) -> None:
 def _anchor_text(item) -> str:
     if not item.anchors:
         return ""
-    return " · ".join(f"{plain_number(k)} = {v}" for k, v in sorted(item.anchors.items()))
+    return " · ".join(f"{_num(k)} = {v}" for k, v in sorted(item.anchors.items()))
+
+
+def _num(x: Any) -> str:
+    x = float(x)
+    return str(int(x)) if x.is_integer() else f"{x:g}"
 
 
 def _scale_values(item) -> list[int | float]:
