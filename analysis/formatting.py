@@ -1,7 +1,7 @@
 """How values read once they leave the analysis: numbers, p-values and CSV cells.
 
 One place for the report's tables and running text, the charts' hovers, the dashboard and
-every CSV the project writes. Imports nothing heavy (the participant pages use `plain_number`).
+every CSV the project writes. Imports nothing heavy.
 """
 
 from __future__ import annotations
