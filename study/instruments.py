@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from study.errors import UserError
+from study.texts import keys as text_keys
+from study.texts import t
 
 if TYPE_CHECKING:  # protocol imports this module; only type checkers need the reverse
     import pandas as pd
@@ -230,13 +232,34 @@ def _fmt(x: float | None) -> str:
 # ---------------------------------------------------------------------------------------------
 # Built-in instruments. Wording is ours; keep ids stable, they are column names in every dataset.
 
-_AGREE7 = {1: "strongly disagree", 4: "neither agree nor disagree", 7: "strongly agree"}
-_INTENSITY = {0: "not at all", 4: "moderately", 8: "extremely strongly"}
+# Their wording (question, anchors, option labels) is in the text catalogue (study/texts.py),
+# under item.<id>.text, item.<id>.anchor.<value> and item.<id>.option.<value>; items that share
+# a scale's anchors read them from scale.<name>.<value>.
 
 
-def _likert(iid: str, instrument: str, text: str, description: str, **kw: Any) -> Item:
-    return Item(id=iid, instrument=instrument, text=text, type="likert", min=1, max=7, step=1,
-                anchors=_AGREE7, description=description, **kw)
+def _anchor_value(key: str) -> int:
+    return int(key.rsplit(".", 1)[1])
+
+
+def _words(item_id: str, scale: str | None = None) -> dict[str, Any]:
+    """text, anchors and options of a built-in item, from the catalogue."""
+    anchor_prefix = f"scale.{scale}." if scale else f"item.{item_id}.anchor."
+    words: dict[str, Any] = {"text": t(f"item.{item_id}.text")}
+    anchors = {_anchor_value(k): t(k) for k in text_keys(anchor_prefix)}
+    if anchors:
+        words["anchors"] = anchors
+    options = [Option(value=k.rsplit(".", 1)[1], label=t(k)) for k in text_keys(f"item.{item_id}.option.")]
+    if options:
+        words["options"] = options
+    return words
+
+
+def _likert(iid: str, instrument: str, description: str, **kw: Any) -> Item:
+    return Item(id=iid, instrument=instrument, type="likert", min=1, max=7, step=1,
+                description=description, **_words(iid, scale="agree7"), **kw)
+
+
+EMOTIONS = ("amusement", "sadness", "fear", "anger", "disgust", "tenderness", "awe", "surprise", "unease")
 
 
 def _build() -> dict[str, Instrument]:
@@ -247,31 +270,14 @@ def _build() -> dict[str, Instrument]:
         scope="per_clip",
         items=[
             Item(id="valence", instrument="sam", type="pictorial9", pictogram="valence", label="Valence",
-                 text="How did this clip make you feel?",
-                 anchors={1: "very unpleasant", 5: "neither", 9: "very pleasant"},
-                 description="Felt pleasantness of the clip, from unpleasant (1) to pleasant (9)."),
+                 description="Felt pleasantness of the clip, from unpleasant (1) to pleasant (9).", **_words("valence")),
             Item(id="arousal", instrument="sam", type="pictorial9", pictogram="arousal", label="Arousal",
-                 text="How calm or stirred up did you feel while watching?",
-                 anchors={1: "completely calm", 5: "somewhat stirred", 9: "highly stirred up"},
-                 description="Felt activation during the clip, from calm (1) to stirred up (9)."),
+                 description="Felt activation during the clip, from calm (1) to stirred up (9).", **_words("arousal")),
             Item(id="dominance", instrument="sam", type="pictorial9", pictogram="dominance", label="Dominance",
-                 text="While watching, did you feel the clip had a hold on you, or were you in charge of your feelings?",
-                 anchors={1: "the clip had a hold on me", 5: "in between", 9: "I was fully in charge"},
-                 description="Felt control over one's own reaction, from overpowered (1) to in control (9)."),
+                 description="Felt control over one's own reaction, from overpowered (1) to in control (9).", **_words("dominance")),
         ],
     )
 
-    emotions = {
-        "amusement": "amusement (finding it funny)",
-        "sadness": "sadness",
-        "fear": "fear",
-        "anger": "anger",
-        "disgust": "disgust",
-        "tenderness": "tenderness (warmth, affection)",
-        "awe": "awe (wonder at something vast or impressive)",
-        "surprise": "surprise",
-        "unease": "unease (something feels off)",
-    }
     discrete = Instrument(
         id="discrete_emotions",
         name="Discrete emotions",
@@ -279,9 +285,8 @@ def _build() -> dict[str, Instrument]:
         scope="per_clip",
         items=[
             Item(id=f"emo_{name}", instrument="discrete_emotions", type="intensity", label=name.capitalize(),
-                 text=f"How much {shown} did you feel?", anchors=_INTENSITY,
-                 description=f"Felt intensity of {name} during the clip (0 = not at all, 8 = extremely strongly).")
-            for name, shown in emotions.items()
+                 description=f"Felt intensity of {name} during the clip (0 = not at all, 8 = extremely strongly).", **_words(f"emo_{name}", scale="intensity"))
+            for name in EMOTIONS
         ],
     )
 
@@ -291,12 +296,10 @@ def _build() -> dict[str, Instrument]:
         description="Being moved or touched by the clip; four statements, one reverse-keyed.",
         scope="per_clip",
         items=[
-            _likert("moved_1", "moved", "This clip moved me.", "Agreement that the clip was moving."),
-            _likert("moved_2", "moved", "I felt touched by what I saw.", "Agreement with feeling touched."),
-            _likert("moved_3", "moved", "Something in this clip stirred me inside.",
-                    "Agreement with an inner stirring caused by the clip."),
-            _likert("moved_4", "moved", "This clip left me emotionally cold.",
-                    "Agreement with feeling untouched; reverse-keyed in the scale score.", reverse=True),
+            _likert("moved_1", "moved", "Agreement that the clip was moving."),
+            _likert("moved_2", "moved", "Agreement with feeling touched."),
+            _likert("moved_3", "moved", "Agreement with an inner stirring caused by the clip."),
+            _likert("moved_4", "moved", "Agreement with feeling untouched; reverse-keyed in the scale score.", reverse=True),
         ],
         scales={"moved": Scale(items=["moved_1", "moved_2", "moved_3", "moved_4"],
                                description="Feeling moved: mean of moved_1-moved_4 after reverse keying moved_4 (1-7).")},
@@ -308,18 +311,12 @@ def _build() -> dict[str, Instrument]:
         description="Attention, presence and understanding while following the clip; six statements, one reverse-keyed.",
         scope="per_clip",
         items=[
-            _likert("eng_focus_1", "engagement", "My attention stayed with the clip the whole time.",
-                    "Sustained attention to the clip.", subscale="focus"),
-            _likert("eng_focus_2", "engagement", "My thoughts drifted to other things while I watched.",
-                    "Mind wandering during the clip; reverse-keyed.", subscale="focus", reverse=True),
-            _likert("eng_presence_1", "engagement", "For a while I lost track of where I actually was.",
-                    "Losing awareness of one's surroundings.", subscale="presence"),
-            _likert("eng_presence_2", "engagement", "It felt as if I were in the scene myself.",
-                    "Sense of being inside the depicted scene.", subscale="presence"),
-            _likert("eng_understanding_1", "engagement", "I could easily follow what was going on.",
-                    "Ease of following the events.", subscale="understanding"),
-            _likert("eng_understanding_2", "engagement", "I understood why things in the clip happened as they did.",
-                    "Understanding the reasons behind events.", subscale="understanding"),
+            _likert("eng_focus_1", "engagement", "Sustained attention to the clip.", subscale="focus"),
+            _likert("eng_focus_2", "engagement", "Mind wandering during the clip; reverse-keyed.", subscale="focus", reverse=True),
+            _likert("eng_presence_1", "engagement", "Losing awareness of one's surroundings.", subscale="presence"),
+            _likert("eng_presence_2", "engagement", "Sense of being inside the depicted scene.", subscale="presence"),
+            _likert("eng_understanding_1", "engagement", "Ease of following the events.", subscale="understanding"),
+            _likert("eng_understanding_2", "engagement", "Understanding the reasons behind events.", subscale="understanding"),
         ],
         scales={
             "engagement": Scale(items=["eng_focus_1", "eng_focus_2", "eng_presence_1", "eng_presence_2",
@@ -340,14 +337,10 @@ def _build() -> dict[str, Instrument]:
         description="Physical plausibility, consistency, meaningful detail and coherent story, each rated 1-7.",
         scope="per_clip",
         items=[
-            _likert("aiq_physics", "ai_qualities", "Things in the clip moved and behaved the way they would in the real world.",
-                    "Physical plausibility of motion and behaviour.", label="Physical plausibility"),
-            _likert("aiq_consistency", "ai_qualities", "People and objects kept the same look from one moment to the next.",
-                    "Consistency of people and objects over time.", label="Consistency"),
-            _likert("aiq_detail", "ai_qualities", "The details I noticed seemed to matter, rather than being there just to look nice.",
-                    "Details that feel meaningful rather than decorative.", label="Meaningful detail"),
-            _likert("aiq_story", "ai_qualities", "The clip added up to a coherent story or point.",
-                    "Coherence of the story or point of the clip.", label="Coherent story"),
+            _likert("aiq_physics", "ai_qualities", "Physical plausibility of motion and behaviour.", label="Physical plausibility"),
+            _likert("aiq_consistency", "ai_qualities", "Consistency of people and objects over time.", label="Consistency"),
+            _likert("aiq_detail", "ai_qualities", "Details that feel meaningful rather than decorative.", label="Meaningful detail"),
+            _likert("aiq_story", "ai_qualities", "Coherence of the story or point of the clip.", label="Coherent story"),
         ],
         scales={"ai_qualities": Scale(items=["aiq_physics", "aiq_consistency", "aiq_detail", "aiq_story"],
                                       description="Mean of the four ai_qualities items (1-7); higher = fewer typical AI flaws.")},
@@ -360,13 +353,9 @@ def _build() -> dict[str, Instrument]:
         scope="per_clip",
         items=[
             Item(id="judged_source", instrument="attribution", type="choice", label="Judged source",
-                 text="Do you think this clip was made by people or generated by AI?",
-                 options=[Option(value="human", label="Made by people"), Option(value="ai", label="Generated by AI")],
-                 description="The participant's guess at the clip's source."),
+                 description="The participant's guess at the clip's source.", **_words("judged_source")),
             Item(id="confidence", instrument="attribution", type="slider", min=50, max=100, step=1, unit="%",
-                 label="Confidence", text="How sure are you of that answer?",
-                 anchors={50: "just guessing", 75: "fairly sure", 100: "completely sure"},
-                 description="Confidence in the source judgment, from 50 % (a guess) to 100 % (certain)."),
+                 label="Confidence", description="Confidence in the source judgment, from 50 % (a guess) to 100 % (certain).", **_words("confidence")),
         ],
     )
 
@@ -377,15 +366,11 @@ def _build() -> dict[str, Instrument]:
         scope="session",
         items=[
             Item(id="mood_valence", instrument="mood", type="pictorial9", pictogram="valence", label="Mood valence",
-                 text="Right now, how do you feel?",
-                 anchors={1: "very unpleasant", 5: "neither", 9: "very pleasant"},
-                 description="Current pleasantness of mood, 1 (unpleasant) to 9 (pleasant)."),
+                 description="Current pleasantness of mood, 1 (unpleasant) to 9 (pleasant).", **_words("mood_valence")),
             Item(id="mood_arousal", instrument="mood", type="pictorial9", pictogram="arousal", label="Mood arousal",
-                 text="Right now, how calm or stirred up do you feel?",
-                 anchors={1: "completely calm", 5: "somewhat stirred", 9: "highly stirred up"},
-                 description="Current activation, 1 (calm) to 9 (stirred up)."),
-            _likert("mood_tense", "mood", "At this moment I feel tense.", "Current tension.", label="Tense"),
-            _likert("mood_tired", "mood", "At this moment I feel tired.", "Current tiredness.", label="Tired"),
+                 description="Current activation, 1 (calm) to 9 (stirred up).", **_words("mood_arousal")),
+            _likert("mood_tense", "mood", "Current tension.", label="Tense"),
+            _likert("mood_tired", "mood", "Current tiredness.", label="Tired"),
         ],
     )
 
@@ -396,32 +381,16 @@ def _build() -> dict[str, Instrument]:
         scope="session",
         items=[
             Item(id="age", instrument="demographics", type="number", min=18, max=110, step=1, unit="years",
-                 label="Age", text="How old are you?", description="Age in whole years."),
+                 label="Age", description="Age in whole years.", **_words("age")),
             Item(id="gender", instrument="demographics", type="choice", label="Gender",
-                 text="What is your gender?",
-                 options=[Option(value="woman", label="Woman"), Option(value="man", label="Man"),
-                          Option(value="non_binary", label="Non-binary"),
-                          Option(value="other", label="I describe myself another way"),
-                          Option(value="prefer_not", label="I prefer not to say")],
-                 description="Self-described gender."),
+                 description="Self-described gender.", **_words("gender")),
             Item(id="film_watching_frequency", instrument="demographics", type="choice", label="Film watching",
-                 text="How often do you watch films or series?",
-                 options=[Option(value="rarely", label="Less than once a month"),
-                          Option(value="monthly", label="About once or twice a month"),
-                          Option(value="weekly", label="About once a week"),
-                          Option(value="several_weekly", label="Several times a week"),
-                          Option(value="daily", label="Every day or almost every day")],
-                 description="How often the participant watches films or series."),
+                 description="How often the participant watches films or series.", **_words("film_watching_frequency")),
             Item(id="ai_video_familiarity", instrument="demographics", type="choice", label="AI video familiarity",
-                 text="How familiar are you with videos generated by AI?",
-                 options=[Option(value="none", label="I have never knowingly seen one"),
-                          Option(value="some", label="I have seen a few"),
-                          Option(value="often", label="I see them often"),
-                          Option(value="maker", label="I have made some myself")],
-                 description="Prior exposure to AI-generated video."),
+                 description="Prior exposure to AI-generated video.", **_words("ai_video_familiarity")),
             Item(id="first_language", instrument="demographics", type="text", label="First language",
-                 text="What is your first language?", required=False,
-                 description="Self-reported first language (free text, optional)."),
+                 required=False,
+                 description="Self-reported first language (free text, optional).", **_words("first_language")),
         ],
     )
 
