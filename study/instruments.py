@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from study import item_types
 from study.errors import UserError
 from study.texts import keys as text_keys
 from study.texts import t
@@ -28,11 +29,6 @@ if TYPE_CHECKING:  # protocol imports this module; only type checkers need the r
 
     from study.protocol import Study
 
-ItemType = Literal["pictorial9", "slider", "likert", "intensity", "choice", "text", "number", "attention"]
-NUMERIC_TYPES = frozenset({"pictorial9", "slider", "likert", "intensity", "number"})
-SCALED_TYPES = frozenset({"pictorial9", "slider", "likert", "intensity"})  # may be reverse-keyed
-CHOICE_TYPES = frozenset({"choice", "attention"})
-FIXED_RANGES = {"pictorial9": (1, 9), "intensity": (0, 8)}
 PICTOGRAM_DIMENSIONS = ("valence", "arousal", "dominance")
 ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 ID_RULE = "must start with a lowercase letter and use only lowercase letters, digits and _ (at most 40 characters)"
@@ -66,11 +62,8 @@ class Item(BaseModel):
     instrument: str = Field(default="custom", description="Id of the instrument the item belongs to.")
     text: str = Field(min_length=1, description="The question or statement shown to the participant.")
     label: str | None = Field(default=None, description="Short name for tables and charts (default: the id).")
-    type: ItemType = Field(
-        description=(
-            "Response type: pictorial9 (1-9 with pictures), slider, likert, intensity (0-8), "
-            "choice, text, number or attention (a choice with a correct answer)."
-        )
+    type: str = Field(
+        description="Response type, one of: " + "; ".join(f"{k.name} ({k.description})" for k in item_types.TYPES.values()) + "."
     )
     min: float | None = Field(default=None, description="Lowest value (numeric types).")
     max: float | None = Field(default=None, description="Highest value (numeric types).")
@@ -96,30 +89,39 @@ class Item(BaseModel):
             raise ValueError(f"item id {v!r} {ID_RULE}")
         return v
 
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, v: str) -> str:
+        if v not in item_types.TYPES:
+            raise ValueError(f"unknown item type {v!r}; known types: {', '.join(item_types.names())}")
+        return v
+
     @model_validator(mode="before")
     @classmethod
     def _fill_fixed_ranges(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("type") in FIXED_RANGES:
-            lo, hi = FIXED_RANGES[data["type"]]
-            data = {"min": lo, "max": hi, "step": 1, **data}
-        elif isinstance(data, dict) and data.get("type") == "likert" and data.get("step") is None:
+        kind = item_types.TYPES.get(data.get("type")) if isinstance(data, dict) else None
+        if kind is not None and kind.fixed_range:
+            lo, hi = kind.fixed_range
+            data = {"min": lo, "max": hi, "step": kind.default_step, **data}
+        elif kind is not None and kind.default_step and data.get("step") is None:
             # A Likert scale has discrete points; without a step any decimal would be accepted.
-            data = {**data, "step": 1}
+            data = {**data, "step": kind.default_step}
         return data
 
     @model_validator(mode="after")
     def _consistent(self) -> Item:
+        kind = item_types.get(self.type)
         problems: list[str] = []
-        if self.type in FIXED_RANGES:
-            lo, hi = FIXED_RANGES[self.type]
+        if kind.fixed_range:
+            lo, hi = kind.fixed_range
             if (self.min, self.max) != (lo, hi):
                 problems.append(f"a {self.type} item always runs from {lo} to {hi}")
-        if self.type in SCALED_TYPES:
+        if kind.scaled:
             if self.min is None or self.max is None:
                 problems.append(f"a {self.type} item needs min and max")
         if self.min is not None and self.max is not None and self.min >= self.max:
             problems.append(f"min ({self.min:g}) must be smaller than max ({self.max:g})")
-        if self.type in NUMERIC_TYPES:
+        if kind.numeric:
             if self.options:
                 problems.append(f"a {self.type} item takes anchors, not options")
             for value in self.anchors:
@@ -130,7 +132,7 @@ class Item(BaseModel):
                 problems.append(f"a {self.type} item has no min or max")
             if self.anchors:
                 problems.append(f"a {self.type} item has no anchors")
-        if self.type in CHOICE_TYPES:
+        if kind.choice:
             values = [o.value for o in self.options]
             if len(values) < 2:
                 problems.append(f"a {self.type} item needs at least 2 options")
@@ -139,14 +141,14 @@ class Item(BaseModel):
                 problems.append(f"option values must be distinct (repeated: {', '.join(dupes)})")
         elif self.options:
             problems.append(f"a {self.type} item has no options")
-        if self.type == "attention":
+        if kind.needs_correct:
             if self.correct is None:
-                problems.append("an attention item needs `correct`, the value of the right option")
+                problems.append(f"an {self.type} item needs `correct`, the value of the right option")
             elif self.correct not in [o.value for o in self.options]:
                 problems.append(f"correct answer {self.correct!r} is not one of the option values")
         elif self.correct is not None:
             problems.append("only attention items have a correct answer")
-        if self.reverse and self.type not in SCALED_TYPES:
+        if self.reverse and not kind.scaled:
             problems.append(f"a {self.type} item cannot be reverse-keyed")
         if self.pictogram is not None and self.type != "pictorial9":
             problems.append("only pictorial9 items show a pictogram")
@@ -155,8 +157,13 @@ class Item(BaseModel):
         return self
 
     @property
+    def kind(self) -> item_types.ItemType:
+        """The declaration of this item's response type."""
+        return item_types.get(self.type)
+
+    @property
     def is_numeric(self) -> bool:
-        return self.type in NUMERIC_TYPES
+        return self.kind.numeric
 
     @property
     def display_label(self) -> str:
@@ -164,20 +171,7 @@ class Item(BaseModel):
 
     def allowed_values(self) -> str:
         """Plain description of the values this item can take, for the codebook."""
-        if self.type in CHOICE_TYPES:
-            return "; ".join(f"{o.value} = {o.label}" for o in self.options)
-        if self.type == "text":
-            return "free text"
-        if self.min is None and self.max is None:
-            return "any number"
-        span = f"{_fmt(self.min)} to {_fmt(self.max)}" if self.min is not None and self.max is not None else (
-            f"at least {_fmt(self.min)}" if self.min is not None else f"at most {_fmt(self.max)}"
-        )
-        if self.step and self.type != "number":
-            span += f" in steps of {_fmt(self.step)}"
-        if self.anchors:
-            span += " (" + "; ".join(f"{k} = {v}" for k, v in sorted(self.anchors.items())) + ")"
-        return span
+        return self.kind.allowed_values(self)
 
     def reverse_score(self, value: float) -> float:
         """Value after reverse keying (unchanged for items that are not reverse-keyed)."""
@@ -519,15 +513,8 @@ def _item_scopes(study: Study | None) -> dict[str, list[str]]:
     return scopes
 
 
-def _data_type(item: Item) -> str:
-    if not item.is_numeric:
-        return "string"
-    whole = item.step is not None and float(item.step).is_integer()
-    return "integer" if whole else "number"
-
-
 def _missing(item: Item) -> str:
-    if item.type == "slider":
+    if item.kind.may_be_untouched:
         return "empty = not answered (a slider left untouched is recorded as missing, never as its start value)"
     if item.required:
         return "empty = clip/session not reached or trial skipped after a playback error"
@@ -545,7 +532,7 @@ def codebook(study: Study | None = None) -> pd.DataFrame:
     scopes = _item_scopes(study)
     for it in all_items(study):
         rows.append({
-            "name": it.id, "label": it.display_label, "type": _data_type(it), "response_type": it.type,
+            "name": it.id, "label": it.display_label, "type": it.kind.data_type(it), "response_type": it.type,
             "unit": it.unit or "", "allowed_values": it.allowed_values(), "missing": _missing(it),
             "instrument": it.instrument, "scope": ", ".join(scopes.get(it.id, [])), "reverse": it.reverse,
             "subscale": it.subscale or "", "description": f"{it.description} Question: \u201c{it.text}\u201d",

@@ -77,10 +77,10 @@ def test_every_item_is_documented():
     for item in ins.all_items():
         assert item.text.strip() and item.description.strip(), item.id
         assert item.allowed_values().strip(), item.id
-        if item.type in ins.SCALED_TYPES:
+        if item.kind.scaled:
             # both ends of every rating scale carry a label
             assert item.min in item.anchors and item.max in item.anchors, item.id
-        if item.type in ins.CHOICE_TYPES:
+        if item.kind.choice:
             assert all(o.label.strip() for o in item.options), item.id
 
 
