@@ -913,6 +913,13 @@ def get_state(engine: Engine, token: str) -> ParticipantState | None:
         return _build_state(conn, *loaded)
 
 
+def stored_watched_share(engine: Engine, participant_id: int, position: int) -> float | None:
+    """The share of a clip already recorded for a participant (events sent before a reload count)."""
+    with _read(engine) as conn:
+        return conn.execute(sa.select(trials.c.watched_share).where(
+            trials.c.participant_id == participant_id, trials.c.position == position)).scalar()
+
+
 def _insert_ignore(conn: Connection, table: sa.Table, rows: list[dict], keys: list[str]) -> None:
     """INSERT ... ON CONFLICT (keys) DO NOTHING in the dialect's own syntax."""
     if not rows:

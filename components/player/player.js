@@ -227,6 +227,7 @@ function createPlayer(root, data) {
   if (!allowSeek) video.setAttribute("controlslist", "nodownload noplaybackrate");
 
   startBtn.textContent = data.start_label || "Start the clip";
+  retryBtn.textContent = data.retry_label || "Try again";
   hint.textContent = data.start_hint || "";
   startBtn.onclick = () => {
     record("start_click");
