@@ -24,10 +24,11 @@ from study.errors import UserError
 from study.texts import keys as text_keys
 from study.texts import t
 
-if TYPE_CHECKING:  # protocol imports this module; only type checkers need the reverse
+if TYPE_CHECKING:
     import pandas as pd
 
-    from study.protocol import Study
+# A study (protocol.Study) is passed in, never imported: protocol builds on this module.
+Study = Any
 
 PICTOGRAM_DIMENSIONS = ("valence", "arousal", "dominance")
 ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
@@ -150,7 +151,7 @@ class Item(BaseModel):
             problems.append("only attention items have a correct answer")
         if self.reverse and not kind.scaled:
             problems.append(f"a {self.type} item cannot be reverse-keyed")
-        if self.pictogram is not None and self.type != "pictorial9":
+        if self.pictogram is not None and not kind.pictogram:
             problems.append("only pictorial9 items show a pictogram")
         if problems:
             raise ValueError("; ".join(problems))
@@ -553,15 +554,9 @@ def codebook(study: Study | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=CODEBOOK_COLUMNS)
 
 
-def cli_codebook(args: Any) -> int:
-    """`kuleshov codebook [STUDY] [--out FILE]`: the codebook as CSV."""
-    study = None
-    if getattr(args, "study_file", None):
-        from study.protocol import load_study
-
-        study = load_study(args.study_file)
+def write_codebook(study: Any, out: str | None) -> int:
+    """The codebook as CSV, to `out` or to stdout (`kuleshov codebook`, see protocol.cli_codebook)."""
     table = codebook(study)
-    out = getattr(args, "out", None)
     if out:
         from study.config import check_writable
 

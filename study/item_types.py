@@ -133,6 +133,7 @@ class ItemType:
     free_text: bool = False  # an optional item may be left blank (stored as given)
     may_be_untouched: bool = False  # a widget that shows a value before it is answered (slider)
     needs_correct: bool = False  # has a correct option (attention checks)
+    pictogram: bool = False  # may show a row of drawn pictograms (`Item.pictogram`)
     fixed_range: tuple[float, float] | None = None
     default_step: float | None = None
     check: Callable[[Any, Any], str | None] = check_text
@@ -172,7 +173,7 @@ def _scale(name: str, description: str, **kw) -> ItemType:
                     allowed_values=_span, **kw)
 
 
-register(_scale("pictorial9", "1-9 with pictures", fixed_range=(1, 9), default_step=1))
+register(_scale("pictorial9", "1-9 with pictures", fixed_range=(1, 9), default_step=1, pictogram=True))
 register(_scale("slider", "a slider between min and max (unanswered until moved)", may_be_untouched=True))
 register(_scale("likert", "points from min to max (step 1 unless given)", default_step=1))
 register(_scale("intensity", "0-8", fixed_range=(0, 8), default_step=1))
