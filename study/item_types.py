@@ -186,3 +186,8 @@ register(ItemType("number", "a number typed in", numeric=True, check=check_numbe
 register(ItemType("attention", "a choice with a correct answer", choice=True, needs_correct=True,
                   check=check_option, simulate=lambda bot, item, step: bot.attend(item),
                   allowed_values=_options))
+
+
+def unregister(name: str) -> None:
+    """Forget a response type (tests that declare their own types clean up with it)."""
+    del TYPES[name]
