@@ -15,7 +15,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "validate": ("study.protocol", "cli_validate", "check a study file (and its manifest); list every problem"),
     "stimuli": ("study.stimuli", "cli_stimuli", "probe and check the clips of a manifest"),
-    "codebook": ("study.instruments", "cli_codebook", "print the codebook generated from the instruments"),
+    "codebook": ("study.protocol", "cli_codebook", "print the codebook generated from the instruments"),
     "db": ("study.store", "cli_db", "database administration (upgrade)"),
     "study": ("study.store", "cli_study", "register a study file in the database; list, open, pause or close studies"),
     "simulate": ("study.simulate", "cli_simulate", "run simulated participants through the real flow"),

@@ -25,6 +25,7 @@ import pandas as pd
 from scipy import stats
 
 from analysis.tables import require_columns
+from study import item_types
 from study.errors import Problem, UserError
 
 __all__ = ["score_items", "add_scale_scores", "default_scales", "reliability", "cronbach_alpha", "apply_exclusions",
@@ -35,7 +36,6 @@ TRIAL_ATTRIBUTES = ["source", "pair_id", "label_condition", "position", "watched
 LONG_COLUMNS = [*TRIAL_KEYS, *TRIAL_ATTRIBUTES, "item_id", "value", "value_text"]
 EXCLUDED_COLUMNS = ["level", "participant_id", "stimulus_id", "reason"]
 RELIABILITY_COLUMNS = ["scale", "n_items", "n", "alpha", "ci_low", "ci_high"]
-NUMERIC_RESPONSE_TYPES = {"pictorial9", "slider", "likert", "intensity", "number"}
 
 
 def _missing_columns(df, columns, what):
@@ -139,8 +139,9 @@ def score_items(long: pd.DataFrame, items_meta: pd.DataFrame,
     keys = d[TRIAL_KEYS].drop_duplicates()
     attrs = d.groupby(TRIAL_KEYS, sort=False)[TRIAL_ATTRIBUTES].first().reset_index()
     trials = keys.merge(attrs, on=TRIAL_KEYS, how="left")
+    numeric_types = item_types.numeric_type_names()  # declared once, in study/item_types.py
     numeric_items = [i for i in d["item_id"].dropna().unique()
-                     if (i in meta.index and meta.at[i, "response_type"] in NUMERIC_RESPONSE_TYPES)
+                     if (i in meta.index and meta.at[i, "response_type"] in numeric_types)
                      or (i not in meta.index and d.loc[d["item_id"] == i, "value"].notna().any())]
     is_num = d["item_id"].isin(numeric_items)
     value = pd.to_numeric(d["value"], errors="coerce")

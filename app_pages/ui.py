@@ -1,4 +1,4 @@
-"""Rendering of items (questions) for the participant page: one function per item type.
+"""Rendering of items (questions) for the participant page: `RENDERERS` maps each response type to its widget.
 
 Each widget keeps its value in st.session_state under a key made of the step and item id, so a
 rerun keeps what was entered; `collect()` turns those values into flow.Answer objects. Sliders
@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import html
 import time
-from typing import Any
 
 import streamlit as st
 
+from study import item_types
 from study.flow import Answer
+from study.item_types import TEXT_MAX_CHARS, fmt_number
+from study.texts import t
 
 
 def _key(prefix: str, item_id: str) -> str:
@@ -40,12 +42,7 @@ def _mark(prefix: str, item_id: str) -> None:
 def _anchor_text(item) -> str:
     if not item.anchors:
         return ""
-    return " · ".join(f"{_num(k)} = {v}" for k, v in sorted(item.anchors.items()))
-
-
-def _num(x: Any) -> str:
-    x = float(x)
-    return str(int(x)) if x.is_integer() else f"{x:g}"
+    return " · ".join(f"{fmt_number(k)} = {v}" for k, v in sorted(item.anchors.items()))
 
 
 def _scale_values(item) -> list[int | float]:
@@ -63,7 +60,7 @@ def pictogram_row(item) -> str:
     # As <img> data URIs: st.html's sanitiser drops inline <svg> elements.
     cells = "".join(
         f'<div class="kq-pic" title="{i}"><img src="{pictogram_data_uri(item.pictogram, i)}" '
-        f'alt="{html.escape(item.pictogram)} {i} of 9" style="width:100%;max-width:64px;height:auto">'
+        f'alt="{html.escape(t("item.pictogram.alt", dimension=item.pictogram, level=i))}" style="width:100%;max-width:64px;height:auto">'
         f"<div>{i}</div></div>"
         for i in range(1, 10)
     )
@@ -80,7 +77,7 @@ def pictogram_row(item) -> str:
 
 def slider_caption(unit: str | None, anchors: str, touched: bool) -> str:
     """The line under a slider: unit, anchors, and whether it still counts as unanswered."""
-    parts = [f"in {unit}" if unit else "", anchors, "" if touched else "not answered yet: move the slider"]
+    parts = [t("item.slider.unit", unit=unit) if unit else "", anchors, "" if touched else t("item.slider.untouched")]
     return " · ".join(p for p in parts if p)
 
 
@@ -110,59 +107,79 @@ def _label(item, number: int | None) -> str:
     return prefix + item.text
 
 
+def _pictorial(item, label: str, key: str, box: str, args: tuple) -> None:
+    st.markdown(label)
+    if item.pictogram:
+        # Each radio button sits centred under its picture: same row width, same cell width.
+        k = f".st-key-{box}"
+        st.html(pictogram_row(item))
+        st.markdown((  # st.html's sanitiser drops <style>; markdown with HTML keeps it
+            f'<style>{k} .stElementContainer:has([role="radiogroup"]), {k} .stRadio, '
+            f'{k} [role="radiogroup"] {{width:100%}}'
+            f'{k} [role="radiogroup"] {{display:flex;flex-wrap:nowrap;'
+            'justify-content:space-between;gap:2px;max-width:640px}'
+            f'{k} [role="radiogroup"] > div {{flex:1 1 0;max-width:64px;display:flex;'
+            'justify-content:center}'
+            f'{k} [role="radiogroup"] label {{margin:0}}</style>'), unsafe_allow_html=True)
+    st.radio(label, _scale_values(item), index=None, horizontal=True, key=key,
+             label_visibility="collapsed", on_change=_mark, args=args)
+
+
+def _points(item, label: str, key: str, box: str, args: tuple) -> None:
+    st.markdown(label)
+    anchors = _anchor_text(item)
+    st.radio(label, _scale_values(item), index=None, horizontal=True, key=key,
+             label_visibility="collapsed", on_change=_mark, args=args, captions=None)
+    if anchors:
+        st.caption(anchors)
+
+
+def _slider(item, label: str, key: str, box: str, args: tuple) -> None:
+    prefix, item_id = args
+    values = _scale_values(item)
+    start = values[len(values) // 2]
+    touched = _touch_key(prefix, item_id) in st.session_state
+    integral = all(float(x).is_integer() for x in (item.min, item.max, item.step or 1))
+    cast = int if integral else float  # st.slider wants every number of one type
+    st.slider(label, min_value=cast(values[0]), max_value=cast(values[-1]), value=cast(start),
+              step=cast(item.step or 1), key=key, on_change=_mark, args=args)
+    st.caption(slider_caption(item.unit, _anchor_text(item), touched))
+
+
+def _choice(item, label: str, key: str, box: str, args: tuple) -> None:
+    labels = {o.value: o.label for o in item.options}
+    st.radio(label, list(labels), index=None, key=key, format_func=labels.get, on_change=_mark, args=args)
+
+
+def _number(item, label: str, key: str, box: str, args: tuple) -> None:
+    integral = all(x is None or float(x).is_integer() for x in (item.min, item.max, item.step or 1))
+    cast = (lambda x: None if x is None else int(x)) if integral else (lambda x: None if x is None else float(x))
+    st.number_input(label, min_value=cast(item.min), max_value=cast(item.max), value=None,
+                    step=cast(item.step or 1), key=key, on_change=_mark, args=args)
+
+
+def _text(item, label: str, key: str, box: str, args: tuple) -> None:
+    st.text_area(label, key=key, max_chars=TEXT_MAX_CHARS, on_change=_mark, args=args, height=80)
+
+
+# The widget of each response type (study/item_types.py); a new type adds its renderer here.
+RENDERERS = {
+    "pictorial9": _pictorial,
+    "likert": _points,
+    "intensity": _points,
+    "slider": _slider,
+    "choice": _choice,
+    "attention": _choice,
+    "number": _number,
+    "text": _text,
+}
+
+
 def render_item(item, prefix: str, number: int | None = None, errors: dict[str, str] | None = None) -> None:
-    """Show one item with its widget; the value stays in session_state."""
-    key = _key(prefix, item.id)
-    on_change = _mark
-    args = (prefix, item.id)
-    kind = item.type
-    label = _label(item, number)
+    """Show one item with the widget of its response type; the value stays in session_state."""
     box = f"item-{prefix.replace('|', '-').replace(':', '-')}-{item.id}"
     with st.container(key=box):
-        if kind == "pictorial9":
-            st.markdown(label)
-            if item.pictogram:
-                # Each radio button sits centred under its picture: same row width, same cell width.
-                k = f".st-key-{box}"
-                st.html(pictogram_row(item))
-                st.markdown((  # st.html's sanitiser drops <style>; markdown with HTML keeps it
-                    f'<style>{k} .stElementContainer:has([role="radiogroup"]), {k} .stRadio, '
-                    f'{k} [role="radiogroup"] {{width:100%}}'
-                    f'{k} [role="radiogroup"] {{display:flex;flex-wrap:nowrap;'
-                    'justify-content:space-between;gap:2px;max-width:640px}'
-                    f'{k} [role="radiogroup"] > div {{flex:1 1 0;max-width:64px;display:flex;'
-                    'justify-content:center}'
-                    f'{k} [role="radiogroup"] label {{margin:0}}</style>'), unsafe_allow_html=True)
-            st.radio(label, _scale_values(item), index=None, horizontal=True, key=key,
-                     label_visibility="collapsed", on_change=on_change, args=args)
-        elif kind in ("likert", "intensity"):
-            st.markdown(label)
-            anchors = _anchor_text(item)
-            st.radio(label, _scale_values(item), index=None, horizontal=True, key=key,
-                     label_visibility="collapsed", on_change=on_change, args=args, captions=None)
-            if anchors:
-                st.caption(anchors)
-        elif kind == "slider":
-            values = _scale_values(item)
-            start = values[len(values) // 2]
-            touched = _touch_key(prefix, item.id) in st.session_state
-            integral = all(float(x).is_integer() for x in (item.min, item.max, item.step or 1))
-            cast = int if integral else float  # st.slider wants every number of one type
-            st.slider(label, min_value=cast(values[0]), max_value=cast(values[-1]), value=cast(start),
-                      step=cast(item.step or 1), key=key, on_change=on_change, args=args)
-            anchors = _anchor_text(item)
-            st.caption(slider_caption(item.unit, anchors, touched))
-        elif kind in ("choice", "attention"):
-            labels = {o.value: o.label for o in item.options}
-            st.radio(label, list(labels), index=None, key=key, format_func=labels.get,
-                     on_change=on_change, args=args)
-        elif kind == "number":
-            integral = all(x is None or float(x).is_integer() for x in (item.min, item.max, item.step or 1))
-            cast = (lambda x: None if x is None else int(x)) if integral else (lambda x: None if x is None else float(x))
-            st.number_input(label, min_value=cast(item.min), max_value=cast(item.max), value=None,
-                            step=cast(item.step or 1), key=key, on_change=on_change, args=args)
-        else:  # text
-            st.text_area(label, key=key, max_chars=2000, on_change=on_change, args=args, height=80)
+        RENDERERS[item.type](item, _label(item, number), _key(prefix, item.id), box, (prefix, item.id))
         if errors and item.id in errors:
             st.error(errors[item.id])
 
@@ -183,11 +200,12 @@ def collect(items: list, order: list[str], prefix: str) -> dict[str, Answer]:
         touched_at = st.session_state.get(_touch_key(prefix, item.id))
         rt = int((touched_at - start) * 1000) if touched_at is not None else None
         value = st.session_state.get(_key(prefix, item.id))
-        if item.type == "slider" and touched_at is None:
+        kind = item_types.get(item.type)
+        if kind.may_be_untouched and touched_at is None:
             answers[item.id] = Answer(None, untouched=True, response_time_ms=None,
                                       shown_position=position.get(item.id))
             continue
-        if isinstance(value, str) and item.type not in ("choice", "attention"):
+        if isinstance(value, str) and not kind.choice:
             value = value.strip() or None
         if isinstance(value, float) and value.is_integer():
             value = int(value)

@@ -1,8 +1,12 @@
-"""A participant's session as declared data: the ordered steps, and what counts as a valid answer.
+"""A participant's session as declared data: the kinds of step, the ordered steps, the rules.
 
-Pure: no Streamlit, no database. study.store walks a participant through `build_steps(...)`
-one step per transaction; the participant page renders `Step`s; simulate.py's bots answer
-them. Step keys are stable and stored with every response:
+Pure: no Streamlit, no database. Each kind of step (consent, items pages, clips, attention
+checks, debrief ...) is one `StepKind` in `KINDS`: where its steps come from in the study file
+(its `slots` in the session order `SESSION`), whether it collects answers or shows a clip, how
+its answers are checked, how a bot answers it and what submitting it does to the session
+(`on_submit`). `advance` applies those rules and returns an `Outcome` that study.store only
+persists; the participant page keeps its own table kind -> renderer (app_pages/participant.py).
+Step keys are stable and stored with every response:
 
     consent, demographics, mood_pre, instructions, practice, trial:<pos>, attention:<id>,
     mood_post, debrief, complete
@@ -10,24 +14,24 @@ them. Step keys are stable and stored with every response:
 
 from __future__ import annotations
 
-import math
 import random
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-TEXT_TYPES = ("text", "free_text", "textarea")
-TEXT_MAX_CHARS = 2000
+from study import item_types
+from study.item_types import TEXT_MAX_CHARS, as_number, option_values  # noqa: F401  (part of this API)
+from study.texts import t
+
 CONSENT_AGREE = "agree"
 CONSENT_DECLINE = "decline"
-
-# Step kinds that collect nothing: submitting them only moves the participant on.
-NO_DATA_KINDS = ("instructions", "debrief", "complete")
+ACTIVE_STATUSES = ("started", "in_progress")
 
 
 @dataclass(frozen=True)
 class Step:
     key: str
-    kind: str  # consent | demographics | questions | instructions | practice | trial | attention | debrief | complete
+    kind: str  # a name in KINDS
     position: int | None = None  # clip position (0 = practice, 1.. main clips)
     stimulus_id: str | None = None
     items: tuple[Any, ...] = ()
@@ -35,12 +39,16 @@ class Step:
     randomize_items: bool = False
 
     @property
+    def declared(self) -> StepKind:
+        return kind_of(self)
+
+    @property
     def has_clip(self) -> bool:
-        return self.kind in ("practice", "trial")
+        return self.declared.has_clip
 
     @property
     def collects_data(self) -> bool:
-        return self.kind not in NO_DATA_KINDS
+        return self.declared.collects_data
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,119 @@ class Answer:
     shown_position: int | None = None
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What the steps of one participant are built from."""
+
+    study: Any
+    sequence: list[str]  # main clip ids, position 1..n
+    practice_id: str | None
+
+
+@dataclass(frozen=True)
+class Session:
+    """The part of a participant's state the session rules read."""
+
+    status: str
+    step_index: int
+    attention_failed: int = 0
+    excluded_reason: str | None = None
+    max_failed_attention: int | None = None  # study.exclusions.max_failed_attention_checks
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What submitting a step does to the session; study.store writes exactly this.
+
+    stamps: timestamp columns to set to now (withdrawn_at, completed_at).
+    """
+
+    new_index: int
+    status: str
+    attention_failed: int
+    excluded_reason: str | None
+    stamps: tuple[str, ...] = ()
+
+
+def _no_change(session: Session, step: Step, answers: dict, outcome: Outcome) -> Outcome:
+    return outcome
+
+
+def _bot_answers_items(bot, step: Step) -> dict[str, Answer]:
+    """A bot's answers to a page: each item answered as its response type says."""
+    out: dict[str, Answer] = {}
+    for item in step.items:
+        answer = item_types.get(item.type).simulate(bot, item, step)
+        if answer is not None:
+            out[item.id] = answer
+    return out
+
+
+@dataclass(frozen=True)
+class StepKind:
+    """Everything that varies by kind of step.
+
+    slots: name -> builder(plan) -> list of Steps; SESSION orders the slots. validate(step,
+    answers) -> {item_id: problem}. bot_answers(bot, step) -> {item_id: Answer}: how
+    study/simulate.py answers. on_submit(session, step, answers, outcome) -> Outcome: the
+    session rule of this kind, given the default outcome (move on one step, nothing else).
+    """
+
+    name: str
+    collects_data: bool = True
+    has_clip: bool = False
+    shows_progress: bool = True
+    withdrawable: bool = True  # the page offers "Withdraw from the study"
+    marks_completion: bool = False  # reaching this step completes the session
+    final: bool = False  # the last step: submitting it changes nothing
+    slots: dict[str, Callable[[Plan], list[Step]]] = field(default_factory=dict)
+    validate: Callable[[Step, dict], dict[str, str]] = None  # type: ignore[assignment]  # set below
+    bot_answers: Callable[[Any, Step], dict[str, Answer]] = _bot_answers_items
+    on_submit: Callable[[Session, Step, dict, Outcome], Outcome] = _no_change
+
+    def __post_init__(self):
+        if self.validate is None:
+            object.__setattr__(self, "validate", validate_items if self.collects_data else _nothing_to_check)
+
+
+KINDS: dict[str, StepKind] = {}
+SESSION: list[str] = []  # slot names in session order
+
+
+def register(kind: StepKind, after: str | None = None) -> StepKind:
+    """Declare a kind of step; its slots go after the slot `after` (default: at the end)."""
+    KINDS[kind.name] = kind
+    new = [s for s in kind.slots if s not in SESSION]
+    at = SESSION.index(after) + 1 if after is not None else len(SESSION)
+    SESSION[at:at] = new
+    return kind
+
+
+def unregister(name: str) -> None:
+    """Forget a kind of step and its slots (tests that declare their own kinds clean up with it)."""
+    kind = KINDS.pop(name)
+    SESSION[:] = [s for s in SESSION if s not in kind.slots]
+
+
+def kind_of(step: Step) -> StepKind:
+    try:
+        return KINDS[step.kind]
+    except KeyError:
+        raise KeyError(f"unknown step kind {step.kind!r}; known kinds: {', '.join(KINDS)}") from None
+
+
+def is_final(step: Step) -> bool:
+    return kind_of(step).final
+
+
+def shows_progress(step: Step) -> bool:
+    return kind_of(step).shows_progress
+
+
+def withdrawable(step: Step) -> bool:
+    return kind_of(step).withdrawable
+
+
 # --------------------------------------------------------------------------- steps
 
 
@@ -63,13 +184,14 @@ def _items(study, scope: str) -> tuple:
 
 
 def consent_item(study) -> Any:
+    """The consent answer as an item (for the codebook): the labels are the buttons' labels."""
     from study.instruments import Item, Option
 
-    agree = getattr(study.consent, "agree_label", None) or "I agree to take part"
+    agree = getattr(study.consent, "agree_label", None) or t("consent.agree")
     return Item(
-        id="consent", instrument="consent", type="choice", text="Do you agree to take part in this study?",
+        id="consent", instrument="consent", type="choice", text=t("consent.question"),
         label="Consent",
-        options=[Option(value=CONSENT_AGREE, label=agree), Option(value=CONSENT_DECLINE, label="I do not agree")],
+        options=[Option(value=CONSENT_AGREE, label=agree), Option(value=CONSENT_DECLINE, label=t("consent.decline"))],
         description="Consent given (agree) or refused (decline) on the first page.",
     )
 
@@ -77,46 +199,14 @@ def consent_item(study) -> Any:
 def build_steps(study, sequence: list[str], practice_id: str | None) -> list[Step]:
     """Every step of one participant's session, in order, for their planned clip sequence.
 
-    Attention checks come right after the clip whose position is their `after_clip`
-    (1-based); a check placed after the last clip, or beyond it, comes after the last clip.
-    Steps with no items (e.g. no demographics asked) are left out.
+    Each slot of SESSION adds its steps (a slot with nothing to ask, e.g. no demographics,
+    adds none). Attention checks come right after the clip whose position is their
+    `after_clip` (1-based); a check placed after the last clip, or beyond it, comes after the
+    last clip.
     """
-    from study.instruments import attention_item
-
-    randomize = bool(study.measures.randomize_item_order)
-    steps: list[Step] = [Step("consent", "consent", items=(consent_item(study),), title="Consent")]
-    demo = _items(study, "demographics")
-    if demo:
-        steps.append(Step("demographics", "demographics", items=demo, title="About you"))
-    mood_pre = _items(study, "session_start")
-    if mood_pre:
-        steps.append(Step("mood_pre", "questions", items=mood_pre, title="How do you feel right now?",
-                          randomize_items=randomize))
-    steps.append(Step("instructions", "instructions", title="Instructions"))
-    per_clip = _items(study, "per_clip")
-    if practice_id:
-        steps.append(Step("practice", "practice", position=0, stimulus_id=practice_id, items=per_clip,
-                          title="Practice clip", randomize_items=randomize))
-    n = len(sequence)
-    checks_after: dict[int, list] = {}
-    for check in study.attention_checks:
-        checks_after.setdefault(min(max(int(check.after_clip), 1), n) if n else 0, []).append(check)
-    for check in checks_after.pop(0, []):
-        steps.append(Step(f"attention:{check.id}", "attention", items=(attention_item(check),),
-                          title="A quick check"))
-    for pos, stimulus_id in enumerate(sequence, start=1):
-        steps.append(Step(f"trial:{pos}", "trial", position=pos, stimulus_id=stimulus_id, items=per_clip,
-                          title=f"Clip {pos} of {n}", randomize_items=randomize))
-        for check in checks_after.get(pos, []):
-            steps.append(Step(f"attention:{check.id}", "attention", items=(attention_item(check),),
-                              title="A quick check"))
-    mood_post = _items(study, "session_end")
-    if mood_post:
-        steps.append(Step("mood_post", "questions", items=mood_post, title="How do you feel now?",
-                          randomize_items=randomize))
-    steps.append(Step("debrief", "debrief", title="About the clips you saw"))
-    steps.append(Step("complete", "complete", title="Thank you"))
-    return steps
+    plan = Plan(study, list(sequence), practice_id)
+    builders = {slot: build for kind in KINDS.values() for slot, build in kind.slots.items()}
+    return [step for slot in SESSION for step in builders[slot](plan)]
 
 
 def participant_seed(study_seed: int, participant_number: int) -> int:
@@ -150,96 +240,54 @@ def item_order(step: Step, participant_seed: int) -> list[str]:
 # --------------------------------------------------------------------------- answers
 
 
-def option_values(item) -> list[str]:
-    """Allowed values of a choice item, as strings (options may be strings, (value, label) pairs or dicts)."""
-    values = []
-    for opt in getattr(item, "options", None) or ():
-        if isinstance(opt, dict):
-            opt = opt.get("value", opt.get("id"))
-        elif isinstance(opt, (tuple, list)):
-            opt = opt[0]
-        elif hasattr(opt, "value"):
-            opt = opt.value
-        values.append(str(opt))
-    return values
-
-
-def is_numeric(item) -> bool:
-    from study.instruments import NUMERIC_TYPES
-
-    return item.type in NUMERIC_TYPES
-
-
-def as_number(value) -> float | None:
-    """A finite float from a submitted value, or None (booleans, text, NaN and inf are not numbers)."""
-    if isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def validate_answers(step: Step, answers: dict[str, Answer]) -> dict[str, str]:
     """Problems with a page's answers, keyed by item id, each a sentence for the participant.
 
-    Empty dict: the answers may be stored. An unmoved slider is accepted (stored as untouched,
-    no value) only where the item is optional.
+    Empty dict: the answers may be stored. Checked as the step's kind says (items pages:
+    `validate_items`; steps that collect nothing accept nothing to check).
+    """
+    return kind_of(step).validate(step, answers)
+
+
+def _nothing_to_check(step: Step, answers: dict[str, Answer]) -> dict[str, str]:
+    return {}
+
+
+def validate_items(step: Step, answers: dict[str, Answer]) -> dict[str, str]:
+    """Each item's answer checked as its response type says (item_types).
+
+    An unmoved slider is accepted (stored as untouched, no value) only where the item is optional.
     """
     errors: dict[str, str] = {}
     by_id = {item.id: item for item in step.items}
     for item_id in answers:
         if item_id not in by_id:
-            errors[item_id] = "This question is not part of this page."
+            errors[item_id] = t("error.not_on_page")
     for item in step.items:
+        kind = item_types.get(item.type)
         answer = answers.get(item.id)
         required = bool(getattr(item, "required", True))
         value = None if answer is None else answer.value
-        if isinstance(value, str) and not value.strip() and not (item.type in TEXT_TYPES and not required):
+        if isinstance(value, str) and not value.strip() and not (kind.free_text and not required):
             value = None
         if answer is not None and answer.untouched:
             if required:
-                errors[item.id] = "Please move the slider to give your answer (or click on it to choose)."
+                errors[item.id] = t("error.slider_untouched")
             elif value is not None:
-                errors[item.id] = "An untouched slider cannot have a value."
+                errors[item.id] = t("error.untouched_value")
             continue
         if value is None:
             if required:
-                errors[item.id] = "Please answer this question."
+                errors[item.id] = t("error.required")
             continue
-        if is_numeric(item):
-            number = as_number(value)
-            low, high, step_size = item.min, item.max, getattr(item, "step", None)
-            if number is None:
-                errors[item.id] = "Please give a number."
-            elif (low is not None and number < low) or (high is not None and number > high):
-                if low is not None and high is not None:
-                    errors[item.id] = f"Please give a value from {_fmt(low)} to {_fmt(high)}."
-                elif low is not None:
-                    errors[item.id] = f"Please give a value of at least {_fmt(low)}."
-                else:
-                    errors[item.id] = f"Please give a value of at most {_fmt(high)}."
-            elif step_size and abs((number - (low or 0)) / step_size - round((number - (low or 0)) / step_size)) > 1e-6:
-                errors[item.id] = f"Please choose one of the points on the scale (steps of {_fmt(step_size)})."
-            continue
-        allowed = option_values(item)
-        if allowed:
-            if str(value) not in allowed:
-                errors[item.id] = "Please choose one of the options shown."
-            continue
-        if not isinstance(value, str):
-            errors[item.id] = "Please answer in words."
-            continue
-        limit = getattr(item, "max_length", None) or TEXT_MAX_CHARS
-        if len(value) > limit:
-            errors[item.id] = f"Please keep your answer under {limit} characters (it has {len(value)})."
+        problem = kind.check(item, value)
+        if problem:
+            errors[item.id] = problem
     return errors
 
 
-def _fmt(x) -> str:
-    x = float(x)
-    return str(int(x)) if x.is_integer() else f"{x:g}"
+def is_numeric(item) -> bool:
+    return item_types.get(item.type).numeric
 
 
 def stored_value(item, answer: Answer) -> tuple[float | None, str | None]:
@@ -268,6 +316,26 @@ def attention_passed(step: Step, answers: dict[str, Answer]) -> bool:
 def consent_given(answers: dict[str, Answer]) -> bool:
     answer = answers.get("consent")
     return answer is not None and str(answer.value) == CONSENT_AGREE
+
+
+# --------------------------------------------------------------------------- session rules
+
+
+def advance(session: Session, steps, answers: dict[str, Answer]) -> Outcome:
+    """What submitting the current step with these (valid) answers does to the session.
+
+    The step's kind decides its own effect (consent declined ends the session, a failed
+    attention check counts and may exclude); then reaching a step that marks completion
+    (debrief, complete) while still active completes the session, so a tab closed on the
+    debrief still counts as complete.
+    """
+    index = session.step_index
+    step = steps[index]
+    outcome = Outcome(index + 1, session.status, session.attention_failed, session.excluded_reason)
+    outcome = kind_of(step).on_submit(session, step, answers, outcome)
+    if kind_of(steps[outcome.new_index]).marks_completion and outcome.status in ACTIVE_STATUSES:
+        outcome = replace(outcome, status="completed", stamps=(*outcome.stamps, "completed_at"))
+    return outcome
 
 
 def watched_enough(watched_share: float | None, study) -> bool:
@@ -309,3 +377,95 @@ def debrief_info(study, stimuli_rows, sequence: list[str]) -> list[dict]:
 
 def _get(row, name):
     return row.get(name) if isinstance(row, dict) else getattr(row, name, None)
+
+
+# --------------------------------------------------------------------------- the kinds of step
+
+
+def _consent_steps(plan: Plan) -> list[Step]:
+    return [Step("consent", "consent", items=(consent_item(plan.study),), title=t("step.consent.title"))]
+
+
+def _consent_rule(session: Session, step: Step, answers: dict, outcome: Outcome) -> Outcome:
+    if consent_given(answers):
+        return replace(outcome, status="in_progress")
+    # Declining ends the session where it is: the page stays, status declined.
+    return replace(outcome, status="declined", new_index=session.step_index, stamps=("withdrawn_at",))
+
+
+def _items_steps(key: str, scope: str, kind: str, randomized: bool = True) -> Callable[[Plan], list[Step]]:
+    def build(plan: Plan) -> list[Step]:
+        items = _items(plan.study, scope)
+        if not items:
+            return []
+        randomize = randomized and bool(plan.study.measures.randomize_item_order)
+        return [Step(key, kind, items=items, title=t(f"step.{key}.title"), randomize_items=randomize)]
+    return build
+
+
+def _plain_step(key: str) -> Callable[[Plan], list[Step]]:
+    return lambda plan: [Step(key, key, title=t(f"step.{key}.title"))]
+
+
+def _practice_steps(plan: Plan) -> list[Step]:
+    if not plan.practice_id:
+        return []
+    return [Step("practice", "practice", position=0, stimulus_id=plan.practice_id, items=_items(plan.study, "per_clip"),
+                 title=t("step.practice.title"), randomize_items=bool(plan.study.measures.randomize_item_order))]
+
+
+def attention_step(check) -> Step:
+    from study.instruments import attention_item
+
+    return Step(f"attention:{check.id}", "attention", items=(attention_item(check),), title=t("step.attention.title"))
+
+
+def _clip_steps(plan: Plan) -> list[Step]:
+    """The main clips in their planned order, each attention check after its clip."""
+    n = len(plan.sequence)
+    per_clip = _items(plan.study, "per_clip")
+    randomize = bool(plan.study.measures.randomize_item_order)
+    checks_after: dict[int, list] = {}
+    for check in plan.study.attention_checks:
+        checks_after.setdefault(min(max(int(check.after_clip), 1), n) if n else 0, []).append(check)
+    steps = [attention_step(check) for check in checks_after.pop(0, [])]
+    for pos, stimulus_id in enumerate(plan.sequence, start=1):
+        steps.append(Step(f"trial:{pos}", "trial", position=pos, stimulus_id=stimulus_id, items=per_clip,
+                          title=t("step.trial.title", position=pos, total=n), randomize_items=randomize))
+        steps.extend(attention_step(check) for check in checks_after.get(pos, []))
+    return steps
+
+
+def _attention_rule(session: Session, step: Step, answers: dict, outcome: Outcome) -> Outcome:
+    if attention_passed(step, answers):
+        return outcome
+    failed = session.attention_failed + 1
+    limit = session.max_failed_attention
+    reason = outcome.excluded_reason
+    if limit is not None and failed > limit:
+        reason = f"failed {failed} attention check(s) (at most {limit} allowed)"
+    return replace(outcome, attention_failed=failed, excluded_reason=reason)
+
+
+def _bot_consents(bot, step: Step) -> dict[str, Answer]:
+    return {item.id: bot.consent() for item in step.items}
+
+
+register(StepKind("consent", withdrawable=False, slots={"consent": _consent_steps}, bot_answers=_bot_consents,
+                  on_submit=_consent_rule))
+register(StepKind("demographics", slots={"demographics": _items_steps("demographics", "demographics", "demographics",
+                                                                      randomized=False)}))
+register(StepKind("questions", slots={"mood_pre": _items_steps("mood_pre", "session_start", "questions"),
+                                      "mood_post": _items_steps("mood_post", "session_end", "questions")}))
+register(StepKind("instructions", collects_data=False, slots={"instructions": _plain_step("instructions")}))
+register(StepKind("practice", has_clip=True, slots={"practice": _practice_steps}))
+# Attention checks have no slot of their own: the clips slot places them between the clips.
+register(StepKind("trial", has_clip=True, slots={"clips": _clip_steps}))
+register(StepKind("attention", on_submit=_attention_rule))
+register(StepKind("debrief", collects_data=False, shows_progress=False, marks_completion=True,
+                  slots={"debrief": _plain_step("debrief")}))
+register(StepKind("complete", collects_data=False, shows_progress=False, marks_completion=True, final=True,
+                  slots={"complete": _plain_step("complete")}))
+# The session order of the slots above (a kind registered later names the slot it follows).
+SESSION[:] = ["consent", "demographics", "mood_pre", "instructions", "practice", "clips", "mood_post", "debrief",
+              "complete"]

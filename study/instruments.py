@@ -19,18 +19,17 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from study import item_types
 from study.errors import UserError
+from study.texts import keys as text_keys
+from study.texts import t
 
-if TYPE_CHECKING:  # protocol imports this module; only type checkers need the reverse
+if TYPE_CHECKING:
     import pandas as pd
 
-    from study.protocol import Study
+# A study (protocol.Study) is passed in, never imported: protocol builds on this module.
+Study = Any
 
-ItemType = Literal["pictorial9", "slider", "likert", "intensity", "choice", "text", "number", "attention"]
-NUMERIC_TYPES = frozenset({"pictorial9", "slider", "likert", "intensity", "number"})
-SCALED_TYPES = frozenset({"pictorial9", "slider", "likert", "intensity"})  # may be reverse-keyed
-CHOICE_TYPES = frozenset({"choice", "attention"})
-FIXED_RANGES = {"pictorial9": (1, 9), "intensity": (0, 8)}
 PICTOGRAM_DIMENSIONS = ("valence", "arousal", "dominance")
 ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 ID_RULE = "must start with a lowercase letter and use only lowercase letters, digits and _ (at most 40 characters)"
@@ -64,11 +63,8 @@ class Item(BaseModel):
     instrument: str = Field(default="custom", description="Id of the instrument the item belongs to.")
     text: str = Field(min_length=1, description="The question or statement shown to the participant.")
     label: str | None = Field(default=None, description="Short name for tables and charts (default: the id).")
-    type: ItemType = Field(
-        description=(
-            "Response type: pictorial9 (1-9 with pictures), slider, likert, intensity (0-8), "
-            "choice, text, number or attention (a choice with a correct answer)."
-        )
+    type: str = Field(
+        description="Response type, one of: " + "; ".join(f"{k.name} ({k.description})" for k in item_types.TYPES.values()) + "."
     )
     min: float | None = Field(default=None, description="Lowest value (numeric types).")
     max: float | None = Field(default=None, description="Highest value (numeric types).")
@@ -94,30 +90,39 @@ class Item(BaseModel):
             raise ValueError(f"item id {v!r} {ID_RULE}")
         return v
 
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, v: str) -> str:
+        if v not in item_types.TYPES:
+            raise ValueError(f"unknown item type {v!r}; known types: {', '.join(item_types.names())}")
+        return v
+
     @model_validator(mode="before")
     @classmethod
     def _fill_fixed_ranges(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("type") in FIXED_RANGES:
-            lo, hi = FIXED_RANGES[data["type"]]
-            data = {"min": lo, "max": hi, "step": 1, **data}
-        elif isinstance(data, dict) and data.get("type") == "likert" and data.get("step") is None:
+        kind = item_types.TYPES.get(data.get("type")) if isinstance(data, dict) else None
+        if kind is not None and kind.fixed_range:
+            lo, hi = kind.fixed_range
+            data = {"min": lo, "max": hi, "step": kind.default_step, **data}
+        elif kind is not None and kind.default_step and data.get("step") is None:
             # A Likert scale has discrete points; without a step any decimal would be accepted.
-            data = {**data, "step": 1}
+            data = {**data, "step": kind.default_step}
         return data
 
     @model_validator(mode="after")
     def _consistent(self) -> Item:
+        kind = item_types.get(self.type)
         problems: list[str] = []
-        if self.type in FIXED_RANGES:
-            lo, hi = FIXED_RANGES[self.type]
+        if kind.fixed_range:
+            lo, hi = kind.fixed_range
             if (self.min, self.max) != (lo, hi):
                 problems.append(f"a {self.type} item always runs from {lo} to {hi}")
-        if self.type in SCALED_TYPES:
+        if kind.scaled:
             if self.min is None or self.max is None:
                 problems.append(f"a {self.type} item needs min and max")
         if self.min is not None and self.max is not None and self.min >= self.max:
             problems.append(f"min ({self.min:g}) must be smaller than max ({self.max:g})")
-        if self.type in NUMERIC_TYPES:
+        if kind.numeric:
             if self.options:
                 problems.append(f"a {self.type} item takes anchors, not options")
             for value in self.anchors:
@@ -128,7 +133,7 @@ class Item(BaseModel):
                 problems.append(f"a {self.type} item has no min or max")
             if self.anchors:
                 problems.append(f"a {self.type} item has no anchors")
-        if self.type in CHOICE_TYPES:
+        if kind.choice:
             values = [o.value for o in self.options]
             if len(values) < 2:
                 problems.append(f"a {self.type} item needs at least 2 options")
@@ -137,24 +142,29 @@ class Item(BaseModel):
                 problems.append(f"option values must be distinct (repeated: {', '.join(dupes)})")
         elif self.options:
             problems.append(f"a {self.type} item has no options")
-        if self.type == "attention":
+        if kind.needs_correct:
             if self.correct is None:
-                problems.append("an attention item needs `correct`, the value of the right option")
+                problems.append(f"an {self.type} item needs `correct`, the value of the right option")
             elif self.correct not in [o.value for o in self.options]:
                 problems.append(f"correct answer {self.correct!r} is not one of the option values")
         elif self.correct is not None:
             problems.append("only attention items have a correct answer")
-        if self.reverse and self.type not in SCALED_TYPES:
+        if self.reverse and not kind.scaled:
             problems.append(f"a {self.type} item cannot be reverse-keyed")
-        if self.pictogram is not None and self.type != "pictorial9":
+        if self.pictogram is not None and not kind.pictogram:
             problems.append("only pictorial9 items show a pictogram")
         if problems:
             raise ValueError("; ".join(problems))
         return self
 
     @property
+    def kind(self) -> item_types.ItemType:
+        """The declaration of this item's response type."""
+        return item_types.get(self.type)
+
+    @property
     def is_numeric(self) -> bool:
-        return self.type in NUMERIC_TYPES
+        return self.kind.numeric
 
     @property
     def display_label(self) -> str:
@@ -162,20 +172,7 @@ class Item(BaseModel):
 
     def allowed_values(self) -> str:
         """Plain description of the values this item can take, for the codebook."""
-        if self.type in CHOICE_TYPES:
-            return "; ".join(f"{o.value} = {o.label}" for o in self.options)
-        if self.type == "text":
-            return "free text"
-        if self.min is None and self.max is None:
-            return "any number"
-        span = f"{_fmt(self.min)} to {_fmt(self.max)}" if self.min is not None and self.max is not None else (
-            f"at least {_fmt(self.min)}" if self.min is not None else f"at most {_fmt(self.max)}"
-        )
-        if self.step and self.type != "number":
-            span += f" in steps of {_fmt(self.step)}"
-        if self.anchors:
-            span += " (" + "; ".join(f"{k} = {v}" for k, v in sorted(self.anchors.items())) + ")"
-        return span
+        return self.kind.allowed_values(self)
 
     def reverse_score(self, value: float) -> float:
         """Value after reverse keying (unchanged for items that are not reverse-keyed)."""
@@ -230,13 +227,34 @@ def _fmt(x: float | None) -> str:
 # ---------------------------------------------------------------------------------------------
 # Built-in instruments. Wording is ours; keep ids stable, they are column names in every dataset.
 
-_AGREE7 = {1: "strongly disagree", 4: "neither agree nor disagree", 7: "strongly agree"}
-_INTENSITY = {0: "not at all", 4: "moderately", 8: "extremely strongly"}
+# Their wording (question, anchors, option labels) is in the text catalogue (study/texts.py),
+# under item.<id>.text, item.<id>.anchor.<value> and item.<id>.option.<value>; items that share
+# a scale's anchors read them from scale.<name>.<value>.
 
 
-def _likert(iid: str, instrument: str, text: str, description: str, **kw: Any) -> Item:
-    return Item(id=iid, instrument=instrument, text=text, type="likert", min=1, max=7, step=1,
-                anchors=_AGREE7, description=description, **kw)
+def _anchor_value(key: str) -> int:
+    return int(key.rsplit(".", 1)[1])
+
+
+def _words(item_id: str, scale: str | None = None) -> dict[str, Any]:
+    """text, anchors and options of a built-in item, from the catalogue."""
+    anchor_prefix = f"scale.{scale}." if scale else f"item.{item_id}.anchor."
+    words: dict[str, Any] = {"text": t(f"item.{item_id}.text")}
+    anchors = {_anchor_value(k): t(k) for k in text_keys(anchor_prefix)}
+    if anchors:
+        words["anchors"] = anchors
+    options = [Option(value=k.rsplit(".", 1)[1], label=t(k)) for k in text_keys(f"item.{item_id}.option.")]
+    if options:
+        words["options"] = options
+    return words
+
+
+def _likert(iid: str, instrument: str, description: str, **kw: Any) -> Item:
+    return Item(id=iid, instrument=instrument, type="likert", min=1, max=7, step=1,
+                description=description, **_words(iid, scale="agree7"), **kw)
+
+
+EMOTIONS = ("amusement", "sadness", "fear", "anger", "disgust", "tenderness", "awe", "surprise", "unease")
 
 
 def _build() -> dict[str, Instrument]:
@@ -247,31 +265,14 @@ def _build() -> dict[str, Instrument]:
         scope="per_clip",
         items=[
             Item(id="valence", instrument="sam", type="pictorial9", pictogram="valence", label="Valence",
-                 text="How did this clip make you feel?",
-                 anchors={1: "very unpleasant", 5: "neither", 9: "very pleasant"},
-                 description="Felt pleasantness of the clip, from unpleasant (1) to pleasant (9)."),
+                 description="Felt pleasantness of the clip, from unpleasant (1) to pleasant (9).", **_words("valence")),
             Item(id="arousal", instrument="sam", type="pictorial9", pictogram="arousal", label="Arousal",
-                 text="How calm or stirred up did you feel while watching?",
-                 anchors={1: "completely calm", 5: "somewhat stirred", 9: "highly stirred up"},
-                 description="Felt activation during the clip, from calm (1) to stirred up (9)."),
+                 description="Felt activation during the clip, from calm (1) to stirred up (9).", **_words("arousal")),
             Item(id="dominance", instrument="sam", type="pictorial9", pictogram="dominance", label="Dominance",
-                 text="While watching, did you feel the clip had a hold on you, or were you in charge of your feelings?",
-                 anchors={1: "the clip had a hold on me", 5: "in between", 9: "I was fully in charge"},
-                 description="Felt control over one's own reaction, from overpowered (1) to in control (9)."),
+                 description="Felt control over one's own reaction, from overpowered (1) to in control (9).", **_words("dominance")),
         ],
     )
 
-    emotions = {
-        "amusement": "amusement (finding it funny)",
-        "sadness": "sadness",
-        "fear": "fear",
-        "anger": "anger",
-        "disgust": "disgust",
-        "tenderness": "tenderness (warmth, affection)",
-        "awe": "awe (wonder at something vast or impressive)",
-        "surprise": "surprise",
-        "unease": "unease (something feels off)",
-    }
     discrete = Instrument(
         id="discrete_emotions",
         name="Discrete emotions",
@@ -279,9 +280,8 @@ def _build() -> dict[str, Instrument]:
         scope="per_clip",
         items=[
             Item(id=f"emo_{name}", instrument="discrete_emotions", type="intensity", label=name.capitalize(),
-                 text=f"How much {shown} did you feel?", anchors=_INTENSITY,
-                 description=f"Felt intensity of {name} during the clip (0 = not at all, 8 = extremely strongly).")
-            for name, shown in emotions.items()
+                 description=f"Felt intensity of {name} during the clip (0 = not at all, 8 = extremely strongly).", **_words(f"emo_{name}", scale="intensity"))
+            for name in EMOTIONS
         ],
     )
 
@@ -291,12 +291,10 @@ def _build() -> dict[str, Instrument]:
         description="Being moved or touched by the clip; four statements, one reverse-keyed.",
         scope="per_clip",
         items=[
-            _likert("moved_1", "moved", "This clip moved me.", "Agreement that the clip was moving."),
-            _likert("moved_2", "moved", "I felt touched by what I saw.", "Agreement with feeling touched."),
-            _likert("moved_3", "moved", "Something in this clip stirred me inside.",
-                    "Agreement with an inner stirring caused by the clip."),
-            _likert("moved_4", "moved", "This clip left me emotionally cold.",
-                    "Agreement with feeling untouched; reverse-keyed in the scale score.", reverse=True),
+            _likert("moved_1", "moved", "Agreement that the clip was moving."),
+            _likert("moved_2", "moved", "Agreement with feeling touched."),
+            _likert("moved_3", "moved", "Agreement with an inner stirring caused by the clip."),
+            _likert("moved_4", "moved", "Agreement with feeling untouched; reverse-keyed in the scale score.", reverse=True),
         ],
         scales={"moved": Scale(items=["moved_1", "moved_2", "moved_3", "moved_4"],
                                description="Feeling moved: mean of moved_1-moved_4 after reverse keying moved_4 (1-7).")},
@@ -308,18 +306,12 @@ def _build() -> dict[str, Instrument]:
         description="Attention, presence and understanding while following the clip; six statements, one reverse-keyed.",
         scope="per_clip",
         items=[
-            _likert("eng_focus_1", "engagement", "My attention stayed with the clip the whole time.",
-                    "Sustained attention to the clip.", subscale="focus"),
-            _likert("eng_focus_2", "engagement", "My thoughts drifted to other things while I watched.",
-                    "Mind wandering during the clip; reverse-keyed.", subscale="focus", reverse=True),
-            _likert("eng_presence_1", "engagement", "For a while I lost track of where I actually was.",
-                    "Losing awareness of one's surroundings.", subscale="presence"),
-            _likert("eng_presence_2", "engagement", "It felt as if I were in the scene myself.",
-                    "Sense of being inside the depicted scene.", subscale="presence"),
-            _likert("eng_understanding_1", "engagement", "I could easily follow what was going on.",
-                    "Ease of following the events.", subscale="understanding"),
-            _likert("eng_understanding_2", "engagement", "I understood why things in the clip happened as they did.",
-                    "Understanding the reasons behind events.", subscale="understanding"),
+            _likert("eng_focus_1", "engagement", "Sustained attention to the clip.", subscale="focus"),
+            _likert("eng_focus_2", "engagement", "Mind wandering during the clip; reverse-keyed.", subscale="focus", reverse=True),
+            _likert("eng_presence_1", "engagement", "Losing awareness of one's surroundings.", subscale="presence"),
+            _likert("eng_presence_2", "engagement", "Sense of being inside the depicted scene.", subscale="presence"),
+            _likert("eng_understanding_1", "engagement", "Ease of following the events.", subscale="understanding"),
+            _likert("eng_understanding_2", "engagement", "Understanding the reasons behind events.", subscale="understanding"),
         ],
         scales={
             "engagement": Scale(items=["eng_focus_1", "eng_focus_2", "eng_presence_1", "eng_presence_2",
@@ -340,14 +332,10 @@ def _build() -> dict[str, Instrument]:
         description="Physical plausibility, consistency, meaningful detail and coherent story, each rated 1-7.",
         scope="per_clip",
         items=[
-            _likert("aiq_physics", "ai_qualities", "Things in the clip moved and behaved the way they would in the real world.",
-                    "Physical plausibility of motion and behaviour.", label="Physical plausibility"),
-            _likert("aiq_consistency", "ai_qualities", "People and objects kept the same look from one moment to the next.",
-                    "Consistency of people and objects over time.", label="Consistency"),
-            _likert("aiq_detail", "ai_qualities", "The details I noticed seemed to matter, rather than being there just to look nice.",
-                    "Details that feel meaningful rather than decorative.", label="Meaningful detail"),
-            _likert("aiq_story", "ai_qualities", "The clip added up to a coherent story or point.",
-                    "Coherence of the story or point of the clip.", label="Coherent story"),
+            _likert("aiq_physics", "ai_qualities", "Physical plausibility of motion and behaviour.", label="Physical plausibility"),
+            _likert("aiq_consistency", "ai_qualities", "Consistency of people and objects over time.", label="Consistency"),
+            _likert("aiq_detail", "ai_qualities", "Details that feel meaningful rather than decorative.", label="Meaningful detail"),
+            _likert("aiq_story", "ai_qualities", "Coherence of the story or point of the clip.", label="Coherent story"),
         ],
         scales={"ai_qualities": Scale(items=["aiq_physics", "aiq_consistency", "aiq_detail", "aiq_story"],
                                       description="Mean of the four ai_qualities items (1-7); higher = fewer typical AI flaws.")},
@@ -360,13 +348,9 @@ def _build() -> dict[str, Instrument]:
         scope="per_clip",
         items=[
             Item(id="judged_source", instrument="attribution", type="choice", label="Judged source",
-                 text="Do you think this clip was made by people or generated by AI?",
-                 options=[Option(value="human", label="Made by people"), Option(value="ai", label="Generated by AI")],
-                 description="The participant's guess at the clip's source."),
+                 description="The participant's guess at the clip's source.", **_words("judged_source")),
             Item(id="confidence", instrument="attribution", type="slider", min=50, max=100, step=1, unit="%",
-                 label="Confidence", text="How sure are you of that answer?",
-                 anchors={50: "just guessing", 75: "fairly sure", 100: "completely sure"},
-                 description="Confidence in the source judgment, from 50 % (a guess) to 100 % (certain)."),
+                 label="Confidence", description="Confidence in the source judgment, from 50 % (a guess) to 100 % (certain).", **_words("confidence")),
         ],
     )
 
@@ -377,15 +361,11 @@ def _build() -> dict[str, Instrument]:
         scope="session",
         items=[
             Item(id="mood_valence", instrument="mood", type="pictorial9", pictogram="valence", label="Mood valence",
-                 text="Right now, how do you feel?",
-                 anchors={1: "very unpleasant", 5: "neither", 9: "very pleasant"},
-                 description="Current pleasantness of mood, 1 (unpleasant) to 9 (pleasant)."),
+                 description="Current pleasantness of mood, 1 (unpleasant) to 9 (pleasant).", **_words("mood_valence")),
             Item(id="mood_arousal", instrument="mood", type="pictorial9", pictogram="arousal", label="Mood arousal",
-                 text="Right now, how calm or stirred up do you feel?",
-                 anchors={1: "completely calm", 5: "somewhat stirred", 9: "highly stirred up"},
-                 description="Current activation, 1 (calm) to 9 (stirred up)."),
-            _likert("mood_tense", "mood", "At this moment I feel tense.", "Current tension.", label="Tense"),
-            _likert("mood_tired", "mood", "At this moment I feel tired.", "Current tiredness.", label="Tired"),
+                 description="Current activation, 1 (calm) to 9 (stirred up).", **_words("mood_arousal")),
+            _likert("mood_tense", "mood", "Current tension.", label="Tense"),
+            _likert("mood_tired", "mood", "Current tiredness.", label="Tired"),
         ],
     )
 
@@ -396,32 +376,16 @@ def _build() -> dict[str, Instrument]:
         scope="session",
         items=[
             Item(id="age", instrument="demographics", type="number", min=18, max=110, step=1, unit="years",
-                 label="Age", text="How old are you?", description="Age in whole years."),
+                 label="Age", description="Age in whole years.", **_words("age")),
             Item(id="gender", instrument="demographics", type="choice", label="Gender",
-                 text="What is your gender?",
-                 options=[Option(value="woman", label="Woman"), Option(value="man", label="Man"),
-                          Option(value="non_binary", label="Non-binary"),
-                          Option(value="other", label="I describe myself another way"),
-                          Option(value="prefer_not", label="I prefer not to say")],
-                 description="Self-described gender."),
+                 description="Self-described gender.", **_words("gender")),
             Item(id="film_watching_frequency", instrument="demographics", type="choice", label="Film watching",
-                 text="How often do you watch films or series?",
-                 options=[Option(value="rarely", label="Less than once a month"),
-                          Option(value="monthly", label="About once or twice a month"),
-                          Option(value="weekly", label="About once a week"),
-                          Option(value="several_weekly", label="Several times a week"),
-                          Option(value="daily", label="Every day or almost every day")],
-                 description="How often the participant watches films or series."),
+                 description="How often the participant watches films or series.", **_words("film_watching_frequency")),
             Item(id="ai_video_familiarity", instrument="demographics", type="choice", label="AI video familiarity",
-                 text="How familiar are you with videos generated by AI?",
-                 options=[Option(value="none", label="I have never knowingly seen one"),
-                          Option(value="some", label="I have seen a few"),
-                          Option(value="often", label="I see them often"),
-                          Option(value="maker", label="I have made some myself")],
-                 description="Prior exposure to AI-generated video."),
+                 description="Prior exposure to AI-generated video.", **_words("ai_video_familiarity")),
             Item(id="first_language", instrument="demographics", type="text", label="First language",
-                 text="What is your first language?", required=False,
-                 description="Self-reported first language (free text, optional)."),
+                 required=False,
+                 description="Self-reported first language (free text, optional).", **_words("first_language")),
         ],
     )
 
@@ -550,15 +514,8 @@ def _item_scopes(study: Study | None) -> dict[str, list[str]]:
     return scopes
 
 
-def _data_type(item: Item) -> str:
-    if not item.is_numeric:
-        return "string"
-    whole = item.step is not None and float(item.step).is_integer()
-    return "integer" if whole else "number"
-
-
 def _missing(item: Item) -> str:
-    if item.type == "slider":
+    if item.kind.may_be_untouched:
         return "empty = not answered (a slider left untouched is recorded as missing, never as its start value)"
     if item.required:
         return "empty = clip/session not reached or trial skipped after a playback error"
@@ -576,7 +533,7 @@ def codebook(study: Study | None = None) -> pd.DataFrame:
     scopes = _item_scopes(study)
     for it in all_items(study):
         rows.append({
-            "name": it.id, "label": it.display_label, "type": _data_type(it), "response_type": it.type,
+            "name": it.id, "label": it.display_label, "type": it.kind.data_type(it), "response_type": it.type,
             "unit": it.unit or "", "allowed_values": it.allowed_values(), "missing": _missing(it),
             "instrument": it.instrument, "scope": ", ".join(scopes.get(it.id, [])), "reverse": it.reverse,
             "subscale": it.subscale or "", "description": f"{it.description} Question: \u201c{it.text}\u201d",
@@ -597,15 +554,9 @@ def codebook(study: Study | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=CODEBOOK_COLUMNS)
 
 
-def cli_codebook(args: Any) -> int:
-    """`kuleshov codebook [STUDY] [--out FILE]`: the codebook as CSV."""
-    study = None
-    if getattr(args, "study_file", None):
-        from study.protocol import load_study
-
-        study = load_study(args.study_file)
+def write_codebook(study: Any, out: str | None) -> int:
+    """The codebook as CSV, to `out` or to stdout (`kuleshov codebook`, see protocol.cli_codebook)."""
     table = codebook(study)
-    out = getattr(args, "out", None)
     if out:
         from study.config import check_writable
 

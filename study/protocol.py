@@ -34,6 +34,7 @@ from pydantic.fields import FieldInfo
 
 from study import instruments as ins
 from study.errors import Problem, UserError
+from study.texts import t
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 ManifestLoader = Callable[[Path], tuple[list[Any], list[Problem]]]
@@ -55,8 +56,9 @@ def _https(value: str | None, what: str) -> str | None:
 
 class Consent(_Section):
     text: str = Field(min_length=1, description="Consent information shown on the first page (markdown). Required.")
-    agree_label: str = Field(default="I have read this information and agree to take part",
-                             min_length=1, description="Label of the checkbox a participant ticks to consent.")
+    agree_label: str = Field(default=t("consent.agree"), min_length=1,
+                             description="Label of the button a participant presses to consent (the other button "
+                                         "declines; both labels are in the codebook's consent row).")
 
 
 class StimuliSettings(_Section):
@@ -897,6 +899,12 @@ def update_settings_doc(path: str | Path) -> bool:
     if new != text:
         path.write_text(new, encoding="utf-8")
     return new != text
+
+
+def cli_codebook(args: Any) -> int:
+    """`kuleshov codebook [STUDY] [--out FILE]`: the codebook of a study file (or of every built-in item) as CSV."""
+    study = load_study(args.study_file) if getattr(args, "study_file", None) else None
+    return ins.write_codebook(study, getattr(args, "out", None))
 
 
 if __name__ == "__main__":  # python -m study.protocol docs/study_file.md

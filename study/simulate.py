@@ -81,7 +81,8 @@ class Bot:
 
     def _rating(self, item, step) -> flow.Answer:
         rng = self.rng
-        if not getattr(item, "required", True) and item.type == "slider" and rng.random() < RATES["slider_untouched"]:
+        if (not getattr(item, "required", True) and item.kind.may_be_untouched
+                and rng.random() < RATES["slider_untouched"]):
             return flow.Answer(None, untouched=True, response_time_ms=self._rt())
         low, high = float(item.min), float(item.max)
         sd = (high - low) / 6
@@ -100,34 +101,46 @@ class Bot:
         return int(self.rng.lognormvariate(math.log(2500), 0.5))
 
     def answers_for(self, step) -> dict[str, flow.Answer]:
-        rng = self.rng
-        out: dict[str, flow.Answer] = {}
-        judged_right = rng.random() < ATTRIBUTION_ACCURACY
-        for item in step.items:
-            values = flow.option_values(item)
-            if step.kind == "consent":
-                out[item.id] = flow.Answer(flow.CONSENT_DECLINE if self.fate == "decline" else flow.CONSENT_AGREE)
-            elif getattr(item, "correct", None) is not None:
-                wrong = [v for v in values if v != str(item.correct)]
-                fail = wrong and rng.random() < RATES["fail_attention"]
-                out[item.id] = flow.Answer(rng.choice(wrong) if fail else str(item.correct), response_time_ms=self._rt())
-            elif item.id == "judged_source" and step.stimulus_id and set(values) >= {"human", "ai"}:
-                truth = self.state.stimuli.get(step.stimulus_id, {}).get("source", "human")
-                guess = truth if judged_right else ("ai" if truth == "human" else "human")
-                out[item.id] = flow.Answer(guess, response_time_ms=self._rt())
-            elif item.id == "confidence" and flow.is_numeric(item):
-                centre = 75 + (8 if judged_right else -5)
-                out[item.id] = flow.Answer(_snap(item, rng.gauss(centre, 12)), response_time_ms=self._rt())
-            elif item.type == "number":
-                low = item.min if item.min is not None else 0
-                out[item.id] = flow.Answer(_snap(item, low + rng.randint(0, 45)))
-            elif flow.is_numeric(item):
-                out[item.id] = self._rating(item, step)
-            elif values:
-                out[item.id] = flow.Answer(rng.choice(values), response_time_ms=self._rt())
-            elif getattr(item, "required", True):
-                out[item.id] = flow.Answer("no comment")
-        return out
+        """This bot's answers to a step, as the step's kind and each item's response type say."""
+        # One draw per page, before any answer, so a seed gives the same bots whatever the page holds.
+        self._judged_right = self.rng.random() < ATTRIBUTION_ACCURACY
+        return flow.kind_of(step).bot_answers(self, step)
+
+    # The answers by response type (study/item_types.py names these in each type's `simulate`).
+
+    def consent(self) -> flow.Answer:
+        return flow.Answer(flow.CONSENT_DECLINE if self.fate == "decline" else flow.CONSENT_AGREE)
+
+    def attend(self, item) -> flow.Answer:
+        wrong = [v for v in flow.option_values(item) if v != str(item.correct)]
+        fail = wrong and self.rng.random() < RATES["fail_attention"]
+        return flow.Answer(self.rng.choice(wrong) if fail else str(item.correct), response_time_ms=self._rt())
+
+    def choose(self, item, step) -> flow.Answer:
+        values = flow.option_values(item)
+        if item.id == "judged_source" and step.stimulus_id and set(values) >= {"human", "ai"}:
+            truth = self.state.stimuli.get(step.stimulus_id, {}).get("source", "human")
+            guess = truth if self._judged_right else ("ai" if truth == "human" else "human")
+            return flow.Answer(guess, response_time_ms=self._rt())
+        return flow.Answer(self.rng.choice(values), response_time_ms=self._rt())
+
+    def _confidence(self, item) -> flow.Answer:
+        centre = 75 + (8 if self._judged_right else -5)
+        return flow.Answer(_snap(item, self.rng.gauss(centre, 12)), response_time_ms=self._rt())
+
+    def rate(self, item, step) -> flow.Answer:
+        if item.id == "confidence":
+            return self._confidence(item)
+        return self._rating(item, step)
+
+    def count(self, item) -> flow.Answer:
+        if item.id == "confidence":
+            return self._confidence(item)
+        low = item.min if item.min is not None else 0
+        return flow.Answer(_snap(item, low + self.rng.randint(0, 45)))
+
+    def write(self, item) -> flow.Answer | None:
+        return flow.Answer("no comment") if getattr(item, "required", True) else None
 
     # ------------------------------------------------------------------ playback
 
@@ -157,7 +170,8 @@ class Bot:
 
     def run(self) -> str:
         state = self.state
-        while state.active or (state.completed and state.step.kind == "debrief"):
+        # A completed participant still submits the debrief; the final step needs no submit.
+        while state.active or (state.completed and not flow.is_final(state.step)):
             if self.stop_at is not None and state.step_index >= self.stop_at:
                 if self.fate == "withdraw":
                     store.withdraw(self.engine, state.token)

@@ -50,11 +50,12 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from study import flow
 from study.errors import Problem, UserError
+from study.texts import t
 
 STUDY_STATUSES = ("open", "paused", "closed")
 # started: enrolled, consent not yet given; declined: said no at consent.
 STATUSES = ("started", "in_progress", "completed", "withdrawn", "declined", "timed_out")
-ACTIVE_STATUSES = ("started", "in_progress")
+ACTIVE_STATUSES = flow.ACTIVE_STATUSES
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -870,8 +871,7 @@ def enrol(engine: Engine, study_id: str, *, prolific_pid: str | None = None, pro
                 loaded = _load(conn, token)
                 return _build_state(conn, *loaded)
         if srow["status"] == "closed" or (srow["status"] == "paused" and not is_pilot):
-            what = "has closed" if srow["status"] == "closed" else "is paused at the moment"
-            raise StudyClosed(f"Thank you for your interest. This study {what} and is not taking new participants.")
+            raise StudyClosed(t("enrol.closed") if srow["status"] == "closed" else t("enrol.paused"))
         ctx = _context(srow)
         lists = design.build_lists(ctx.spec, ctx.clips)
         same_kind = (participants.c.study_id == study_id) & (participants.c.is_pilot.is_(bool(is_pilot)))
@@ -911,6 +911,13 @@ def get_state(engine: Engine, token: str) -> ParticipantState | None:
         if loaded is None:
             return None
         return _build_state(conn, *loaded)
+
+
+def stored_watched_share(engine: Engine, participant_id: int, position: int) -> float | None:
+    """The share of a clip already recorded for a participant (events sent before a reload count)."""
+    with _read(engine) as conn:
+        return conn.execute(sa.select(trials.c.watched_share).where(
+            trials.c.participant_id == participant_id, trials.c.position == position)).scalar()
 
 
 def _insert_ignore(conn: Connection, table: sa.Table, rows: list[dict], keys: list[str]) -> None:
@@ -969,13 +976,9 @@ def _upsert_trial(conn: Connection, participant_id: int, position: int, stimulus
     return conn.execute(_upsert_trial_stmt(conn, submitted), values).scalar_one()
 
 
-INACTIVE_MESSAGES = {
-    "withdrawn": "You have withdrawn from this study, so nothing more is recorded. Thank you for your time.",
-    "declined": "You chose not to take part, so nothing more is recorded. Thank you for your time.",
-    "timed_out": "This session has expired because it was inactive for too long. Thank you for your time.",
-    "completed": "You have already completed this study. Thank you!",
-}
-CLOSED_MESSAGE = "This study has closed, so no more answers can be recorded. Thank you for taking part."
+INACTIVE_MESSAGES = {status: t(f"status.{status}") for status in ("withdrawn", "declined", "timed_out", "completed")}
+CLOSED_MESSAGE = t("study.closed")
+INVALID_LINK_MESSAGE = t("link.invalid")
 
 
 def submit_step(engine: Engine, token: str, step_key: str, answers: dict, trial_meta: dict | None = None,
@@ -991,33 +994,29 @@ def submit_step(engine: Engine, token: str, step_key: str, answers: dict, trial_
     with _write(engine) as conn:
         loaded = _load(conn, token, lock=True)
         if loaded is None:
-            raise UserError("This study link is not valid. Please use the link you were given.")
+            raise UserError(INVALID_LINK_MESSAGE)
         p, srow = loaded
         state = _build_state(conn, p, srow, with_answers=False)
         keys = [s.key for s in state.steps]
         if step_key not in keys:
-            return SubmitResult(False, state, message="That page is not part of this study.")
+            return SubmitResult(False, state, message=t("submit.not_in_study"))
         index = keys.index(step_key)
         if index < state.step_index:
-            return SubmitResult(True, state, duplicate=True, message="This page had already been saved.")
+            return SubmitResult(True, state, duplicate=True, message=t("submit.already_saved"))
         if state.status not in ACTIVE_STATUSES and not (state.completed and index == state.step_index):
             return SubmitResult(False, state, message=INACTIVE_MESSAGES.get(state.status))
         if index > state.step_index:
-            return SubmitResult(False, state, message="This page is not the current one; here is where you are.")
+            return SubmitResult(False, state, message=t("submit.not_current"))
         if srow["status"] == "closed" and state.active:
             return SubmitResult(False, state, message=CLOSED_MESSAGE)
         step = state.steps[index]
-        if step.kind == "complete":
+        if flow.is_final(step):
             return SubmitResult(True, state)
         answers = {k: (v if isinstance(v, flow.Answer) else flow.Answer(v)) for k, v in (answers or {}).items()}
-        errors = flow.validate_answers(step, answers) if step.collects_data else {}
+        errors = flow.validate_answers(step, answers)
         if errors:
-            return SubmitResult(False, state, errors=errors, message="Please check the answers marked below.")
+            return SubmitResult(False, state, errors=errors, message=t("submit.check_answers"))
 
-        values: dict[str, Any] = {"updated_at": now}
-        new_index = index + 1
-        new_status = state.status
-        attention_failed, excluded_reason = state.attention_failed, state.excluded_reason
         trial_id = None
         if step.has_clip:
             meta = trial_meta or {}
@@ -1041,24 +1040,18 @@ def submit_step(engine: Engine, token: str, step_key: str, answers: dict, trial_
                              "shown_position": answer.shown_position or order.get(item_id),
                              "response_time_ms": answer.response_time_ms, "created_at": now})
             _insert_ignore(conn, responses, rows, ["participant_id", "step_key", "item_id"])
-        if step.kind == "consent":
-            if flow.consent_given(answers):
-                new_status = "in_progress"
-            else:
-                new_status, new_index = "declined", index
-                values["withdrawn_at"] = now
-        elif step.kind == "attention" and not flow.attention_passed(step, answers):
-            attention_failed += 1
-            limit = getattr(state.study.exclusions, "max_failed_attention_checks", None)
+        session = flow.Session(status=state.status, step_index=index, attention_failed=state.attention_failed,
+                               excluded_reason=state.excluded_reason,
+                               max_failed_attention=getattr(state.study.exclusions, "max_failed_attention_checks", None))
+        outcome = flow.advance(session, state.steps, answers)
+        new_index, new_status = outcome.new_index, outcome.status
+        attention_failed, excluded_reason = outcome.attention_failed, outcome.excluded_reason
+        values: dict[str, Any] = {"updated_at": now, **{stamp: now for stamp in outcome.stamps}}
+        if attention_failed != state.attention_failed:
             values["attention_failed"] = attention_failed
-            if limit is not None and attention_failed > limit:
-                excluded_reason = f"failed {attention_failed} attention check(s) (at most {limit} allowed)"
-                values["excluded_reason"] = excluded_reason
+        if excluded_reason != state.excluded_reason:
+            values["excluded_reason"] = excluded_reason
         new_step = state.steps[new_index]
-        if new_step.kind in ("debrief", "complete") and new_status in ACTIVE_STATUSES:
-            # Every answer is in once the debrief shows: a tab closed there still counts as complete.
-            new_status = "completed"
-            values["completed_at"] = now
         values.update(step_index=new_index, step_key=new_step.key, status=new_status)
         conn.execute(participants.update().where(participants.c.id == p["id"]).values(**values))
         new_state = _build_state(conn, p, srow, step_index=new_index, status=new_status,
@@ -1174,7 +1167,7 @@ def withdraw(engine: Engine, token: str) -> ParticipantState:
     with _write(engine) as conn:
         loaded = _load(conn, token, lock=True)
         if loaded is None:
-            raise UserError("This study link is not valid.")
+            raise UserError(INVALID_LINK_MESSAGE)
         p, srow = loaded
         if p["status"] in ("withdrawn", "declined"):
             return _build_state(conn, p, srow, with_answers=False)

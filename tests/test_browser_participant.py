@@ -103,7 +103,8 @@ def click_continue(page, label: str = "Continue") -> None:
 
 def play_clip(page) -> float:
     """Press the player's Start button and wait until the ratings open; returns seconds waited."""
-    start = page.locator(".kp-start")
+    # The previous clip's player can linger (hidden) while the page changes: take the visible one.
+    start = page.locator(".kp-start:visible")
     start.wait_for(timeout=STEP_TIMEOUT_MS)
     t0 = time.monotonic()
     start.click()

@@ -11,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from study import instruments as ins
+from study import protocol
 from study.errors import UserError
 from study.instruments import INSTRUMENTS, Item, codebook, get_instrument, items_for, pictogram_svg
 from study.protocol import Study, load_study
@@ -77,10 +78,10 @@ def test_every_item_is_documented():
     for item in ins.all_items():
         assert item.text.strip() and item.description.strip(), item.id
         assert item.allowed_values().strip(), item.id
-        if item.type in ins.SCALED_TYPES:
+        if item.kind.scaled:
             # both ends of every rating scale carry a label
             assert item.min in item.anchors and item.max in item.anchors, item.id
-        if item.type in ins.CHOICE_TYPES:
+        if item.kind.choice:
             assert all(o.label.strip() for o in item.options), item.id
 
 
@@ -195,10 +196,10 @@ def test_codebook_of_the_demo_study_has_every_per_clip_item(demo):
 
 def test_cli_codebook_writes_csv(tmp_path, capsys):
     out = tmp_path / "codebook.csv"
-    assert ins.cli_codebook(argparse.Namespace(study_file=str(DEMO), out=str(out))) == 0
+    assert protocol.cli_codebook(argparse.Namespace(study_file=str(DEMO), out=str(out))) == 0
     back = pd.read_csv(out)
     assert len(back) == len(codebook(load_study(DEMO))) and "valence" in set(back["name"])
-    assert ins.cli_codebook(argparse.Namespace(study_file=None, out=None)) == 0
+    assert protocol.cli_codebook(argparse.Namespace(study_file=None, out=None)) == 0
     printed = capsys.readouterr().out
     assert "emo_unease" in printed and printed.splitlines()[1].startswith("name,label,type")
 

@@ -5,6 +5,7 @@
 // same `instance` only refreshes callbacks. Playback events are batched and POSTed to the
 // app's own /api/events route: a Streamlit rerun per event would cost a full script run each.
 // Python hears only about the few things that change the page: enough watched, ended, failed.
+// Every word it shows comes in `data` from the text catalogue (study/texts.py, keys player.*).
 
 const STATE = "__kuleshovPlayer";
 const FLUSH_MS = 4000;
@@ -214,7 +215,7 @@ function createPlayer(root, data) {
     record("error", { code, message, attempt: p.attempt });
     // The browser's wording ("PIPELINE_ERROR_DECODE ...") means nothing to a participant; it
     // goes into the recorded event, the participant gets a plain sentence.
-    showError(data.error_text || "Sorry, the clip could not be played. Please try again.");
+    showError(data.error_text || "");
     if (p.setStateValue) p.setStateValue("failure", { instance: p.instance, code, message, attempt: p.attempt });
     flush(false);
   }
@@ -226,7 +227,8 @@ function createPlayer(root, data) {
   video.disablePictureInPicture = true;
   if (!allowSeek) video.setAttribute("controlslist", "nodownload noplaybackrate");
 
-  startBtn.textContent = data.start_label || "Start the clip";
+  startBtn.textContent = data.start_label || "";
+  retryBtn.textContent = data.retry_label || "";
   hint.textContent = data.start_hint || "";
   startBtn.onclick = () => {
     record("start_click");
@@ -241,7 +243,7 @@ function createPlayer(root, data) {
     if (promise && promise.catch) {
       promise.catch((err) => {
         record("play_rejected", { name: err && err.name, message: err && String(err.message).slice(0, 200) });
-        showOverlay(data.click_to_play_label || "Click to play", data.play_rejected_text || "");
+        showOverlay(data.click_to_play_label || "", data.play_rejected_text || "");
       });
     }
   };
@@ -251,7 +253,7 @@ function createPlayer(root, data) {
     errorBox.hidden = true;
     record("retry", { attempt: p.attempt });
     setSource();
-    showOverlay(data.start_label || "Start the clip", "");
+    showOverlay(data.start_label || "", "");
   };
 
   const on = (name, fn) => video.addEventListener(name, fn);
@@ -273,7 +275,7 @@ function createPlayer(root, data) {
     if (video.ended || p.failed || video.error) return;
     record("pause", { watched_share: share() });
     p.lastT = null;
-    if (!video.controls) showOverlay(data.continue_label || "Continue", "");
+    if (!video.controls) showOverlay(data.continue_label || "", "");
   });
   on("timeupdate", () => {
     const t = video.currentTime;
@@ -328,7 +330,7 @@ function createPlayer(root, data) {
     if (!p.reportedEnough) {
       // Not enough seen (e.g. the phone skipped timeupdates while busy): without a way to play
       // again the participant would be stuck, since the ratings stay closed.
-      showOverlay(data.replay_label || "Watch again", data.replay_text || "Part of the clip was missed. Please watch it again.");
+      showOverlay(data.replay_label || "", data.replay_text || "");
     } else if (!video.controls) showOverlay("", data.ended_text || "");
     flush(false);
   });
@@ -380,7 +382,7 @@ function createPlayer(root, data) {
   }
 
   status.textContent = "";
-  showOverlay(data.start_label || "Start the clip", data.start_hint || "");
+  showOverlay(data.start_label || "", data.start_hint || "");
   setSource();
 
   return {
