@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import linalg, optimize, stats
+from scipy import linalg, optimize, sparse, stats
 
+from analysis.lmm_sparse import ClipBlock
 from analysis.tables import require_columns
 from study.errors import Problem, UserError
 
@@ -48,8 +49,6 @@ __all__ = ["RandomTerm", "LmmFit", "fit_lmm", "fit_crossed", "source_code"]
 SINGULAR_TOL = 1e-4
 # lmerTest treats Hessian eigenvalues below this as zero (Moore-Penrose inverse).
 HESSIAN_TOL = 1e-8
-# Largest number of doubles (32 MB) kept for the precomputed Schur-complement products.
-PATTERN_BUDGET = 4_000_000
 INTERCEPT = "(Intercept)"
 
 
@@ -102,6 +101,7 @@ class LmmFit:
     messages: list[str]
     formula: str
     model_used: str | None = None
+    solver: str = "dense"
     theta: np.ndarray = field(default=None, repr=False)
     sigma: float = float("nan")
     vcov: np.ndarray = field(default=None, repr=False)
@@ -184,7 +184,7 @@ class _Crossprod:
     into a dense part of q2 columns.
     """
 
-    def __init__(self, X: np.ndarray, y: np.ndarray, terms: list[_Term]):
+    def __init__(self, X: np.ndarray, y: np.ndarray, terms: list[_Term], solver: str = "auto"):
         self.n, self.p = X.shape
         self.terms = terms
         self.big = max(range(len(terms)), key=lambda k: terms[k].q)
@@ -207,50 +207,48 @@ class _Crossprod:
         for a in range(p1):
             for c in range(self.p + 1):
                 self.Z1XY[:, a, c] = np.bincount(g1, W1[:, a] * XY[:, c], n1)
-        # dense part: Z2'Z1 as (p1, q2, n1) so each slice is a contiguous matrix, Z2'Z2,
-        # Z2'[X y]
-        self.S21 = np.zeros((p1, self.q2, n1))
-        self.S22 = np.zeros((self.q2, self.q2))
+        # the other terms: Z2'Z1 as sparse (one matrix per participant coefficient, with a
+        # shared structure), Z2'Z2 sparse, Z2'[X y] dense; see analysis/lmm_sparse.py
         self.Z2XY = np.zeros((self.q2, self.p + 1))
+        keys, vals = [], []
+        s22_r, s22_c, s22_v = [], [], []
         for t, off in zip(self.others, self.offsets):
-            rows = off + np.arange(t.nlev) * t.p
             for a in range(t.p):
-                for c in range(p1):
-                    v = np.bincount(t.codes * n1 + g1, t.W[:, a] * W1[:, c], t.nlev * n1)
-                    self.S21[c, rows + a, :] = v.reshape(t.nlev, n1)
+                rows = off + t.codes * t.p + a
+                keys.append(rows * n1 + g1)
+                vals.append(t.W[:, a, None] * W1)
                 for c in range(self.p + 1):
-                    self.Z2XY[rows + a, c] = np.bincount(t.codes, t.W[:, a] * XY[:, c], t.nlev)
-            for u, off_u in zip(self.others, self.offsets):
-                cols = off_u + np.arange(u.nlev) * u.p
-                for a in range(t.p):
+                    self.Z2XY[off + np.arange(t.nlev) * t.p + a, c] = np.bincount(
+                        t.codes, t.W[:, a] * XY[:, c], t.nlev)
+                for u, off_u in zip(self.others, self.offsets):
                     for c in range(u.p):
-                        v = np.bincount(t.codes * u.nlev + u.codes, t.W[:, a] * u.W[:, c],
-                                        t.nlev * u.nlev).reshape(t.nlev, u.nlev)
-                        self.S22[np.ix_(rows + a, cols + c)] = v
-        # B_j (see _blocks) depends on level j only through Z_j'Z_j, which is the same for
-        # every participant who rated the same number of clips of each source. Grouping
-        # levels by that pattern turns the Schur complement S21 B S21', the costly step,
-        # into a small weighted sum of products computed once here.
-        self.patterns = None
+                        s22_r.append(rows)
+                        s22_c.append(off_u + u.codes * u.p + c)
+                        s22_v.append(t.W[:, a] * u.W[:, c])
+        self.block = None
         if self.q2:
-            pats, first, inverse = np.unique(self.S11, axis=0, return_index=True,
-                                              return_inverse=True)
-            inverse = inverse.ravel()
-            u = len(pats)
-            if u * p1 * p1 * self.q2 * self.q2 <= PATTERN_BUDGET:
-                P = np.empty((u, p1, p1, self.q2, self.q2))
-                for g in range(u):
-                    J = inverse == g
-                    for a in range(p1):
-                        for c in range(p1):
-                            P[g, a, c] = self.S21[a][:, J] @ self.S21[c][:, J].T
-                self.patterns = (first, P.reshape(u * p1 * p1, self.q2 * self.q2))
+            ukeys, inverse = np.unique(np.concatenate(keys), return_inverse=True)
+            allvals = np.concatenate(vals)
+            data = np.stack([np.bincount(inverse.ravel(), allvals[:, c], len(ukeys))
+                             for c in range(p1)])
+            S22 = sparse.coo_matrix((np.concatenate(s22_v),
+                                     (np.concatenate(s22_r), np.concatenate(s22_c))),
+                                    shape=(self.q2, self.q2)).tocsr()
+            # B_j (see _blocks) depends on level j only through Z_j'Z_j, which is the same
+            # for every participant who rated the same number of clips of each source; the
+            # block may precompute the Schur complement per pattern.
+            _, first, inv = np.unique(self.S11, axis=0, return_index=True, return_inverse=True)
+            self.block = ClipBlock(self.q2, n1, ukeys // n1, ukeys % n1, data, S22,
+                                   (first, inv.ravel()), solver)
+        self.S21 = self.block.S21 if self.block else []
+        self.diag_lambda = all(t.p == 1 for t in self.others)
 
-    def lambda2(self, theta: np.ndarray) -> np.ndarray:
-        L2 = np.zeros((self.q2, self.q2))
-        for t, off in zip(self.others, self.offsets):
-            L2[off:off + t.q, off:off + t.q] = np.kron(np.eye(t.nlev), t.factor(theta))
-        return L2
+    def lambda2(self, theta: np.ndarray):
+        """Lambda2: a vector when it is diagonal (intercept-only terms), else sparse."""
+        if self.diag_lambda:
+            return np.concatenate([np.full(t.nlev, t.factor(theta)[0, 0]) for t in self.others])
+        return sparse.block_diag([sparse.kron(sparse.identity(t.nlev), t.factor(theta))
+                                  for t in self.others], format="csr")
 
     def _blocks(self, T1: np.ndarray):
         """Per level j: log det(A_j) and B_j = T1 A_j^-1 T1', with A_j = T1' Z_j'Z_j T1 + I.
@@ -286,26 +284,15 @@ class _Crossprod:
                 BZ[:, a, :] += B[:, a, c, None] * self.Z1XY[:, c, :]
         RtR = np.einsum("jak,jal->kl", self.Z1XY, BZ)
         if q2:
-            Lam2 = self.lambda2(theta)
-            # S21 B S21' and S21 B Z1'[X y]: the Schur complement of the block-diagonal part
+            # the Schur complement of the block-diagonal part, formed and factored by the
+            # clip block (dense or sparse)
             SBZ = np.zeros((q2, p + 1))
             for c in range(p1):
                 SBZ += self.S21[c] @ BZ[:, c, :]
-            if self.patterns is not None:
-                first, P = self.patterns
-                SBS = (B[first].reshape(-1) @ P).reshape(q2, q2)
-            else:
-                SBS = np.zeros((q2, q2))
-                for c in range(p1):
-                    GB = sum(self.S21[a] * B[:, a, c] for a in range(p1))
-                    SBS += GB @ self.S21[c].T
-            M22 = Lam2.T @ (self.S22 - SBS) @ Lam2
-            M22[np.diag_indices(q2)] += 1.0
-            L22 = np.linalg.cholesky(M22)
-            ld += 2.0 * np.log(np.diag(L22)).sum()
-            R2 = linalg.solve_triangular(L22, Lam2.T @ (self.Z2XY - SBZ), lower=True,
-                                         check_finite=False)
-            RtR += R2.T @ R2
+            ld22, RR = self.block.factor_solve(self.block.schur(B), self.lambda2(theta),
+                                               self.Z2XY - SBZ)
+            ld += ld22
+            RtR += RR
         C = np.linalg.cholesky(self.XYtXY - RtR)
         RXt = C[:p, :p]
         ldx = 2.0 * np.log(np.diag(RXt)).sum()
@@ -485,10 +472,12 @@ def _numeric(data: pd.DataFrame, col: str, problems: list[Problem], role: str):
 
 
 def fit_lmm(data: pd.DataFrame, dv: str, fixed: list[str], random: list[RandomTerm],
-            reml: bool = True) -> LmmFit:
+            reml: bool = True, solver: str = "auto") -> LmmFit:
     """Fit dv ~ 1 + fixed + random terms by REML (or ML), with Satterthwaite df.
 
-    fixed: numeric columns (an intercept is added). Rows missing the outcome, a predictor,
+    fixed: numeric columns (an intercept is added). solver: how the clip block is factored,
+    "dense", "sparse" or "auto" (by size and sparsity; see analysis/lmm_sparse.py); the
+    numbers do not depend on it beyond rounding. Rows missing the outcome, a predictor,
     a slope or a grouping value are dropped. Returns an LmmFit whose `fixed` table has
     term, estimate, se, df, t, p, ci_low, ci_high (95% CI on Satterthwaite df) and whose
     `random` table has group, var1, var2, variance_or_cov, sd_or_cor as lme4's
@@ -556,17 +545,17 @@ def fit_lmm(data: pd.DataFrame, dv: str, fixed: list[str], random: list[RandomTe
     formula = f"{dv} ~ " + " + ".join([*(fixed or ["1"]), *(t.formula() for t in random)])
     try:
         if threadpool_limits is None:
-            return _fit(X, y, terms, fixed, formula, reml, ngroups, messages)
+            return _fit(X, y, terms, fixed, formula, reml, ngroups, messages, solver)
         # The matrices here are small (tens to a few thousand columns); OpenBLAS threads cost
         # far more in start-up and contention than they save, most of all on a shared 2-core
         # machine, where they made each evaluation 5x slower.
         with threadpool_limits(limits=1, user_api="blas"):
-            return _fit(X, y, terms, fixed, formula, reml, ngroups, messages)
+            return _fit(X, y, terms, fixed, formula, reml, ngroups, messages, solver)
     except np.linalg.LinAlgError as exc:  # degenerate data the checks above did not foresee
         raise UserError(f"the model {formula} could not be fitted to these data ({exc})") from exc
 
 
-def _fit(X, y, terms, fixed, formula, reml, ngroups, messages) -> LmmFit:
+def _fit(X, y, terms, fixed, formula, reml, ngroups, messages, solver) -> LmmFit:
     n = len(y)
     cp = _Crossprod(X, y, terms)
     lower = np.concatenate([[0.0 if i == j else -np.inf for i, j in t.tri()] for t in terms])
@@ -627,7 +616,8 @@ def _fit(X, y, terms, fixed, formula, reml, ngroups, messages) -> LmmFit:
         fixed=fixed_df, random=_random_table(terms, theta, sigma),
         reml_criterion=float(crit) if reml else float("nan"), singular=singular,
         nobs=n, ngroups=ngroups, converged=bool(success), messages=messages,
-        formula=formula, theta=theta, sigma=sigma, vcov=vcov, _jac=jac,
+        formula=formula, solver=cp.block.solver if cp.block else "dense",
+        theta=theta, sigma=sigma, vcov=vcov, _jac=jac,
         _vcov_varpar=vcov_varpar,
     )
 

@@ -1,0 +1,231 @@
+"""The clip block of the REML system in analysis/lmm.py, assembled and factored at the
+cost the design's sparsity allows.
+
+After the participant blocks of L are eliminated, the random effects of every other
+term (clips, pairs: q2 columns) are left with the Schur complement
+
+    M22 = Lambda2' (Z2'Z2 - sum_j Z2_j' Z1_j B_j Z1_j' Z2_j) Lambda2 + I,
+
+one term per participant j, where B_j is that participant's p1 x p1 block (see
+lmm._Crossprod._blocks). Participant j touches only the m_j clips they rated, so their
+term is an m_j x m_j block scattered into M22. Three ways to form the sum, chosen by
+cost at set-up (all give the same matrix up to rounding):
+
+* "patterns": participants with the same Z1_j'Z1_j share B_j, so with few distinct
+  patterns the sum is a weighted sum of q2 x q2 products computed once (balanced designs);
+* "products": dense q2 x n1 products, cheapest when q2 is small;
+* "cliques": participants grouped by m_j, their blocks formed by batched matrix products
+  and scattered with one bincount; the cost is sum_j m_j^2, not q2^2 n1 (many clips,
+  each participant seeing few).
+
+M22 is then factored densely (LAPACK Cholesky) or, when it is large and mostly zero,
+sparsely (SuperLU with a fill-reducing minimum-degree ordering on M + M', no pivoting:
+for a symmetric positive definite matrix this is an LDL' factorisation, so log det M22 is
+the sum of the logs of U's diagonal). scikit-sparse (CHOLMOD) has no wheels for this
+platform, so scipy's SuperLU is used. Both give log det M22 and r' M22^-1 r exactly as the
+dense Cholesky does, so the criterion, its derivatives and the Satterthwaite df do not
+depend on the path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import linalg, sparse
+from scipy.sparse import linalg as splinalg
+
+# Largest number of doubles (32 MB) kept for precomputed products or dense copies of Z2'Z1.
+PATTERN_BUDGET = 4_000_000
+# Above this many clip-block columns a mostly-empty M22 is factored sparsely...
+SPARSE_MIN_Q2 = 1500
+# ... when at most this share of its entries can be nonzero.
+SPARSE_MAX_DENSITY = 0.10
+# Participants are grouped by the number of clip-block rows they touch, rounded up to a
+# geometric grid (ratio 1.15), so the padding costs at most 32% and the groups are few.
+GRID_RATIO = 1.15
+SOLVERS = ("auto", "dense", "sparse")
+
+
+class ClipBlock:
+    """Z2'Z1 (one sparse q2 x n1 matrix per participant coefficient), Z2'Z2, and the
+    chosen ways to form and factor M22.
+
+    rows, cols: the structural nonzeros of Z2'Z1 (clip-block row, participant);
+    data: (p1, nnz) their values, one row per participant coefficient.
+    """
+
+    def __init__(self, q2: int, n1: int, rows, cols, data, S22: sparse.spmatrix,
+                 S11_patterns=None, solver: str = "auto"):
+        if solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}; got {solver!r}")
+        self.q2, self.n1 = q2, n1
+        self.p1 = p1 = data.shape[0]
+        self.S21 = [sparse.csr_matrix((data[c], (rows, cols)), shape=(q2, n1)) for c in range(p1)]
+        m = np.bincount(cols, minlength=n1)
+        clique_cost = float(np.sum(m.astype(float) ** 2))
+        # Which entries of M22 can be nonzero: Z2'Z2's, the diagonal, and each participant's
+        # m_j x m_j block.
+        S22 = sparse.coo_matrix(S22)
+        # patterns (first level of each pattern, inverse index), when they fit the budget
+        self.mode = "cliques"
+        self.P = None
+        if S11_patterns is not None and solver != "sparse":
+            first, inverse = S11_patterns
+            u = len(first)
+            if u * p1 * p1 * q2 * q2 <= PATTERN_BUDGET:
+                P = np.empty((u, p1, p1, q2, q2))
+                for g in range(u):
+                    J = np.flatnonzero(inverse == g)
+                    cols_g = [s[:, J] for s in self.S21]
+                    for a in range(p1):
+                        for c in range(p1):
+                            P[g, a, c] = (cols_g[a] @ cols_g[c].T).toarray()
+                self.P = (first, P.reshape(u * p1 * p1, q2 * q2))
+                self.mode = "patterns"
+        if self.mode == "cliques" and solver != "sparse" and q2 * n1 * p1 <= PATTERN_BUDGET:
+            # dense GEMMs (2 p1 q2^2 n1 flops at ~1e10/s) against one bincount per entry of
+            # the participant blocks (~5 ns each)
+            if 2 * p1 * q2 * q2 * n1 / 1e10 < 5e-9 * clique_cost:
+                self.mode = "products"
+                self.S21d = [s.toarray() for s in self.S21]
+
+        self.groups = []
+        self.density = float("nan")
+        if self.mode != "cliques":
+            self.solver = "dense"
+            self.S22d = S22.toarray()
+            return
+        # the structure of M22
+        order = np.lexsort((rows, cols))  # by participant, then row
+        r_sorted, c_sorted = rows[order], cols[order]
+        d_sorted = data[:, order]
+        start = np.concatenate([[0], np.cumsum(m)])
+        pos_in = np.arange(len(order)) - start[c_sorted]
+        diag = np.arange(q2)
+        grid = [1]
+        while grid[-1] < max(int(m.max()), 1):
+            grid.append(max(grid[-1] + 1, int(np.ceil(grid[-1] * GRID_RATIO))))
+        grid = np.array(grid)
+        sizes = grid[np.searchsorted(grid, m)]
+        for s in np.unique(sizes[m > 0]):
+            J = np.flatnonzero((sizes == s) & (m > 0))
+            slot = np.full(n1, -1)
+            slot[J] = np.arange(len(J))
+            sel = slot[c_sorted] >= 0
+            G = np.zeros((len(J), s, p1))
+            R = np.zeros((len(J), s), dtype=np.int64)
+            R[slot[c_sorted[sel]], pos_in[sel]] = r_sorted[sel]
+            for c in range(p1):
+                G[slot[c_sorted[sel]], pos_in[sel], c] = d_sorted[c, sel]
+            self.groups.append((J, G, np.ascontiguousarray(G.transpose(0, 2, 1)), R))
+        if solver == "auto" and q2 < SPARSE_MIN_Q2:
+            solver = "dense"  # small enough for LAPACK whatever the sparsity
+        if solver != "dense":
+            pair_r = [S22.row.astype(np.int64), diag] + [
+                np.repeat(R, R.shape[1], axis=1).ravel() for *_, R in self.groups]
+            pair_c = [S22.col.astype(np.int64), diag] + [
+                np.tile(R, (1, R.shape[1])).ravel() for *_, R in self.groups]
+            keys = np.concatenate(pair_c) * q2 + np.concatenate(pair_r)
+            pattern = np.unique(keys)  # column-major order: CSC
+            self.density = len(pattern) / float(q2 * q2)
+        if solver == "auto":
+            solver = "sparse" if self.density <= SPARSE_MAX_DENSITY else "dense"
+        self.solver = solver
+        if solver == "dense":
+            self.S22d = S22.toarray()
+            # Only the lower triangle is formed (LAPACK's Cholesky reads no more): each
+            # participant's rows are in ascending order, so their block's lower triangle
+            # lands in M22's. The clique blocks scatter straight into the dense q2 x q2
+            # array (row-major).
+            self.tri = []
+            scatter = []
+            for *_, R in self.groups:
+                s = R.shape[1]
+                ti, tj = np.tril_indices(s)
+                self.tri.append(ti * s + tj)
+                scatter.append((R[:, ti] * q2 + R[:, tj]).ravel())
+            self.size = q2 * q2
+        else:
+            self.tri = None
+            self.prow = (pattern % q2).astype(np.int64)
+            self.pcol = (pattern // q2).astype(np.int64)
+            self.indptr = np.concatenate([[0], np.cumsum(np.bincount(self.pcol, minlength=q2))])
+            self.diagpos = np.searchsorted(pattern, diag * q2 + diag)
+            scatter = [np.searchsorted(pattern, (R[:, None, :] * q2 + R[:, :, None]).ravel())
+                       for *_, R in self.groups]
+            s22_keys = S22.col.astype(np.int64) * q2 + S22.row
+            self.S22v = np.bincount(np.searchsorted(pattern, s22_keys), S22.data, len(pattern))
+            self.size = len(pattern)
+        self.scatter = np.concatenate(scatter) if scatter else np.zeros(0, dtype=np.int64)
+
+    # ----------------------------------------------------------------------------------
+
+    def _cliques(self, B: np.ndarray) -> np.ndarray:
+        """sum_j of participant j's block, scattered (dense: q2*q2 flat; sparse: pattern)."""
+        vals = np.empty(len(self.scatter))
+        at = 0
+        for k, (J, G, Gt, _) in enumerate(self.groups):
+            out = np.matmul(np.matmul(G, B[J]), Gt).reshape(len(J), -1)
+            if self.tri is not None:
+                out = out[:, self.tri[k]]
+            vals[at:at + out.size] = out.ravel()
+            at += out.size
+        return np.bincount(self.scatter, vals, self.size)
+
+    def schur(self, B: np.ndarray) -> np.ndarray:
+        """Z2'Z2 - sum_j Z2_j'Z1_j B_j Z1_j'Z2_j: dense q2 x q2 (only its lower triangle is
+        sure to be right) or its values on the sparse pattern."""
+        q2, p1 = self.q2, self.p1
+        if self.mode == "patterns":
+            first, P = self.P
+            return self.S22d - (B[first].reshape(-1) @ P).reshape(q2, q2)
+        if self.mode == "products":
+            SBS = np.zeros((q2, q2))
+            for c in range(p1):
+                GB = sum(self.S21d[a] * B[:, a, c] for a in range(p1))
+                SBS += GB @ self.S21d[c].T
+            return self.S22d - SBS
+        out = self._cliques(B)
+        # in place: these arrays are large and a fresh allocation costs page faults
+        np.subtract(self.S22d.reshape(-1) if self.solver == "dense" else self.S22v, out, out=out)
+        return out.reshape(q2, q2) if self.solver == "dense" else out
+
+    def factor_solve(self, A, lam, rhs: np.ndarray):
+        """log det M22 and r' M22^-1 r for r = Lambda2' rhs, M22 = Lambda2' A Lambda2 + I.
+
+        lam is a vector (Lambda2 diagonal: every term intercept-only) or a sparse matrix.
+        A may be overwritten. Raises LinAlgError when M22 is not positive definite.
+        """
+        diag_lam = isinstance(lam, np.ndarray)
+        r = lam[:, None] * rhs if diag_lam else lam.T @ rhs
+        if self.solver == "dense":
+            if diag_lam:
+                M = A
+                M *= lam[:, None]
+                M *= lam[None, :]
+            else:
+                A = np.tril(A)  # the lower triangle is what was formed
+                A += np.tril(A, -1).T
+                M = np.ascontiguousarray(lam.T @ (lam.T @ A).T)
+            M[np.diag_indices(self.q2)] += 1.0
+            # M is C-ordered with its lower triangle right: M' is the same memory in
+            # Fortran order with the upper triangle right, factored in place as U'U.
+            U = linalg.cholesky(M.T, lower=False, overwrite_a=True, check_finite=False)
+            ld = 2.0 * np.log(np.diag(U)).sum()
+            R2 = linalg.solve_triangular(U, r, trans="T", lower=False, check_finite=False)
+            return ld, R2.T @ R2
+        if diag_lam:
+            vals = A * lam[self.prow] * lam[self.pcol]
+            vals[self.diagpos] += 1.0
+            M = sparse.csc_matrix((vals, self.prow, self.indptr), shape=(self.q2, self.q2))
+        else:
+            Am = sparse.csc_matrix((A, self.prow, self.indptr), shape=(self.q2, self.q2))
+            M = (lam.T @ Am @ lam + sparse.identity(self.q2)).tocsc()
+        try:
+            lu = splinalg.splu(M, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
+                               options={"SymmetricMode": True})
+        except RuntimeError as exc:  # "Factor is exactly singular"
+            raise np.linalg.LinAlgError(str(exc)) from exc
+        du = lu.U.diagonal()
+        if not np.all(du > 0):
+            raise np.linalg.LinAlgError("the clip block is not positive definite")
+        return np.log(du).sum(), r.T @ lu.solve(r)
