@@ -557,7 +557,7 @@ def fit_lmm(data: pd.DataFrame, dv: str, fixed: list[str], random: list[RandomTe
 
 def _fit(X, y, terms, fixed, formula, reml, ngroups, messages, solver) -> LmmFit:
     n = len(y)
-    cp = _Crossprod(X, y, terms)
+    cp = _Crossprod(X, y, terms, solver)
     lower = np.concatenate([[0.0 if i == j else -np.inf for i, j in t.tri()] for t in terms])
     start = np.concatenate([[1.0 if i == j else 0.0 for i, j in t.tri()] for t in terms])
     theta, crit, success, _ = _optimise(cp, start, lower, reml)
