@@ -19,10 +19,17 @@ slower than this (6.8 s against about 1 s of CPU for the large design).
 
 Speed comes from never forming Z: the grouping factor with the most random-effect columns
 (participants) gives a block-diagonal part of L with one small block per level; every
-other term (clips, usually few levels) goes into one dense block, reached through a Schur
-complement. All cross-products are accumulated once from the rows, so each evaluation of
-the criterion costs O(levels), not O(rows). The dense block is O(q2^3) per evaluation, so
-this is fast when at most one grouping factor has many levels, which is the design here.
+other term (clips, pairs) goes into one clip block, reached through a Schur complement.
+All cross-products are accumulated once from the rows, so each evaluation of the
+criterion costs O(levels), not O(rows). The clip block is formed from each participant's
+few clips and factored densely or, when it is large and mostly empty, sparsely with a
+fill-reducing ordering (analysis/lmm_sparse.py), so many clips cost what their sparsity
+allows.
+
+Identifiability is checked before fitting (_check_identifiable, and fit_crossed's clip
+counts): what the data cannot estimate is refused with a plain message instead of a
+number. After fitting, lme4's convergence checks (gradient, Hessian) are run and reported
+(_diagnostics).
 """
 
 from __future__ import annotations

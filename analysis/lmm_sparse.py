@@ -14,9 +14,10 @@ cost at set-up (all give the same matrix up to rounding):
 * "patterns": participants with the same Z1_j'Z1_j share B_j, so with few distinct
   patterns the sum is a weighted sum of q2 x q2 products computed once (balanced designs);
 * "products": dense q2 x n1 products, cheapest when q2 is small;
-* "cliques": participants grouped by m_j, their blocks formed by batched matrix products
-  and scattered with one bincount; the cost is sum_j m_j^2, not q2^2 n1 (many clips,
-  each participant seeing few).
+* "cliques": one entry per participant and pair of their clips, holding the products of
+  their Z2'Z1 values, sorted by position in M22 once; each evaluation multiplies by B_j
+  and sums runs, so the cost is sum_j m_j^2, not q2^2 n1 (many clips, each participant
+  seeing few).
 
 M22 is then factored densely (LAPACK Cholesky) or, when it is large and mostly zero,
 sparsely (SuperLU with a fill-reducing minimum-degree ordering on M + M', no pivoting:
@@ -116,7 +117,7 @@ class ClipBlock:
             R[slot[c_sorted[sel]], pos_in[sel]] = r_sorted[sel]
             for c in range(p1):
                 G[slot[c_sorted[sel]], pos_in[sel], c] = d_sorted[c, sel]
-            self.groups.append((J, G, np.ascontiguousarray(G.transpose(0, 2, 1)), R))
+            self.groups.append((J, G, None, R))
         if solver == "auto" and q2 < SPARSE_MIN_Q2:
             solver = "dense"  # small enough for LAPACK whatever the sparsity
         if solver != "dense":
@@ -130,46 +131,62 @@ class ClipBlock:
         if solver == "auto":
             solver = "sparse" if self.density <= SPARSE_MAX_DENSITY else "dense"
         self.solver = solver
+        # One entry per (participant, pair of their rows): its position in M22, the
+        # participant, and the products of their Z2'Z1 values, so that the participant's
+        # block at that position is sum over a <= c of V_ac * B_j[a, c] (B_j symmetric).
+        # Dense: only the lower triangle (LAPACK's Cholesky reads no more; each
+        # participant's rows ascend, so the lower triangle of their block lands in M22's),
+        # row-major positions. Sparse: all pairs, positions in the CSC pattern.
         if solver == "dense":
             self.S22d = S22.toarray()
-            # Only the lower triangle is formed (LAPACK's Cholesky reads no more): each
-            # participant's rows are in ascending order, so their block's lower triangle
-            # lands in M22's. The clique blocks scatter straight into the dense q2 x q2
-            # array (row-major).
-            self.tri = []
-            scatter = []
-            for *_, R in self.groups:
-                s = R.shape[1]
-                ti, tj = np.tril_indices(s)
-                self.tri.append(ti * s + tj)
-                scatter.append((R[:, ti] * q2 + R[:, tj]).ravel())
             self.size = q2 * q2
         else:
-            self.tri = None
             self.prow = (pattern % q2).astype(np.int64)
             self.pcol = (pattern // q2).astype(np.int64)
             self.indptr = np.concatenate([[0], np.cumsum(np.bincount(self.pcol, minlength=q2))])
             self.diagpos = np.searchsorted(pattern, diag * q2 + diag)
-            scatter = [np.searchsorted(pattern, (R[:, None, :] * q2 + R[:, :, None]).ravel())
-                       for *_, R in self.groups]
             s22_keys = S22.col.astype(np.int64) * q2 + S22.row
             self.S22v = np.bincount(np.searchsorted(pattern, s22_keys), S22.data, len(pattern))
             self.size = len(pattern)
-        self.scatter = np.concatenate(scatter) if scatter else np.zeros(0, dtype=np.int64)
+        self.pairs = [(a, c) for a in range(p1) for c in range(a, p1)]
+        pos, who, V = [], [], []
+        for J, G, _, R in self.groups:
+            s = R.shape[1]
+            ti, tj = np.tril_indices(s) if solver == "dense" else np.indices((s, s)).reshape(2, -1)
+            mJ = m[J][:, None]
+            valid = (ti[None, :] < mJ) & (tj[None, :] < mJ)
+            if solver == "dense":
+                pos.append((R[:, ti] * q2 + R[:, tj])[valid])
+            else:
+                pos.append(np.searchsorted(pattern, R[:, tj] * q2 + R[:, ti])[valid])
+            who.append(np.broadcast_to(J[:, None], valid.shape)[valid])
+            V.append(np.stack([(G[:, ti, a] * G[:, tj, c]
+                                + (G[:, ti, c] * G[:, tj, a] if a != c else 0.0))[valid]
+                               for a, c in self.pairs]))
+        self.groups = None  # only needed to build the entries
+        if pos:
+            pos, who, V = np.concatenate(pos), np.concatenate(who), np.concatenate(V, axis=1)
+        else:
+            pos, who, V = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((len(self.pairs), 0))
+        # sorted by position, so that each evaluation sums runs (np.add.reduceat) and writes
+        # each position once, instead of scattering at random
+        order = np.argsort(pos, kind="stable")
+        pos = pos[order]
+        self.who = who[order].astype(np.intp)
+        self.V = np.ascontiguousarray(V[:, order])
+        self.upos, self.starts = np.unique(pos, return_index=True)
 
     # ----------------------------------------------------------------------------------
 
     def _cliques(self, B: np.ndarray) -> np.ndarray:
-        """sum_j of participant j's block, scattered (dense: q2*q2 flat; sparse: pattern)."""
-        vals = np.empty(len(self.scatter))
-        at = 0
-        for k, (J, G, Gt, _) in enumerate(self.groups):
-            out = np.matmul(np.matmul(G, B[J]), Gt).reshape(len(J), -1)
-            if self.tri is not None:
-                out = out[:, self.tri[k]]
-            vals[at:at + out.size] = out.ravel()
-            at += out.size
-        return np.bincount(self.scatter, vals, self.size)
+        """sum_j of participant j's block at the positions self.upos."""
+        w = None
+        for k, (a, c) in enumerate(self.pairs):
+            term = self.V[k] * np.take(np.ascontiguousarray(B[:, a, c]), self.who)
+            w = term if w is None else np.add(w, term, out=w)
+        if w is None or not len(w):
+            return np.zeros(0)
+        return np.add.reduceat(w, self.starts)
 
     def schur(self, B: np.ndarray) -> np.ndarray:
         """Z2'Z2 - sum_j Z2_j'Z1_j B_j Z1_j'Z2_j: dense q2 x q2 (only its lower triangle is
@@ -184,10 +201,14 @@ class ClipBlock:
                 GB = sum(self.S21d[a] * B[:, a, c] for a in range(p1))
                 SBS += GB @ self.S21d[c].T
             return self.S22d - SBS
-        out = self._cliques(B)
-        # in place: these arrays are large and a fresh allocation costs page faults
-        np.subtract(self.S22d.reshape(-1) if self.solver == "dense" else self.S22v, out, out=out)
-        return out.reshape(q2, q2) if self.solver == "dense" else out
+        sums = self._cliques(B)
+        if self.solver == "dense":
+            A = self.S22d.copy()
+            A.reshape(-1)[self.upos] -= sums
+            return A
+        A = self.S22v.copy()
+        A[self.upos] -= sums
+        return A
 
     def factor_solve(self, A, lam, rhs: np.ndarray):
         """log det M22 and r' M22^-1 r for r = Lambda2' rhs, M22 = Lambda2' A Lambda2 + I.
