@@ -168,25 +168,27 @@ class ClipBlock:
             pos, who, V = np.concatenate(pos), np.concatenate(who), np.concatenate(V, axis=1)
         else:
             pos, who, V = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((len(self.pairs), 0))
-        # sorted by position, so that each evaluation sums runs (np.add.reduceat) and writes
-        # each position once, instead of scattering at random
+        # sorted by position, so that each evaluation sums into consecutive slots and writes
+        # each position of M22 once, instead of scattering at random
         order = np.argsort(pos, kind="stable")
         pos = pos[order]
         self.who = who[order].astype(np.intp)
         self.V = np.ascontiguousarray(V[:, order])
-        self.upos, self.starts = np.unique(pos, return_index=True)
+        self.upos, self.slot = np.unique(pos, return_inverse=True)
+        self.slot = self.slot.ravel()
 
     # ----------------------------------------------------------------------------------
 
     def _cliques(self, B: np.ndarray) -> np.ndarray:
         """sum_j of participant j's block at the positions self.upos."""
+        if not len(self.who):
+            return np.zeros(0)
         w = None
         for k, (a, c) in enumerate(self.pairs):
             term = self.V[k] * np.take(np.ascontiguousarray(B[:, a, c]), self.who)
             w = term if w is None else np.add(w, term, out=w)
-        if w is None or not len(w):
-            return np.zeros(0)
-        return np.add.reduceat(w, self.starts)
+        # the entries are sorted by position, so this bincount writes sequentially
+        return np.bincount(self.slot, w, len(self.upos))
 
     def schur(self, B: np.ndarray) -> np.ndarray:
         """Z2'Z2 - sum_j Z2_j'Z1_j B_j Z1_j'Z2_j: dense q2 x q2 (only its lower triangle is
