@@ -47,9 +47,11 @@ for (name in strsplit(args[2], ",")[[1]]) {
   load <- as.numeric(strsplit(readLines("/proc/loadavg"), " ")[[1]][1])
   t0 <- proc.time()[["elapsed"]]
   m <- lmerTest::lmer(forms[[name]], data = d, REML = TRUE)
+  t1 <- proc.time()[["elapsed"]]
   co <- summary(m)$coefficients
   el <- proc.time()[["elapsed"]] - t0
-  out[[name]] <- list(seconds = el, load = load, estimate = co["x", "Estimate"],
+  out[[name]] <- list(seconds = el, fit_seconds = t1 - t0, load = load,
+                      estimate = co["x", "Estimate"],
                       se = co["x", "Std. Error"], df = co["x", "df"],
                       reml = as.numeric(REMLcrit(m)))
 }
@@ -116,7 +118,7 @@ def main(argv=None) -> int:
     designs = {"many": lambda: simulate_many(),
                "full": lambda: simulate_full(2000, 60).rename(columns={"outcome": "y"})}
     print(f"{os.cpu_count()} cores; simulation variance components {VC}")
-    print("| design | ratings | model | lme4 + lmerTest s (load) | Kuleshov s (load) | ratio |"
+    print("| design | ratings | model | lme4 + lmerTest s | Kuleshov s (load, solver) | ratio |"
           " x: lme4 / Kuleshov |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for name in args.designs.split(","):
@@ -133,7 +135,8 @@ def main(argv=None) -> int:
         for m in MODELS:
             k = ours[m]
             r = theirs.get(m)
-            rt = f"{r['seconds']:.1f} ({r['load']:.1f})" if r else "-"
+            rt = (f"{r['seconds']:.1f} (fit {r['fit_seconds']:.1f} + df; load {r['load']:.1f})"
+                  if r else "-")
             ratio = f"{r['seconds'] / k['seconds']:.1f}x" if r else "-"
             agree = (f"{r['estimate']:.5f} / {k['estimate']:.5f}, se {r['se']:.5f} / "
                      f"{k['se']:.5f}, df {r['df']:.1f} / {k['df']:.1f}" if r else

@@ -346,3 +346,12 @@ def test_a_fit_reports_its_diagnostics(reference):
     assert 0 <= fit.max_grad < lmm.GRAD_TOL
     assert fit.hessian_min_eigenvalue > lmm.HESS_TOL
     assert 1 <= fit.hessian_condition < 1 / lmm.HESS_TOL
+
+
+def test_fit_crossed_fixed_drops_a_slope_that_never_varies_within_a_participant(reference):
+    from analysis.stats import fit_crossed_fixed
+
+    fit = fit_crossed_fixed(load("between_participants.csv"), "valence", ["x"])
+    assert fit.model_used == "intercepts"
+    assert "no participant has more than one value of x" in fit.messages[0]
+    assert_matches(fit, reference["between_participants.csv"]["intercepts"])
