@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import linalg, sparse
+from scipy.sparse import csgraph
 from scipy.sparse import linalg as splinalg
 
 # Largest number of doubles (32 MB) kept for precomputed products or dense copies of Z2'Z1.
@@ -40,10 +41,32 @@ PATTERN_BUDGET = 4_000_000
 SPARSE_MIN_Q2 = 1500
 # ... when at most this share of its entries can be nonzero.
 SPARSE_MAX_DENSITY = 0.10
+# ... and its factor is sure to keep at most this share of the lower triangle empty. Few
+# nonzeros are not enough: with clips assigned at random (each participant's few clips
+# drawn from all of them) the clip graph is an expander and a Cholesky factor fills in
+# almost completely, in any ordering; then LAPACK on the dense matrix is several times
+# faster than SuperLU (5,000 clips, 12 per participant: 6 s against about 1.5 s per
+# evaluation). The bound is the envelope after a reverse Cuthill-McKee ordering, which
+# contains the factor's fill in that ordering (SuperLU's minimum degree usually does better).
+SPARSE_MAX_FILL = 0.25
 # Participants are grouped by the number of clip-block rows they touch, rounded up to a
 # geometric grid (ratio 1.15), so the padding costs at most 32% and the groups are few.
 GRID_RATIO = 1.15
 SOLVERS = ("auto", "dense", "sparse")
+
+
+def _rcm_envelope(q2: int, pattern: np.ndarray) -> int:
+    """Entries of the lower triangle's envelope after reverse Cuthill-McKee ordering of the
+    symmetric pattern (positions col * q2 + row): an upper bound on the Cholesky fill."""
+    rows, cols = pattern % q2, pattern // q2
+    graph = sparse.csr_matrix((np.ones(len(pattern)), (rows, cols)), shape=(q2, q2))
+    perm = csgraph.reverse_cuthill_mckee(graph, symmetric_mode=True)
+    inv = np.empty(q2, dtype=np.int64)
+    inv[perm] = np.arange(q2)
+    r, c = inv[rows], inv[cols]
+    first = np.arange(q2)
+    np.minimum.at(first, r, c)
+    return int(np.sum(np.arange(q2) - first) + q2)
 
 
 class ClipBlock:
@@ -69,7 +92,10 @@ class ClipBlock:
         # patterns (first level of each pattern, inverse index), when they fit the budget
         self.mode = "cliques"
         self.P = None
-        if S11_patterns is not None and solver != "sparse":
+        # Above SPARSE_MIN_Q2 columns the cliques are kept, so that the sparse solver stays
+        # possible (there the budget allows at most one pattern anyway).
+        small = solver == "dense" or (solver == "auto" and q2 < SPARSE_MIN_Q2)
+        if S11_patterns is not None and small:
             first, inverse = S11_patterns
             u = len(first)
             if u * p1 * p1 * q2 * q2 <= PATTERN_BUDGET:
@@ -82,7 +108,7 @@ class ClipBlock:
                             P[g, a, c] = (cols_g[a] @ cols_g[c].T).toarray()
                 self.P = (first, P.reshape(u * p1 * p1, q2 * q2))
                 self.mode = "patterns"
-        if self.mode == "cliques" and solver != "sparse" and q2 * n1 * p1 <= PATTERN_BUDGET:
+        if self.mode == "cliques" and small and q2 * n1 * p1 <= PATTERN_BUDGET:
             # dense GEMMs (2 p1 q2^2 n1 flops at ~1e10/s) against one bincount per entry of
             # the participant blocks (~5 ns each)
             if 2 * p1 * q2 * q2 * n1 / 1e10 < 5e-9 * clique_cost:
@@ -91,6 +117,7 @@ class ClipBlock:
 
         self.groups = []
         self.density = float("nan")
+        self.envelope = None
         if self.mode != "cliques":
             self.solver = "dense"
             self.S22d = S22.toarray()
@@ -121,15 +148,23 @@ class ClipBlock:
         if solver == "auto" and q2 < SPARSE_MIN_Q2:
             solver = "dense"  # small enough for LAPACK whatever the sparsity
         if solver != "dense":
-            pair_r = [S22.row.astype(np.int64), diag] + [
-                np.repeat(R, R.shape[1], axis=1).ravel() for *_, R in self.groups]
-            pair_c = [S22.col.astype(np.int64), diag] + [
-                np.tile(R, (1, R.shape[1])).ravel() for *_, R in self.groups]
+            pair_r = [S22.row.astype(np.int64), diag]
+            pair_c = [S22.col.astype(np.int64), diag]
+            for J, _, _, R in self.groups:  # the padding (rows past m_j) is left out
+                s = R.shape[1]
+                ti, tj = np.indices((s, s)).reshape(2, -1)
+                valid = (ti[None, :] < m[J][:, None]) & (tj[None, :] < m[J][:, None])
+                pair_r.append(R[:, ti][valid])
+                pair_c.append(R[:, tj][valid])
             keys = np.concatenate(pair_c) * q2 + np.concatenate(pair_r)
             pattern = np.unique(keys)  # column-major order: CSC
             self.density = len(pattern) / float(q2 * q2)
         if solver == "auto":
-            solver = "sparse" if self.density <= SPARSE_MAX_DENSITY else "dense"
+            solver = "dense"
+            if self.density <= SPARSE_MAX_DENSITY:
+                self.envelope = _rcm_envelope(q2, pattern)
+                if self.envelope <= SPARSE_MAX_FILL * q2 * (q2 + 1) / 2:
+                    solver = "sparse"
         self.solver = solver
         # One entry per (participant, pair of their rows): its position in M22, the
         # participant, and the products of their Z2'Z1 values, so that the participant's

@@ -194,24 +194,48 @@ def test_clip_block_modes_agree_on_the_reference_designs(reference_dir, monkeypa
             assert np.allclose(u, v, rtol=1e-9, atol=1e-12)
 
 
-def test_auto_chooses_sparse_when_clips_are_many_and_seen_by_few():
-    """3,000 clips, each participant rating 4 of them: the clip block is 3,000 x 3,000 with
-    well under 10% of its entries possibly nonzero, so the auto choice is sparse; both
-    solvers give the same criterion."""
-    rng = np.random.default_rng(11)
-    n_part, n_clips = 1500, 3000
-    p = np.repeat(np.arange(n_part), 4)
-    c = rng.integers(0, n_clips, len(p))
+def _many_clips(n_part, n_clips, per, list_size=None, seed=11):
+    """Each participant rates `per` clips: drawn from all clips, or from one list of
+    `list_size` clips (clips assigned in lists, as many studies do)."""
+    rng = np.random.default_rng(seed)
+    p = np.repeat(np.arange(n_part), per)
+    if list_size is None:
+        c = np.concatenate([rng.choice(n_clips, per, replace=False) for _ in range(n_part)])
+    else:
+        lists = rng.integers(0, n_clips // list_size, n_part)
+        c = np.concatenate([lst * list_size + rng.choice(list_size, per, replace=False)
+                            for lst in lists])
     x = np.where(c % 2 == 0, 0.5, -0.5)
-    d = pd.DataFrame({"participant_id": p, "stimulus_id": c, "x": x,
-                      "valence": rng.normal(0, 1, len(p)) + x * 0.3})
+    return pd.DataFrame({"participant_id": p, "stimulus_id": c, "x": x,
+                         "valence": rng.normal(0, 1, len(p)) + x * 0.3})
+
+
+def test_auto_chooses_sparse_when_the_clip_block_stays_sparse():
+    """2,000 clips in lists of 25, 4,000 participants each rating 4 clips of one list: the
+    clip block is 2,000 x 2,000 and its factor stays sparse, so the auto choice is sparse
+    (30x faster per evaluation here); both solvers give the same criterion."""
+    d = _many_clips(4000, 2000, 4, list_size=25)
     random = [RandomTerm("participant_id"), RandomTerm("stimulus_id")]
     cps, k = _crossprods(d, random, solvers=("auto", "dense"))
+    assert cps["auto"].block.q2 == 2000
     assert cps["auto"].block.solver == "sparse"
     assert cps["auto"].block.density < lmm_sparse_max_density()
     theta = np.array([0.5, 0.4])
     for u, v in zip(cps["auto"].solve(theta), cps["dense"].solve(theta)):
         assert np.allclose(u, v, rtol=1e-9, atol=1e-12)
+
+
+def test_auto_stays_dense_when_random_clips_would_fill_the_factor():
+    """The same numbers, but each participant's 4 clips drawn from all 2,000: about 1% of the
+    clip block is nonzero, yet its Cholesky factor fills in (the clip graph is an expander),
+    so LAPACK on the dense matrix is chosen."""
+    d = _many_clips(4000, 2000, 4)
+    cps, _ = _crossprods(d, [RandomTerm("participant_id"), RandomTerm("stimulus_id")],
+                         solvers=("auto",))
+    block = cps["auto"].block
+    assert block.q2 == 2000 and block.density < 0.02
+    assert block.solver == "dense"
+    assert block.envelope > 0.25 * 2000 * 2001 / 2
 
 
 def lmm_sparse_max_density():
