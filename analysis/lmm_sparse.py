@@ -16,11 +16,11 @@ cost at set-up (all give the same matrix up to rounding):
 * "products": dense q2 x n1 products, cheapest when q2 is small;
 * "cliques": one entry per participant and pair of their clips, holding the products of
   their Z2'Z1 values, sorted by position in M22 once; each evaluation multiplies by B_j
-  and sums runs, so the cost is sum_j m_j^2, not q2^2 n1 (many clips, each participant
+  and sums into consecutive positions, so the cost is sum_j m_j^2, not q2^2 n1 (many clips, each participant
   seeing few).
 
-M22 is then factored densely (LAPACK Cholesky) or, when it is large and mostly zero,
-sparsely (SuperLU with a fill-reducing minimum-degree ordering on M + M', no pivoting:
+M22 is then factored densely (LAPACK Cholesky) or, when it is large and its factor stays
+mostly zero (SPARSE_MAX_FILL), sparsely (SuperLU with a fill-reducing minimum-degree ordering on M + M', no pivoting:
 for a symmetric positive definite matrix this is an LDL' factorisation, so log det M22 is
 the sum of the logs of U's diagonal). scikit-sparse (CHOLMOD) has no wheels for this
 platform, so scipy's SuperLU is used. Both give log det M22 and r' M22^-1 r exactly as the
@@ -41,16 +41,16 @@ PATTERN_BUDGET = 4_000_000
 SPARSE_MIN_Q2 = 1500
 # ... when at most this share of its entries can be nonzero.
 SPARSE_MAX_DENSITY = 0.10
-# ... and its factor is sure to keep at most this share of the lower triangle empty. Few
+# ... and its factor is sure to fill at most this share of the lower triangle. Few
 # nonzeros are not enough: with clips assigned at random (each participant's few clips
 # drawn from all of them) the clip graph is an expander and a Cholesky factor fills in
-# almost completely, in any ordering; then LAPACK on the dense matrix is several times
-# faster than SuperLU (5,000 clips, 12 per participant: 6 s against about 1.5 s per
-# evaluation). The bound is the envelope after a reverse Cuthill-McKee ordering, which
+# almost completely, in any ordering; then LAPACK on the dense matrix is faster than
+# SuperLU (measured: 5,000 random clips, 12 per participant, about 6 s per evaluation with
+# SuperLU). The bound is the envelope after a reverse Cuthill-McKee ordering, which
 # contains the factor's fill in that ordering (SuperLU's minimum degree usually does better).
 SPARSE_MAX_FILL = 0.25
-# Participants are grouped by the number of clip-block rows they touch, rounded up to a
-# geometric grid (ratio 1.15), so the padding costs at most 32% and the groups are few.
+# While the entries are built, participants are grouped by the number of clip-block rows
+# they touch, rounded up to a geometric grid (ratio 1.15), so the groups are few.
 GRID_RATIO = 1.15
 SOLVERS = ("auto", "dense", "sparse")
 
