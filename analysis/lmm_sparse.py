@@ -16,11 +16,12 @@ cost at set-up (all give the same matrix up to rounding):
 * "products": dense q2 x n1 products, cheapest when q2 is small;
 * "cliques": one entry per participant and pair of their clips, holding the products of
   their Z2'Z1 values, sorted by position in M22 once; each evaluation multiplies by B_j
-  and sums into consecutive positions, so the cost is sum_j m_j^2, not q2^2 n1 (many clips, each participant
-  seeing few).
+  and sums into consecutive positions, so the cost is sum_j m_j^2, not q2^2 n1 (many
+  clips, each participant seeing few).
 
 M22 is then factored densely (LAPACK Cholesky) or, when it is large and its factor stays
-mostly zero (SPARSE_MAX_FILL), sparsely (SuperLU with a fill-reducing minimum-degree ordering on M + M', no pivoting:
+mostly zero (SPARSE_MAX_FILL), sparsely (SuperLU with a fill-reducing minimum-degree
+ordering on M + M', no pivoting:
 for a symmetric positive definite matrix this is an LDL' factorisation, so log det M22 is
 the sum of the logs of U's diagonal). scikit-sparse (CHOLMOD) has no wheels for this
 platform, so scipy's SuperLU is used. Both give log det M22 and r' M22^-1 r exactly as the
@@ -202,7 +203,8 @@ class ClipBlock:
         if pos:
             pos, who, V = np.concatenate(pos), np.concatenate(who), np.concatenate(V, axis=1)
         else:
-            pos, who, V = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((len(self.pairs), 0))
+            pos, who = np.zeros(0, np.int64), np.zeros(0, np.int64)
+            V = np.zeros((len(self.pairs), 0))
         # sorted by position, so that each evaluation sums into consecutive slots and writes
         # each position of M22 once, instead of scattering at random
         order = np.argsort(pos, kind="stable")
