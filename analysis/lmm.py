@@ -19,10 +19,17 @@ slower than this (6.8 s against about 1 s of CPU for the large design).
 
 Speed comes from never forming Z: the grouping factor with the most random-effect columns
 (participants) gives a block-diagonal part of L with one small block per level; every
-other term (clips, usually few levels) goes into one dense block, reached through a Schur
-complement. All cross-products are accumulated once from the rows, so each evaluation of
-the criterion costs O(levels), not O(rows). The dense block is O(q2^3) per evaluation, so
-this is fast when at most one grouping factor has many levels, which is the design here.
+other term (clips, pairs) goes into one clip block, reached through a Schur complement.
+All cross-products are accumulated once from the rows, so each evaluation of the
+criterion costs O(levels), not O(rows). The clip block is formed from each participant's
+few clips and factored densely or, when it is large and mostly empty, sparsely with a
+fill-reducing ordering (analysis/lmm_sparse.py), so many clips cost what their sparsity
+allows.
+
+Identifiability is checked before fitting (_check_identifiable, and fit_crossed's clip
+counts): what the data cannot estimate is refused with a plain message instead of a
+number. After fitting, lme4's convergence checks (gradient, Hessian) are run and reported
+(_diagnostics).
 """
 
 from __future__ import annotations
@@ -31,8 +38,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import linalg, optimize, stats
+from scipy import linalg, optimize, sparse, stats
 
+from analysis.lmm_sparse import ClipBlock
 from analysis.tables import require_columns
 from study.errors import Problem, UserError
 
@@ -41,15 +49,16 @@ try:  # optional: keeps BLAS single-threaded during a fit
 except ImportError:  # pragma: no cover - fits still work, only slower under CPU contention
     threadpool_limits = None
 
-__all__ = ["RandomTerm", "LmmFit", "fit_lmm", "fit_crossed", "source_code"]
+__all__ = ["RandomTerm", "LmmFit", "fit_lmm", "fit_crossed", "source_code", "clip_counts"]
 
 # lme4's isSingular() default: a diagonal element of a relative covariance factor below
 # this is taken as zero (a variance of zero, or a correlation of +-1).
 SINGULAR_TOL = 1e-4
 # lmerTest treats Hessian eigenvalues below this as zero (Moore-Penrose inverse).
 HESSIAN_TOL = 1e-8
-# Largest number of doubles (32 MB) kept for the precomputed Schur-complement products.
-PATTERN_BUDGET = 4_000_000
+# lme4's convergence checks (lmerControl: check.conv.grad, check.conv.hess).
+GRAD_TOL = 2e-3
+HESS_TOL = 1e-6
 INTERCEPT = "(Intercept)"
 
 
@@ -102,11 +111,19 @@ class LmmFit:
     messages: list[str]
     formula: str
     model_used: str | None = None
+    solver: str = "dense"
+    # fit_crossed: clips per source, counting a clip under each source it was shown as
+    clip_counts: dict | None = None
     theta: np.ndarray = field(default=None, repr=False)
     sigma: float = float("nan")
     vcov: np.ndarray = field(default=None, repr=False)
     # Satterthwaite ingredients: d vcov / d varpar (one matrix per parameter) and the
     # asymptotic covariance of the variance parameters (theta..., sigma).
+    # Convergence diagnostics (see _diagnostics): lme4's max|grad|, and the smallest
+    # eigenvalue and condition number of the Hessian of the profiled criterion.
+    max_grad: float = float("nan")
+    hessian_min_eigenvalue: float = float("nan")
+    hessian_condition: float = float("nan")
     _jac: np.ndarray = field(default=None, repr=False)
     _vcov_varpar: np.ndarray = field(default=None, repr=False)
 
@@ -184,7 +201,7 @@ class _Crossprod:
     into a dense part of q2 columns.
     """
 
-    def __init__(self, X: np.ndarray, y: np.ndarray, terms: list[_Term]):
+    def __init__(self, X: np.ndarray, y: np.ndarray, terms: list[_Term], solver: str = "auto"):
         self.n, self.p = X.shape
         self.terms = terms
         self.big = max(range(len(terms)), key=lambda k: terms[k].q)
@@ -207,50 +224,48 @@ class _Crossprod:
         for a in range(p1):
             for c in range(self.p + 1):
                 self.Z1XY[:, a, c] = np.bincount(g1, W1[:, a] * XY[:, c], n1)
-        # dense part: Z2'Z1 as (p1, q2, n1) so each slice is a contiguous matrix, Z2'Z2,
-        # Z2'[X y]
-        self.S21 = np.zeros((p1, self.q2, n1))
-        self.S22 = np.zeros((self.q2, self.q2))
+        # the other terms: Z2'Z1 as sparse (one matrix per participant coefficient, with a
+        # shared structure), Z2'Z2 sparse, Z2'[X y] dense; see analysis/lmm_sparse.py
         self.Z2XY = np.zeros((self.q2, self.p + 1))
+        keys, vals = [], []
+        s22_r, s22_c, s22_v = [], [], []
         for t, off in zip(self.others, self.offsets):
-            rows = off + np.arange(t.nlev) * t.p
             for a in range(t.p):
-                for c in range(p1):
-                    v = np.bincount(t.codes * n1 + g1, t.W[:, a] * W1[:, c], t.nlev * n1)
-                    self.S21[c, rows + a, :] = v.reshape(t.nlev, n1)
+                rows = off + t.codes * t.p + a
+                keys.append(rows * n1 + g1)
+                vals.append(t.W[:, a, None] * W1)
                 for c in range(self.p + 1):
-                    self.Z2XY[rows + a, c] = np.bincount(t.codes, t.W[:, a] * XY[:, c], t.nlev)
-            for u, off_u in zip(self.others, self.offsets):
-                cols = off_u + np.arange(u.nlev) * u.p
-                for a in range(t.p):
+                    self.Z2XY[off + np.arange(t.nlev) * t.p + a, c] = np.bincount(
+                        t.codes, t.W[:, a] * XY[:, c], t.nlev)
+                for u, off_u in zip(self.others, self.offsets):
                     for c in range(u.p):
-                        v = np.bincount(t.codes * u.nlev + u.codes, t.W[:, a] * u.W[:, c],
-                                        t.nlev * u.nlev).reshape(t.nlev, u.nlev)
-                        self.S22[np.ix_(rows + a, cols + c)] = v
-        # B_j (see _blocks) depends on level j only through Z_j'Z_j, which is the same for
-        # every participant who rated the same number of clips of each source. Grouping
-        # levels by that pattern turns the Schur complement S21 B S21', the costly step,
-        # into a small weighted sum of products computed once here.
-        self.patterns = None
+                        s22_r.append(rows)
+                        s22_c.append(off_u + u.codes * u.p + c)
+                        s22_v.append(t.W[:, a] * u.W[:, c])
+        self.block = None
         if self.q2:
-            pats, first, inverse = np.unique(self.S11, axis=0, return_index=True,
-                                              return_inverse=True)
-            inverse = inverse.ravel()
-            u = len(pats)
-            if u * p1 * p1 * self.q2 * self.q2 <= PATTERN_BUDGET:
-                P = np.empty((u, p1, p1, self.q2, self.q2))
-                for g in range(u):
-                    J = inverse == g
-                    for a in range(p1):
-                        for c in range(p1):
-                            P[g, a, c] = self.S21[a][:, J] @ self.S21[c][:, J].T
-                self.patterns = (first, P.reshape(u * p1 * p1, self.q2 * self.q2))
+            ukeys, inverse = np.unique(np.concatenate(keys), return_inverse=True)
+            allvals = np.concatenate(vals)
+            data = np.stack([np.bincount(inverse.ravel(), allvals[:, c], len(ukeys))
+                             for c in range(p1)])
+            S22 = sparse.coo_matrix((np.concatenate(s22_v),
+                                     (np.concatenate(s22_r), np.concatenate(s22_c))),
+                                    shape=(self.q2, self.q2)).tocsr()
+            # B_j (see _blocks) depends on level j only through Z_j'Z_j, which is the same
+            # for every participant who rated the same number of clips of each source; the
+            # block may precompute the Schur complement per pattern.
+            _, first, inv = np.unique(self.S11, axis=0, return_index=True, return_inverse=True)
+            self.block = ClipBlock(self.q2, n1, ukeys // n1, ukeys % n1, data, S22,
+                                   (first, inv.ravel()), solver)
+        self.S21 = self.block.S21 if self.block else []
+        self.diag_lambda = all(t.p == 1 for t in self.others)
 
-    def lambda2(self, theta: np.ndarray) -> np.ndarray:
-        L2 = np.zeros((self.q2, self.q2))
-        for t, off in zip(self.others, self.offsets):
-            L2[off:off + t.q, off:off + t.q] = np.kron(np.eye(t.nlev), t.factor(theta))
-        return L2
+    def lambda2(self, theta: np.ndarray):
+        """Lambda2: a vector when it is diagonal (intercept-only terms), else sparse."""
+        if self.diag_lambda:
+            return np.concatenate([np.full(t.nlev, t.factor(theta)[0, 0]) for t in self.others])
+        return sparse.block_diag([sparse.kron(sparse.identity(t.nlev), t.factor(theta))
+                                  for t in self.others], format="csr")
 
     def _blocks(self, T1: np.ndarray):
         """Per level j: log det(A_j) and B_j = T1 A_j^-1 T1', with A_j = T1' Z_j'Z_j T1 + I.
@@ -286,26 +301,15 @@ class _Crossprod:
                 BZ[:, a, :] += B[:, a, c, None] * self.Z1XY[:, c, :]
         RtR = np.einsum("jak,jal->kl", self.Z1XY, BZ)
         if q2:
-            Lam2 = self.lambda2(theta)
-            # S21 B S21' and S21 B Z1'[X y]: the Schur complement of the block-diagonal part
+            # the Schur complement of the block-diagonal part, formed and factored by the
+            # clip block (dense or sparse)
             SBZ = np.zeros((q2, p + 1))
             for c in range(p1):
                 SBZ += self.S21[c] @ BZ[:, c, :]
-            if self.patterns is not None:
-                first, P = self.patterns
-                SBS = (B[first].reshape(-1) @ P).reshape(q2, q2)
-            else:
-                SBS = np.zeros((q2, q2))
-                for c in range(p1):
-                    GB = sum(self.S21[a] * B[:, a, c] for a in range(p1))
-                    SBS += GB @ self.S21[c].T
-            M22 = Lam2.T @ (self.S22 - SBS) @ Lam2
-            M22[np.diag_indices(q2)] += 1.0
-            L22 = np.linalg.cholesky(M22)
-            ld += 2.0 * np.log(np.diag(L22)).sum()
-            R2 = linalg.solve_triangular(L22, Lam2.T @ (self.Z2XY - SBZ), lower=True,
-                                         check_finite=False)
-            RtR += R2.T @ R2
+            ld22, RR = self.block.factor_solve(self.block.schur(B), self.lambda2(theta),
+                                               self.Z2XY - SBZ)
+            ld += ld22
+            RtR += RR
         C = np.linalg.cholesky(self.XYtXY - RtR)
         RXt = C[:p, :p]
         ldx = 2.0 * np.log(np.diag(RXt)).sum()
@@ -485,10 +489,12 @@ def _numeric(data: pd.DataFrame, col: str, problems: list[Problem], role: str):
 
 
 def fit_lmm(data: pd.DataFrame, dv: str, fixed: list[str], random: list[RandomTerm],
-            reml: bool = True) -> LmmFit:
+            reml: bool = True, solver: str = "auto") -> LmmFit:
     """Fit dv ~ 1 + fixed + random terms by REML (or ML), with Satterthwaite df.
 
-    fixed: numeric columns (an intercept is added). Rows missing the outcome, a predictor,
+    fixed: numeric columns (an intercept is added). solver: how the clip block is factored,
+    "dense", "sparse" or "auto" (by size and sparsity; see analysis/lmm_sparse.py); the
+    numbers do not depend on it beyond rounding. Rows missing the outcome, a predictor,
     a slope or a grouping value are dropped. Returns an LmmFit whose `fixed` table has
     term, estimate, se, df, t, p, ci_low, ci_high (95% CI on Satterthwaite df) and whose
     `random` table has group, var1, var2, variance_or_cov, sd_or_cor as lme4's
@@ -554,21 +560,61 @@ def fit_lmm(data: pd.DataFrame, dv: str, fixed: list[str], random: list[RandomTe
         ngroups[spec.group] = nlev
 
     formula = f"{dv} ~ " + " + ".join([*(fixed or ["1"]), *(t.formula() for t in random)])
+    _check_identifiable(X, fixed, terms, frame)
     try:
         if threadpool_limits is None:
-            return _fit(X, y, terms, fixed, formula, reml, ngroups, messages)
+            return _fit(X, y, terms, fixed, formula, reml, ngroups, messages, solver)
         # The matrices here are small (tens to a few thousand columns); OpenBLAS threads cost
         # far more in start-up and contention than they save, most of all on a shared 2-core
         # machine, where they made each evaluation 5x slower.
         with threadpool_limits(limits=1, user_api="blas"):
-            return _fit(X, y, terms, fixed, formula, reml, ngroups, messages)
+            return _fit(X, y, terms, fixed, formula, reml, ngroups, messages, solver)
     except np.linalg.LinAlgError as exc:  # degenerate data the checks above did not foresee
         raise UserError(f"the model {formula} could not be fitted to these data ({exc})") from exc
 
 
-def _fit(X, y, terms, fixed, formula, reml, ngroups, messages) -> LmmFit:
+def _within_level_constant(codes: np.ndarray, nlev: int, v: np.ndarray) -> bool:
+    """True when v takes one value within every level."""
+    lo = np.full(nlev, np.inf)
+    hi = np.full(nlev, -np.inf)
+    np.minimum.at(lo, codes, v)
+    np.maximum.at(hi, codes, v)
+    return bool(np.all(hi - lo <= 1e-12 * max(1.0, float(np.max(np.abs(v))))))
+
+
+def _check_identifiable(X, fixed, terms, frame) -> None:
+    """Refuse, before fitting, random terms the data cannot estimate.
+
+    * A random slope whose variable never varies within a level of its group: its
+      by-level deviations are multiples of the random intercept's (x is a between-level
+      variable there), so the slope variance has no information.
+    * A random intercept whose group means are fitted exactly by the fixed effects: every
+      fixed predictor is constant within the levels and there are no more levels than
+      fixed-effect columns (e.g. a clip column that holds the source: two levels, intercept
+      plus source effect), so the group's variance has zero degrees of freedom.
+    """
+    for t in terms:
+        for s in t.spec.slopes:
+            if _within_level_constant(t.codes, t.nlev, frame[s].to_numpy(float)):
+                raise UserError(
+                    f"the random slope of {s} by {t.spec.group} cannot be estimated: {s} "
+                    f"never varies within a level of {t.spec.group} (each level has one "
+                    f"value), so use a random intercept only, (1 | {t.spec.group})",
+                    [Problem(t.spec.formula(), f"{s} is constant within every "
+                             f"{t.spec.group}")])
+        if t.nlev <= X.shape[1] and all(
+                _within_level_constant(t.codes, t.nlev, X[:, i]) for i in range(1, X.shape[1])):
+            raise UserError(
+                f"the variance of {t.spec.group} cannot be estimated: it has only {t.nlev} "
+                f"levels and the fixed effects ({', '.join(fixed) or 'intercept'}) take one "
+                f"value per level, so the fixed effects fit the level means exactly",
+                [Problem(t.spec.formula(), f"{t.nlev} levels, {X.shape[1]} fixed-effect "
+                         "columns constant within them")])
+
+
+def _fit(X, y, terms, fixed, formula, reml, ngroups, messages, solver) -> LmmFit:
     n = len(y)
-    cp = _Crossprod(X, y, terms)
+    cp = _Crossprod(X, y, terms, solver)
     lower = np.concatenate([[0.0 if i == j else -np.inf for i, j in t.tri()] for t in terms])
     start = np.concatenate([[1.0 if i == j else 0.0 for i, j in t.tri()] for t in terms])
     theta, crit, success, _ = _optimise(cp, start, lower, reml)
@@ -589,29 +635,13 @@ def _fit(X, y, terms, fixed, formula, reml, ngroups, messages) -> LmmFit:
 
     H, jac = _varpar_pieces(cp, theta, sigma, reml)
     vcov_varpar, nneg, nzero = _pinv_cov(H)
-    if nneg and not singular:
-        messages.append("the Hessian of the criterion has negative eigenvalues: the fit may "
-                        "not be at a minimum; df are approximate")
-        success = False
     grad = _central_grad(lambda th: _profiled(cp, th, reml), theta, lower)
-    free = ~((lower == 0) & (theta <= SINGULAR_TOL))
-    if free.any():
-        # lme4's check: the gradient scaled by the Cholesky factor of the Hessian of the
-        # profiled criterion, which is H over theta with sigma profiled out (Schur
-        # complement); it measures the distance to the optimum, whatever the sample size.
-        k = len(theta)
-        Hp = H[:k, :k] - np.outer(H[:k, k], H[k, :k]) / H[k, k]
-        try:
-            R = np.linalg.cholesky(Hp[np.ix_(free, free)])
-            scaled = np.max(np.abs(linalg.solve_triangular(R, grad[free], lower=True)))
-        except np.linalg.LinAlgError:
-            scaled = np.max(np.abs(grad[free]))
-        if scaled > 2e-3:
-            messages.append(f"optimiser stopped with scaled gradient {scaled:.2g} (lme4's "
-                            "tolerance 0.002); the fit may not have converged")
-            success = False
-    if not success and not any("converge" in m for m in messages):
+    diag = _diagnostics(H, grad, theta, lower, singular)
+    if not success:
         messages.append("the optimiser ran out of iterations; the fit may not have converged")
+    messages.extend(diag.pop("messages"))
+    if diag.pop("failed"):
+        success = False
 
     vcov = sigma**2 * unsc
     names = [INTERCEPT, *fixed]
@@ -627,9 +657,74 @@ def _fit(X, y, terms, fixed, formula, reml, ngroups, messages) -> LmmFit:
         fixed=fixed_df, random=_random_table(terms, theta, sigma),
         reml_criterion=float(crit) if reml else float("nan"), singular=singular,
         nobs=n, ngroups=ngroups, converged=bool(success), messages=messages,
-        formula=formula, theta=theta, sigma=sigma, vcov=vcov, _jac=jac,
+        formula=formula, solver=cp.block.solver if cp.block else "dense", **diag,
+        theta=theta, sigma=sigma, vcov=vcov, _jac=jac,
         _vcov_varpar=vcov_varpar,
     )
+
+
+def _diagnostics(H, grad, theta, lower, singular) -> dict:
+    """Convergence checks after lme4 1.1-31's checkConv/checkHess, on the Hessian of the
+    profiled REML criterion over theta (H over (theta, sigma) with sigma profiled out: the
+    Schur complement) and its central-difference gradient.
+
+    Gradient: max over the free parameters of min(|scaled gradient|, |gradient|), the
+    scaled one through the Cholesky factor of the Hessian; above 0.002 the fit has not
+    converged. Hessian (skipped for a singular fit, as in lme4, whose Hessian at the
+    boundary means nothing): an eigenvalue below -1e-6 means not at a minimum, one within
+    1e-6 of zero (or no Cholesky factor) means the parameters are not determined (both are
+    failures); a largest eigenvalue over 1e6 or a ratio of smallest to largest under 1e-6
+    is lme4's "nearly unidentifiable" warning.
+    """
+    k = len(theta)
+    Hp = H[:k, :k] - np.outer(H[:k, k], H[k, :k]) / H[k, k]
+    free = ~((lower == 0) & (theta <= SINGULAR_TOL))
+    out = {"max_grad": 0.0, "hessian_min_eigenvalue": float("nan"),
+           "hessian_condition": float("nan"), "messages": [], "failed": False}
+    if free.any():
+        g = grad[free]
+        try:
+            R = np.linalg.cholesky(Hp[np.ix_(free, free)])
+            scaled = np.abs(linalg.solve_triangular(R, g, lower=True))
+        except np.linalg.LinAlgError:
+            scaled = np.abs(g)
+        out["max_grad"] = float(np.max(np.minimum(scaled, np.abs(g))))
+        if out["max_grad"] > GRAD_TOL:
+            out["messages"].append(
+                f"the fit may not have converged: max|grad| = {out['max_grad']:.3g} "
+                f"(lme4's tolerance {GRAD_TOL})")
+            out["failed"] = True
+    ev = np.linalg.eigvalsh(Hp) if np.all(np.isfinite(Hp)) else np.array([np.nan])
+    out["hessian_min_eigenvalue"] = float(ev.min())
+    if singular:
+        return out
+    if not np.all(np.isfinite(ev)):
+        out["messages"].append("the Hessian of the criterion could not be evaluated (infinite "
+                               "or missing values): the fit may not have converged")
+        out["failed"] = True
+        return out
+    negative = int((ev < -HESS_TOL).sum())
+    if negative:
+        out["messages"].append(
+            f"the fit did not converge: degenerate Hessian with {negative} negative "
+            f"eigenvalue{'s' if negative > 1 else ''} (smallest {ev.min():.3g}); the "
+            "estimates are not at a minimum of the criterion")
+        out["failed"] = True
+        return out
+    if (np.abs(ev) < HESS_TOL).any():
+        out["messages"].append(
+            "the Hessian of the criterion is numerically singular (smallest eigenvalue "
+            f"{ev.min():.3g}): the variance parameters are not uniquely determined")
+        out["failed"] = True
+        return out
+    out["hessian_condition"] = float(ev.max() / ev.min())
+    if ev.max() * HESS_TOL > 1:
+        out["messages"].append("the model is nearly unidentifiable: very large Hessian "
+                               f"eigenvalue ({ev.max():.3g}); rescale variables?")
+    if ev.min() / ev.max() < HESS_TOL:
+        out["messages"].append("the model is nearly unidentifiable: large Hessian eigenvalue "
+                               f"ratio ({out['hessian_condition']:.3g}); rescale variables?")
+    return out
 
 
 def _random_table(terms: list[_Term], theta, sigma) -> pd.DataFrame:
@@ -656,12 +751,56 @@ def _random_table(terms: list[_Term], theta, sigma) -> pd.DataFrame:
 MODELS = ("correlated_slope", "uncorrelated_slope", "intercepts")
 
 
+def clip_counts(data: pd.DataFrame, stimulus: str = "stimulus_id",
+                source: str = "source") -> dict:
+    """How many clips each source has, counting a clip under every source it was shown
+    as: {'clips', 'human', 'ai', 'both'}; 'both' is the number of clips shown under both
+    sources (to different raters, or the same), so human + ai = clips + both."""
+    d = data[[stimulus, source]].dropna()
+    x = source_code(d[source])
+    per = pd.DataFrame({"clip": d[stimulus].to_numpy(), "human": x > 0}).groupby("clip")["human"]
+    has_h, has_a = per.any(), ~per.all()
+    return {"clips": int(len(has_h)), "human": int(has_h.sum()), "ai": int(has_a.sum()),
+            "both": int((has_h & has_a).sum())}
+
+
+def _crossed_specs(participant, stimulus, slope_by_participant: bool, slope_by_clip: bool):
+    """The three models of the singular-fit rule. A by-clip source slope (when source
+    varies within clips) is simplified together with the by-participant one."""
+    def term(group, with_slope, correlated):
+        return RandomTerm(group, ("x",), correlated) if with_slope else RandomTerm(group)
+    specs = {}
+    for name, slopes, corr in (("correlated_slope", True, True),
+                               ("uncorrelated_slope", True, False),
+                               ("intercepts", False, True)):
+        if slopes and not (slope_by_participant or slope_by_clip):
+            continue
+        specs[name] = [term(participant, slopes and slope_by_participant, corr),
+                       term(stimulus, slopes and slope_by_clip, corr)]
+    return specs
+
+
 def fit_crossed(data: pd.DataFrame, dv: str, participant: str = "participant_id",
-                stimulus: str = "stimulus_id", source: str = "source") -> LmmFit:
+                stimulus: str = "stimulus_id", source: str = "source",
+                solver: str = "auto") -> LmmFit:
     """The primary model: dv ~ x + (1 + x | participant) + (1 | stimulus), x = source_code.
 
+    Before fitting (each a plain UserError, no numbers): every source needs at least two
+    clips (with one, the source difference cannot be told apart from the difference
+    between two clips; the case where the clip column holds the source itself is named
+    as such).
+
+    Adapted to the design, with a note in .messages:
+    * no participant rated both sources (source is between participants): the source
+      slope by participant cannot be estimated, so the model is (1 | participant) from
+      the start, as lme4 users would simplify;
+    * source varies within clips (a clip shown as human-made to some raters and as
+      AI-generated to others): a by-clip source slope is added, (1 + x | stimulus), the
+      model lme4 users fit for items crossed with a condition. .clip_counts says how
+      many clips each source has and how many were shown under both.
+
     Singular-fit rule (documented in the report's methods): start with the correlated
-    slope; if that fit is singular or does not converge, drop the correlation
+    slope(s); if that fit is singular or does not converge, drop the correlation
     (1 + x || participant); if that is still singular or does not converge, drop the slope
     (1 | participant). The intercepts model is kept even if it is singular too. The result
     says which model was used (.model_used) and why (.messages).
@@ -676,16 +815,43 @@ def fit_crossed(data: pd.DataFrame, dv: str, participant: str = "participant_id"
     if d["x"].nunique() < 2:
         raise UserError("the data hold clips of only one source; the primary test compares "
                         "human-made with AI-generated clips")
-    specs = {
-        "correlated_slope": RandomTerm(participant, ("x",), True),
-        "uncorrelated_slope": RandomTerm(participant, ("x",), False),
-        "intercepts": RandomTerm(participant),
-    }
+    rated = d.dropna(subset=[dv, participant, stimulus])
+    counts = clip_counts(rated.assign(_src=np.where(rated["x"] > 0, "human", "ai")),
+                         stimulus, "_src")
+    if min(counts["human"], counts["ai"]) < 2:
+        by_source = rated.groupby("x")[stimulus].unique()
+        if counts["clips"] == 2 and counts["both"] == 0:
+            h, a = by_source[0.5][0], by_source[-0.5][0]
+            holds = ("holds the source itself" if {str(h).strip().lower(), str(a).strip().lower()}
+                     == {"human", "ai"} else "has one clip per source")
+            raise UserError(
+                f"the clip column ({stimulus}) {holds}: all human-made ratings are of "
+                f"{stimulus} {h!r} and all AI-generated ones of {a!r}, so the difference "
+                "between clips cannot be told apart from the source difference; the "
+                "comparison needs at least two clips of each source, each with its own "
+                "identifier")
+        raise UserError(
+            f"the source comparison needs at least two clips of each source; these data have "
+            f"{counts['human']} human-made and {counts['ai']} AI-generated clip(s). With one "
+            "clip, the difference between the sources cannot be told apart from the "
+            "difference between clips",
+            [Problem(f"source {'human' if v > 0 else 'ai'}", f"clips: {', '.join(map(str, c[:5]))}")
+             for v, c in by_source.items() if len(c) < 2])
     notes = []
     if not keep.all():
         notes.append(f"{int((~keep).sum())} rows without a source dropped")
-    for name in MODELS:
-        fit = fit_lmm(d, dv, ["x"], [specs[name], RandomTerm(stimulus)])
+    within_participant = bool((rated.groupby(participant)["x"].nunique() > 1).any())
+    if not within_participant:
+        notes.append("no participant rated both sources, so a source slope by participant "
+                     f"cannot be estimated; fitted (1 | {participant})")
+    if counts["both"]:
+        notes.append(f"source varies within clips: {counts['both']} of {counts['clips']} clips "
+                     f"were shown under both sources ({counts['human']} clips shown as "
+                     f"human-made, {counts['ai']} as AI-generated); a by-clip source slope "
+                     f"(1 + x | {stimulus}) is fitted")
+    specs = _crossed_specs(participant, stimulus, within_participant, counts["both"] > 0)
+    for name, terms in specs.items():
+        fit = fit_lmm(d, dv, ["x"], terms, solver=solver)
         if name == "intercepts" or (fit.converged and not fit.singular):
             break
         why = "singular" if fit.singular else "did not converge"
@@ -694,5 +860,6 @@ def fit_crossed(data: pd.DataFrame, dv: str, participant: str = "participant_id"
                      + (f": {detail[0].split(': ', 1)[1]}" if detail else "")
                      + "; simplified")
     fit.model_used = name
+    fit.clip_counts = counts
     fit.messages = notes + [f"model used: {name} ({fit.formula})"] + fit.messages
     return fit

@@ -348,6 +348,12 @@ def fit_crossed_fixed(data: pd.DataFrame, dv: str, fixed: list[str], *,
         ("intercepts", RandomTerm(participant)),
     ]
     notes = []
+    if not (data.dropna(subset=[slope]).groupby(participant)[slope].nunique() > 1).any():
+        # a slope that never varies within a participant cannot be estimated (fit_lmm
+        # refuses it); lme4 users drop it, as lmm.fit_crossed does
+        specs = specs[2:]
+        notes.append(f"no participant has more than one value of {slope}, so a slope by "
+                     f"participant cannot be estimated; fitted (1 | {participant})")
     for name, term in specs:
         fit = fit_lmm(data, dv, fixed, [term, RandomTerm(stimulus)])
         if name == "intercepts" or (fit.converged and not fit.singular):

@@ -1,0 +1,291 @@
+"""The clip block of the REML system in analysis/lmm.py, assembled and factored at the
+cost the design's sparsity allows.
+
+After the participant blocks of L are eliminated, the random effects of every other
+term (clips, pairs: q2 columns) are left with the Schur complement
+
+    M22 = Lambda2' (Z2'Z2 - sum_j Z2_j' Z1_j B_j Z1_j' Z2_j) Lambda2 + I,
+
+one term per participant j, where B_j is that participant's p1 x p1 block (see
+lmm._Crossprod._blocks). Participant j touches only the m_j clips they rated, so their
+term is an m_j x m_j block scattered into M22. Three ways to form the sum, chosen by
+cost at set-up (all give the same matrix up to rounding):
+
+* "patterns": participants with the same Z1_j'Z1_j share B_j, so with few distinct
+  patterns the sum is a weighted sum of q2 x q2 products computed once (balanced designs);
+* "products": dense q2 x n1 products, cheapest when q2 is small;
+* "cliques": one entry per participant and pair of their clips, holding the products of
+  their Z2'Z1 values, sorted by position in M22 once; each evaluation multiplies by B_j
+  and sums into consecutive positions, so the cost is sum_j m_j^2, not q2^2 n1 (many
+  clips, each participant seeing few).
+
+M22 is then factored densely (LAPACK Cholesky) or, when it is large and its factor stays
+mostly zero (SPARSE_MAX_FILL), sparsely (SuperLU with a fill-reducing minimum-degree
+ordering on M + M', no pivoting:
+for a symmetric positive definite matrix this is an LDL' factorisation, so log det M22 is
+the sum of the logs of U's diagonal). scikit-sparse (CHOLMOD) has no wheels for this
+platform, so scipy's SuperLU is used. Both give log det M22 and r' M22^-1 r exactly as the
+dense Cholesky does, so the criterion, its derivatives and the Satterthwaite df do not
+depend on the path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import linalg, sparse
+from scipy.sparse import csgraph
+from scipy.sparse import linalg as splinalg
+
+# Largest number of doubles (32 MB) kept for precomputed products or dense copies of Z2'Z1.
+PATTERN_BUDGET = 4_000_000
+# Above this many clip-block columns a mostly-empty M22 is factored sparsely...
+SPARSE_MIN_Q2 = 1500
+# ... when at most this share of its entries can be nonzero.
+SPARSE_MAX_DENSITY = 0.10
+# ... and its factor is sure to fill at most this share of the lower triangle. Few
+# nonzeros are not enough: with clips assigned at random (each participant's few clips
+# drawn from all of them) the clip graph is an expander and a Cholesky factor fills in
+# almost completely, in any ordering; then LAPACK on the dense matrix is faster than
+# SuperLU (measured: 5,000 random clips, 12 per participant, about 6 s per evaluation with
+# SuperLU). The bound is the envelope after a reverse Cuthill-McKee ordering, which
+# contains the factor's fill in that ordering (SuperLU's minimum degree usually does better).
+SPARSE_MAX_FILL = 0.25
+# While the entries are built, participants are grouped by the number of clip-block rows
+# they touch, rounded up to a geometric grid (ratio 1.15), so the groups are few.
+GRID_RATIO = 1.15
+SOLVERS = ("auto", "dense", "sparse")
+
+
+def _rcm_envelope(q2: int, pattern: np.ndarray) -> int:
+    """Entries of the lower triangle's envelope after reverse Cuthill-McKee ordering of the
+    symmetric pattern (positions col * q2 + row): an upper bound on the Cholesky fill."""
+    rows, cols = pattern % q2, pattern // q2
+    graph = sparse.csr_matrix((np.ones(len(pattern)), (rows, cols)), shape=(q2, q2))
+    perm = csgraph.reverse_cuthill_mckee(graph, symmetric_mode=True)
+    inv = np.empty(q2, dtype=np.int64)
+    inv[perm] = np.arange(q2)
+    r, c = inv[rows], inv[cols]
+    first = np.arange(q2)
+    np.minimum.at(first, r, c)
+    return int(np.sum(np.arange(q2) - first) + q2)
+
+
+class ClipBlock:
+    """Z2'Z1 (one sparse q2 x n1 matrix per participant coefficient), Z2'Z2, and the
+    chosen ways to form and factor M22.
+
+    rows, cols: the structural nonzeros of Z2'Z1 (clip-block row, participant);
+    data: (p1, nnz) their values, one row per participant coefficient.
+    """
+
+    def __init__(self, q2: int, n1: int, rows, cols, data, S22: sparse.spmatrix,
+                 S11_patterns=None, solver: str = "auto"):
+        if solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}; got {solver!r}")
+        self.q2, self.n1 = q2, n1
+        self.p1 = p1 = data.shape[0]
+        self.S21 = [sparse.csr_matrix((data[c], (rows, cols)), shape=(q2, n1)) for c in range(p1)]
+        m = np.bincount(cols, minlength=n1)
+        clique_cost = float(np.sum(m.astype(float) ** 2))
+        # Which entries of M22 can be nonzero: Z2'Z2's, the diagonal, and each participant's
+        # m_j x m_j block.
+        S22 = sparse.coo_matrix(S22)
+        # patterns (first level of each pattern, inverse index), when they fit the budget
+        self.mode = "cliques"
+        self.P = None
+        # Above SPARSE_MIN_Q2 columns the cliques are kept, so that the sparse solver stays
+        # possible (there the budget allows at most one pattern anyway).
+        small = solver == "dense" or (solver == "auto" and q2 < SPARSE_MIN_Q2)
+        if S11_patterns is not None and small:
+            first, inverse = S11_patterns
+            u = len(first)
+            if u * p1 * p1 * q2 * q2 <= PATTERN_BUDGET:
+                P = np.empty((u, p1, p1, q2, q2))
+                for g in range(u):
+                    J = np.flatnonzero(inverse == g)
+                    cols_g = [s[:, J] for s in self.S21]
+                    for a in range(p1):
+                        for c in range(p1):
+                            P[g, a, c] = (cols_g[a] @ cols_g[c].T).toarray()
+                self.P = (first, P.reshape(u * p1 * p1, q2 * q2))
+                self.mode = "patterns"
+        if self.mode == "cliques" and small and q2 * n1 * p1 <= PATTERN_BUDGET:
+            # dense GEMMs (2 p1 q2^2 n1 flops at ~1e10/s) against one bincount per entry of
+            # the participant blocks (~5 ns each)
+            if 2 * p1 * q2 * q2 * n1 / 1e10 < 5e-9 * clique_cost:
+                self.mode = "products"
+                self.S21d = [s.toarray() for s in self.S21]
+
+        self.groups = []
+        self.density = float("nan")
+        self.envelope = None
+        if self.mode != "cliques":
+            self.solver = "dense"
+            self.S22d = S22.toarray()
+            return
+        # the structure of M22
+        order = np.lexsort((rows, cols))  # by participant, then row
+        r_sorted, c_sorted = rows[order], cols[order]
+        d_sorted = data[:, order]
+        start = np.concatenate([[0], np.cumsum(m)])
+        pos_in = np.arange(len(order)) - start[c_sorted]
+        diag = np.arange(q2)
+        grid = [1]
+        while grid[-1] < max(int(m.max()), 1):
+            grid.append(max(grid[-1] + 1, int(np.ceil(grid[-1] * GRID_RATIO))))
+        grid = np.array(grid)
+        sizes = grid[np.searchsorted(grid, m)]
+        for s in np.unique(sizes[m > 0]):
+            J = np.flatnonzero((sizes == s) & (m > 0))
+            slot = np.full(n1, -1)
+            slot[J] = np.arange(len(J))
+            sel = slot[c_sorted] >= 0
+            G = np.zeros((len(J), s, p1))
+            R = np.zeros((len(J), s), dtype=np.int64)
+            R[slot[c_sorted[sel]], pos_in[sel]] = r_sorted[sel]
+            for c in range(p1):
+                G[slot[c_sorted[sel]], pos_in[sel], c] = d_sorted[c, sel]
+            self.groups.append((J, G, None, R))
+        if solver == "auto" and q2 < SPARSE_MIN_Q2:
+            solver = "dense"  # small enough for LAPACK whatever the sparsity
+        if solver != "dense":
+            pair_r = [S22.row.astype(np.int64), diag]
+            pair_c = [S22.col.astype(np.int64), diag]
+            for J, _, _, R in self.groups:  # the padding (rows past m_j) is left out
+                s = R.shape[1]
+                ti, tj = np.indices((s, s)).reshape(2, -1)
+                valid = (ti[None, :] < m[J][:, None]) & (tj[None, :] < m[J][:, None])
+                pair_r.append(R[:, ti][valid])
+                pair_c.append(R[:, tj][valid])
+            keys = np.concatenate(pair_c) * q2 + np.concatenate(pair_r)
+            pattern = np.unique(keys)  # column-major order: CSC
+            self.density = len(pattern) / float(q2 * q2)
+        if solver == "auto":
+            solver = "dense"
+            if self.density <= SPARSE_MAX_DENSITY:
+                self.envelope = _rcm_envelope(q2, pattern)
+                if self.envelope <= SPARSE_MAX_FILL * q2 * (q2 + 1) / 2:
+                    solver = "sparse"
+        self.solver = solver
+        # One entry per (participant, pair of their rows): its position in M22, the
+        # participant, and the products of their Z2'Z1 values, so that the participant's
+        # block at that position is sum over a <= c of V_ac * B_j[a, c] (B_j symmetric).
+        # Dense: only the lower triangle (LAPACK's Cholesky reads no more; each
+        # participant's rows ascend, so the lower triangle of their block lands in M22's),
+        # row-major positions. Sparse: all pairs, positions in the CSC pattern.
+        if solver == "dense":
+            self.S22d = S22.toarray()
+            self.size = q2 * q2
+        else:
+            self.prow = (pattern % q2).astype(np.int64)
+            self.pcol = (pattern // q2).astype(np.int64)
+            self.indptr = np.concatenate([[0], np.cumsum(np.bincount(self.pcol, minlength=q2))])
+            self.diagpos = np.searchsorted(pattern, diag * q2 + diag)
+            s22_keys = S22.col.astype(np.int64) * q2 + S22.row
+            self.S22v = np.bincount(np.searchsorted(pattern, s22_keys), S22.data, len(pattern))
+            self.size = len(pattern)
+        self.pairs = [(a, c) for a in range(p1) for c in range(a, p1)]
+        pos, who, V = [], [], []
+        for J, G, _, R in self.groups:
+            s = R.shape[1]
+            ti, tj = np.tril_indices(s) if solver == "dense" else np.indices((s, s)).reshape(2, -1)
+            mJ = m[J][:, None]
+            valid = (ti[None, :] < mJ) & (tj[None, :] < mJ)
+            if solver == "dense":
+                pos.append((R[:, ti] * q2 + R[:, tj])[valid])
+            else:
+                pos.append(np.searchsorted(pattern, R[:, tj] * q2 + R[:, ti])[valid])
+            who.append(np.broadcast_to(J[:, None], valid.shape)[valid])
+            V.append(np.stack([(G[:, ti, a] * G[:, tj, c]
+                                + (G[:, ti, c] * G[:, tj, a] if a != c else 0.0))[valid]
+                               for a, c in self.pairs]))
+        self.groups = None  # only needed to build the entries
+        if pos:
+            pos, who, V = np.concatenate(pos), np.concatenate(who), np.concatenate(V, axis=1)
+        else:
+            pos, who = np.zeros(0, np.int64), np.zeros(0, np.int64)
+            V = np.zeros((len(self.pairs), 0))
+        # sorted by position, so that each evaluation sums into consecutive slots and writes
+        # each position of M22 once, instead of scattering at random
+        order = np.argsort(pos, kind="stable")
+        pos = pos[order]
+        self.who = who[order].astype(np.intp)
+        self.V = np.ascontiguousarray(V[:, order])
+        self.upos, self.slot = np.unique(pos, return_inverse=True)
+        self.slot = self.slot.ravel()
+
+    # ----------------------------------------------------------------------------------
+
+    def _cliques(self, B: np.ndarray) -> np.ndarray:
+        """sum_j of participant j's block at the positions self.upos."""
+        if not len(self.who):
+            return np.zeros(0)
+        w = None
+        for k, (a, c) in enumerate(self.pairs):
+            term = self.V[k] * np.take(np.ascontiguousarray(B[:, a, c]), self.who)
+            w = term if w is None else np.add(w, term, out=w)
+        # the entries are sorted by position, so this bincount writes sequentially
+        return np.bincount(self.slot, w, len(self.upos))
+
+    def schur(self, B: np.ndarray) -> np.ndarray:
+        """Z2'Z2 - sum_j Z2_j'Z1_j B_j Z1_j'Z2_j: dense q2 x q2 (only its lower triangle is
+        sure to be right) or its values on the sparse pattern."""
+        q2, p1 = self.q2, self.p1
+        if self.mode == "patterns":
+            first, P = self.P
+            return self.S22d - (B[first].reshape(-1) @ P).reshape(q2, q2)
+        if self.mode == "products":
+            SBS = np.zeros((q2, q2))
+            for c in range(p1):
+                GB = sum(self.S21d[a] * B[:, a, c] for a in range(p1))
+                SBS += GB @ self.S21d[c].T
+            return self.S22d - SBS
+        sums = self._cliques(B)
+        if self.solver == "dense":
+            A = self.S22d.copy()
+            A.reshape(-1)[self.upos] -= sums
+            return A
+        A = self.S22v.copy()
+        A[self.upos] -= sums
+        return A
+
+    def factor_solve(self, A, lam, rhs: np.ndarray):
+        """log det M22 and r' M22^-1 r for r = Lambda2' rhs, M22 = Lambda2' A Lambda2 + I.
+
+        lam is a vector (Lambda2 diagonal: every term intercept-only) or a sparse matrix.
+        A may be overwritten. Raises LinAlgError when M22 is not positive definite.
+        """
+        diag_lam = isinstance(lam, np.ndarray)
+        r = lam[:, None] * rhs if diag_lam else lam.T @ rhs
+        if self.solver == "dense":
+            if diag_lam:
+                M = A
+                M *= lam[:, None]
+                M *= lam[None, :]
+            else:
+                A = np.tril(A)  # the lower triangle is what was formed
+                A += np.tril(A, -1).T
+                M = np.ascontiguousarray(lam.T @ (lam.T @ A).T)
+            M[np.diag_indices(self.q2)] += 1.0
+            # M is C-ordered with its lower triangle right: M' is the same memory in
+            # Fortran order with the upper triangle right, factored in place as U'U.
+            U = linalg.cholesky(M.T, lower=False, overwrite_a=True, check_finite=False)
+            ld = 2.0 * np.log(np.diag(U)).sum()
+            R2 = linalg.solve_triangular(U, r, trans="T", lower=False, check_finite=False)
+            return ld, R2.T @ R2
+        if diag_lam:
+            vals = A * lam[self.prow] * lam[self.pcol]
+            vals[self.diagpos] += 1.0
+            M = sparse.csc_matrix((vals, self.prow, self.indptr), shape=(self.q2, self.q2))
+        else:
+            Am = sparse.csc_matrix((A, self.prow, self.indptr), shape=(self.q2, self.q2))
+            M = (lam.T @ Am @ lam + sparse.identity(self.q2)).tocsc()
+        try:
+            lu = splinalg.splu(M, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
+                               options={"SymmetricMode": True})
+        except RuntimeError as exc:  # "Factor is exactly singular"
+            raise np.linalg.LinAlgError(str(exc)) from exc
+        du = lu.U.diagonal()
+        if not np.all(du > 0):
+            raise np.linalg.LinAlgError("the clip block is not positive definite")
+        return np.log(du).sum(), r.T @ lu.solve(r)

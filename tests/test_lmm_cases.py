@@ -1,0 +1,381 @@
+"""More designs pinned to lme4 / lmerTest, the sparse clip block, identifiability checks and
+convergence diagnostics (analysis/lmm.py, analysis/lmm_sparse.py).
+
+Reference numbers: tests/reference/lme4_cases/reference_lme4_cases.json, computed with
+R 4.2.2, lme4 1.1-31 and lmerTest 3.1-3 (REML, Satterthwaite df) by make_reference.R on the
+datasets that make_data.py writes (seeded) in the same folder; x = +0.5 human, -0.5 AI.
+Tolerances as tests/test_lmm.py: fixed effects relative 1e-5, SEs and t relative 2e-4, df
+0.05 absolute, p 2e-4 absolute, REML criterion no worse than lme4's + 1e-3, variances
+relative 1e-3 and covariances/correlations 1e-3 absolute; singular fits only fixed
+effects, SEs and criterion.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from analysis import lmm
+from analysis.lmm import RandomTerm, clip_counts, fit_crossed, fit_lmm, source_code
+from study.errors import UserError
+
+CASES = Path(__file__).resolve().parent / "reference" / "lme4_cases"
+
+
+@pytest.fixture(scope="module")
+def reference():
+    ref = json.loads((CASES / "reference_lme4_cases.json").read_text())
+    assert "lme4 1.1.31" in ref["generated_with"] and "lmerTest 3.1.3" in ref["generated_with"]
+    return {ds["dataset"]: {m["model"]: m for m in ds["models"]} for ds in ref["datasets"]}
+
+
+_data: dict = {}
+_fits: dict = {}
+
+
+def load(name):
+    if name not in _data:
+        d = pd.read_csv(CASES / name)
+        d["x"] = source_code(d["source"])
+        _data[name] = d
+    return _data[name]
+
+
+def terms_of(formula: str) -> list[RandomTerm]:
+    """lme4's (1 + x | g) / (1 + x || g) / (1 | g) terms of a formula, as RandomTerms."""
+    out = []
+    for body in re.findall(r"\(([^)]*)\)", formula):
+        lhs, group = re.split(r"\|\|?", body)
+        slopes = tuple(s.strip() for s in lhs.split("+")[1:])
+        out.append(RandomTerm(group.strip(), slopes, "||" not in body))
+    return out
+
+
+def fitted(dataset, ref, solver="auto"):
+    key = (dataset, ref["model"], solver)
+    if key not in _fits:
+        _fits[key] = fit_lmm(load(dataset), "valence", ["x"], terms_of(ref["formula"]),
+                             solver=solver)
+    return _fits[key]
+
+
+def assert_matches(fit, ref):
+    assert fit.formula.replace(" ", "") == ref["formula"].replace(" ", "")
+    assert fit.nobs == ref["nobs"]
+    assert fit.singular == ref["singular"]
+    assert fit.reml_criterion <= ref["reml_criterion"] + 1e-3
+    assert fit.reml_criterion == pytest.approx(ref["reml_criterion"], abs=1e-3)
+    ours = fit.fixed.set_index("term")
+    for row in ref["fixed"]:
+        got = ours.loc[row["term"]]
+        assert got.estimate == pytest.approx(row["estimate"], rel=1e-5), row["term"]
+        assert got.se == pytest.approx(row["se"], rel=2e-4), row["term"]
+        assert got.t == pytest.approx(row["t"], rel=2e-4), row["term"]
+        if ref["singular"]:
+            continue
+        assert got.df == pytest.approx(row["df"], abs=0.05), row["term"]
+        assert got.p == pytest.approx(row["p"], abs=2e-4), row["term"]
+        q = stats.t.ppf(0.975, row["df"])
+        assert got.ci_low == pytest.approx(row["estimate"] - q * row["se"], rel=1e-3)
+    if ref["singular"]:
+        return
+    table = fit.random
+    assert len(table) == len(ref["random"])
+    for want in ref["random"]:
+        sel = (table.group == want["group"]) & (
+            table.var1.isna() if want["var1"] is None else table.var1 == want["var1"]) & (
+            table.var2.isna() if want["var2"] is None else table.var2 == want["var2"])
+        got = table[sel]
+        assert len(got) == 1, want
+        got = got.iloc[0]
+        if want["var2"] is None:
+            assert got.variance_or_cov == pytest.approx(want["variance_or_cov"], rel=1e-3)
+        else:
+            assert got.variance_or_cov == pytest.approx(want["variance_or_cov"], abs=1e-3)
+            assert got.sd_or_cor == pytest.approx(want["sd_or_cor"], abs=1e-3)
+    assert fit.converged, fit.messages
+    assert fit.max_grad < lmm.GRAD_TOL
+    assert fit.hessian_min_eigenvalue > 0 and np.isfinite(fit.hessian_condition)
+
+
+PINNED = [
+    ("many_clips.csv", "intercepts"), ("many_clips.csv", "correlated_slope"),
+    ("partly_crossed.csv", "intercepts"), ("partly_crossed.csv", "uncorrelated_slope"),
+    ("partly_crossed.csv", "correlated_slope"),
+    ("within_clip.csv", "intercepts"), ("within_clip.csv", "clip_slope_intercepts"),
+    ("within_clip.csv", "uncorrelated_slope"), ("within_clip.csv", "correlated_slope"),
+    ("within_clip.csv", "participant_slope_only"),
+    ("between_participants.csv", "intercepts"),
+]
+
+
+@pytest.mark.parametrize("dataset,model", PINNED)
+def test_matches_lme4_and_lmertest(reference, dataset, model):
+    ref = reference[dataset][model]
+    assert ref["warnings"] == [] and ref["messages"] == []  # lme4 had no complaint
+    assert_matches(fitted(dataset, ref), ref)
+
+
+@pytest.mark.parametrize("model", ["intercepts", "correlated_slope"])
+def test_sparse_path_matches_lme4_on_many_clips(reference, model):
+    ref = reference["many_clips.csv"][model]
+    fit = fitted("many_clips.csv", ref, solver="sparse")
+    assert fit.solver == "sparse"
+    assert_matches(fit, ref)
+    dense = fitted("many_clips.csv", ref, solver="dense")
+    assert dense.solver == "dense"
+    for col in ("estimate", "se", "df"):
+        assert np.allclose(fit.fixed[col], dense.fixed[col], rtol=1e-5, atol=1e-3)
+
+
+def _crossprods(data, random, fixed=("x",), solvers=("dense", "sparse")):
+    """The criterion's pieces for the same model under each solver."""
+    n = len(data)
+    X = np.column_stack([np.ones(n)] + [data[c].to_numpy(float) for c in fixed])
+    out = {}
+    for solver in solvers:
+        terms, pos = [], 0
+        for spec in random:
+            codes, levels = pd.factorize(data[spec.group], sort=True)
+            W = np.column_stack([np.ones(n)] + [data[s].to_numpy(float) for s in spec.slopes])
+            t = lmm._Term(spec, codes.astype(np.int64), len(levels), W,
+                          [lmm.INTERCEPT, *spec.slopes])
+            t.theta_slice = slice(pos, pos + t.n_theta())
+            pos += t.n_theta()
+            terms.append(t)
+        out[solver] = lmm._Crossprod(X, data["valence"].to_numpy(float), terms, solver)
+    return out, pos
+
+
+@pytest.mark.parametrize("dataset,random", [
+    ("many_clips.csv", [RandomTerm("participant_id", ("x",)), RandomTerm("stimulus_id")]),
+    ("within_clip.csv", [RandomTerm("participant_id", ("x",)),
+                         RandomTerm("stimulus_id", ("x",))]),  # Lambda2 not diagonal
+    ("partly_crossed.csv", [RandomTerm("participant_id", ("x",), False),
+                            RandomTerm("stimulus_id")]),
+])
+def test_sparse_and_dense_give_the_same_criterion(dataset, random):
+    cps, k = _crossprods(load(dataset), random)
+    assert cps["sparse"].block.solver == "sparse" and cps["dense"].block.solver == "dense"
+    rng = np.random.default_rng(7)
+    for _ in range(3):
+        theta = rng.uniform(0.1, 1.2, k)
+        a = cps["dense"].solve(theta)
+        b = cps["sparse"].solve(theta)
+        for u, v in zip(a, b):
+            assert np.allclose(u, v, rtol=1e-9, atol=1e-12)
+
+
+def test_clip_block_modes_agree_on_the_reference_designs(reference_dir, monkeypatch):
+    """The balanced reference set goes through precomputed patterns, a design with missing
+    cells (and a budget too small for its many patterns) through dense products, and both
+    through the cliques with the sparse solver."""
+    from analysis import lmm_sparse
+
+    d = pd.read_csv(reference_dir / "crossed_subset.csv")
+    d["x"] = source_code(d["source"])
+    random = [RandomTerm("participant_id", ("x",)), RandomTerm("stimulus_id")]
+    cps, k = _crossprods(d, random)
+    assert cps["dense"].block.mode == "patterns"
+    holes = d.drop(d.sample(frac=0.3, random_state=3).index).reset_index(drop=True)
+    monkeypatch.setattr(lmm_sparse, "PATTERN_BUDGET", 20_000)
+    cps2, _ = _crossprods(holes, random)
+    assert cps2["dense"].block.mode == "products"
+    theta = np.array([0.7, 0.1, 0.3, 0.4])
+    for group in (cps, cps2):
+        a, b = group["dense"].solve(theta), group["sparse"].solve(theta)
+        for u, v in zip(a, b):
+            assert np.allclose(u, v, rtol=1e-9, atol=1e-12)
+
+
+def _many_clips(n_part, n_clips, per, list_size=None, seed=11):
+    """Each participant rates `per` clips: drawn from all clips, or from one list of
+    `list_size` clips (clips assigned in lists, as many studies do)."""
+    rng = np.random.default_rng(seed)
+    p = np.repeat(np.arange(n_part), per)
+    if list_size is None:
+        c = np.concatenate([rng.choice(n_clips, per, replace=False) for _ in range(n_part)])
+    else:
+        lists = rng.integers(0, n_clips // list_size, n_part)
+        c = np.concatenate([lst * list_size + rng.choice(list_size, per, replace=False)
+                            for lst in lists])
+    x = np.where(c % 2 == 0, 0.5, -0.5)
+    return pd.DataFrame({"participant_id": p, "stimulus_id": c, "x": x,
+                         "valence": rng.normal(0, 1, len(p)) + x * 0.3})
+
+
+def test_auto_chooses_sparse_when_the_clip_block_stays_sparse():
+    """2,000 clips in lists of 25, 4,000 participants each rating 4 clips of one list: the
+    clip block is 2,000 x 2,000 and its factor stays sparse, so the auto choice is sparse
+    (30x faster per evaluation here); both solvers give the same criterion."""
+    d = _many_clips(4000, 2000, 4, list_size=25)
+    random = [RandomTerm("participant_id"), RandomTerm("stimulus_id")]
+    cps, k = _crossprods(d, random, solvers=("auto", "dense"))
+    assert cps["auto"].block.q2 == 2000
+    assert cps["auto"].block.solver == "sparse"
+    assert cps["auto"].block.density < lmm_sparse_max_density()
+    theta = np.array([0.5, 0.4])
+    for u, v in zip(cps["auto"].solve(theta), cps["dense"].solve(theta)):
+        assert np.allclose(u, v, rtol=1e-9, atol=1e-12)
+
+
+def test_auto_stays_dense_when_random_clips_would_fill_the_factor():
+    """The same numbers, but each participant's 4 clips drawn from all 2,000: about 1% of the
+    clip block is nonzero, yet its Cholesky factor fills in (the clip graph is an expander),
+    so LAPACK on the dense matrix is chosen."""
+    d = _many_clips(4000, 2000, 4)
+    cps, _ = _crossprods(d, [RandomTerm("participant_id"), RandomTerm("stimulus_id")],
+                         solvers=("auto",))
+    block = cps["auto"].block
+    assert block.q2 == 2000 and block.density < 0.02
+    assert block.solver == "dense"
+    assert block.envelope > 0.25 * 2000 * 2001 / 2
+
+
+def lmm_sparse_max_density():
+    from analysis.lmm_sparse import SPARSE_MAX_DENSITY
+    return SPARSE_MAX_DENSITY
+
+
+def test_fit_crossed_on_partly_crossed_uses_the_full_model(reference):
+    fit = fit_crossed(load("partly_crossed.csv"), "valence")
+    assert fit.model_used == "correlated_slope"
+    assert fit.clip_counts == {"clips": 42, "human": 21, "ai": 21, "both": 0}
+    assert_matches(fit, reference["partly_crossed.csv"]["correlated_slope"])
+
+
+# --------------------------------------------------------------------------------------
+# source varying within clips
+
+
+def test_source_within_clips_is_detected_counted_and_fitted_as_lme4_would(reference):
+    d = load("within_clip.csv")
+    assert clip_counts(d) == {"clips": 30, "human": 25, "ai": 25, "both": 20}
+    fit = fit_crossed(d, "valence")
+    assert fit.clip_counts == {"clips": 30, "human": 25, "ai": 25, "both": 20}
+    assert fit.formula == ("valence ~ x + (1 + x | participant_id) + (1 + x | stimulus_id)")
+    assert fit.model_used == "correlated_slope"
+    text = " ".join(fit.messages)
+    assert "20 of 30 clips were shown under both sources" in text
+    assert "25 clips shown as human-made, 25 as AI-generated" in text
+    assert_matches(fit, reference["within_clip.csv"]["correlated_slope"])
+    # the by-clip slope matters here: without it the SE of x is a third smaller (lme4 too)
+    ref_without = reference["within_clip.csv"]["participant_slope_only"]
+    without = next(r for r in ref_without["fixed"] if r["term"] == "x")
+    assert fit.fixed.set_index("term").loc["x", "se"] > 1.4 * without["se"]
+
+
+def test_clip_counts_without_within_clip_variation(reference_dir):
+    d = pd.read_csv(reference_dir / "crossed_subset.csv")
+    assert clip_counts(d) == {"clips": 40, "human": 20, "ai": 20, "both": 0}
+    assert fit_crossed(d, "valence").clip_counts["both"] == 0
+
+
+# --------------------------------------------------------------------------------------
+# what cannot be estimated
+
+
+def test_one_clip_per_source_is_refused(reference):
+    # lme4 fits it but warns that the Hessian is degenerate (and the intercepts-model SE
+    # of x it reports means nothing): a plain message here, no number
+    ref = reference["one_clip_per_source.csv"]["intercepts"]
+    assert any("degenerate" in w and "Hessian" in w for w in ref["warnings"])
+    with pytest.raises(UserError, match="has one clip per source") as err:
+        fit_crossed(load("one_clip_per_source.csv"), "valence")
+    assert "'c000'" in str(err.value) and "'c001'" in str(err.value)
+    assert "at least two clips of each source" in str(err.value)
+
+
+def test_clip_column_holding_the_source_is_refused(reference):
+    ref = reference["clip_is_source.csv"]
+    assert any("degenerate" in w for w in ref["intercepts"]["warnings"])
+    assert ref["correlated_slope"]["singular"]
+    with pytest.raises(UserError, match="holds the source itself"):
+        fit_crossed(load("clip_is_source.csv"), "valence")
+    # fit_lmm refuses the same model by the general rule (group means fitted exactly)
+    with pytest.raises(UserError, match="variance of stimulus_id cannot be estimated"):
+        fit_lmm(load("clip_is_source.csv"), "valence", ["x"],
+                [RandomTerm("participant_id", ("x",)), RandomTerm("stimulus_id")])
+
+
+def test_a_source_with_a_single_clip_is_refused():
+    d = load("partly_crossed.csv")
+    human = sorted(d.loc[d.source == "human", "stimulus_id"].unique())
+    one = d[(d.source == "ai") | (d.stimulus_id == human[0])]
+    with pytest.raises(UserError, match="at least two clips of each source") as err:
+        fit_crossed(one, "valence")
+    assert "1 human-made and 21 AI-generated" in str(err.value)
+    assert human[0] in " ".join(p.message for p in err.value.problems)
+
+
+def test_between_participant_source_falls_back_to_intercepts(reference):
+    # lme4 fits the slope model to a boundary (singular) with a convergence warning
+    ref = reference["between_participants.csv"]
+    assert ref["correlated_slope"]["singular"] and ref["correlated_slope"]["warnings"]
+    d = load("between_participants.csv")
+    fit = fit_crossed(d, "valence")
+    assert fit.model_used == "intercepts"
+    assert "no participant rated both sources" in fit.messages[0]
+    assert not any("singular" in m for m in fit.messages)  # no slope model was tried
+    assert_matches(fit, ref["intercepts"])
+    with pytest.raises(UserError, match="random slope of x by participant_id cannot be "
+                                        "estimated"):
+        fit_lmm(d, "valence", ["x"], [RandomTerm("participant_id", ("x",)),
+                                       RandomTerm("stimulus_id")])
+
+
+# --------------------------------------------------------------------------------------
+# convergence diagnostics
+
+
+def _H(eigs):
+    """A (theta, sigma) Hessian whose profiled theta block has the given eigenvalues."""
+    k = len(eigs)
+    H = np.zeros((k + 1, k + 1))
+    H[:k, :k] = np.diag(eigs)
+    H[k, k] = 1.0
+    return H
+
+
+def test_diagnostics_follow_lme4s_checks():
+    theta = np.array([0.5, 0.5])
+    lower = np.zeros(2)
+    ok = lmm._diagnostics(_H([4.0, 2.0]), np.array([1e-5, -1e-5]), theta, lower, False)
+    assert not ok["failed"] and ok["messages"] == []
+    assert ok["hessian_min_eigenvalue"] == pytest.approx(2.0)
+    assert ok["hessian_condition"] == pytest.approx(2.0)
+    assert ok["max_grad"] == pytest.approx(1e-5 / np.sqrt(2))
+    neg = lmm._diagnostics(_H([4.0, -0.5]), np.zeros(2), theta, lower, False)
+    assert neg["failed"] and "degenerate Hessian with 1 negative eigenvalue" in neg["messages"][0]
+    flat = lmm._diagnostics(_H([4.0, 1e-9]), np.zeros(2), theta, lower, False)
+    assert flat["failed"] and "numerically singular" in flat["messages"][0]
+    grad = lmm._diagnostics(_H([1.0, 1.0]), np.array([0.01, 0.0]), theta, lower, False)
+    assert grad["failed"] and "max|grad| = 0.01" in grad["messages"][0]
+    big = lmm._diagnostics(_H([1e7, 1.0]), np.zeros(2), theta, lower, False)
+    assert not big["failed"] and any("very large" in m for m in big["messages"])
+    assert any("eigenvalue ratio" in m for m in big["messages"])
+    # a singular fit: the Hessian at the boundary is not checked (as lme4)
+    sing = lmm._diagnostics(_H([4.0, -0.5]), np.zeros(2), np.array([0.5, 0.0]), lower, True)
+    assert not sing["failed"] and sing["messages"] == []
+
+
+def test_a_fit_reports_its_diagnostics(reference):
+    fit = fitted("partly_crossed.csv", reference["partly_crossed.csv"]["correlated_slope"])
+    assert 0 <= fit.max_grad < lmm.GRAD_TOL
+    assert fit.hessian_min_eigenvalue > lmm.HESS_TOL
+    assert 1 <= fit.hessian_condition < 1 / lmm.HESS_TOL
+
+
+def test_fit_crossed_fixed_drops_a_slope_that_never_varies_within_a_participant(reference):
+    from analysis.stats import fit_crossed_fixed
+
+    fit = fit_crossed_fixed(load("between_participants.csv"), "valence", ["x"])
+    assert fit.model_used == "intercepts"
+    assert "no participant has more than one value of x" in fit.messages[0]
+    assert_matches(fit, reference["between_participants.csv"]["intercepts"])
