@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import streamlit as st
 
-from app_pages import get_engine, ui
+from app_pages import get_engine, questionnaire, ui
 from app_pages.player import player
 from study import flow, store
 from study.errors import UserError
@@ -159,19 +159,8 @@ def _consent(engine, state) -> None:
 
 
 def _items_page(engine, state) -> None:
-    step = state.step
-    errors = _errors(step)
-    ui.render_items(list(step.items), state.item_order, step.key, errors)
-    _submit_button(engine, state, errors)
-
-
-def _submit_button(engine, state, errors: dict, trial_meta: dict | None = None) -> None:
-    step = state.step
-    if errors:
-        st.error(f"Please answer the {len(errors)} question(s) marked above.")
-    if st.button("Continue", key=f"submit|{step.key}", type="primary"):
-        answers = ui.collect(list(step.items), state.item_order, step.key)
-        _submit(engine, state, answers, trial_meta)
+    # One browser component for the whole page: its Continue is the page's only script run.
+    questionnaire.ask(state.step, state, _errors(state.step), lambda answers: _submit(engine, state, answers))
 
 
 # --------------------------------------------------------------------------- clips
@@ -262,10 +251,8 @@ def _trial(engine, state) -> None:
         st.caption("The questions appear here once the clip has played.")
         return
     st.divider()
-    errors = _errors(step)
-    ui.render_items(list(step.items), state.item_order, step.key, errors)
     meta = {"watched_share": share}
-    _submit_button(engine, state, errors, trial_meta=meta)
+    questionnaire.ask(step, state, _errors(step), lambda answers: _submit(engine, state, answers, trial_meta=meta))
 
 
 # --------------------------------------------------------------------------- end
