@@ -296,6 +296,7 @@ function createQuestionnaire(root, data) {
 
   function renderItem(item) {
     const box = el("fieldset", { class: `kq-item kq-type-${item.type}`, id: `kq-item-${safeId(item.id)}`, "data-item": item.id });
+    if (item.points) box.style.setProperty("--kq-n", String(item.points.length));
     const legend = legendFor(item, "kq-legend");
     box.append(legend);
     let view;
