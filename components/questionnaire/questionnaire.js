@@ -12,6 +12,7 @@ const STATE = "__kuleshovQuestionnaire";
 const STORE_VERSION = 1;
 const STORE_MAX_AGE_MS = 3 * 24 * 3600 * 1000;
 const BUSY_MS = 5000;
+const SINGLE_CONTROL = ["slider", "number", "text"];
 // Only for a key the server did not send; the server sends the participant's language.
 const FALLBACK = {
   submit: "Continue",
@@ -282,11 +283,16 @@ function createQuestionnaire(root, data) {
   }
 
   // ---------------------------------------------------------------- one item
+  // A single control (slider, number, text) gets a real <label> inside the legend: the legend
+  // names the group, the label names the control, for every screen reader and checker.
   function legendFor(item, cls) {
     const legend = el("legend", { class: cls, id: `kq-legend-${safeId(item.id)}` });
-    if (data.numbered) legend.append(el("span", { class: "kq-num", text: `${item.position}.` }));
-    legend.append(richText(item.text));
-    if (!item.required) legend.append(el("span", { class: "kq-optional", text: texts.optional }));
+    const single = SINGLE_CONTROL.includes(item.type);
+    const holder = single ? el("label", { for: `kq-ctl-${safeId(item.id)}` }) : legend;
+    if (data.numbered) holder.append(el("span", { class: "kq-num", text: `${item.position}.` }));
+    holder.append(richText(item.text));
+    if (!item.required) holder.append(el("span", { class: "kq-optional", text: texts.optional }));
+    if (single) legend.append(holder);
     return legend;
   }
 
@@ -330,11 +336,11 @@ function createQuestionnaire(root, data) {
     const mid = Number(item.min) + Math.round((Number(item.max) - Number(item.min)) / (2 * (item.step || 1))) * (item.step || 1);
     const input = el("input", {
       type: "range",
+      id: `kq-ctl-${safeId(item.id)}`,
       min: item.min,
       max: item.max,
       step: item.step || 1,
       value: mid,
-      "aria-labelledby": labelledBy,
     });
     const anchors = anchorsRow(item);
     const shown = el("p", { class: "kq-slider-value", id: `kq-val-${safeId(item.id)}`, "aria-hidden": "true" });
@@ -378,12 +384,12 @@ function createQuestionnaire(root, data) {
     const hintId = `kq-hint-${safeId(item.id)}`;
     const input = el("input", {
       class: "kq-number",
+      id: `kq-ctl-${safeId(item.id)}`,
       type: "number",
       inputmode: Number.isInteger(item.step || 1) ? "numeric" : "decimal",
       min: item.min,
       max: item.max,
       step: item.step || "any",
-      "aria-labelledby": labelledBy,
       "aria-describedby": hintText ? hintId : null,
       "aria-required": item.required ? "true" : null,
     });
@@ -404,9 +410,9 @@ function createQuestionnaire(root, data) {
     const counterId = `kq-count-${safeId(item.id)}`;
     const area = el("textarea", {
       class: "kq-text",
+      id: `kq-ctl-${safeId(item.id)}`,
       maxlength: limit,
       rows: 3,
-      "aria-labelledby": labelledBy,
       "aria-describedby": counterId,
       "aria-required": item.required ? "true" : null,
     });
