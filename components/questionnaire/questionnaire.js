@@ -517,12 +517,12 @@ function createQuestionnaire(root, data) {
     for (const id of ids) {
       const it = byId[id];
       const link = el("a", { href: `#kq-item-${safeId(id)}` });
-      link.textContent = `${data.numbered ? `${it.position}. ` : ""}${plainText(it.text)}: ${q.errors[id]}`;
+      link.textContent = `${data.numbered ? `${it.position}. ` : ""}${plainText(it.text)}`;
       link.addEventListener("click", (ev) => {
         ev.preventDefault();
         focusItem(id);
       });
-      list.append(el("li", {}, link));
+      list.append(el("li", {}, link, el("span", { class: "kq-summary-why", text: q.errors[id] })));
     }
     summary.hidden = false;
   }
