@@ -298,8 +298,6 @@ def test_reload_keeps_answers_and_untouched_slider_is_stored_missing(quick_serve
 
     # Once the server has stored the page, the browser forgets it.
     page.locator('.kq-root[data-page="trial:1"]').wait_for(timeout=STEP_TIMEOUT_MS)
-    assert stored_keys(page) == []
-    answer_item(page, "trial:1", next(it for it in state.step.items if it.type == "pictorial9"), rng)
     assert [k.rsplit(".", 1)[1] for k in stored_keys(page)] == ["trial:1"]
 
 

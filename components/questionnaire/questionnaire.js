@@ -165,12 +165,13 @@ function createQuestionnaire(root, data) {
   }
 
   const saved = storageKey ? storageGet(storageKey) : null;
-  if (saved && saved.v === STORE_VERSION && saved.page_key === data.page_key) {
+  const restored = Boolean(saved && saved.v === STORE_VERSION && saved.page_key === data.page_key);
+  if (restored) {
     if (Number.isFinite(saved.shown_at)) q.shownAt = saved.shown_at;
     for (const [id, a] of Object.entries(saved.answers || {})) {
       if (!byId[id] || !a || typeof a !== "object") continue;
       q.answers[id] = {
-        value: a.value ?? null,
+        value: restorable(byId[id], a.value),
         untouched: Boolean(a.untouched),
         first_ms: Number.isFinite(a.first_ms) ? a.first_ms : null,
         last_ms: Number.isFinite(a.last_ms) ? a.last_ms : null,
@@ -179,6 +180,15 @@ function createQuestionnaire(root, data) {
     }
   }
   if (storageKey) storageTidy(data.storage_prefix || "\u0000", storageKey);
+
+  // A value kept from an earlier visit only comes back if this page still offers it.
+  function restorable(item, value) {
+    if (value === null || value === undefined) return null;
+    if (item.points) return item.points.some((p) => String(p) === String(value)) ? Number(value) : null;
+    if (item.options && item.options.length) return item.options.some((o) => o.value === value) ? value : null;
+    if (item.type === "slider" || item.type === "number") return Number.isFinite(Number(value)) ? Number(value) : null;
+    return typeof value === "string" ? value : null;
+  }
 
   function save() {
     if (!storageKey) return;
@@ -206,6 +216,9 @@ function createQuestionnaire(root, data) {
     if (q.errors[id] && value !== null && value !== "") setError(id, null);
     save();
   }
+
+  // Times count from the page's first showing, also after a reload: keep that moment now.
+  if (!restored) save();
 
   // ---------------------------------------------------------------- radiogroups
   function radiogroup(id, choices, labelledBy, className) {
