@@ -86,8 +86,8 @@ def item_spec(item, position: int) -> dict[str, Any]:
         "id": item.id,
         "type": kind,
         "text": item.text,
-        "label": (item.label or item.pictogram or item.id.replace("_", " ")).lower()
-        if kind == "pictorial9" else (item.label or item.id.replace("_", " ")),
+        # Names each picture for a screen reader: "valence 3 of 9, very unpleasant".
+        "label": (item.label or item.pictogram or item.id.replace("_", " ")).lower(),
         "required": bool(getattr(item, "required", True)),
         "position": position,
         "min": _num(item.min),

@@ -332,11 +332,11 @@ function createQuestionnaire(root, data) {
       view = radiogroup(item.id, choices, legend.id, "kq-options");
       box.append(view.group);
     } else if (item.type === "slider") {
-      view = slider(box, item, legend.id);
+      view = slider(box, item);
     } else if (item.type === "number") {
-      view = numberField(box, item, legend.id);
+      view = numberField(box, item);
     } else {
-      view = textField(box, item, legend.id);
+      view = textField(box, item);
     }
     const err = errorNode(item);
     box.append(err);
@@ -344,7 +344,7 @@ function createQuestionnaire(root, data) {
     return box;
   }
 
-  function slider(box, item, labelledBy) {
+  function slider(box, item) {
     const wrap = el("div", { class: "kq-slider" });
     const mid = Number(item.min) + Math.round((Number(item.max) - Number(item.min)) / (2 * (item.step || 1))) * (item.step || 1);
     const input = el("input", {
@@ -391,7 +391,7 @@ function createQuestionnaire(root, data) {
     return { paint, focusTarget: () => input, invalidTarget: input };
   }
 
-  function numberField(box, item, labelledBy) {
+  function numberField(box, item) {
     const hintText = item.min !== null && item.max !== null && texts.number_hint
       ? fill(texts.number_hint, { min: item.min, max: item.max }) : "";
     const hintId = `kq-hint-${safeId(item.id)}`;
@@ -418,7 +418,7 @@ function createQuestionnaire(root, data) {
     return { focusTarget: () => input, invalidTarget: input, describedBy: hintText ? hintId : null };
   }
 
-  function textField(box, item, labelledBy) {
+  function textField(box, item) {
     const limit = Number(item.max_length) || 2000;
     const counterId = `kq-count-${safeId(item.id)}`;
     const area = el("textarea", {
