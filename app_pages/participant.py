@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import streamlit as st
 
-from app_pages import get_engine, ui
+from app_pages import get_engine, questionnaire, ui
 from app_pages.player import player
 from study import flow, store
 from study.errors import UserError
@@ -150,19 +150,8 @@ def _consent(engine, state) -> None:
 
 
 def _items_page(engine, state) -> None:
-    step = state.step
-    errors = _errors(step)
-    ui.render_items(list(step.items), state.item_order, step.key, errors)
-    _submit_button(engine, state, errors)
-
-
-def _submit_button(engine, state, errors: dict, trial_meta: dict | None = None) -> None:
-    step = state.step
-    if errors:
-        st.error(t("page.errors_marked", count=len(errors)))
-    if st.button(t("button.continue"), key=f"submit|{step.key}", type="primary"):
-        answers = ui.collect(list(step.items), state.item_order, step.key)
-        _submit(engine, state, answers, trial_meta)
+    # One browser component for the whole page: its Continue is the page's only script run.
+    questionnaire.ask(state.step, state, _errors(state.step), lambda answers: _submit(engine, state, answers))
 
 
 # --------------------------------------------------------------------------- clips
@@ -246,10 +235,8 @@ def _clip(engine, state, with_label: bool) -> None:
         st.caption(t("clip.wait"))
         return
     st.divider()
-    errors = _errors(step)
-    ui.render_items(list(step.items), state.item_order, step.key, errors)
     meta = {"watched_share": share}
-    _submit_button(engine, state, errors, trial_meta=meta)
+    questionnaire.ask(step, state, _errors(step), lambda answers: _submit(engine, state, answers, trial_meta=meta))
 
 
 # --------------------------------------------------------------------------- end

@@ -77,16 +77,17 @@ def _render_stars(item, label, key, box, args):
 
 @pytest.fixture
 def declared():
-    from app_pages import participant, ui
+    from app_pages import participant, questionnaire, ui
 
     item_types.register(STARS)
+    questionnaire.WIDGETS["stars"] = {"widget": "points"}
     flow.register(SCREENING, after="consent")
     participant.RENDERERS["screening"] = _render_screening
     ui.RENDERERS["stars"] = _render_stars
     try:
         yield
     finally:
-        del participant.RENDERERS["screening"], ui.RENDERERS["stars"]
+        del participant.RENDERERS["screening"], ui.RENDERERS["stars"], questionnaire.WIDGETS["stars"]
         flow.unregister("screening")
         item_types.unregister("stars")
 
@@ -175,6 +176,18 @@ def test_the_new_type_renders_through_its_renderer(declared):
     assert at.radio[0].options == ["★", "★★", "★★★", "★★★★", "★★★★★"]
     at.radio[0].set_value(4).run()
     assert at.session_state["collected"]["stars_rating"].value == 4
+
+
+def test_the_new_type_reaches_the_browser_questionnaire(declared):
+    from app_pages import questionnaire
+    from study.instruments import Item
+
+    item = Item(id="stars_rating", text="How many stars?", type="stars", description="d")
+    spec = questionnaire.page_data([item], ["stars_rating"], "trial:1", "token")["items"][0]
+    assert (spec["widget"], spec["points"]) == ("points", [1, 2, 3, 4, 5])
+    sent = {"page_key": "trial:1", "answers": {"stars_rating": {"value": "4", "last_ms": 900}}}
+    got = questionnaire.answers_from_submission(sent, [item], ["stars_rating"], "trial:1")
+    assert got["stars_rating"].value == 4 and got["stars_rating"].response_time_ms == 900
 
 
 def test_declarations_are_forgotten_after_the_test():
