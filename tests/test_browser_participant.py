@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import random
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -16,8 +15,6 @@ import pytest
 import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT))
 
 from browser_util import launch, require_chromium, start_server  # noqa: E402
 from study import store  # noqa: E402

@@ -3,15 +3,12 @@ and a participant link never reaches them."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT))
 
 from browser_util import PASSWORD, launch, require_chromium, start_server  # noqa: E402
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,6 @@ from starlette.testclient import TestClient
 from study import store
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # server.py and app_pages/ sit at the root, beside cli.py
 DEMO = ROOT / "stimuli" / "demo" / "study.yaml"
 DEMO_DIR = DEMO.parent
 
