@@ -53,7 +53,7 @@ def test_limiter_locks_each_key_after_its_limit():
 
 
 def test_pilot_key_needs_the_password():
-    from app_pages.auth import pilot_key
+    from study.access import pilot_key
 
     key = pilot_key("study-a", "pw1")
     assert len(key) == 16 and key != pilot_key("study-b", "pw1") and key != pilot_key("study-a", "pw2")
