@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from study.config import setting
+
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -34,7 +36,7 @@ def require_chromium() -> None:
     if Path(CHROMIUM).exists():
         return
     msg = f"{CHROMIUM} not found (install Debian's chromium: `make browser`)"
-    if os.environ.get("KULESHOV_REQUIRE_BROWSER") == "1":
+    if setting("KULESHOV_REQUIRE_BROWSER") == "1":
         pytest.fail(msg + " and KULESHOV_REQUIRE_BROWSER=1")
     pytest.skip(msg)
 
