@@ -114,6 +114,8 @@ def test_researcher_pages_need_password_on_fresh_server(tmp_path, sqlite_url):
             page.locator('input[type="password"]').fill(PASSWORD)
             page.get_by_role("button", name="Log in").click()
             page.get_by_text("Too many failed logins").first.wait_for(timeout=30_000)
+            # Under load the message can show while the re-run form is still being drawn.
+            page.locator('input[type="password"]').wait_for(timeout=30_000)
             assert page.locator('input[type="password"]').count() == 1
 
             # A new session (another browser context) with the right password gets in.
