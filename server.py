@@ -9,7 +9,10 @@ every script run and keeps it in the process's memory. Events arrive in batches 
 route, so a pause or a stall never costs a Streamlit rerun.
 
 `serve()` migrates the database once before anything listens, because several processes
-migrating at once race on PostgreSQL.
+migrating at once race on PostgreSQL. It sets Streamlit's configuration itself (from the
+.streamlit/config.toml beside app.py), so the app looks and behaves the same whatever folder
+it is started from, and it starts the job that marks timed-out participants (one thread per
+process), so no page has to write while it displays.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import secrets
 import sys
 import threading
 import time
+import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,10 +36,14 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from study import store
+from study.access import pilot_key, researcher_password
+from study.config import database_url, production, setting
 from study.errors import UserError
 
 ROOT = Path(__file__).resolve().parent
 APP_SCRIPT = ROOT / "app.py"
+STREAMLIT_CONFIG = ROOT / ".streamlit" / "config.toml"
 
 MAX_EVENTS_BYTES = 256 * 1024
 MAX_EVENTS_PER_BATCH = 500
@@ -56,7 +65,7 @@ class ClipResolver:
     """Maps (study id, stimulus id) to a file inside that study's stimulus folder.
 
     The folder of a study comes from `roots` (filled by `serve` for the study file it opened)
-    or from the database record. Lookups are cached briefly: a browser asks for the same clip
+    or from the study's record (the folder it was registered from). Lookups are cached briefly: a browser asks for the same clip
     several times (range requests), and the answer changes only when a study is re-registered.
     """
 
@@ -66,11 +75,6 @@ class ClipResolver:
     def __post_init__(self) -> None:
         self._cache: dict[tuple[str, str], tuple[float, Path | None]] = {}
         self._lock = threading.Lock()
-
-    def add_root(self, study_id: str, folder: str | Path) -> None:
-        with self._lock:
-            self.roots[study_id] = Path(folder).resolve()
-            self._cache.clear()
 
     def resolve(self, study_id: str, stimulus_id: str) -> Path | None:
         key = (study_id, stimulus_id)
@@ -89,37 +93,23 @@ class ClipResolver:
     def _folder(self, study_id: str) -> Path | None:
         if study_id in self.roots:
             return self.roots[study_id]
-        from study import store
-
         try:
             info = store.get_study(self.engine, study_id)
         except (UserError, LookupError):
             return None
-        for attr in ("manifest_dir", "stimuli_dir", "study_dir"):
-            value = getattr(info, attr, None) if not isinstance(info, dict) else info.get(attr)
-            if value:
-                return Path(value).resolve()
-        return None
+        return Path(info.manifest_dir).resolve() if info.manifest_dir else None
 
     def _lookup(self, study_id: str, stimulus_id: str) -> Path | None:
-        import sqlalchemy as sa
-
-        from study import store
         from study.stimuli import Stimulus, stimulus_path
 
         folder = self._folder(study_id)
         if folder is None:
             return None
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(store.stimuli.c.file).where(
-                    store.stimuli.c.study_id == study_id, store.stimuli.c.stimulus_id == stimulus_id
-                )
-            ).first()
-        if row is None or not row.file:
+        file = store.stimulus_file(self.engine, study_id, stimulus_id)
+        if not file:
             return None
         try:
-            path = stimulus_path(folder, Stimulus.model_construct(id=stimulus_id, file=row.file))
+            path = stimulus_path(folder, Stimulus.model_construct(id=stimulus_id, file=file))
         except UserError:
             return None
         # stimulus_path already refuses traversal; checked again here because this is the
@@ -261,54 +251,108 @@ def make_app(engine: Any = None, clip_roots: dict[str, Path] | None = None, *, s
     """The ASGI app. `streamlit=False` gives only the plain routes (a Starlette app for tests)."""
     from starlette.applications import Starlette
 
-    from app_pages import engine_for
-
     if engine is None:
-        from study.config import database_url
-
-        engine = engine_for(database_url())
+        engine = store.shared_engine(database_url())
     resolver = ClipResolver(engine, {k: Path(v).resolve() for k, v in (clip_roots or {}).items()})
     routes = make_routes(engine, resolver)
     if not streamlit:
-        app = Starlette(routes=routes)
-    else:
-        import streamlit as st
+        return Starlette(routes=routes)
+    import streamlit as st
 
-        app = st.App(str(APP_SCRIPT), routes=routes)
-    app.state_resolver = resolver  # type: ignore[attr-defined]
-    return app
+    configure_streamlit()
+    return st.App(str(APP_SCRIPT), routes=routes)
 
 
-def researcher_password() -> str | None:
-    """KULESHOV_RESEARCHER_PASSWORD, else `researcher_password` in .streamlit/secrets.toml."""
-    value = os.environ.get("KULESHOV_RESEARCHER_PASSWORD")
-    if value:
-        return value
-    try:
-        import streamlit as st
-
-        value = st.secrets.get("researcher_password")
-    except Exception:  # no secrets file at all: Streamlit raises its own not-found error
-        value = None
-    return str(value) if value else None
+# --------------------------------------------------------------------------- configuration
 
 
-def _production() -> bool:
-    return os.environ.get("KULESHOV_MODE", "demo").strip().lower() == "production"
+def streamlit_options(path: Path = STREAMLIT_CONFIG) -> dict[str, Any]:
+    """The app's Streamlit options ("section.option" -> value) from the config.toml beside app.py."""
+    options: dict[str, Any] = {}
+
+    def flatten(table: dict, prefix: str) -> None:
+        for key, value in table.items():
+            if isinstance(value, dict):
+                flatten(value, f"{prefix}{key}.")
+            else:
+                options[f"{prefix}{key}"] = value
+
+    flatten(tomllib.loads(path.read_text(encoding="utf-8")), "")
+    return options
+
+
+def configure_streamlit(path: Path = STREAMLIT_CONFIG) -> None:
+    """Apply the app's options over whatever Streamlit found in the working directory.
+
+    Streamlit reads .streamlit/config.toml from the folder it is started in: started anywhere
+    else, the participant page showed the Deploy button and developer menu, lost the theme and
+    sent usage statistics. Set before the app is built, these win over any file.
+    """
+    from streamlit import config
+
+    for key, value in streamlit_options(path).items():
+        config.set_option(key, value, where_defined=str(path))
+
+
+# --------------------------------------------------------------------------- timeout job
+
+
+class TimeoutJob:
+    """Marks timed-out participants of every study that takes answers, every `interval_s` seconds.
+
+    One daemon thread per server process (`serve` starts it), so timeouts are marked whether or
+    not anyone has a page open, and no page writes while it displays. `clock` gives the time
+    compared with each study's timeout_minutes (a test passes a fake one).
+    """
+
+    def __init__(self, engine: Any, interval_s: float, clock: Callable[[], Any] = store.utcnow) -> None:
+        self.engine = engine
+        self.interval_s = interval_s
+        self.clock = clock
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self) -> dict[str, int]:
+        try:
+            return store.mark_all_timed_out(self.engine, self.clock())
+        except Exception as exc:  # a database hiccup must not end the job; the next run retries
+            print(f"kuleshov: marking timeouts failed ({exc.__class__.__name__}: {exc}); retrying in "
+                  f"{self.interval_s:g} s", file=sys.stderr)
+            return {}
+
+    def _loop(self) -> None:
+        while True:
+            self.run_once()
+            if self._stop.wait(self.interval_s):
+                return
+
+    def start(self) -> "TimeoutJob":
+        if self._thread is None and self.interval_s > 0:
+            self._thread = threading.Thread(target=self._loop, name="kuleshov-timeouts", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, wait_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(wait_s)
+
+
+# --------------------------------------------------------------------------- serve
 
 
 def serve(host: str = "127.0.0.1", port: int = 8501, study_file: str | None = None) -> int:
     """Migrate, register the study file (if any), print the links, run until stopped."""
     import uvicorn
 
-    from app_pages import engine_for
-    from study import store
-    from study.config import database_url
-
+    # Every setting is read (and a bad value refused) before anything is touched.
+    is_production = production()
+    log_level = setting("KULESHOV_LOG_LEVEL")
+    timeout_check_s = setting("KULESHOV_TIMEOUT_CHECK_S")
     password = researcher_password()
     generated = False
     if not password:
-        if _production():
+        if is_production:
             raise UserError(
                 "no researcher password: set KULESHOV_RESEARCHER_PASSWORD or researcher_password in "
                 ".streamlit/secrets.toml (KULESHOV_MODE=production never starts without one)"
@@ -318,7 +362,7 @@ def serve(host: str = "127.0.0.1", port: int = 8501, study_file: str | None = No
         # The app runs in this process and reads the same variable.
         os.environ["KULESHOV_RESEARCHER_PASSWORD"] = password
 
-    engine = engine_for(database_url())
+    engine = store.shared_engine(database_url())
     store.upgrade(engine)
 
     roots: dict[str, Path] = {}
@@ -329,13 +373,12 @@ def serve(host: str = "127.0.0.1", port: int = 8501, study_file: str | None = No
         store.set_study_status(engine, study_id, "open")
 
     app = make_app(engine, roots)
+    TimeoutJob(engine, timeout_check_s).start()
     shown_host = "localhost" if host in ("0.0.0.0", "127.0.0.1", "::") else host
     base = f"http://{shown_host}:{port}"
     print(f"Kuleshov on {base}  (database: {engine.url.render_as_string(hide_password=True)})")
     if study_id:
         print(f"  participant link:  {base}/?study={study_id}")
-        from app_pages.auth import pilot_key
-
         print(f"  pilot link:        {base}/?study={study_id}&pilot={pilot_key(study_id, password)}")
     print(f"  researcher pages:  {base}/")
     if generated:
@@ -343,8 +386,7 @@ def serve(host: str = "127.0.0.1", port: int = 8501, study_file: str | None = No
     sys.stdout.flush()
     # The player posts events every few seconds on a kept-alive connection; uvicorn's 5 s
     # default would close it just as the next batch is sent.
-    uvicorn.run(app, host=host, port=port, log_level=os.environ.get("KULESHOV_LOG_LEVEL", "warning"),
-                timeout_keep_alive=30)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=30)
     return 0
 
 

@@ -1,29 +1,20 @@
-"""Streamlit pages (UI only). The shared database engine lives here: one per process.
+"""Streamlit pages (UI only).
 
-Researcher pages get their engine with `from app_pages import get_engine`; never keep a
-connection or session in `st.session_state` (each action is one short transaction in store).
+Pages get the process's database engine with `from app_pages import get_engine` (the one
+`study.store.shared_engine` gives the HTTP routes too); never keep a connection or session in
+`st.session_state` (each action is one short transaction in store).
 """
 
 from __future__ import annotations
 
-import functools
-
 import streamlit as st
-
-
-@functools.lru_cache(maxsize=None)
-def engine_for(url: str):
-    """One engine per URL per process, shared by the Streamlit pages and the HTTP routes."""
-    from study import store
-
-    return store.make_engine(url)
 
 
 @st.cache_resource(show_spinner=False)
 def get_engine():
-    from study.config import database_url
+    from study import store
 
-    return engine_for(database_url())
+    return store.shared_engine()
 
 
 def pick_study(engine, key: str) -> str:

@@ -1,8 +1,8 @@
 """Researcher login: one shared password, compared in constant time, with failed logins limited.
 
-The password comes from KULESHOV_RESEARCHER_PASSWORD or `researcher_password` in
-.streamlit/secrets.toml; `serve()` refuses to start in production mode without one (the demo
-generates one and prints it). Failed attempts are limited three ways, because a reload gives an
+The password comes from study.access.researcher_password (KULESHOV_RESEARCHER_PASSWORD or
+`researcher_password` in .streamlit/secrets.toml); `serve()` refuses to start in production
+mode without one (the demo generates one and prints it). Failed attempts are limited three ways, because a reload gives an
 attacker a fresh Streamlit session: per session, per client address and for the whole process.
 Every failure and lockout goes to the audit log.
 """
@@ -10,12 +10,14 @@ Every failure and lockout goes to the audit log.
 from __future__ import annotations
 
 import hmac
-import os
 import threading
 import time
 from collections import deque
 
 import streamlit as st
+
+# The participant page checks pilot links through this module.
+from study.access import is_pilot_key, researcher_password  # noqa: F401
 
 SESSION_KEY = "_kuleshov_researcher"
 WINDOW_S = 15 * 60
@@ -56,24 +58,8 @@ class _Limiter:
                     self._fails.pop(key, None)
         return locked
 
-    def reset(self) -> None:
-        with self._lock:
-            self._fails.clear()
-            self._locked_until.clear()
-
 
 LIMITER = _Limiter()
-
-
-def configured_password() -> str | None:
-    value = os.environ.get("KULESHOV_RESEARCHER_PASSWORD")
-    if value:
-        return value
-    try:
-        value = st.secrets.get("researcher_password")
-    except Exception:  # no secrets.toml: Streamlit raises its own not-found error
-        value = None
-    return str(value) if value else None
 
 
 def password_ok(given: str, expected: str | None) -> bool:
@@ -122,7 +108,7 @@ def attempt_login(given: str) -> tuple[bool, str]:
     if wait > 0:
         _audit("login_refused_locked", {"address": address})
         return False, f"Too many failed logins. Try again in {int(wait // 60) + 1} minute(s)."
-    expected = configured_password()
+    expected = researcher_password()
     if expected is None:
         return False, "No researcher password is configured on this server (KULESHOV_RESEARCHER_PASSWORD)."
     if password_ok(given, expected):
@@ -159,17 +145,3 @@ def require_researcher() -> None:
 def logout() -> None:
     st.session_state.pop(SESSION_KEY, None)
     st.rerun()
-
-
-def pilot_key(study_id: str, password: str | None = None) -> str:
-    """The `pilot=` value of a study's pilot link: only someone who knows the researcher password
-    can make one, so a participant cannot flag themselves as a pilot (or join a paused study)."""
-    secret = password if password is not None else configured_password()
-    if not secret:
-        return ""
-    return hmac.new(secret.encode("utf-8"), f"pilot:{study_id}".encode("utf-8"), "sha256").hexdigest()[:16]
-
-
-def is_pilot_key(study_id: str, given: str | None) -> bool:
-    expected = pilot_key(study_id)
-    return bool(given and expected) and hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))

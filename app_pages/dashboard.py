@@ -30,7 +30,7 @@ def live(study_id: str) -> None:
 
     from analysis import load
 
-    store.mark_timed_out(engine, study_id)
+    # Read only: timeouts are marked by the server's own job (server.TimeoutJob), not here.
     m = load.monitoring(engine, study_id)
     people = m.participants
     counts = people["status"].value_counts().to_dict()

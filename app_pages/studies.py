@@ -9,8 +9,8 @@ from pathlib import Path  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from app_pages import get_engine  # noqa: E402
-from app_pages.auth import pilot_key  # noqa: E402
 from study import store  # noqa: E402
+from study.access import pilot_key  # noqa: E402
 from study.errors import UserError  # noqa: E402
 
 engine = get_engine()

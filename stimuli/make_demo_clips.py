@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import subprocess
 import sys
 import tempfile
@@ -116,7 +115,9 @@ CLIPS = [
 
 def find_font() -> str:
     """A TrueType font for the captions (KULESHOV_FONT overrides the search)."""
-    for path in [os.environ.get("KULESHOV_FONT", ""), *FONT_CANDIDATES]:
+    from study.config import setting
+
+    for path in [setting("KULESHOV_FONT"), *FONT_CANDIDATES]:
         if path and Path(path).is_file():
             return path
     sys.exit("make_demo_clips: no TrueType font found for the captions; "

@@ -1,27 +1,125 @@
-"""Where things live: the database URL and the data folder, from the environment."""
+"""Environment settings, each declared once with its default and help (like datasette's `Setting`).
+
+Every read of a KULESHOV_* variable goes through `setting(name)`, which refuses a value outside
+a setting's choices or of the wrong type with a sentence naming the variable. docs/settings.md
+is generated from `SETTINGS` (`python -m study.config docs/settings.md`) and a test checks it
+is up to date.
+"""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-DEMO_STUDY = ROOT / "stimuli" / "demo" / "study.yaml"
+from study.errors import UserError
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str  # as it would be written in the environment; "" means unset
+    help: str
+    choices: tuple[str, ...] = ()
+    kind: type = str  # str, int or float
+    scope: str = "app"  # app: read by the app and the CLI; tests: read by the test suite only
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("KULESHOV_DATABASE_URL", "",
+            "Database URL, e.g. postgresql+psycopg://user@host/db. Unset: a SQLite file kuleshov.db in "
+            "KULESHOV_DATA_DIR."),
+    Setting("KULESHOV_DATA_DIR", "data",
+            "Folder for the default SQLite file (relative paths are taken from the working directory)."),
+    Setting("KULESHOV_MODE", "demo",
+            "demo: `kuleshov run` without a researcher password generates one and prints it. production: "
+            "`kuleshov run` refuses to start without one.", choices=("demo", "production")),
+    Setting("KULESHOV_RESEARCHER_PASSWORD", "",
+            "The researcher login password. Unset: `researcher_password` in .streamlit/secrets.toml (in "
+            "the working directory or the home folder)."),
+    Setting("KULESHOV_LOG_LEVEL", "warning", "uvicorn's log level for `kuleshov run`.",
+            choices=("critical", "error", "warning", "info", "debug", "trace")),
+    Setting("KULESHOV_TIMEOUT_CHECK_S", "60",
+            "Seconds between two runs of the server's job that marks inactive participants timed_out "
+            "(after each study's timeout_minutes). 0 turns the job off.", kind=float),
+    Setting("KULESHOV_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+            "PostgreSQL server for the test suite; each test creates and drops its own database there.",
+            scope="tests"),
+    Setting("KULESHOV_REQUIRE_POSTGRES", "0",
+            "1: the PostgreSQL tests fail instead of skipping when no server answers (CI sets it).",
+            choices=("0", "1"), scope="tests"),
+    Setting("KULESHOV_REQUIRE_BROWSER", "0",
+            "1: the browser tests fail instead of skipping when /usr/bin/chromium is missing (CI sets it).",
+            choices=("0", "1"), scope="tests"),
+    Setting("KULESHOV_FONT", "",
+            "TrueType font for the captions of the demo clips (stimuli/make_demo_clips.py); unset: the "
+            "first of a few common fonts found.", scope="tests"),
+)
+BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def setting(name: str):
+    """The value of one declared setting: from the environment, else its default (typed by `kind`)."""
+    decl = BY_NAME[name]  # a KeyError here is a programming error: declare the setting above
+    raw = os.environ.get(name, "")
+    value = raw if raw.strip() else decl.default
+    if decl.choices or decl.kind is not str:
+        value = value.strip().lower()
+    if decl.choices:
+        if value not in decl.choices:
+            raise UserError(f"{name}={raw!r} is not a known value; use one of: {', '.join(decl.choices)} "
+                            f"(default {decl.default})")
+    if decl.kind is not str:
+        try:
+            number = decl.kind(value)
+        except ValueError:
+            raise UserError(f"{name}={raw!r} must be a number (default {decl.default})") from None
+        if number < 0:
+            raise UserError(f"{name}={raw!r} must be 0 or more")
+        return number
+    return value
+
+
+def settings_markdown() -> str:
+    """The table of docs/settings.md."""
+    lines = ["| variable | default | read by | meaning |", "| --- | --- | --- | --- |"]
+    for s in SETTINGS:
+        default = f"`{s.default}`" if s.default else "unset"
+        meaning = s.help + (f" One of: {', '.join(s.choices)}." if s.choices else "")
+        who = "the app and the CLI" if s.scope == "app" else "the tests and tools"
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in (f"`{s.name}`", default, who, meaning)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+DOC_START, DOC_END = "<!-- settings:start -->", "<!-- settings:end -->"
+
+
+def update_settings_doc(path: str | Path) -> bool:
+    """Regenerate the table between the markers of docs/settings.md; True if it changed."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    head, _, rest = text.partition(DOC_START)
+    _, _, tail = rest.partition(DOC_END)
+    new = f"{head}{DOC_START}\n{settings_markdown()}{DOC_END}{tail}"
+    if new != text:
+        path.write_text(new, encoding="utf-8")
+    return new != text
+
+
+def production() -> bool:
+    return setting("KULESHOV_MODE") == "production"
 
 
 def data_dir() -> Path:
-    """Folder for the default SQLite file and other local state (KULESHOV_DATA_DIR, default ./data)."""
-    path = Path(os.environ.get("KULESHOV_DATA_DIR", "data")).resolve()
+    """Folder for the default SQLite file and other local state (KULESHOV_DATA_DIR)."""
+    path = Path(setting("KULESHOV_DATA_DIR")).resolve()
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def database_url() -> str:
     """KULESHOV_DATABASE_URL if set (e.g. postgresql+psycopg://...), else a SQLite file in data_dir()."""
-    url = os.environ.get("KULESHOV_DATABASE_URL")
-    if url:
-        return url
-    return f"sqlite:///{data_dir() / 'kuleshov.db'}"
+    return setting("KULESHOV_DATABASE_URL") or f"sqlite:///{data_dir() / 'kuleshov.db'}"
 
 
 def check_writable(path: str | Path, what: str = "output") -> Path:
@@ -31,8 +129,6 @@ def check_writable(path: str | Path, what: str = "output") -> Path:
     command fails later; missing folders below it are created when the output is written.
     """
     import tempfile
-
-    from study.errors import UserError
 
     path = Path(path)
     folder = path.parent
@@ -47,3 +143,10 @@ def check_writable(path: str | Path, what: str = "output") -> Path:
         raise UserError(f"cannot write the {what} to {path}: {exc.strerror or exc} "
                         f"(in {folder}); choose another --out") from None
     return path
+
+
+if __name__ == "__main__":  # python -m study.config docs/settings.md
+    import sys
+
+    changed = update_settings_doc(sys.argv[1] if len(sys.argv) > 1 else "docs/settings.md")
+    print("updated" if changed else "already up to date")

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from study.config import setting
+
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -34,7 +36,7 @@ def require_chromium() -> None:
     if Path(CHROMIUM).exists():
         return
     msg = f"{CHROMIUM} not found (install Debian's chromium: `make browser`)"
-    if os.environ.get("KULESHOV_REQUIRE_BROWSER") == "1":
+    if setting("KULESHOV_REQUIRE_BROWSER") == "1":
         pytest.fail(msg + " and KULESHOV_REQUIRE_BROWSER=1")
     pytest.skip(msg)
 
@@ -57,18 +59,20 @@ class Server:
 
 
 def start_server(db_url: str, tmp_path: Path, study_file: Path | None = None,
-                 password: str | None = PASSWORD, extra_env: dict | None = None) -> Server:
+                 password: str | None = PASSWORD, extra_env: dict | None = None,
+                 cwd: Path = ROOT, command: list[str] | None = None) -> Server:
+    """`command` replaces `python cli.py` (e.g. the venv's `kuleshov` script); `cwd` is where it starts."""
     port = free_port()
     env = {**os.environ, "KULESHOV_DATABASE_URL": db_url, "KULESHOV_DATA_DIR": str(tmp_path / "data"),
            "KULESHOV_LOG_LEVEL": "warning", **(extra_env or {})}
     env.pop("KULESHOV_RESEARCHER_PASSWORD", None)
     if password:
         env["KULESHOV_RESEARCHER_PASSWORD"] = password
-    cmd = [sys.executable, str(ROOT / "cli.py"), "run", "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [*(command or [sys.executable, str(ROOT / "cli.py")]), "run", "--host", "127.0.0.1", "--port", str(port)]
     if study_file:
         cmd += ["--study", str(study_file)]
     log = tmp_path / f"server-{port}.log"
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
     server = Server(f"http://127.0.0.1:{port}", proc, db_url, log)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:

@@ -8,18 +8,31 @@ in which case they fail.
 
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 
 import pytest
 
+from study.config import setting
+
 ROOT = Path(__file__).resolve().parent.parent
-REFERENCE = ROOT.parent / "shared" / "reference"
+REFERENCE = ROOT / "tests" / "reference"  # lme4/lmerTest datasets and values, see its README
 DEMO_STUDY = ROOT / "stimuli" / "demo" / "study.yaml"
 
-PG_URL = os.environ.get("KULESHOV_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-REQUIRE_PG = os.environ.get("KULESHOV_REQUIRE_POSTGRES") == "1"
+PG_URL = setting("KULESHOV_TEST_PG_URL")
+REQUIRE_PG = setting("KULESHOV_REQUIRE_POSTGRES") == "1"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every PostgreSQL variant `postgres`, so `-m "not postgres"` runs none of them.
+
+    A test reaches PostgreSQL through `pg_url` or the postgresql parameter of `db_url` (also
+    through `engine`, which uses `db_url`); marking here keeps the marker from being forgotten.
+    """
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "pg_url" in getattr(item, "fixturenames", ()) or params.get("db_url") == "postgresql":
+            item.add_marker(pytest.mark.postgres)
 
 
 def _pg_admin_engine():

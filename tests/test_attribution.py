@@ -1,13 +1,12 @@
 """analysis.attribution: signal detection on AI-attribution judgments.
 
-Pinned to the "attribution" section of ../shared/reference/reference_lme4.json (R 4.2.2:
+Pinned to the "attribution" section of tests/reference/reference_lme4.json (R 4.2.2:
 qnorm on log-linear corrected rates, t.test(dprime, mu = 0)) for attribution.csv.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,8 +15,8 @@ from scipy import stats
 
 from analysis import attribution as A
 from study.errors import UserError
+from conftest import REFERENCE
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 
 
 @pytest.fixture(scope="module")

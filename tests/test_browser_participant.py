@@ -7,7 +7,7 @@ row against what the browser entered.
 from __future__ import annotations
 
 import random
-import sys
+import re
 import time
 from pathlib import Path
 
@@ -15,8 +15,6 @@ import pytest
 import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT))
 
 from browser_util import launch, require_chromium, start_server  # noqa: E402
 from study import store  # noqa: E402

@@ -6,14 +6,12 @@ The report is the synthetic full study of test_report.py (every section shown).
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
 
 from browser_util import launch, require_chromium  # noqa: E402
 from test_report import full_trials  # noqa: E402

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import sys
 import threading
 import time
 import zipfile
@@ -22,8 +21,6 @@ import pytest
 import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT))
 
 from browser_util import PASSWORD, launch, require_chromium, start_server  # noqa: E402
 from study import store  # noqa: E402

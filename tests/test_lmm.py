@@ -1,6 +1,6 @@
 """Crossed linear mixed models (analysis/lmm.py) pinned to lme4 and lmerTest.
 
-Reference numbers: ../shared/reference/reference_lme4.json, computed with R 4.2.2,
+Reference numbers: tests/reference/reference_lme4.json, computed with R 4.2.2,
 lme4 1.1-31 and lmerTest 3.1-3 (REML, Satterthwaite df) on the simulated datasets in the
 same folder, with x = +0.5 for human and -0.5 for AI clips. Tolerances are those of
 issue 4: fixed effects relative 1e-5, SEs relative 2e-4, df 0.05 absolute, p 2e-4

@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from app_pages.ui import slider_caption  # noqa: E402
+from app_pages.ui import slider_caption
 
 
 def test_slider_caption_has_no_dangling_separator():

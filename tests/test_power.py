@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -11,8 +10,8 @@ import pytest
 
 from analysis import power as P
 from study.errors import UserError
+from conftest import REFERENCE
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 
 
 def test_subset_design_is_balanced():

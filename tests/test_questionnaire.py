@@ -8,13 +8,11 @@ sends -> the `flow.Answer`s the existing submit path stores.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 from app_pages import questionnaire as qn  # noqa: E402
 from study import flow  # noqa: E402

@@ -9,11 +9,10 @@ or critical problem on the consent page, an items page and a clip page.
 
 from __future__ import annotations
 
-import os
+
 import random
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,14 +20,13 @@ import pytest
 import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT))
 
 from browser_util import launch, require_chromium, start_server  # noqa: E402
 from test_browser_participant import (  # noqa: E402
     DEMO, STEP_TIMEOUT_MS, STUDY_ID, answer_item, answer_page, click_continue, item_css, play_clip, wait_title)
 
 from study import store  # noqa: E402
+from study.config import setting  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 AXE_DIR = ROOT / "tests" / "js"
@@ -443,7 +441,7 @@ def axe_path() -> Path:
                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, timeout=300)
     if not AXE_JS.exists():
         msg = f"{AXE_JS} missing: run `npm ci` in {AXE_DIR}"
-        if os.environ.get("KULESHOV_REQUIRE_BROWSER") == "1":
+        if setting("KULESHOV_REQUIRE_BROWSER") == "1":
             pytest.fail(msg)
         pytest.skip(msg)
     return AXE_JS

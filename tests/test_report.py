@@ -21,11 +21,11 @@ from analysis import formatting, report
 from analysis import methods as M
 from analysis import results as R
 from study.errors import UserError
+from conftest import REFERENCE
 
 
 EMOTIONS = ("amusement", "sadness", "fear", "anger", "disgust", "tenderness", "awe", "surprise", "unease")
 SECTION_IDS = [sid for sid, _ in report.SECTIONS]
-REFERENCE = Path(__file__).resolve().parent.parent.parent / "shared" / "reference"
 PLOTLY_SIGNATURE = "* plotly.js v"  # first line of the bundle's licence header
 
 
@@ -191,7 +191,7 @@ def test_subset_report_has_every_section_and_skips_with_a_note(subset_report):
 
 def test_subset_methods_name_n_and_model(subset_report):
     methods = re.search(r'<section id="methods".*?</section>', subset_report, re.S).group(0)
-    # crossed_subset.csv: 150 participants x 16 of 40 clips (README of ../shared/reference)
+    # crossed_subset.csv: 150 participants x 16 of 40 clips (tests/reference/README.md)
     assert "150 participants and 40 clips (20 human-made, 20 AI-generated), 2400 ratings" in methods
     assert "<code>valence ~ x + (1 + x | participant_id) + (1 | stimulus_id)</code>" in methods
     assert "REML" in methods and "Satterthwaite" in methods and "+0.5" in methods
@@ -291,7 +291,7 @@ def test_cli_analyze_subset(tmp_path, reference_dir):
     prim = pd.read_csv(tmp_path / "out" / "primary.csv")
     assert list(prim["outcome"]) == ["valence"]
     # lme4 1.1-31 / lmerTest 3.1-3 on crossed_subset.csv, correlated-slope model
-    # (../shared/reference/reference_lme4.json): the CSV path must reach the same numbers.
+    # (tests/reference/reference_lme4.json): the CSV path must reach the same numbers.
     ref = json.loads((reference_dir / "reference_lme4.json").read_text())
     ds = next(d for d in ref["datasets"] if d["dataset"] == "crossed_subset.csv")
     model = next(m for m in ds["models"] if m["model"] == prim["model_used"].iloc[0])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,6 @@ from starlette.testclient import TestClient
 from study import store
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # server.py and app_pages/ sit at the root, beside cli.py
 DEMO = ROOT / "stimuli" / "demo" / "study.yaml"
 DEMO_DIR = DEMO.parent
 
@@ -220,3 +218,13 @@ def test_production_refuses_to_start_without_password(monkeypatch, tmp_path):
     with pytest.raises(UserError, match="no researcher password"):
         server.serve("127.0.0.1", 1, None)
     assert not (tmp_path / "x.db").exists()  # refused before touching anything
+
+
+def test_server_layers():
+    """server.py imports nothing from the UI package and reads the database only through study.store."""
+    import ast
+
+    tree = ast.parse((ROOT / "server.py").read_text(encoding="utf-8"))
+    modules = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    modules |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert not {m for m in modules if m.split(".")[0] in ("app_pages", "sqlalchemy", "analysis")}, modules

@@ -1,6 +1,6 @@
 """analysis.stats: the primary-test wrapper, naive tests, pairs, label contrasts, descriptives.
 
-Reference numbers come from ../shared/reference/reference_lme4.json (R 4.2.2, lme4 1.1-31,
+Reference numbers come from tests/reference/reference_lme4.json (R 4.2.2, lme4 1.1-31,
 lmerTest 3.1-3; t.test() for the naive tests). Hand-computed values are worked out in the
 comments next to them.
 """
@@ -8,7 +8,6 @@ comments next to them.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,8 +17,8 @@ from statsmodels.stats.multitest import multipletests
 from analysis import stats as S
 from analysis.lmm import fit_crossed
 from study.errors import UserError
+from conftest import REFERENCE
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 
 DATASETS = ["crossed_small.csv", "crossed_subset.csv", "crossed_singular.csv"]
 

@@ -349,8 +349,6 @@ def test_cli_study_and_delete(db_url, capsys):
 
 
 def test_registered_study_remembers_its_clip_folder(engine):
-    from study.config import DEMO_STUDY
-
     study_id = store.register_study(engine, DEMO_STUDY)
     info = store.get_study(engine, study_id)
     assert info.manifest_dir == str(DEMO_STUDY.parent.resolve())
