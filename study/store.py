@@ -845,15 +845,39 @@ def _build_state(conn: Connection, p, srow, step_index: int | None = None, statu
     )
 
 
+def _balance_counts(conn: Connection, study_id: str, version: str, is_pilot: bool,
+                    timeout_minutes: float | None, now: datetime | None = None) -> dict[tuple[int, str], int]:
+    """Participants per (list_index, label_condition) cell who count for balance.
+
+    Counted: completed sessions and sessions still active within the study's timeout, of the
+    same study version (lists of another version are other clip sets) and the same kind (pilots
+    are balanced among themselves). Never counted: declined, withdrawn and timed-out sessions,
+    nor active ones idle past the timeout that no job has marked yet, so their places are
+    given to the next participants.
+    """
+    c = participants.c
+    counted = c.status == "completed"
+    if timeout_minutes:
+        cutoff = (now or utcnow()) - timedelta(minutes=float(timeout_minutes))
+        counted = counted | (c.status.in_(ACTIVE_STATUSES) & (c.updated_at > cutoff))
+    else:
+        counted = counted | c.status.in_(ACTIVE_STATUSES)
+    rows = conn.execute(sa.select(c.list_index, c.label_condition, sa.func.count())
+                        .where(c.study_id == study_id, c.is_pilot.is_(is_pilot), c.study_version == version, counted)
+                        .group_by(c.list_index, c.label_condition)).all()
+    return {(list_index, condition): n for list_index, condition, n in rows}
+
+
 def enrol(engine: Engine, study_id: str, *, prolific_pid: str | None = None, prolific_study_id: str | None = None,
           prolific_session_id: str | None = None, is_pilot: bool = False,
           user_agent: str | None = None) -> ParticipantState:
-    """A new participant with a balanced list and label condition, or the existing one for a PROLIFIC_PID.
+    """A new participant in a balanced cell (list x label condition), or the existing one for a PROLIFIC_PID.
 
     Counting and inserting happen in one transaction that holds the study's lock (a row lock on
     PostgreSQL, the database write lock on SQLite), so concurrent enrolments, from any number
-    of app processes, see each other's counts and balance holds at every N. Pilots are balanced
-    among themselves. A paused study takes only pilots; a closed one nobody (StudyClosed).
+    of app processes, see each other's counts and balance holds at every N. Only sessions that
+    can still yield data count (`_balance_counts`). Pilots are balanced among themselves. New
+    participants get the newest registered version and stay on it (`_load`). A paused study takes only pilots; a closed one nobody (StudyClosed).
     """
     from study import design
 
@@ -874,15 +898,17 @@ def enrol(engine: Engine, study_id: str, *, prolific_pid: str | None = None, pro
             raise StudyClosed(f"Thank you for your interest. This study {what} and is not taking new participants.")
         ctx = _context(srow)
         lists = design.build_lists(ctx.spec, ctx.clips)
-        same_kind = (participants.c.study_id == study_id) & (participants.c.is_pilot.is_(bool(is_pilot)))
-        per_list = dict(conn.execute(sa.select(participants.c.list_index, sa.func.count())
-                                     .where(same_kind).group_by(participants.c.list_index)).all())
-        per_condition = dict(conn.execute(sa.select(participants.c.label_condition, sa.func.count())
-                                          .where(same_kind).group_by(participants.c.label_condition)).all())
-        list_counts = [per_list.get(i, 0) for i in range(len(lists))]
+        cells = _balance_counts(conn, study_id, str(srow["version"]), bool(is_pilot),
+                                getattr(ctx.study, "timeout_minutes", None))
         number = srow["participants_enrolled"] + 1
-        list_index, condition = design.choose_assignment(list_counts, per_condition, ctx.spec, number)
-        sequence = design.sequence_for(ctx.spec, ctx.clips, list_index, list_counts[list_index])
+        list_index, condition = design.choose_assignment(cells, len(lists), ctx.spec)
+        # Ordinal within the list, counting everyone ever assigned to it in this version (dropouts
+        # too): it alternates pair and block order, so it must never repeat within a list.
+        list_ordinal = conn.execute(sa.select(sa.func.count()).where(
+            participants.c.study_id == study_id, participants.c.is_pilot.is_(bool(is_pilot)),
+            participants.c.study_version == str(srow["version"]),
+            participants.c.list_index == list_index)).scalar_one()
+        sequence = design.sequence_for(ctx.spec, ctx.clips, list_index, list_ordinal)
         steps = _steps(ctx, _ctx_key(srow), tuple(sequence), ctx.practice_id)
         now = utcnow()
         pid = conn.execute(participants.insert().values(
