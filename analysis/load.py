@@ -430,13 +430,19 @@ def _only_study(engine: Engine) -> str:
                                                    else "the database holds no study yet."))
 
 
-def load_from_db(engine: Engine, study_id: str, include_pilot: bool = False) -> LoadedData:
+def load_from_db(engine: Engine, study_id: str, include_pilot: bool = False,
+                 version: str | None = None) -> LoadedData:
+    """With `version`, only the participants who took part under that version of the study
+    file, scored by that version's instruments; without it everyone, by the newest version."""
     from study.instruments import codebook
 
-    info = store.get_study(engine, study_id)
+    info = store.get_study(engine, study_id, version=version)
     participants = load_participants(engine, study_id)
     longs = [b.long for b in iter_batches(engine, study_id, include_pilot=True)]
     long = pd.concat(longs, ignore_index=True) if longs else _empty_long()
+    if version is not None:
+        participants = participants[participants["study_version"] == str(version)].reset_index(drop=True)
+        long = long[long["participant_id"].isin(participants["participant_id"])].reset_index(drop=True)
     cb = codebook(info.study)
     table = trial_table(long, info.study, cb)
     kept, excluded = exclusions(table, participants, info.study, include_pilot=include_pilot)
@@ -540,23 +546,27 @@ def load_csv(path: Path, include_pilot: bool = False) -> LoadedData:
 
 
 def load_trials(source: Any, study_id: str | None = None, include_pilot: bool = False,
-                url: str | None = None) -> LoadedData:
+                url: str | None = None, version: str | None = None) -> LoadedData:
     """Load, score and apply exclusions, from wherever the data are.
 
     source: an Engine or a database URL (with study_id, or a database holding one study); a
     study id or study file (the database at `url`, default study.config.database_url()); a
-    dataset folder written by `kuleshov export`; or a CSV in trial-table shape.
+    dataset folder written by `kuleshov export`; or a CSV in trial-table shape. `version`
+    keeps only the participants of that study version (database sources only).
     """
     if isinstance(source, Engine):
-        return load_from_db(source, study_id or _only_study(source), include_pilot)
+        return load_from_db(source, study_id or _only_study(source), include_pilot, version)
     text = str(source)
     if "://" in text:
         engine = _engine_for(text)
         try:
-            return load_from_db(engine, study_id or _only_study(engine), include_pilot)
+            return load_from_db(engine, study_id or _only_study(engine), include_pilot, version)
         finally:
             engine.dispose()
     path = Path(text)
+    if version is not None and (path.is_dir() or path.suffix.lower() == ".csv"):
+        raise UserError(f"{text}: --version works on the database (give the study id); in a dataset folder, "
+                        "filter participants.csv by its study_version column and use study_v<version>.yaml")
     if path.is_dir():
         return load_folder(path, include_pilot)
     if path.suffix.lower() == ".csv":
@@ -574,7 +584,7 @@ def load_trials(source: Any, study_id: str | None = None, include_pilot: bool = 
         study_id = text
     engine = _engine_for(url)
     try:
-        return load_from_db(engine, study_id, include_pilot)
+        return load_from_db(engine, study_id, include_pilot, version)
     finally:
         engine.dispose()
 

@@ -778,12 +778,12 @@ def build_report(trials: pd.DataFrame, *, study: Any = None, participants: pd.Da
 # loading and the CLI
 
 
-def load_source(source: str, *, url: str | None = None, include_pilot: bool = False):
+def load_source(source: str, *, url: str | None = None, include_pilot: bool = False, version: str | None = None):
     """A study id or study file (database at `url`), a dataset folder or a trial-table CSV ->
     analysis.load.LoadedData (trials with exclusions applied, excluded rows with reasons)."""
     from analysis.load import load_trials
 
-    return load_trials(source, include_pilot=include_pilot, url=url)
+    return load_trials(source, include_pilot=include_pilot, url=url, version=version)
 
 
 def _outcomes_arg(args: Any) -> list[str] | None:
@@ -798,7 +798,8 @@ def cli_analyze(args: Any) -> int:
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a folder; give a folder for the result tables")
     check_writable(out / "outcomes.csv", "result tables")
-    data = load_source(args.study, url=getattr(args, "url", None), include_pilot=getattr(args, "include_pilot", False))
+    data = load_source(args.study, url=getattr(args, "url", None), include_pilot=getattr(args, "include_pilot", False),
+                       version=getattr(args, "version", None))
     results = analyze(data.trials, study=data.study, excluded=data.excluded, codebook=data.codebook,
                       outcomes=_outcomes_arg(args))
     paths = write_tables(results, args.out)
@@ -812,7 +813,8 @@ def cli_report(args: Any) -> int:
     if out.is_dir():
         raise UserError(f"{out} is a folder; give the path of the HTML file to write, e.g. {out / 'report.html'}")
     check_writable(out, "report")
-    data = load_source(args.study, url=getattr(args, "url", None), include_pilot=include_pilot)
+    data = load_source(args.study, url=getattr(args, "url", None), include_pilot=include_pilot,
+                       version=getattr(args, "version", None))
     page = build_report(data.trials, study=data.study, participants=data.participants, excluded=data.excluded,
                         codebook=data.codebook, include_pilot=include_pilot if data.pilot_known else None,
                         data_source=str(args.study), outcomes=_outcomes_arg(args),

@@ -152,3 +152,25 @@ def test_version_file_names_are_safe():
     assert export.version_file("2") == "study_v2.yaml"
     assert export.version_file("1.2-beta") == "study_v1.2-beta.yaml"
     assert export.version_file("../x y") == "study_v_x_y.yaml"
+
+
+def test_analysis_can_keep_one_version(engine, two_versions, tmp_path):
+    from analysis import load
+
+    study_id, _, _, _, waiting = two_versions
+    for before in waiting:
+        finish(engine, store.get_state(engine, before.token))
+    newcomer = finish(engine, store.enrol(engine, study_id))
+    everyone = load.load_trials(engine, study_id)
+    assert set(everyone.participants["study_version"]) == {"1", "2"}
+    only_2 = load.load_trials(engine, study_id, version="2")
+    assert list(only_2.participants["participant_id"]) == [newcomer.pseudonym]
+    assert set(only_2.trials["participant_id"]) == {newcomer.pseudonym}
+    assert only_2.study.completion.code == "KULDEMO2"
+    only_1 = load.load_trials(engine, study_id, version="1")
+    assert set(only_1.participants["study_version"]) == {"1"} and newcomer.pseudonym not in set(only_1.trials["participant_id"])
+    assert only_1.study.completion.code == "KULDEMO1"
+    with pytest.raises(UserError, match="no version '7'"):
+        load.load_trials(engine, study_id, version="7")
+    with pytest.raises(UserError, match="--version works on the database"):
+        load.load_trials(tmp_path, version="1")
