@@ -31,8 +31,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 def _add_arguments(name: str, p: argparse.ArgumentParser) -> None:
     if name == "validate":
         p.add_argument("study_file", help="path to the study file (YAML)")
-        p.add_argument("--check-media", action="store_true",
-                       help="also probe every clip file (codecs, duration) while validating")
+        p.add_argument("--no-check-media", action="store_true",
+                       help="skip probing the clip files (codecs, duration), which validate does by default")
+        p.add_argument("--check-media", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old scripts
     elif name == "stimuli":
         p.add_argument("action", choices=["check"], help="what to do")
         p.add_argument("path", help="a manifest CSV, the folder holding manifest.csv, or a study file")
@@ -63,6 +64,7 @@ def _add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--out", required=True, help="output folder (analyze) or HTML file (report)")
         p.add_argument("--url", help="database URL")
         p.add_argument("--include-pilot", action="store_true", help="keep pilot participants")
+        p.add_argument("--version", help="only participants of this study version (database sources)")
         p.add_argument("--outcomes", help="comma-separated outcome columns, the first one primary (default: the "
                        "study's analysis plan, else the built-in outcomes present), e.g. liking,valence")
         p.add_argument("--columns", help="for a CSV from other software: OURS=THEIRS pairs naming its columns, "

@@ -22,6 +22,7 @@ import importlib.metadata
 import io
 import json
 import platform
+import re
 import shutil
 import tempfile
 import zipfile
@@ -84,6 +85,9 @@ COLUMNS: dict[str, tuple[str, str, str, str, str, str]] = {
                "Where the participant's session ended up (at export time)."),
     "list_index": ("Counterbalancing list", "integer", "", "0 .. number of lists - 1", "never missing",
                    "Which counterbalanced clip list the participant was assigned."),
+    "study_version": ("Study version", "string", "", "a version of the study file (study_v<version>.yaml)",
+                      "never missing", "The version of the study file the participant took part under, from "
+                      "start to end; each version's file is in the folder as study_v<version>.yaml."),
     "started_at": ("Started at", "datetime", "UTC", "ISO 8601 date and time", "empty = clip not started (trials)",
                    "When the session (participants) or the clip (trials) started."),
     "completed_at": ("Completed at", "datetime", "UTC", "ISO 8601 date and time", "empty = not completed",
@@ -461,6 +465,11 @@ def _prepare(out_dir: Path) -> Path:
                         f"(in {out_dir.parent}); choose another --out") from None
 
 
+def version_file(version: str) -> str:
+    """study_v<version>.yaml, with anything but letters, digits, '.', '-' and '_' made '_'."""
+    return "study_v" + re.sub(r"[^A-Za-z0-9._-]", "_", str(version)).lstrip(".") + ".yaml"
+
+
 def export_dataset(engine: Engine, study_id: str, out_dir: str | Path, include_pilot: bool = False,
                    payments: bool = True, actor: str = "cli") -> Path:
     """Write the dataset folder of one study; returns its path.
@@ -482,7 +491,12 @@ def export_dataset(engine: Engine, study_id: str, out_dir: str | Path, include_p
         _write_all(tmp, "codebook", [(c, COLUMNS[f"codebook.{c}"][1]) for c in CODEBOOK_FIELDS], codebook)
         (tmp / "codebook.parquet").unlink()
         (tmp / "study.yaml").write_bytes(info.spec_yaml.encode("utf-8"))
-        (tmp / "study_hash.txt").write_text(f"{info.spec_hash}  study.yaml\n", encoding="utf-8")
+        hashes = [f"{info.spec_hash}  study.yaml"]
+        for v in store.list_versions(engine, study_id):  # participants.study_version says whose is whose
+            name = version_file(v["version"])
+            (tmp / name).write_bytes(v["spec_yaml"].encode("utf-8"))
+            hashes.append(f"{v['spec_hash']}  {name}")
+        (tmp / "study_hash.txt").write_text("\n".join(hashes) + "\n", encoding="utf-8")
         (tmp / "datapackage.json").write_text(
             json.dumps(_datapackage(info, fields, codebook, tmp), indent=2, ensure_ascii=False), encoding="utf-8")
         (tmp / "dataset_description.json").write_text(
@@ -554,7 +568,8 @@ README = """Dataset of the Kuleshov study {study}
 Open any .csv in a spreadsheet, R (read.csv) or Python (pandas.read_csv); the .parquet files hold
 the same tables with their types. codebook.csv explains every column; datapackage.json describes
 the files for Frictionless tools (`frictionless validate datapackage.json`); study.yaml is the exact
-study file that was run (its sha256 is in study_hash.txt: `sha256sum -c study_hash.txt`).
+study file that was run (its sha256 is in study_hash.txt: `sha256sum -c study_hash.txt`), and
+study_v<version>.yaml is every version of it, as named in the participants' study_version column.
 
 Text cells of the CSV files that start with =, +, -, @, a tab or a carriage return (free-text
 answers, for example) carry one extra leading apostrophe, so a spreadsheet does not run them as

@@ -32,7 +32,8 @@ from study.errors import Problem, UserError
 LONG_COLUMNS = ["participant_id", "stimulus_id", "source", "pair_id", "label_condition", "position", "step",
                 "instrument_id", "item_id", "value", "value_text", "untouched", "shown_position",
                 "response_time_ms", "watched_share", "is_pilot", "status"]
-PARTICIPANT_COLUMNS = ["participant_id", "pseudonym", "status", "label_condition", "list_index", "is_pilot",
+PARTICIPANT_COLUMNS = ["participant_id", "pseudonym", "status", "label_condition", "list_index", "study_version",
+                       "is_pilot",
                        "started_at", "completed_at", "duration_s", "step_key", "n_planned", "n_completed",
                        "failed_attention", "excluded_reason"]
 TRIAL_META_COLUMNS = ["participant_id", "stimulus_id", "source", "pair_id", "label_condition", "position",
@@ -130,7 +131,8 @@ def _participant_rows(conn, study_id: str) -> pd.DataFrame:
                .where(pt.kind == "main").group_by(pt.participant_id).subquery())
     done = (sa.select(t.participant_id, sa.func.count().label("n_completed"))
             .where(t.position >= 1, t.submitted_at.is_not(None)).group_by(t.participant_id).subquery())
-    stmt = (sa.select(p.id.label("pid"), p.pseudonym, p.status, p.label_condition, p.list_index, p.is_pilot,
+    stmt = (sa.select(p.id.label("pid"), p.pseudonym, p.status, p.label_condition, p.list_index, p.study_version,
+                      p.is_pilot,
                       p.started_at, p.completed_at, p.step_key, planned.c.n_planned, done.c.n_completed,
                       p.attention_failed.label("failed_attention"), p.excluded_reason)
             .select_from(store.participants.outerjoin(planned, planned.c.participant_id == p.id)
@@ -435,13 +437,19 @@ def _only_study(engine: Engine) -> str:
                                                    else "the database holds no study yet."))
 
 
-def load_from_db(engine: Engine, study_id: str, include_pilot: bool = False) -> LoadedData:
+def load_from_db(engine: Engine, study_id: str, include_pilot: bool = False,
+                 version: str | None = None) -> LoadedData:
+    """With `version`, only the participants who took part under that version of the study
+    file, scored by that version's instruments; without it everyone, by the newest version."""
     from study.instruments import codebook
 
-    info = store.get_study(engine, study_id)
+    info = store.get_study(engine, study_id, version=version)
     participants = load_participants(engine, study_id)
     longs = [b.long for b in iter_batches(engine, study_id, include_pilot=True)]
     long = pd.concat(longs, ignore_index=True) if longs else _empty_long()
+    if version is not None:
+        participants = participants[participants["study_version"] == str(version)].reset_index(drop=True)
+        long = long[long["participant_id"].isin(participants["participant_id"])].reset_index(drop=True)
     cb = codebook(info.study)
     table = trial_table(long, info.study, cb)
     kept, excluded = exclusions(table, participants, info.study, include_pilot=include_pilot)
@@ -601,26 +609,31 @@ def _renamed(trials: pd.DataFrame, columns: dict[str, str], where: Path) -> pd.D
 
 
 def load_trials(source: Any, study_id: str | None = None, include_pilot: bool = False,
-                url: str | None = None, columns: dict[str, str] | None = None) -> LoadedData:
+                url: str | None = None, columns: dict[str, str] | None = None,
+                version: str | None = None) -> LoadedData:
     """Load, score and apply exclusions, from wherever the data are.
 
     source: an Engine or a database URL (with study_id, or a database holding one study); a
     study id or study file (the database at `url`, default study.config.database_url()); a
     dataset folder written by `kuleshov export`; or a CSV in trial-table shape, whose columns
-    `columns` renames ({ours: theirs}, for a CSV only).
+    `columns` renames ({ours: theirs}, for a CSV only). `version` keeps only the participants of
+    that study version (database sources only).
     """
     if columns and not str(source).lower().endswith(".csv"):
         raise UserError("--columns renames the columns of a CSV file; the other sources have Kuleshov's names")
     if isinstance(source, Engine):
-        return load_from_db(source, study_id or _only_study(source), include_pilot)
+        return load_from_db(source, study_id or _only_study(source), include_pilot, version)
     text = str(source)
     if "://" in text:
         engine = _engine_for(text)
         try:
-            return load_from_db(engine, study_id or _only_study(engine), include_pilot)
+            return load_from_db(engine, study_id or _only_study(engine), include_pilot, version)
         finally:
             engine.dispose()
     path = Path(text)
+    if version is not None and (path.is_dir() or path.suffix.lower() == ".csv"):
+        raise UserError(f"{text}: --version works on the database (give the study id); in a dataset folder, "
+                        "filter participants.csv by its study_version column and use study_v<version>.yaml")
     if path.is_dir():
         return load_folder(path, include_pilot)
     if path.suffix.lower() == ".csv":
@@ -638,7 +651,7 @@ def load_trials(source: Any, study_id: str | None = None, include_pilot: bool = 
         study_id = text
     engine = _engine_for(url)
     try:
-        return load_from_db(engine, study_id, include_pilot)
+        return load_from_db(engine, study_id, include_pilot, version)
     finally:
         engine.dispose()
 

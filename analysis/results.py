@@ -407,7 +407,8 @@ def load_source(args: Any) -> load.LoadedData:
     """The data named on the command line: a study id or study file (database at --url), a
     dataset folder or a trial-table CSV (its columns renamed by --columns), exclusions applied."""
     data = load.load_trials(args.study, include_pilot=bool(getattr(args, "include_pilot", False)),
-                            url=getattr(args, "url", None), columns=_columns_arg(args))
+                            url=getattr(args, "url", None), columns=_columns_arg(args),
+                            version=getattr(args, "version", None))
     for note in data.notes:
         print(f"note: {note}", file=sys.stderr)
     return data

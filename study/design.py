@@ -5,8 +5,9 @@ Three steps, each a pure function of the study's design settings and the clip po
 * `build_lists` makes the counterbalancing lists: which clips a participant sees (and, for a
   Latin square, in which order). Every clip appears equally often across one full cycle of
   lists, so balance comes from filling lists evenly, not from luck.
-* `choose_assignment` picks the least-filled list and label condition for the next participant,
-  from counts the caller reads inside the same database transaction that records the choice.
+* `choose_assignment` picks the least-filled cell (list x label condition) for the next
+  participant, from counts the caller reads inside the same database transaction that records
+  the choice.
 * `sequence_for` turns a list into the order one participant sees.
 
 Randomness always comes from `random.Random` seeded with a string built from the study's seed
@@ -334,38 +335,49 @@ def build_lists(spec: DesignSpec, clips: Sequence[Clip]) -> list[tuple[str, ...]
 # ---------------------------------------------------------------- assignment
 
 
-def _least_filled(counts: Sequence[int], rng: random.Random) -> int:
-    low = min(counts)
-    return rng.choice([i for i, n in enumerate(counts) if n == low])
+def _cell_order(spec: DesignSpec, n_lists: int, round_: int) -> list[tuple[int, str]]:
+    """Every (list, condition) cell once, in an order whose every prefix has list and condition
+    totals within 1 of each other.
+
+    Step j takes list j mod L and condition (j + j // lcm(L, C)) mod C: lists cycle, conditions
+    cycle, and the shift after each lcm steps reaches the cells the plain cycle skips when L and
+    C share a factor. Lists and conditions are shuffled per round (seeded), so the order of
+    assignments is not the same cycle in every round.
+    """
+    rng = _rng(spec, "cells", n_lists, round_)
+    lists = list(range(n_lists))
+    rng.shuffle(lists)
+    conditions = list(spec.label_conditions)
+    rng.shuffle(conditions)
+    n_cond = len(conditions)
+    step = math.lcm(n_lists, n_cond)
+    return [(lists[j % n_lists], conditions[(j + j // step) % n_cond]) for j in range(n_lists * n_cond)]
 
 
 def choose_assignment(
-    list_counts: Sequence[int],
-    condition_counts: Mapping[str, int],
+    cell_counts: Mapping[tuple[int, str], int],
+    n_lists: int,
     spec: DesignSpec,
-    participant_number: int,
 ) -> tuple[int, str]:
     """The list index and label condition for the next participant.
 
-    Call it with the current number of participants per list (indexed like `build_lists`) and per
-    condition, read inside the transaction that stores the result: always taking a least-filled
-    cell keeps every count within 1 of the others at any N. Ties are broken by a draw seeded from
-    the study seed and `participant_number`, so the same inputs always give the same answer.
-    Conditions in `condition_counts` that the study no longer lists are ignored.
+    `cell_counts` maps (list index, condition) to the number of participants who count for
+    balance in that cell (the caller decides who counts: completed and still-active sessions),
+    read inside the transaction that stores the result. Lists and conditions are balanced
+    jointly: the pick is always a least-filled cell, so every cell stays within 1 of the others
+    at any N. Among the least-filled cells the first in `_cell_order` for the current round
+    (the lowest count) wins, so with nobody dropping out the list totals and the condition totals
+    also stay within 1. The order is seeded from the study seed: the same counts always give the
+    same answer. Cells of lists or conditions the design no longer has are ignored.
     """
     _check_spec(spec)
-    if not list_counts:
+    if isinstance(n_lists, bool) or not isinstance(n_lists, int) or n_lists < 1:
         raise DesignError("There are no counterbalancing lists to assign a participant to.")
-    if any(n < 0 for n in list_counts) or any(n < 0 for n in condition_counts.values()):
-        raise DesignError(
-            f"Participant counts cannot be negative: lists {list(list_counts)}, "
-            f"conditions {dict(condition_counts)}."
-        )
-    rng = _rng(spec, "assign", participant_number)
-    list_index = _least_filled(list_counts, rng)
-    conditions = list(spec.label_conditions)
-    condition = conditions[_least_filled([condition_counts.get(c, 0) for c in conditions], rng)]
-    return list_index, condition
+    if any(n < 0 for n in cell_counts.values()):
+        raise DesignError(f"Participant counts cannot be negative: {dict(cell_counts)}.")
+    cells = [(i, c) for i in range(n_lists) for c in spec.label_conditions]
+    low = min(cell_counts.get(cell, 0) for cell in cells)
+    return next(cell for cell in _cell_order(spec, n_lists, low) if cell_counts.get(cell, 0) == low)
 
 
 # ---------------------------------------------------------------- order for one participant
@@ -469,6 +481,6 @@ def describe_design(spec: DesignSpec, clips: Sequence[Clip]) -> dict:
         "unpaired_clips": len(singles),
         "appearances_per_clip": appearances,
         "label_conditions": list(spec.label_conditions),
-        # Lists and conditions are each filled evenly; both are complete together at this size.
-        "participants_per_full_cycle": math.lcm(len(lists), n_conditions),
+        # Cells (list x condition) are filled evenly: every cell holds one participant at this size.
+        "participants_per_full_cycle": len(lists) * n_conditions,
     }

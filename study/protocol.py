@@ -701,6 +701,20 @@ def manifest_problems(study: Study, stimuli: list[Any], label: str = "study.yaml
     return out
 
 
+def design_warnings(study: Study, label: str = "study.yaml") -> list[Problem]:
+    """Settings that are valid together but undermine what the study measures (warnings)."""
+    out: list[Problem] = []
+    # Only the attribution instrument asks it: custom items may not reuse its item ids.
+    if "true" in study.design.label_conditions and "attribution" in study.measures.per_clip:
+        out.append(Problem(
+            f"{label}: design.label_conditions",
+            'includes "true", and measures.per_clip asks whether each clip was made by AI (attribution): '
+            "participants in the true condition were told the answer with the clip, so their judgments "
+            'measure reading the label, not telling the sources apart. Analyse attribution only in the "none" '
+            'condition, or drop "true" (or attribution) from the study', "warning"))
+    return out
+
+
 def _design_problems(study: Study, pool: list[Any], label: str) -> list[Problem]:
     """Ask the assignment engine itself whether it can build lists for this design and pool."""
     try:
@@ -737,6 +751,7 @@ def _validate(path: Path, check_media: bool, manifest_loader: ManifestLoader | N
         return None, problems, None
     study._source_path = path.resolve()
     study._source_bytes = raw
+    problems += design_warnings(study, path.name)
     loader = manifest_loader or _default_manifest_loader()
     stimuli = None
     manifest = study.manifest_path
@@ -785,9 +800,17 @@ def load_study(path: str | Path, manifest_loader: ManifestLoader | None = None,
 
 
 def cli_validate(args: Any) -> int:
-    """`kuleshov validate STUDY.yaml`: OK with a summary, or every problem; 0 or 1."""
+    """`kuleshov validate STUDY.yaml [--no-check-media]`: OK with a summary, or every problem; 0 or 1.
+
+    Every clip is probed (codecs, duration) unless --no-check-media; --check-media, the old way
+    to ask for probing, is still accepted and changes nothing.
+    """
     path = Path(args.study_file)
-    study, problems, stimuli = _validate(path, bool(getattr(args, "check_media", False)), None)
+    # Probing is the default: a study whose clips no browser can play should not pass validate.
+    study, problems, stimuli = _validate(path, not getattr(args, "no_check_media", False), None)
+    if getattr(args, "no_check_media", False):
+        problems.append(Problem(f"{path.name}: stimuli.manifest", "media not probed (--no-check-media): "
+                                "codecs, durations and readability of the clip files were not checked", "warning"))
     errors = [p for p in problems if p.severity == "error"]
     for p in problems:
         print(f"{'warning' if p.severity == 'warning' else 'error'}: {p}")

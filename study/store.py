@@ -8,7 +8,10 @@ Tables (all times UTC):
 
 - ``studies``: one row per study id. ``spec_yaml`` is the exact study file as registered,
   ``spec_hash`` its sha256, ``manifest`` the manifest rows as JSON; ``status`` is
-  open | paused | closed.
+  open | paused | closed. It describes the newest version, the one new participants get.
+- ``study_versions``: (study_id, version) -> that version's frozen ``spec_yaml``, ``spec_hash``,
+  ``manifest`` and ``stimuli_dir``, kept for good: each participant is served the version in
+  their ``study_version``.
 - ``stimuli``: (study_id, stimulus_id) with source (human | ai), pair_id, sha256, duration and
   provenance (credit, licence, generator, version, prompt, seed, notes) as JSON.
 - ``participants``: ``token`` (secret, in the participant's URL), ``pseudonym`` (P0001 ..., the
@@ -99,6 +102,24 @@ class StudyRow(Base):
     participants_enrolled: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(TS)
     updated_at: Mapped[datetime] = mapped_column(TS)
+
+
+class StudyVersionRow(Base):
+    """Every version of a study file ever registered, frozen (migration 0004). Participants are
+    served the version they enrolled under (participants.study_version); `studies` holds the
+    newest, which new participants get."""
+
+    __tablename__ = "study_versions"
+
+    study_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("studies.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[str] = mapped_column(sa.String(50), primary_key=True)
+    spec_yaml: Mapped[str] = mapped_column(sa.Text)
+    spec_hash: Mapped[str] = mapped_column(sa.String(64))
+    manifest: Mapped[Any] = mapped_column(sa.JSON)
+    stimuli_dir: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    registered_at: Mapped[datetime] = mapped_column(TS)
 
 
 class StimulusRow(Base):
@@ -253,6 +274,7 @@ class AuditRow(Base):
 
 
 studies = StudyRow.__table__
+study_versions = StudyVersionRow.__table__
 stimuli = StimulusRow.__table__
 participants = ParticipantRow.__table__
 planned_trials = PlannedTrialRow.__table__
@@ -474,8 +496,10 @@ def register_study(engine: Engine, study_path: str | Path, actor: str = "cli") -
     """Store a study file (frozen text + sha256) and its probed clips; returns the study id.
 
     Registering the same file again changes nothing. A changed file under the same id and
-    version is refused once real (non-pilot) participants exist: bump `version` instead, so the
-    data always say which study file they were collected under.
+    version is refused once real (non-pilot) participants of that version exist: bump `version`
+    instead, so the data always say which study file they were collected under. Each version is
+    kept in `study_versions`; the one registered last is the study's current version, which new
+    participants get, while everyone already enrolled finishes under their own.
     """
     from study.protocol import load_study
     from study.stimuli import load_probed
@@ -493,36 +517,55 @@ def register_study(engine: Engine, study_path: str | Path, actor: str = "cli") -
     # The hash of the file's bytes, as `study.protocol.study_hash` computes it (CRLF kept).
     spec_hash = hashlib.sha256(raw).hexdigest()
     now = utcnow()
+    version = str(spec.version)
     with _write(engine) as conn:
         old = conn.execute(sa.select(studies).where(studies.c.id == spec.id)).mappings().first()
-        if old is not None:
+        frozen = conn.execute(sa.select(study_versions).where(
+            study_versions.c.study_id == spec.id, study_versions.c.version == version)).mappings().first()
+        if old is not None and old["version"] == version and frozen is not None:
             same = old["spec_hash"] == spec_hash and old["manifest"] == snapshot
             if same:
                 if old["stimuli_dir"] != stimuli_dir:  # the same files, moved: follow them
                     conn.execute(studies.update().where(studies.c.id == spec.id).values(stimuli_dir=stimuli_dir))
+                    conn.execute(study_versions.update().where(
+                        study_versions.c.study_id == spec.id, study_versions.c.version == version)
+                        .values(stimuli_dir=stimuli_dir))
                 return spec.id
-            if old["version"] == str(spec.version):
-                real = conn.execute(sa.select(sa.func.count()).select_from(participants).where(
-                    participants.c.study_id == spec.id, participants.c.is_pilot.is_(False))).scalar_one()
-                if real:
-                    raise UserError(
-                        f"Study {spec.id!r} version {spec.version} already has {real} participant(s), and the "
-                        f"study file or its clips have changed since it was registered. Change `version` in "
-                        f"{path} to record the change, then register again."
-                    )
+        changed = frozen is not None and (frozen["spec_hash"] != spec_hash or frozen["manifest"] != snapshot)
+        if changed:
+            # Pilots may be moved onto an edited file; real participants never are.
+            real = conn.execute(sa.select(sa.func.count()).select_from(participants).where(
+                participants.c.study_id == spec.id, participants.c.is_pilot.is_(False),
+                participants.c.study_version == version)).scalar_one()
+            if real:
+                raise UserError(
+                    f"Study {spec.id!r} version {spec.version} already has {real} participant(s), and the "
+                    f"study file or its clips have changed since it was registered. Change `version` in "
+                    f"{path} to record the change, then register again."
+                )
+        if old is not None:
             conn.execute(studies.update().where(studies.c.id == spec.id).values(
-                title=spec.title, version=str(spec.version), spec_yaml=spec_yaml, spec_hash=spec_hash,
+                title=spec.title, version=version, spec_yaml=spec_yaml, spec_hash=spec_hash,
                 manifest=snapshot, stimuli_dir=stimuli_dir, updated_at=now))
             action = "study_updated"
             detail = {"old_version": old["version"], "old_hash": old["spec_hash"],
-                      "version": str(spec.version), "hash": spec_hash}
+                      "version": version, "hash": spec_hash}
         else:
             conn.execute(studies.insert().values(
-                id=spec.id, title=spec.title, version=str(spec.version), status="open", spec_yaml=spec_yaml,
+                id=spec.id, title=spec.title, version=version, status="open", spec_yaml=spec_yaml,
                 spec_hash=spec_hash, manifest=snapshot, stimuli_dir=stimuli_dir, participants_enrolled=0,
                 created_at=now, updated_at=now))
             action = "study_registered"
-            detail = {"version": str(spec.version), "hash": spec_hash}
+            detail = {"version": version, "hash": spec_hash}
+        frozen_values = {"spec_yaml": spec_yaml, "spec_hash": spec_hash, "manifest": snapshot,
+                         "stimuli_dir": stimuli_dir}
+        if frozen is None:
+            conn.execute(study_versions.insert().values(study_id=spec.id, version=version, registered_at=now,
+                                                        **frozen_values))
+        elif changed or frozen["stimuli_dir"] != stimuli_dir:
+            conn.execute(study_versions.update().where(
+                study_versions.c.study_id == spec.id, study_versions.c.version == version)
+                .values(registered_at=now if changed else frozen["registered_at"], **frozen_values))
         # Clips dropped from the manifest keep their rows: earlier participants may have seen them.
         existing = set(conn.execute(sa.select(stimuli.c.stimulus_id).where(stimuli.c.study_id == spec.id)).scalars())
         for row in rows:
@@ -575,10 +618,23 @@ def list_studies(engine: Engine) -> list[dict]:
     return out
 
 
-def get_study(engine: Engine, study_id: str) -> StudyInfo:
-    """The study as registered: the frozen spec parsed into protocol.Study, and its status."""
+def get_study(engine: Engine, study_id: str, version: str | None = None) -> StudyInfo:
+    """The study as registered: the frozen spec parsed into protocol.Study, and its status.
+
+    Without `version` the current (newest registered) version; with it, that version's frozen
+    file and manifest (the status is always the study's current one).
+    """
     with _read(engine) as conn:
         row = _study_row(conn, study_id)
+        if version is not None and str(version) != row["version"]:
+            frozen = conn.execute(sa.select(study_versions).where(
+                study_versions.c.study_id == study_id, study_versions.c.version == str(version))).mappings().first()
+            if frozen is None:
+                known = [v["version"] for v in _versions(conn, study_id)]
+                raise UserError(f"Study {study_id!r} has no version {version!r} (registered: {', '.join(known)}).")
+            row = {**row, "version": frozen["version"], "spec_yaml": frozen["spec_yaml"],
+                   "spec_hash": frozen["spec_hash"], "manifest": frozen["manifest"],
+                   "stimuli_dir": frozen["stimuli_dir"], "updated_at": frozen["registered_at"]}
     return StudyInfo(
         id=row["id"], title=row["title"], version=row["version"], status=row["status"],
         spec_hash=row["spec_hash"], spec_yaml=row["spec_yaml"],
@@ -586,6 +642,29 @@ def get_study(engine: Engine, study_id: str) -> StudyInfo:
         participants_enrolled=row["participants_enrolled"], created_at=row["created_at"],
         updated_at=row["updated_at"], manifest_dir=row["stimuli_dir"],
     )
+
+
+def _versions(conn: Connection, study_id: str) -> list[dict]:
+    v = study_versions.c
+    rows = conn.execute(sa.select(v.version, v.spec_yaml, v.spec_hash, v.registered_at)
+                        .where(v.study_id == study_id).order_by(v.registered_at, v.version)).mappings().all()
+    return [dict(r) for r in rows]
+
+
+def list_versions(engine: Engine, study_id: str) -> list[dict]:
+    """Every registered version of a study, oldest first: version, spec_yaml (the frozen file),
+    spec_hash, registered_at, participants (enrolled under it), current (the one new
+    participants get)."""
+    with _read(engine) as conn:
+        row = _study_row(conn, study_id)
+        out = _versions(conn, study_id)
+        counts = dict(conn.execute(sa.select(participants.c.study_version, sa.func.count())
+                                   .where(participants.c.study_id == study_id)
+                                   .group_by(participants.c.study_version)).all())
+    for v in out:
+        v["participants"] = counts.get(v["version"], 0)
+        v["current"] = v["version"] == row["version"]
+    return out
 
 
 def resolve_study_id(target: str) -> str:
@@ -764,26 +843,38 @@ _P_COLUMNS = [participants.c[name] for name in (
     "id", "study_id", "token", "pseudonym", "participant_number", "prolific_pid", "label_condition",
     "list_index", "status", "excluded_reason", "attention_failed", "step_index", "step_key", "is_pilot",
 )]
-_S_COLUMNS = [studies.c.id.label("s_id"), studies.c.status.label("s_status"), studies.c.spec_yaml.label("s_yaml"),
-              studies.c.spec_hash.label("s_hash"), studies.c.updated_at.label("s_updated"),
-              studies.c.manifest.label("s_manifest")]
+# The participant's own version of the study file; the study's current file only for
+# participants of a version registered before study_versions existed (migration 0004).
+_V = study_versions
+_S_COLUMNS = [studies.c.id.label("s_id"), studies.c.status.label("s_status"),
+              participants.c.study_version.label("s_version"),
+              sa.func.coalesce(_V.c.spec_yaml, studies.c.spec_yaml).label("s_yaml"),
+              sa.func.coalesce(_V.c.spec_hash, studies.c.spec_hash).label("s_hash"),
+              sa.func.coalesce(_V.c.registered_at, studies.c.updated_at).label("s_updated"),
+              sa.case((_V.c.version.is_(None), studies.c.manifest), else_=_V.c.manifest).label("s_manifest")]
 
 
 _LOAD = (sa.select(*_P_COLUMNS, *_S_COLUMNS).join(studies, studies.c.id == participants.c.study_id)
+         .outerjoin(_V, (_V.c.study_id == participants.c.study_id) & (_V.c.version == participants.c.study_version))
          .where(participants.c.token == sa.bindparam("token")))
 _LOAD_FOR_UPDATE = _LOAD.with_for_update(of=participants)
 
 
 def _load(conn: Connection, token: str, lock: bool = False):
-    """(participant row, study row as a dict shaped like `studies`) for a token, or None."""
+    """(participant row, study row as a dict shaped like `studies`) for a token, or None.
+
+    The study row is the participant's version (spec_yaml, spec_hash, manifest; updated_at is
+    when that version was registered), so a newer version registered mid-session never changes
+    their steps; status is the study's current one.
+    """
     if not token or not isinstance(token, str) or len(token) > 64:
         return None
     q = _LOAD_FOR_UPDATE if lock and _is_pg(conn) else _LOAD
     p = conn.execute(q, {"token": token}).mappings().first()
     if p is None:
         return None
-    srow = {"id": p["s_id"], "status": p["s_status"], "spec_yaml": p["s_yaml"], "spec_hash": p["s_hash"],
-            "updated_at": p["s_updated"], "manifest": p["s_manifest"]}
+    srow = {"id": p["s_id"], "status": p["s_status"], "version": p["s_version"], "spec_yaml": p["s_yaml"],
+            "spec_hash": p["s_hash"], "updated_at": p["s_updated"], "manifest": p["s_manifest"]}
     return p, srow
 
 
@@ -846,15 +937,39 @@ def _build_state(conn: Connection, p, srow, step_index: int | None = None, statu
     )
 
 
+def _balance_counts(conn: Connection, study_id: str, version: str, is_pilot: bool,
+                    timeout_minutes: float | None, now: datetime | None = None) -> dict[tuple[int, str], int]:
+    """Participants per (list_index, label_condition) cell who count for balance.
+
+    Counted: completed sessions and sessions still active within the study's timeout, of the
+    same study version (lists of another version are other clip sets) and the same kind (pilots
+    are balanced among themselves). Never counted: declined, withdrawn and timed-out sessions,
+    nor active ones idle past the timeout that no job has marked yet, so their places are
+    given to the next participants.
+    """
+    c = participants.c
+    counted = c.status == "completed"
+    if timeout_minutes:
+        cutoff = (now or utcnow()) - timedelta(minutes=float(timeout_minutes))
+        counted = counted | (c.status.in_(ACTIVE_STATUSES) & (c.updated_at > cutoff))
+    else:
+        counted = counted | c.status.in_(ACTIVE_STATUSES)
+    rows = conn.execute(sa.select(c.list_index, c.label_condition, sa.func.count())
+                        .where(c.study_id == study_id, c.is_pilot.is_(is_pilot), c.study_version == version, counted)
+                        .group_by(c.list_index, c.label_condition)).all()
+    return {(list_index, condition): n for list_index, condition, n in rows}
+
+
 def enrol(engine: Engine, study_id: str, *, prolific_pid: str | None = None, prolific_study_id: str | None = None,
           prolific_session_id: str | None = None, is_pilot: bool = False,
           user_agent: str | None = None) -> ParticipantState:
-    """A new participant with a balanced list and label condition, or the existing one for a PROLIFIC_PID.
+    """A new participant in a balanced cell (list x label condition), or the existing one for a PROLIFIC_PID.
 
     Counting and inserting happen in one transaction that holds the study's lock (a row lock on
     PostgreSQL, the database write lock on SQLite), so concurrent enrolments, from any number
-    of app processes, see each other's counts and balance holds at every N. Pilots are balanced
-    among themselves. A paused study takes only pilots; a closed one nobody (StudyClosed).
+    of app processes, see each other's counts and balance holds at every N. Only sessions that
+    can still yield data count (`_balance_counts`). Pilots are balanced among themselves. New
+    participants get the newest registered version and stay on it (`_load`). A paused study takes only pilots; a closed one nobody (StudyClosed).
     """
     from study import design
 
@@ -874,15 +989,17 @@ def enrol(engine: Engine, study_id: str, *, prolific_pid: str | None = None, pro
             raise StudyClosed(t("enrol.closed") if srow["status"] == "closed" else t("enrol.paused"))
         ctx = _context(srow)
         lists = design.build_lists(ctx.spec, ctx.clips)
-        same_kind = (participants.c.study_id == study_id) & (participants.c.is_pilot.is_(bool(is_pilot)))
-        per_list = dict(conn.execute(sa.select(participants.c.list_index, sa.func.count())
-                                     .where(same_kind).group_by(participants.c.list_index)).all())
-        per_condition = dict(conn.execute(sa.select(participants.c.label_condition, sa.func.count())
-                                          .where(same_kind).group_by(participants.c.label_condition)).all())
-        list_counts = [per_list.get(i, 0) for i in range(len(lists))]
+        cells = _balance_counts(conn, study_id, str(srow["version"]), bool(is_pilot),
+                                getattr(ctx.study, "timeout_minutes", None))
         number = srow["participants_enrolled"] + 1
-        list_index, condition = design.choose_assignment(list_counts, per_condition, ctx.spec, number)
-        sequence = design.sequence_for(ctx.spec, ctx.clips, list_index, list_counts[list_index])
+        list_index, condition = design.choose_assignment(cells, len(lists), ctx.spec)
+        # Ordinal within the list, counting everyone ever assigned to it in this version (dropouts
+        # too): it alternates pair and block order, so it must never repeat within a list.
+        list_ordinal = conn.execute(sa.select(sa.func.count()).where(
+            participants.c.study_id == study_id, participants.c.is_pilot.is_(bool(is_pilot)),
+            participants.c.study_version == str(srow["version"]),
+            participants.c.list_index == list_index)).scalar_one()
+        sequence = design.sequence_for(ctx.spec, ctx.clips, list_index, list_ordinal)
         steps = _steps(ctx, _ctx_key(srow), tuple(sequence), ctx.practice_id)
         now = utcnow()
         pid = conn.execute(participants.insert().values(

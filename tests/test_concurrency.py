@@ -32,20 +32,45 @@ def many_lists_study(tmp_path):
     return path
 
 
-def test_concurrent_enrolment_stays_balanced(engine, tmp_path):
+def _drop_out(engine, state, how: str) -> None:
+    """Decline at the consent page, or give consent and withdraw a page later."""
+    from study import flow
+
+    consent = state.step
+    assert consent.kind == "consent"
+    if how == "decline":
+        result = store.submit_step(engine, state.token, consent.key, {"consent": flow.CONSENT_DECLINE})
+        assert result.ok and result.state.status == "declined"
+    else:
+        result = store.submit_step(engine, state.token, consent.key, {"consent": flow.CONSENT_AGREE})
+        assert result.ok and result.state.status == "in_progress"
+        assert store.withdraw(engine, state.token).status == "withdrawn"
+
+
+def test_concurrent_enrolment_keeps_cells_balanced_with_dropouts(engine, tmp_path):
+    """200 enrolments from 20 threads; 40 sessions drop out mid-way (declined or withdrawn), each
+    followed by its thread's next enrolment. Only the sessions that count (here: all the others)
+    fill the cells, and every list x condition cell ends within 1 of every other."""
     from study import design
 
     study_id = store.register_study(engine, many_lists_study(tmp_path))
     info = store.get_study(engine, study_id)
     n_lists = 12
+    conditions = tuple(info.study.design.label_conditions)
     errors: list[BaseException] = []
     barrier = threading.Barrier(N_THREADS)
+    per_thread = N_PARTICIPANTS // N_THREADS
+    dropped: list[str] = []
 
     def worker(k: int) -> None:
         try:
             barrier.wait()
-            for i in range(N_PARTICIPANTS // N_THREADS):
-                store.enrol(engine, study_id, prolific_pid=f"T{k:02d}-{i:03d}")
+            for i in range(per_thread):
+                state = store.enrol(engine, study_id, prolific_pid=f"T{k:02d}-{i:03d}")
+                # Never the thread's last enrolment: each dropout is followed by a replacement.
+                if i % 4 == 1 and i < per_thread - 1:
+                    _drop_out(engine, state, "decline" if k % 2 else "withdraw")
+                    dropped.append(state.token)
         except BaseException as exc:  # collected and asserted below
             errors.append(exc)
 
@@ -55,18 +80,25 @@ def test_concurrent_enrolment_stays_balanced(engine, tmp_path):
     for t in threads:
         t.join()
     assert errors == []
+    c = store.participants.c
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(store.participants.c.list_index, store.participants.c.label_condition,
-                                      store.participants.c.participant_number)).all()
+        rows = conn.execute(sa.select(c.list_index, c.label_condition, c.participant_number, c.status,
+                                      c.token)).all()
         planned = conn.execute(sa.select(sa.func.count()).select_from(store.planned_trials)).scalar_one()
     assert len(rows) == N_PARTICIPANTS
     assert sorted(r.participant_number for r in rows) == list(range(1, N_PARTICIPANTS + 1))
-    per_list = Counter(r.list_index for r in rows)
-    per_condition = Counter(r.label_condition for r in rows)
-    assert set(per_list) == set(range(n_lists))
-    assert max(per_list.values()) - min(per_list.values()) <= 1
-    assert set(per_condition) == set(info.study.design.label_conditions)
-    assert max(per_condition.values()) - min(per_condition.values()) <= 1
+    assert len(dropped) == 40
+    assert Counter(r.status for r in rows) == {"started": 160, "declined": 20, "withdrawn": 20}
+    counted = [r for r in rows if r.status == "started"]
+    assert {r.token for r in rows} - {r.token for r in counted} == set(dropped)
+    cells = Counter((r.list_index, r.label_condition) for r in counted)
+    every = [cells[(i, cond)] for i in range(n_lists) for cond in conditions]
+    assert len(every) == 36 and sum(every) == 160
+    assert max(every) - min(every) <= 1, cells  # 160 / 36: every cell holds 4 or 5
+    # What the store counts for the next participant is exactly these cells.
+    with engine.connect() as conn:
+        assert store._balance_counts(conn, study_id, info.version, False, info.study.timeout_minutes) == {
+            cell: n for cell, n in cells.items() if n}
     assert planned == N_PARTICIPANTS * 3  # two clips and the practice clip each
     assert len(design.build_lists(store._context(_row(engine, study_id)).spec,
                                   store._context(_row(engine, study_id)).clips)) == n_lists

@@ -208,18 +208,46 @@ def test_lists_and_sequences_meet_the_design(design):
     n=st.integers(1, 80),
     seed=st.integers(0, 2**31),
 )
-def test_sequential_assignment_keeps_counts_within_one(n_lists, conditions, n, seed):
+def test_sequential_assignment_keeps_cells_and_margins_within_one(n_lists, conditions, n, seed):
     spec = DesignSpec(None, "random", seed, "ignore", conditions)
-    list_counts = [0] * n_lists
-    condition_counts = dict.fromkeys(conditions, 0)
-    for participant in range(n):
-        list_index, condition = choose_assignment(list_counts, condition_counts, spec, participant)
-        assert choose_assignment(list_counts, condition_counts, spec, participant) == (list_index, condition)
-        list_counts[list_index] += 1
-        condition_counts[condition] += 1
-        assert max(list_counts) - min(list_counts) <= 1
-        assert max(condition_counts.values()) - min(condition_counts.values()) <= 1
-    assert sum(list_counts) == n
+    cells = Counter()
+    for _ in range(n):
+        cell = choose_assignment(cells, n_lists, spec)
+        assert choose_assignment(dict(cells), n_lists, spec) == cell  # same counts, same answer
+        cells[cell] += 1
+        every = [cells[(i, c)] for i in range(n_lists) for c in conditions]
+        per_list = [sum(cells[(i, c)] for c in conditions) for i in range(n_lists)]
+        per_condition = [sum(cells[(i, c)] for i in range(n_lists)) for c in conditions]
+        assert max(every) - min(every) <= 1
+        assert max(per_list) - min(per_list) <= 1
+        assert max(per_condition) - min(per_condition) <= 1
+    assert sum(cells.values()) == n
+
+
+@SETTINGS
+@given(
+    n_lists=st.integers(1, 12),
+    conditions=st.sampled_from([("none",), ("true", "swapped"), ("none", "true", "swapped")]),
+    moves=st.lists(st.tuples(st.booleans(), st.integers(0, 10_000)), min_size=1, max_size=120),
+    seed=st.integers(0, 2**31),
+)
+def test_dropouts_are_refilled_so_cells_end_within_one(n_lists, conditions, moves, seed):
+    """Each move enrols one participant; some of them drop out later, and each dropout is
+    followed by one more enrolment (a replacement): the cells end within 1 whatever the order."""
+    spec = DesignSpec(None, "random", seed, "ignore", conditions)
+    cells = Counter()
+    owed = 0
+    for drop, which in moves:
+        if drop and sum(cells.values()):
+            filled = sorted(cell for cell, k in cells.items() if k)
+            cells[filled[which % len(filled)]] -= 1
+            owed += 1
+        else:
+            cells[choose_assignment(cells, n_lists, spec)] += 1
+    for _ in range(owed):
+        cells[choose_assignment(cells, n_lists, spec)] += 1
+    every = [cells[(i, c)] for i in range(n_lists) for c in conditions]
+    assert max(every) - min(every) <= 1
 
 
 @SETTINGS
@@ -369,19 +397,32 @@ def test_list_index_out_of_range():
         sequence_for(DesignSpec(None, "random", 0, "ignore"), make_pool(0, 1, 1), 3, 0)
 
 
-def test_choose_assignment_fills_the_emptiest_and_ignores_retired_conditions():
+def test_choose_assignment_fills_the_emptiest_cell_and_ignores_retired_ones():
     spec = DesignSpec(None, "random", 0, "ignore", ("true", "swapped"))
-    assert choose_assignment([3, 1, 2], {"true": 4, "swapped": 2, "old": 0}, spec, 9) == (1, "swapped")
+    counts = {(0, "true"): 2, (0, "swapped"): 2, (1, "true"): 2, (1, "swapped"): 1,
+              (0, "old"): 0, (5, "true"): 0}  # a retired condition and a list the design lost
+    assert choose_assignment(counts, 2, spec) == (1, "swapped")
     with pytest.raises(DesignError, match="no counterbalancing lists"):
-        choose_assignment([], {}, spec, 0)
+        choose_assignment({}, 0, spec)
     with pytest.raises(DesignError, match="cannot be negative"):
-        choose_assignment([0, -1], {}, spec, 0)
+        choose_assignment({(0, "true"): -1}, 1, spec)
 
 
-def test_ties_are_broken_differently_for_different_participants():
+def test_balance_is_joint_not_per_margin():
+    """Margins even but one cell empty (the issue's list with 3 swapped and 0 none): fill it."""
+    spec = DesignSpec(None, "random", 0, "ignore", ("none", "swapped"))
+    counts = {(0, "none"): 0, (0, "swapped"): 3, (1, "none"): 3, (1, "swapped"): 0}
+    assert choose_assignment(counts, 2, spec) in {(0, "none"), (1, "swapped")}
+
+
+def test_cell_order_differs_between_rounds_and_seeds():
     spec = DesignSpec(None, "random", 0, "ignore", ("none", "true", "swapped"))
-    picks = {choose_assignment([0] * 6, {}, spec, n) for n in range(30)}
-    assert len({p[0] for p in picks}) > 1 and len({p[1] for p in picks}) > 1
+    firsts = {choose_assignment({cell: r for cell in itertools.product(range(6), spec.label_conditions)}, 6, spec)
+              for r in range(30)}
+    assert len({p[0] for p in firsts}) > 1 and len({p[1] for p in firsts}) > 1
+    seeds = {choose_assignment({}, 6, DesignSpec(None, "random", s, "ignore", spec.label_conditions))
+             for s in range(30)}
+    assert len(seeds) > 1
 
 
 def test_spec_from_a_yaml_list_is_usable():

@@ -132,8 +132,10 @@ def test_study_file_hash_and_provenance(exported):
     engine, folder = exported
     info = store.get_study(engine, STUDY_ID)
     assert (folder / "study.yaml").read_bytes() == DEMO_STUDY.read_bytes()
-    digest, name = (folder / "study_hash.txt").read_text().split()
-    assert name == "study.yaml" and digest == hashlib.sha256(DEMO_STUDY.read_bytes()).hexdigest() == info.spec_hash
+    lines = [line.split() for line in (folder / "study_hash.txt").read_text().splitlines()]
+    digest = hashlib.sha256(DEMO_STUDY.read_bytes()).hexdigest()
+    assert lines == [[digest, "study.yaml"], [digest, "study_v1.yaml"]] and digest == info.spec_hash
+    assert (folder / "study_v1.yaml").read_bytes() == DEMO_STUDY.read_bytes()
     prov = json.loads((folder / "provenance.json").read_text())
     assert prov["software"]["kuleshov"] and prov["software"]["python"].count(".") == 2
     assert prov["rows"]["participants"] == 30

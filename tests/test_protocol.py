@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -288,11 +289,52 @@ def test_demo_study_is_valid_with_the_real_manifest():
 def test_cli_validate_ok_and_failure(tmp_path, capsys):
     assert cli.main(["validate", str(DEMO)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("OK: Kuleshov demo") and "6 clips, 3 pairs, 1 practice" in out
+    assert out.splitlines()[-1].startswith("OK: Kuleshov demo") and "6 clips, 3 pairs, 1 practice" in out
     bad = write_study(tmp_path, MINIMAL + "design: {ordering: randm}\nanalysis: {alpha: 3}\n")
     assert cli.main(["validate", str(bad)]) == 1
     out = capsys.readouterr().out
     assert "design.ordering" in out and "analysis.alpha" in out and "2 problems found" in out
+
+
+ASKS_AI = "measures: {per_clip: [sam, attribution]}\n"
+
+
+@pytest.mark.parametrize("conditions, measures, warned", [
+    ('[none, "true"]', ASKS_AI, True),
+    ('["true"]', ASKS_AI, True),
+    ("[none, swapped]", ASKS_AI, False),
+    ('[none, "true"]', "measures: {per_clip: [sam]}\n", False),
+])
+def test_warns_when_the_true_label_condition_is_asked_who_made_the_clip(tmp_path, conditions, measures, warned):
+    problems = check(tmp_path, MINIMAL + measures + f"design: {{label_conditions: {conditions}}}\n")
+    found = [p for p in problems if "design.label_conditions" in p.where]
+    assert [p.severity for p in found] == (["warning"] if warned else []), problems
+    if warned:
+        assert "were told the answer" in found[0].message
+    assert [p for p in problems if p.severity == "error"] == []
+
+
+def _unplayable_copy_of_demo(tmp_path):
+    """The demo study and manifest beside clip files that no player can decode."""
+    shutil.copy(DEMO, tmp_path / "study.yaml")
+    shutil.copy(DEMO.parent / "manifest.csv", tmp_path / "manifest.csv")
+    for clip_file in DEMO.parent.glob("*.mp4"):
+        (tmp_path / clip_file.name).write_bytes(b"not a video " * 200)
+    return tmp_path / "study.yaml"
+
+
+def test_validate_probes_media_by_default(tmp_path, capsys):
+    study = _unplayable_copy_of_demo(tmp_path)
+    assert cli.main(["validate", str(study)]) == 1
+    out = capsys.readouterr().out
+    assert "human_01.mp4: not a readable video file" in out and "7 problems found" in out
+    assert cli.main(["validate", str(study), "--check-media"]) == 1  # the old flag still works
+    capsys.readouterr()
+    # Skipping the probe is possible, and said.
+    assert cli.main(["validate", str(study), "--no-check-media"]) == 0
+    out = capsys.readouterr().out
+    assert "warning: study.yaml: stimuli.manifest: media not probed (--no-check-media)" in out
+    assert "not a readable video file" not in out and "OK: Kuleshov demo" in out
 
 
 def test_kuleshov_validate_command_exits_nonzero_without_traceback(tmp_path):

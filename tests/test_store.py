@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from datetime import timedelta
 
 import pytest
@@ -306,6 +307,43 @@ def test_timeouts(engine, demo):
     assert store.get_state(engine, done.token).status == "completed"
     result = store.submit_step(engine, active.token, "trial:1", valid_answers(active.step))
     assert not result.ok and "expired" in result.message
+
+
+def test_balance_counts_only_sessions_that_can_still_yield_data(engine, demo):
+    """Completed and recently active sessions count; declined, withdrawn, timed-out and idle
+    ones (past timeout_minutes, not yet marked) do not; pilots are counted apart."""
+    def cells(is_pilot=False, now=None):
+        with engine.connect() as conn:
+            return store._balance_counts(conn, demo, "1", is_pilot, 120, now=now)
+
+    done = advance(engine, store.enrol(engine, demo), until_key="debrief")
+    active = advance(engine, store.enrol(engine, demo), until_key="trial:1")
+    declined = store.enrol(engine, demo)
+    store.submit_step(engine, declined.token, "consent", {"consent": Answer(flow.CONSENT_DECLINE)})
+    store.withdraw(engine, advance(engine, store.enrol(engine, demo), until_key="mood_pre").token)
+    timed = store.enrol(engine, demo)
+    pilot = store.enrol(engine, demo, is_pilot=True)
+    with engine.begin() as conn:
+        conn.execute(store.participants.update().where(store.participants.c.token == timed.token)
+                     .values(status="timed_out"))
+    counted = [done, active]
+    assert sum(cells().values()) == 2
+    assert cells() == dict(Counter((s.list_index, s.label_condition) for s in counted))
+    assert cells(is_pilot=True) == {(pilot.list_index, pilot.label_condition): 1}
+    # Two hours later the active session and the pilot are idle past the timeout: only the
+    # completed one still holds its place.
+    later = store.utcnow() + timedelta(minutes=121)
+    assert cells(now=later) == {(done.list_index, done.label_condition): 1}
+    assert cells(is_pilot=True, now=later) == {}
+
+
+def test_a_dropout_frees_its_cell_for_the_next_participant(engine, tmp_path):
+    one_list = studies_yaml(tmp_path, **{'label_conditions: [none, "true", swapped]': "label_conditions: [none, swapped]"})
+    study_id = store.register_study(engine, one_list)
+    first = store.enrol(engine, study_id)
+    store.submit_step(engine, first.token, "consent", {"consent": Answer(flow.CONSENT_DECLINE)})
+    # The demo has one list: with the declined session not counted, its cell is empty again.
+    assert store.enrol(engine, study_id).label_condition == first.label_condition
 
 
 def test_delete_participant_leaves_only_an_audit_entry(engine, demo):
