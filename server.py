@@ -344,6 +344,37 @@ async def _health(_request: Request) -> Response:
     return PlainTextResponse("ok")
 
 
+# --------------------------------------------------------------------------- framework endpoints
+
+# Streamlit's own endpoints that tell a stranger about the server's state: the metrics (cache
+# names and sizes, e.g. that an interim report was computed) and the agent API (off by default;
+# closed here too so that a config change cannot open it to participants).
+_CLOSED_PATHS = ("/_stcore/metrics",)
+_CLOSED_PREFIXES = ("/_stcore/agent/",)
+
+
+class CloseFrameworkEndpoints:
+    """ASGI middleware answering 404 for the paths above, whatever the base URL in front."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket") and _closed(scope.get("path", "")):
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+                return
+            await PlainTextResponse("not found", status_code=404)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _closed(path: str) -> bool:
+    path = "/" + path.strip("/")
+    return (any(path.endswith(closed) for closed in _CLOSED_PATHS)
+            or any(prefix.rstrip("/") in path for prefix in _CLOSED_PREFIXES))
+
+
 # --------------------------------------------------------------------------- app
 
 
@@ -367,12 +398,15 @@ def make_app(engine: Any = None, clip_roots: dict[str, Path] | None = None, *, s
         engine = engine_for(database_url())
     resolver = ClipResolver(engine, {k: Path(v).resolve() for k, v in (clip_roots or {}).items()})
     routes = make_routes(engine, resolver)
+    from starlette.middleware import Middleware
+
+    middleware = [Middleware(CloseFrameworkEndpoints)]
     if not streamlit:
-        app = Starlette(routes=routes)
+        app = Starlette(routes=routes, middleware=middleware)
     else:
         import streamlit as st
 
-        app = st.App(str(APP_SCRIPT), routes=routes)
+        app = st.App(str(APP_SCRIPT), routes=routes, middleware=middleware)
     app.state_resolver = resolver  # type: ignore[attr-defined]
     return app
 
@@ -442,8 +476,18 @@ def serve(host: str = "127.0.0.1", port: int = 8501, study_file: str | None = No
     # The player posts events every few seconds on a kept-alive connection; uvicorn's 5 s
     # default would close it just as the next batch is sent.
     uvicorn.run(app, host=host, port=port, log_level=os.environ.get("KULESHOV_LOG_LEVEL", "warning"),
-                timeout_keep_alive=30)
+                timeout_keep_alive=30, **proxy_options())
     return 0
+
+
+def proxy_options() -> dict[str, Any]:
+    """uvicorn's X-Forwarded-For handling, on only for KULESHOV_TRUSTED_PROXIES. uvicorn's own
+    default believes the header from 127.0.0.1, so anyone on the machine (or any local proxy
+    that passes the header through) could pick the address the login rate limit counts."""
+    from study.config import trusted_proxies
+
+    proxies = trusted_proxies()
+    return {"proxy_headers": bool(proxies), "forwarded_allow_ips": proxies}
 
 
 def _manifest_dir(study_file: Path) -> Path:

@@ -47,3 +47,22 @@ def check_writable(path: str | Path, what: str = "output") -> Path:
         raise UserError(f"cannot write the {what} to {path}: {exc.strerror or exc} "
                         f"(in {folder}); choose another --out") from None
     return path
+
+
+def trusted_proxies() -> list[str]:
+    """KULESHOV_TRUSTED_PROXIES: comma-separated addresses or CIDR ranges of the reverse proxies
+    (nginx) whose X-Forwarded-For header is believed; default none. From anyone else the header
+    is ignored, so it cannot give a guesser a fresh per-address budget of login attempts."""
+    import ipaddress
+
+    from study.errors import UserError
+
+    raw = os.environ.get("KULESHOV_TRUSTED_PROXIES", "")
+    proxies = [item.strip() for item in raw.split(",") if item.strip()]
+    for item in proxies:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise UserError(f"KULESHOV_TRUSTED_PROXIES: {item!r} is not an IP address or CIDR range "
+                            "(e.g. 127.0.0.1 or 10.0.0.0/8)") from None
+    return proxies

@@ -169,3 +169,90 @@ def test_clip_swapped_for_symlink_outside_is_refused(engine, tmp_path):
         clip.unlink()
         os.symlink(folder / "ai_02.mp4", clip)
         assert client.get(f"/clips/{study_id}/ai_01").status_code == 200
+
+
+# --------------------------------------------------------------------------- a running server
+
+
+def _failed_login_addresses(server, forged: list[str]) -> list[str]:
+    """Fail one login per forged X-Forwarded-For value; the addresses the audit log recorded."""
+    from playwright.sync_api import sync_playwright
+
+    from browser_util import launch
+
+    with sync_playwright() as pw:
+        browser = launch(pw)
+        for address in forged:
+            context = browser.new_context(extra_http_headers={"X-Forwarded-For": address})
+            page = context.new_page()
+            page.goto(server.url + "/")
+            page.locator('input[type="password"]').wait_for(timeout=30_000)
+            page.locator('input[type="password"]').fill("wrong")
+            page.get_by_role("button", name="Log in").click()
+            page.get_by_text("Wrong password.").first.wait_for(timeout=30_000)
+            context.close()
+        browser.close()
+    engine = sa.create_engine(server.db_url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(store.audit_log.c.detail).where(
+            store.audit_log.c.action == "login_failed").order_by(store.audit_log.c.id)).scalars().all()
+    engine.dispose()
+    return [row["address"] for row in rows]
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_forwarded_for_believed_only_from_named_proxies(tmp_path, sqlite_url):
+    """From an unnamed peer a forged X-Forwarded-For is ignored: every attempt counts against
+    the peer's own address (loopback shows as 'unknown'), so no fresh budget per header value.
+    Named as a proxy, the same peer's header is believed (the control: the header does arrive).
+    The metrics endpoint of the same running server answers 404."""
+    import urllib.error
+    import urllib.request
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from browser_util import require_chromium, start_server
+
+    require_chromium()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    server = start_server(sqlite_url, tmp_path / "a", DEMO)
+    try:
+        with pytest.raises(urllib.error.HTTPError) as closed:
+            urllib.request.urlopen(server.url + "/_stcore/metrics", timeout=10)
+        assert closed.value.code == 404
+        with urllib.request.urlopen(server.url + "/_stcore/health", timeout=10) as health:
+            assert health.status == 200
+        assert _failed_login_addresses(server, ["203.0.113.7", "198.51.100.9"]) == ["unknown", "unknown"]
+    finally:
+        server.stop()
+
+    trusting = start_server(f"sqlite:///{tmp_path / 'b.db'}", tmp_path / "b", DEMO,
+                            extra_env={"KULESHOV_TRUSTED_PROXIES": "127.0.0.1, ::1"})
+    try:
+        assert _failed_login_addresses(trusting, ["203.0.113.7"]) == ["203.0.113.7"]
+    finally:
+        trusting.stop()
+
+
+def test_trusted_proxies_setting(monkeypatch):
+    import server
+    from study.config import trusted_proxies
+    from study.errors import UserError
+
+    monkeypatch.delenv("KULESHOV_TRUSTED_PROXIES", raising=False)
+    assert server.proxy_options() == {"proxy_headers": False, "forwarded_allow_ips": []}
+    monkeypatch.setenv("KULESHOV_TRUSTED_PROXIES", " 10.0.0.0/8, 127.0.0.1 ")
+    assert server.proxy_options() == {"proxy_headers": True, "forwarded_allow_ips": ["10.0.0.0/8", "127.0.0.1"]}
+    monkeypatch.setenv("KULESHOV_TRUSTED_PROXIES", "10.0.0.0/8, nginx")
+    with pytest.raises(UserError, match="'nginx' is not an IP address or CIDR range"):
+        trusted_proxies()
+
+
+def test_framework_endpoints_closed_in_the_app():
+    import server
+
+    closed = ["/_stcore/metrics", "/_stcore/metrics/", "/base/_stcore/metrics", "/_stcore/agent/mcp",
+              "/_stcore/agent/openapi.json"]
+    assert all(server._closed(path) for path in closed)
+    assert not any(server._closed(path) for path in ["/_stcore/health", "/_stcore/stream", "/clips/a/b", "/"])
