@@ -286,8 +286,10 @@ def parse_events_payload(body: bytes) -> tuple[str, list]:
     events = payload.get("events")
     if not isinstance(token, str) or not token:
         raise UserError("'token' must be a non-empty string")
-    if "\x00" in token:
-        raise UserError("'token' holds a NUL character")
+    from study.store import bad_text
+
+    if why := bad_text(token):
+        raise UserError(f"'token' {why}")
     if not isinstance(events, list):
         raise UserError("'events' must be a list")
     if len(events) > MAX_EVENTS_PER_BATCH:

@@ -1095,6 +1095,20 @@ class RefusedValue:
 
 
 MAX_DETAIL_DEPTH = 8
+
+
+def bad_text(text: str) -> str | None:
+    """Why a string cannot be stored on both databases (PostgreSQL refuses NUL in text; neither
+    driver can encode a lone UTF-16 surrogate, which JSON's \\ud800 escape can produce), or None."""
+    if "\x00" in text:
+        return "holds a NUL character"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "holds an unpaired surrogate (not valid Unicode)"
+    return None
+
+
 _SAFE_INT = 2**53  # beyond this a JSON number loses precision in browsers and in PostgreSQL's json
 
 
@@ -1115,16 +1129,14 @@ def unsafe_json(value: Any, depth: int = 0) -> str | None:
     if isinstance(value, float):
         return None if value == value and value not in (float("inf"), float("-inf")) else "holds NaN or Infinity"
     if isinstance(value, str):
-        return "holds a NUL character" if "\x00" in value else None
+        return bad_text(value)
     if isinstance(value, list):
         return next((why for item in value if (why := unsafe_json(item, depth + 1))), None)
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 return "has a key that is not text"
-            if "\x00" in key:
-                return "holds a NUL character"
-            if why := unsafe_json(item, depth + 1):
+            if why := bad_text(key) or unsafe_json(item, depth + 1):
                 return why
         return None
     return f"holds a {type(value).__name__}, which is not JSON"
@@ -1178,7 +1190,7 @@ def record_event_batch(engine: Engine, token: str, events: list) -> EventsOutcom
         raise UserError("Events must be sent as a list.")
     if len(events) > MAX_EVENTS_PER_BATCH:
         raise UserError(f"Too many events in one batch ({len(events)}; at most {MAX_EVENTS_PER_BATCH}). Send them in smaller batches.")
-    if isinstance(token, str) and "\x00" in token:
+    if isinstance(token, str) and bad_text(token):
         raise UserError("This study link is not valid.")
     now = utcnow()
     with _write(engine) as conn:

@@ -67,6 +67,7 @@ BAD_VALUES = [
     ("1e999", "holds a number out of range (1e999)"),
     ('"a\\u0000b"', "holds a NUL character"),
     ('{"k\\u0000": 1}', "holds a NUL character"),
+    ('"\\ud800"', "holds an unpaired surrogate"),
     ("[[[[[[[[[[1]]]]]]]]]]", "is nested deeper than 8 levels"),
 ]
 CASES = ([("detail_value", *v) for v in BAD_VALUES] + [("media_time", *v) for v in BAD_VALUES]
@@ -99,7 +100,7 @@ def test_bad_value_refuses_only_its_event(route, field, bad_value, reason):
     assert stored_seqs(engine, state.participant_id) == [1, 3]
 
 
-@pytest.mark.parametrize("token_json", ['"abc\\u0000def"', "NaN", "1" + "0" * 5000])
+@pytest.mark.parametrize("token_json", ['"abc\\u0000def"', '"abc\\udfff"', "NaN", "1" + "0" * 5000])
 def test_bad_token_is_400(route, token_json):
     client, engine, state = route
     resp = post_raw(client, '{"token": %s, "events": [%s]}' % (token_json, json.dumps(good(1))))
@@ -125,11 +126,13 @@ def test_store_refuses_values_postgres_cannot_hold(engine):
         {**good(4), "media_time": float("inf")},
         {**good(5), "detail": {"x": object()}},
         {**good(6), "detail": {"x": 10**40}},
+        {**good(7), "stimulus_id": "\ud800"},
     ])
     assert outcome.accepted == [0] and outcome.recorded == 1
     assert outcome.refused == {1: "holds NaN or Infinity", 2: "holds a NUL character",
                                3: "holds NaN or Infinity", 4: "holds a object, which is not JSON",
-                               5: "holds an integer too large to store"}
+                               5: "holds an integer too large to store",
+                               6: "holds an unpaired surrogate (not valid Unicode)"}
     assert stored_seqs(engine, state.participant_id) == [1]
     with pytest.raises(store.UserError, match="not valid"):
         store.record_event_batch(engine, "tok\x00en", [good(7)])
