@@ -453,6 +453,9 @@ def serve(host: str = "127.0.0.1", port: int = 8501, study_file: str | None = No
         os.environ["KULESHOV_RESEARCHER_PASSWORD"] = password
 
     engine = engine_for(database_url())
+    from study.config import app_processes
+
+    store.check_connection_budget(engine, app_processes())
     store.upgrade(engine)
 
     roots: dict[str, Path] = {}

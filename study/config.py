@@ -66,3 +66,14 @@ def trusted_proxies() -> list[str]:
             raise UserError(f"KULESHOV_TRUSTED_PROXIES: {item!r} is not an IP address or CIDR range "
                             "(e.g. 127.0.0.1 or 10.0.0.0/8)") from None
     return proxies
+
+
+def app_processes() -> int:
+    """KULESHOV_APP_PROCESSES: how many app processes share the database (default 1); each
+    checks at start-up that all of them together stay within PostgreSQL's max_connections."""
+    from study.errors import UserError
+
+    raw = os.environ.get("KULESHOV_APP_PROCESSES", "1").strip()
+    if not raw.isdigit() or int(raw) < 1:
+        raise UserError(f"KULESHOV_APP_PROCESSES must be a whole number from 1, not {raw!r}")
+    return int(raw)

@@ -274,6 +274,28 @@ def normalise_url(url: str) -> str:
     return url
 
 
+PG_POOL_SIZE = 5
+PG_MAX_OVERFLOW = 5
+
+
+def check_connection_budget(engine: Engine, processes: int) -> None:
+    """Refuse to start when `processes` app processes, each with a full pool, could open more
+    connections than PostgreSQL allows: past that, participants get "sorry, too many clients
+    already" at the busiest moment instead of a clear message now. Nothing to check on SQLite."""
+    if engine.dialect.name != "postgresql":
+        return
+    with engine.connect() as conn:
+        allowed = int(conn.execute(sa.text("SHOW max_connections")).scalar_one())
+        reserved = int(conn.execute(sa.text("SHOW superuser_reserved_connections")).scalar_one())
+    per_process = PG_POOL_SIZE + PG_MAX_OVERFLOW
+    needed = processes * per_process
+    if needed > allowed - reserved:
+        raise UserError(
+            f"{processes} app processes x {per_process} database connections = {needed}, but PostgreSQL "
+            f"allows {allowed - reserved} (max_connections {allowed} minus {reserved} reserved for "
+            "superusers): run fewer processes (KULESHOV_APP_PROCESSES) or raise max_connections")
+
+
 def make_engine(url: str | None = None) -> Engine:
     """One engine per process. SQLite: WAL, synchronous=FULL, foreign keys, busy timeout,
     BEGIN IMMEDIATE for writes.
@@ -311,7 +333,7 @@ def make_engine(url: str | None = None) -> Engine:
 
         return engine
     if url.startswith("postgresql"):
-        return sa.create_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True)
+        return sa.create_engine(url, pool_size=PG_POOL_SIZE, max_overflow=PG_MAX_OVERFLOW, pool_pre_ping=True)
     return sa.create_engine(url, pool_pre_ping=True)
 
 

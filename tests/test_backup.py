@@ -179,3 +179,22 @@ def test_postgres_backup_without_pg_dump_says_how(tmp_path, pg_url, monkeypatch)
         store.backup(engine, tmp_path / "x.dump")
     assert "pg_restore --no-owner" in str(exc.value)
     engine.dispose()
+
+
+def test_connection_budget_checked_at_start(pg_url, sqlite_url, monkeypatch):
+    """Several processes on one PostgreSQL: the start-up check that their pools fit."""
+    from study.config import app_processes
+
+    engine = store.make_engine(pg_url)
+    with engine.connect() as conn:
+        allowed = int(conn.execute(sa.text("SHOW max_connections")).scalar_one())
+    store.check_connection_budget(engine, 2)
+    too_many = allowed // (store.PG_POOL_SIZE + store.PG_MAX_OVERFLOW) + 1
+    with pytest.raises(UserError, match=rf"{too_many} app processes x 10 database connections = {too_many * 10}, "
+                                        rf"but PostgreSQL allows \d+ \(max_connections {allowed}"):
+        store.check_connection_budget(engine, too_many)
+    engine.dispose()
+    store.check_connection_budget(store.make_engine(sqlite_url), 1000)  # SQLite: nothing to check
+    monkeypatch.setenv("KULESHOV_APP_PROCESSES", "two")
+    with pytest.raises(UserError, match="whole number"):
+        app_processes()

@@ -136,7 +136,7 @@ def test_two_processes_behind_nginx_survive_a_kill(tmp_path, pg_url):
     store.upgrade(engine)  # once, before the processes start (they would race on PostgreSQL)
     store.register_study(engine, DEMO)
     store.set_study_status(engine, STUDY_ID, "open")
-    env = {"KULESHOV_TRUSTED_PROXIES": "127.0.0.1"}
+    env = {"KULESHOV_TRUSTED_PROXIES": "127.0.0.1", "KULESHOV_APP_PROCESSES": "2"}
     apps = []
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
