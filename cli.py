@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "validate": ("study.protocol", "cli_validate", "check a study file (and its manifest); list every problem"),
     "stimuli": ("study.stimuli", "cli_stimuli", "probe and check the clips of a manifest"),
     "codebook": ("study.protocol", "cli_codebook", "print the codebook generated from the instruments"),
-    "db": ("study.store", "cli_db", "database administration (upgrade)"),
+    "db": ("study.store", "cli_db", "database administration (upgrade, current, backup)"),
     "study": ("study.store", "cli_study", "register a study file in the database; list, open, pause or close studies"),
     "simulate": ("study.simulate", "cli_simulate", "run simulated participants through the real flow"),
     "delete-participant": ("study.store", "cli_delete_participant", "delete one participant's data on request"),
@@ -42,7 +42,8 @@ def _add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("study_file", nargs="?", help="study file (default: every built-in instrument)")
         p.add_argument("--out", help="write CSV here instead of printing")
     elif name == "db":
-        p.add_argument("action", choices=["upgrade", "current"], help="what to do")
+        p.add_argument("action", choices=["upgrade", "current", "backup"], help="what to do")
+        p.add_argument("out", nargs="?", help="backup: the file to write (SQLite copy or pg_dump archive)")
         p.add_argument("--url", help="database URL (default: KULESHOV_DATABASE_URL or the SQLite file)")
     elif name == "study":
         p.add_argument("action", choices=["register", "list", "open", "pause", "close"])

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import mimetypes
 import os
+import re
 import secrets
 import sys
 import threading
@@ -38,7 +40,7 @@ from starlette.routing import Route
 
 from study import store
 from study.access import pilot_key, researcher_password
-from study.config import database_url, production, setting
+from study.config import app_processes, database_url, production, setting
 from study.errors import UserError
 
 ROOT = Path(__file__).resolve().parent
@@ -65,30 +67,35 @@ class ClipResolver:
     """Maps (study id, stimulus id) to a file inside that study's stimulus folder.
 
     The folder of a study comes from `roots` (filled by `serve` for the study file it opened)
-    or from the study's record (the folder it was registered from). Lookups are cached briefly: a browser asks for the same clip
-    several times (range requests), and the answer changes only when a study is re-registered.
+    or from the database record. Manifest entries are cached briefly: a browser asks for the
+    same clip several times (range requests), and they change only when a study is
+    re-registered. The file itself is checked at every request.
     """
 
     engine: Any
     roots: dict[str, Path]
 
     def __post_init__(self) -> None:
-        self._cache: dict[tuple[str, str], tuple[float, Path | None]] = {}
+        self._cache: dict[tuple[str, str], tuple[float, tuple[Path, str] | None]] = {}
         self._lock = threading.Lock()
 
     def resolve(self, study_id: str, stimulus_id: str) -> Path | None:
+        """The clip's real file, checked against the folder now: only the manifest entry is
+        cached, never the resolved path, so a clip swapped for a link that leads outside the
+        folder is refused on the next request."""
         key = (study_id, stimulus_id)
         now = time.monotonic()
         with self._lock:
             hit = self._cache.get(key)
         if hit and now - hit[0] < _RESOLVE_TTL_S:
-            return hit[1]
-        path = self._lookup(study_id, stimulus_id)
-        with self._lock:
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[key] = (now, path)
-        return path
+            entry = hit[1]
+        else:
+            entry = self._lookup(study_id, stimulus_id)
+            with self._lock:
+                if len(self._cache) > 10_000:
+                    self._cache.clear()
+                self._cache[key] = (now, entry)
+        return None if entry is None else _contained_file(*entry, stimulus_id)
 
     def _folder(self, study_id: str) -> Path | None:
         if study_id in self.roots:
@@ -99,8 +106,8 @@ class ClipResolver:
             return None
         return Path(info.manifest_dir).resolve() if info.manifest_dir else None
 
-    def _lookup(self, study_id: str, stimulus_id: str) -> Path | None:
-        from study.stimuli import Stimulus, stimulus_path
+    def _lookup(self, study_id: str, stimulus_id: str) -> tuple[Path, str] | None:
+        """(stimulus folder, file as written in the manifest) from the database, or None."""
 
         folder = self._folder(study_id)
         if folder is None:
@@ -108,15 +115,22 @@ class ClipResolver:
         file = store.stimulus_file(self.engine, study_id, stimulus_id)
         if not file:
             return None
-        try:
-            path = stimulus_path(folder, Stimulus.model_construct(id=stimulus_id, file=file))
-        except UserError:
-            return None
-        # stimulus_path already refuses traversal; checked again here because this is the
-        # one place where a request path becomes a file read.
-        if not path.is_relative_to(folder):
-            return None
-        return path
+        return folder, file
+
+
+def _contained_file(folder: Path, file: str, stimulus_id: str) -> Path | None:
+    """The real path (links followed) of a clip if it is a file inside `folder`, else None."""
+    from study.stimuli import Stimulus, stimulus_path
+
+    try:
+        path = stimulus_path(folder, Stimulus.model_construct(id=stimulus_id, file=file))
+    except UserError:
+        return None
+    # stimulus_path already refuses traversal; checked again here because this is the
+    # one place where a request path becomes a file read.
+    if not path.is_relative_to(folder):
+        return None
+    return path
 
 
 def _etag_matches(header: str, etag: str) -> bool:
@@ -184,30 +198,98 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def parse_events_payload(body: bytes) -> tuple[str, list[dict]]:
-    """Check the shape of an events POST; raises UserError with a message for the client."""
+MAX_JSON_DEPTH = 16  # the player nests 3 deep; a hostile body nests until the parser recurses out
+MAX_INT_DIGITS = 18
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKET = re.compile(rb"[\[\]{}]")
+
+
+def json_depth(body: bytes) -> int:
+    """How deeply the arrays and objects of a JSON text nest, counted without parsing it
+    (Python's parser recurses once per level and fails with RecursionError on deep input)."""
+    depth = deepest = 0
+    for match in _JSON_BRACKET.finditer(_JSON_STRING.sub(b'""', body)):
+        if match.group() in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+def _refused(reason: str):
+    from study.store import RefusedValue
+
+    return RefusedValue(reason)
+
+
+def _parse_int(text: str):
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        return _refused(f"holds a number of {len(text)} digits")
+    return int(text)
+
+
+def _parse_float(text: str):
+    number = float(text)
+    return number if math.isfinite(number) else _refused(f"holds a number out of range ({text[:20]})")
+
+
+def parse_json_strictly(body: bytes) -> Any:
+    """JSON that both databases can store: a bounded depth, and NaN, Infinity or huge numbers
+    replaced by RefusedValue markers, so that only the event holding one is refused."""
     try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"the body is not valid JSON ({exc.__class__.__name__}: {exc})") from None
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"the body is not valid JSON (UnicodeDecodeError: {exc})") from None
+    if (depth := json_depth(body)) > MAX_JSON_DEPTH:
+        raise UserError(f"the body nests {depth} levels deep; at most {MAX_JSON_DEPTH} are accepted")
+    try:
+        return json.loads(text, parse_int=_parse_int, parse_float=_parse_float,
+                          parse_constant=lambda name: _refused(f"holds {name}, which is not a number"))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"the body is not valid JSON (JSONDecodeError: {exc})") from None
+
+
+def _shape_problem(ev: Any) -> str | None:
+    """The checks that need no database; the store checks the rest (position, type, detail)."""
+    from study.store import RefusedValue, unsafe_json
+
+    if not isinstance(ev, dict):
+        return "must be an object"
+    seq = ev.get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool):
+        return "seq must be an integer" + (f" (it {seq.reason})" if isinstance(seq, RefusedValue) else "")
+    if not isinstance(ev.get("event"), str) or not ev["event"]:
+        return "event must be a non-empty string"
+    if why := unsafe_json(ev):
+        return why
+    return None
+
+
+def parse_events_payload(body: bytes) -> tuple[str, list]:
+    """Check the shape of an events POST as a whole; raises UserError with a message for the
+    client. Each event is judged later, on its own."""
+    payload = parse_json_strictly(body)
     if not isinstance(payload, dict):
         raise UserError("the body must be a JSON object with 'token' and 'events'")
     token = payload.get("token")
     events = payload.get("events")
     if not isinstance(token, str) or not token:
         raise UserError("'token' must be a non-empty string")
+    from study.store import bad_text
+
+    if why := bad_text(token):
+        raise UserError(f"'token' {why}")
     if not isinstance(events, list):
         raise UserError("'events' must be a list")
     if len(events) > MAX_EVENTS_PER_BATCH:
         raise UserError(f"at most {MAX_EVENTS_PER_BATCH} events per request, got {len(events)}")
-    for i, ev in enumerate(events):
-        if not isinstance(ev, dict):
-            raise UserError(f"events[{i}] must be an object")
-        if not isinstance(ev.get("seq"), int) or isinstance(ev.get("seq"), bool):
-            raise UserError(f"events[{i}].seq must be an integer")
-        if not isinstance(ev.get("event"), str) or not ev["event"]:
-            raise UserError(f"events[{i}].event must be a non-empty string")
     return token, events
+
+
+def _seq_of(ev: Any) -> int | None:
+    seq = ev.get("seq") if isinstance(ev, dict) else None
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
 
 
 def _events_route(engine: Any):
@@ -222,18 +304,67 @@ def _events_route(engine: Any):
             token, events = parse_events_payload(body)
         except UserError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        try:
-            recorded = await run_in_threadpool(store.record_events, engine, token, events)
-        except UserError as exc:
-            # Unknown token, withdrawn participant, closed study: the batch is refused for good.
-            return JSONResponse({"error": str(exc)}, status_code=403)
-        return JSONResponse({"received": len(events), "recorded": int(recorded)})
+        refused = {i: why for i, ev in enumerate(events) if (why := _shape_problem(ev))}
+        kept = [i for i in range(len(events)) if i not in refused]
+        recorded, accepted = 0, []
+        if kept or not events:  # an empty batch still says whether the token is valid
+            try:
+                outcome = await run_in_threadpool(store.record_event_batch, engine, token, [events[i] for i in kept])
+            except UserError as exc:
+                # Unknown token, withdrawn participant, closed study: the batch is refused for good.
+                return JSONResponse({"error": str(exc)}, status_code=403)
+            recorded = outcome.recorded
+            accepted = [kept[j] for j in outcome.accepted]
+            refused.update({kept[j]: why for j, why in outcome.refused.items()})
+        answer: dict[str, Any] = {
+            "received": len(events), "recorded": int(recorded), "accepted": accepted,
+            "refused": [{"index": i, "seq": _seq_of(events[i]), "reason": f"events[{i}]: {why}"}
+                        for i, why in sorted(refused.items())],
+        }
+        if not refused:
+            return JSONResponse(answer)
+        # 400 says "do not send these again"; the accepted ones are stored all the same.
+        first = answer["refused"][0]["reason"]
+        answer["error"] = (f"{len(refused)} of {len(events)} events refused (the others were stored); "
+                           f"first: {first}")
+        return JSONResponse(answer, status_code=400)
 
     return post_events
 
 
 async def _health(_request: Request) -> Response:
     return PlainTextResponse("ok")
+
+
+# --------------------------------------------------------------------------- framework endpoints
+
+# Streamlit's own endpoints that tell a stranger about the server's state: the metrics (cache
+# names and sizes, e.g. that an interim report was computed) and the agent API (off by default;
+# closed here too so that a config change cannot open it to participants).
+_CLOSED_PATHS = ("/_stcore/metrics",)
+_CLOSED_PREFIXES = ("/_stcore/agent/",)
+
+
+class CloseFrameworkEndpoints:
+    """ASGI middleware answering 404 for the paths above, whatever the base URL in front."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket") and _closed(scope.get("path", "")):
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+                return
+            await PlainTextResponse("not found", status_code=404)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _closed(path: str) -> bool:
+    path = "/" + path.strip("/")
+    return (any(path.endswith(closed) for closed in _CLOSED_PATHS)
+            or any(prefix.rstrip("/") in path for prefix in _CLOSED_PREFIXES))
 
 
 # --------------------------------------------------------------------------- app
@@ -255,12 +386,15 @@ def make_app(engine: Any = None, clip_roots: dict[str, Path] | None = None, *, s
         engine = store.shared_engine(database_url())
     resolver = ClipResolver(engine, {k: Path(v).resolve() for k, v in (clip_roots or {}).items()})
     routes = make_routes(engine, resolver)
+    from starlette.middleware import Middleware
+
+    middleware = [Middleware(CloseFrameworkEndpoints)]
     if not streamlit:
-        return Starlette(routes=routes)
+        return Starlette(routes=routes, middleware=middleware)
     import streamlit as st
 
     configure_streamlit()
-    return st.App(str(APP_SCRIPT), routes=routes)
+    return st.App(str(APP_SCRIPT), routes=routes, middleware=middleware)
 
 
 # --------------------------------------------------------------------------- configuration
@@ -363,6 +497,7 @@ def serve(host: str = "127.0.0.1", port: int = 8501, study_file: str | None = No
         os.environ["KULESHOV_RESEARCHER_PASSWORD"] = password
 
     engine = store.shared_engine(database_url())
+    store.check_connection_budget(engine, app_processes())
     store.upgrade(engine)
 
     roots: dict[str, Path] = {}
@@ -386,8 +521,18 @@ def serve(host: str = "127.0.0.1", port: int = 8501, study_file: str | None = No
     sys.stdout.flush()
     # The player posts events every few seconds on a kept-alive connection; uvicorn's 5 s
     # default would close it just as the next batch is sent.
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=30)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=30, **proxy_options())
     return 0
+
+
+def proxy_options() -> dict[str, Any]:
+    """uvicorn's X-Forwarded-For handling, on only for KULESHOV_TRUSTED_PROXIES. uvicorn's own
+    default believes the header from 127.0.0.1, so anyone on the machine (or any local proxy
+    that passes the header through) could pick the address the login rate limit counts."""
+    from study.config import trusted_proxies
+
+    proxies = trusted_proxies()
+    return {"proxy_headers": bool(proxies), "forwarded_allow_ips": proxies}
 
 
 def _manifest_dir(study_file: Path) -> Path:

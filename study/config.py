@@ -42,6 +42,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("KULESHOV_TIMEOUT_CHECK_S", "60",
             "Seconds between two runs of the server's job that marks inactive participants timed_out "
             "(after each study's timeout_minutes). 0 turns the job off.", kind=float),
+    Setting("KULESHOV_TRUSTED_PROXIES", "",
+            "Comma-separated addresses or CIDR ranges of the reverse proxies (nginx) whose X-Forwarded-For "
+            "header is believed; from anyone else it is ignored, so a forged header buys no fresh budget of "
+            "login attempts. Unset: none."),
+    Setting("KULESHOV_APP_PROCESSES", "1",
+            "How many app processes share the database; each checks at start-up that processes x its pool "
+            "(10 connections) stay within PostgreSQL's max_connections.", kind=float),
     Setting("KULESHOV_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test",
             "PostgreSQL server for the test suite; each test creates and drops its own database there.",
             scope="tests"),
@@ -143,6 +150,28 @@ def check_writable(path: str | Path, what: str = "output") -> Path:
         raise UserError(f"cannot write the {what} to {path}: {exc.strerror or exc} "
                         f"(in {folder}); choose another --out") from None
     return path
+
+
+def trusted_proxies() -> list[str]:
+    """KULESHOV_TRUSTED_PROXIES as a list, each checked to be an address or CIDR range."""
+    import ipaddress
+
+    proxies = [item.strip() for item in setting("KULESHOV_TRUSTED_PROXIES").split(",") if item.strip()]
+    for item in proxies:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise UserError(f"KULESHOV_TRUSTED_PROXIES: {item!r} is not an IP address or CIDR range "
+                            "(e.g. 127.0.0.1 or 10.0.0.0/8)") from None
+    return proxies
+
+
+def app_processes() -> int:
+    """KULESHOV_APP_PROCESSES, at least 1."""
+    n = setting("KULESHOV_APP_PROCESSES")
+    if int(n) != n or n < 1:
+        raise UserError(f"KULESHOV_APP_PROCESSES must be a whole number from 1, not {n:g}")
+    return int(n)
 
 
 if __name__ == "__main__":  # python -m study.config docs/settings.md

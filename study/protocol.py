@@ -463,6 +463,12 @@ def _read_yaml(path: Path) -> tuple[Any, bytes | None, list[Problem]]:
         return None, raw, [Problem(where, f"YAML syntax error: {what}")]
     except yaml.YAMLError as exc:
         return None, raw, [Problem(name, f"YAML syntax error: {exc}")]
+    except RecursionError:
+        # PyYAML recurses once per level of nesting: thousands of `[` exhaust the stack.
+        return None, raw, [Problem(name, "lists or mappings are nested too deeply to read")]
+    except ValueError as exc:
+        # A constructor refused a value: an integer of thousands of digits, a date like 2026-13-45.
+        return None, raw, [Problem(name, f"a value cannot be read: {str(exc)[:200]}")]
     if data is None:
         return None, raw, [Problem(name, "the file holds only comments; a study file needs at least `title` and `consent`")]
     if not isinstance(data, dict):

@@ -118,9 +118,9 @@ def test_events_recorded_once(setup):
     body = {"token": state.token, "events": _events(5)}
     first = client.post("/api/events", json=body)
     assert first.status_code == 200, first.text
-    assert first.json() == {"received": 5, "recorded": 5}
+    assert first.json() == {"received": 5, "recorded": 5, "accepted": [0, 1, 2, 3, 4], "refused": []}
     again = client.post("/api/events", json=body)  # a retry after a lost answer
-    assert again.json() == {"received": 5, "recorded": 0}
+    assert again.json() == {"received": 5, "recorded": 0, "accepted": [0, 1, 2, 3, 4], "refused": []}
     samples = [{"seq": 7, "position": 1, "event": "sample", "value": 6.5, "media_time": 1.0}]
     assert client.post("/api/events", json={"token": state.token, "events": samples}).json()["recorded"] == 1
     assert _count(engine, store.playback_events, state.participant_id) == 5
@@ -144,8 +144,8 @@ def test_events_sendbeacon_content_type(setup):
     (b"[1, 2]", "JSON object"),
     (b'{"events": []}', "'token'"),
     (b'{"token": "x", "events": {}}', "'events' must be a list"),
-    (b'{"token": "x", "events": [{"seq": "1", "event": "play"}]}', "events[0].seq"),
-    (b'{"token": "x", "events": [{"seq": 1}]}', "events[0].event"),
+    (b'{"token": "x", "events": [{"seq": "1", "event": "play"}]}', "events[0]: seq must be an integer"),
+    (b'{"token": "x", "events": [{"seq": 1}]}', "events[0]: event must be"),
     (b"\xff\xfe", "not valid JSON"),
 ])
 def test_events_bad_body_is_400_with_message(setup, body, fragment):
@@ -163,13 +163,18 @@ def test_events_unknown_token_refused(setup):
     assert _count(engine, store.playback_events, state.participant_id) == 0
 
 
-def test_events_bad_event_refused_whole_batch(setup):
+def test_events_bad_event_refused_alone(setup):
+    """One bad event is refused with its reason; the good ones of the same batch are stored."""
     client, engine, _, state = setup
     events = _events(2) + [{"seq": 9, "position": 99, "event": "play"}]
     resp = client.post("/api/events", json={"token": state.token, "events": events})
-    assert resp.status_code == 403
-    assert "position" in resp.json()["error"]
-    assert _count(engine, store.playback_events, state.participant_id) == 0
+    assert resp.status_code == 400
+    answer = resp.json()
+    assert answer["accepted"] == [0, 1] and answer["recorded"] == 2
+    assert answer["refused"] == [{"index": 2, "seq": 9,
+                                  "reason": "events[2]: position 99 is not one of this participant's clips"}]
+    assert "1 of 3 events refused" in answer["error"]
+    assert _count(engine, store.playback_events, state.participant_id) == 2
 
 
 def test_events_after_withdrawal_refused(setup):

@@ -11,6 +11,8 @@ const STATE = "__kuleshovPlayer";
 const FLUSH_MS = 4000;
 const FLUSH_AT = 25;
 const MAX_BATCH = 100;
+// Server errors (5xx, 429) an event may meet before the player gives it up (about 2 min of backoff).
+const MAX_SERVER_TRIES = 8;
 const LOAD_TIMEOUT_MS = 20000;
 // A jump larger than this between two timeupdates is a seek, not playback.
 const MAX_STEP_S = 1.5;
@@ -76,6 +78,15 @@ function createPlayer(root, data) {
   };
 
   // ------------------------------------------------------------------ events out
+  // How many server errors an event may meet before it is given up (kept beside the event,
+  // not inside it, so it is never sent).
+  const tries = new WeakMap();
+  function bumpTries(ev) {
+    const n = (tries.get(ev) || 0) + 1;
+    tries.set(ev, n);
+    return n;
+  }
+
   function record(name, detail, extra) {
     if (p.disposed) return;
     const t = Number.isFinite(video.currentTime) ? Math.round(video.currentTime * 1000) / 1000 : null;
@@ -110,6 +121,7 @@ function createPlayer(root, data) {
     if (p.inflight) return;
     const batch = p.queue.splice(0, MAX_BATCH);
     p.inflight = true;
+    let again = [];
     try {
       const resp = await fetch(data.events_url, {
         method: "POST",
@@ -118,18 +130,35 @@ function createPlayer(root, data) {
         credentials: "same-origin",
         keepalive: true,
       });
-      if (resp.status >= 500 || resp.status === 429) throw new Error(`HTTP ${resp.status}`);
-      if (!resp.ok) {
-        // 4xx: the server will never accept this batch (bad token, withdrawn); resending is useless.
-        console.warn("kuleshov player: events refused", resp.status);
+      if (resp.status >= 500 || resp.status === 429) {
+        // A server error may be this batch's fault: each event gets a few tries, not forever.
+        again = batch.filter((ev) => bumpTries(ev) < MAX_SERVER_TRIES);
+      } else {
+        let answer = null;
+        try { answer = await resp.json(); } catch (e) { answer = null; }
+        if (answer && Array.isArray(answer.accepted) && Array.isArray(answer.refused)) {
+          // The server judged each event: accepted ones are stored, refused ones never will be.
+          const settled = new Set(answer.accepted);
+          for (const r of answer.refused) settled.add(r.index);
+          if (answer.refused.length) console.warn("kuleshov player: events refused", answer.refused);
+          again = batch.filter((ev, i) => !settled.has(i) && bumpTries(ev) < MAX_SERVER_TRIES);
+        } else if (!resp.ok) {
+          // 4xx for the whole batch (bad token, withdrawn, too large): resending is useless.
+          console.warn("kuleshov player: events refused", resp.status);
+        }
       }
-      p.backoff = 1000;
+      p.backoff = again.length ? Math.min(p.backoff * 2, 30000) : 1000;
     } catch (err) {
-      p.queue.unshift(...batch);
+      // No answer at all (offline, connection cut): keep everything, the server never saw it.
+      again = batch;
       p.backoff = Math.min(p.backoff * 2, 30000);
-      setTimeout(() => flush(false), p.backoff);
     } finally {
       p.inflight = false;
+    }
+    if (again.length) {
+      p.queue.unshift(...again);
+      setTimeout(() => flush(false), p.backoff);
+      return;
     }
     if (p.queue.length >= FLUSH_AT) flush(false);
     else if (p.queue.length && !p.flushTimer) p.flushTimer = setTimeout(() => flush(false), FLUSH_MS);

@@ -1,0 +1,107 @@
+"""The player's resend queue in Chromium, against a scripted events route (no app server):
+events the server refused are never sent again, events it accepted are not resent, events
+left unjudged are, and a server that keeps failing gets a bounded number of tries.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from browser_util import launch, require_chromium  # noqa: E402
+
+pytestmark = pytest.mark.browser
+
+PLAYER = ROOT / "components" / "player"
+ORIGIN = "http://player.test"
+PAGE = f"""<!doctype html><html><body>{(PLAYER / "player.html").read_text()}
+<script type="module">
+  import mount from "/player.js";
+  window.kpRecord = () => {{}};
+  window.kpMount = (data) => mount({{ data, parentElement: document.body, setStateValue: () => {{}} }});
+</script></body></html>"""
+
+
+@pytest.fixture
+def page():
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = launch(pw)
+        page = browser.new_page()
+        page.clock.install()
+        page.route(f"{ORIGIN}/", lambda route: route.fulfill(body=PAGE, content_type="text/html"))
+        page.route(f"{ORIGIN}/player.js", lambda route: route.fulfill(
+            body=(PLAYER / "player.js").read_text(), content_type="text/javascript"))
+        page.route(f"{ORIGIN}/clip.mp4", lambda route: None)  # never answers: no load error to flush
+        yield page
+        browser.close()
+
+
+def _mount_and_collect(page, answer):
+    """Mount the player; `answer(events)` gives (status, json) for each POST. Returns the posts."""
+    posts: list[list[dict]] = []
+
+    def events_route(route):
+        events = json.loads(route.request.post_data)["events"]
+        posts.append(events)
+        status, body = answer(events)
+        route.fulfill(status=status, body=json.dumps(body), content_type="application/json")
+
+    page.route(f"{ORIGIN}/api/events", events_route)
+    page.goto(f"{ORIGIN}/")
+    page.wait_for_function("() => window.kpMount")
+    page.evaluate("""() => kpMount({instance: "i1", token: "tok", events_url: "/api/events", src: "/clip.mp4",
+                                    position: 1, stimulus_id: "ai_01", seq_base: 1000, min_share: 1})""")
+    _more_events(page, 5)
+    return posts
+
+
+def _more_events(page, n):
+    page.evaluate("""(n) => { const v = document.querySelector(".kp-video");
+                              for (let i = 0; i < n; i++) v.dispatchEvent(new Event("waiting")); }""", n)
+
+
+def _advance(page, posts, seconds, until=None):
+    for _ in range(int(seconds)):
+        page.clock.run_for(1000)
+        page.wait_for_timeout(20)  # let fetch and the route handler run in real time
+        if until is not None and until():
+            return
+
+
+def test_refused_events_are_dropped_and_unjudged_ones_resent(page):
+    def answer(events):
+        if len(posts) == 1:  # first batch: refuse the first event, leave the last one unjudged
+            return 400, {"error": "1 of n events refused", "received": len(events), "recorded": len(events) - 2,
+                         "accepted": list(range(1, len(events) - 1)),
+                         "refused": [{"index": 0, "seq": events[0]["seq"], "reason": "events[0]: test"}]}
+        return 200, {"received": len(events), "recorded": len(events), "accepted": list(range(len(events))),
+                     "refused": []}
+
+    posts = _mount_and_collect(page, answer)
+    _advance(page, posts, 6, until=lambda: len(posts) >= 1)  # the 4 s flush timer
+    assert posts, "the player posted nothing"
+    first = posts[0]
+    assert len(first) >= 2, first
+    refused_seq, unjudged_seq = first[0]["seq"], first[-1]["seq"]
+    _advance(page, posts, 12, until=lambda: len(posts) >= 2)
+    later = [ev["seq"] for batch in posts[1:] for ev in batch]
+    assert unjudged_seq in later  # neither accepted nor refused: sent again
+    assert refused_seq not in later  # refused: never again
+    assert not set(ev["seq"] for ev in first[1:-1]) & set(later)  # accepted: not resent
+
+
+def test_server_errors_get_a_bounded_number_of_tries(page):
+    posts = _mount_and_collect(page, lambda events: (500, {"error": "boom"}))
+    # backoff 2, 4, 8, 16, 30, 30, 30 s: eight tries within about two minutes, then none
+    _advance(page, posts, 400)
+    first_seq = posts[0][0]["seq"]
+    tries = sum(first_seq in [ev["seq"] for ev in batch] for batch in posts)
+    assert tries == 8, [len(b) for b in posts]
