@@ -48,7 +48,7 @@ SETTINGS: tuple[Setting, ...] = (
             "login attempts. Unset: none."),
     Setting("KULESHOV_APP_PROCESSES", "1",
             "How many app processes share the database; each checks at start-up that processes x its pool "
-            "(10 connections) stay within PostgreSQL's max_connections.", kind=float),
+            "(10 connections) stay within PostgreSQL's max_connections.", kind=int),
     Setting("KULESHOV_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test",
             "PostgreSQL server for the test suite; each test creates and drops its own database there.",
             scope="tests"),
@@ -80,7 +80,8 @@ def setting(name: str):
         try:
             number = decl.kind(value)
         except ValueError:
-            raise UserError(f"{name}={raw!r} must be a number (default {decl.default})") from None
+            what = "a whole number" if decl.kind is int else "a number"
+            raise UserError(f"{name}={raw!r} must be {what} (default {decl.default})") from None
         if number < 0:
             raise UserError(f"{name}={raw!r} must be 0 or more")
         return number
@@ -169,9 +170,9 @@ def trusted_proxies() -> list[str]:
 def app_processes() -> int:
     """KULESHOV_APP_PROCESSES, at least 1."""
     n = setting("KULESHOV_APP_PROCESSES")
-    if int(n) != n or n < 1:
-        raise UserError(f"KULESHOV_APP_PROCESSES must be a whole number from 1, not {n:g}")
-    return int(n)
+    if n < 1:
+        raise UserError(f"KULESHOV_APP_PROCESSES must be a whole number from 1, not {n}")
+    return n
 
 
 if __name__ == "__main__":  # python -m study.config docs/settings.md

@@ -1,0 +1,243 @@
+"""Tables and statuses: the schema every reader and writer shares (see study/store/__init__.py)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from study import flow
+
+STUDY_STATUSES = ("open", "paused", "closed")
+# started: enrolled, consent not yet given; declined: said no at consent.
+STATUSES = ("started", "in_progress", "completed", "withdrawn", "declined", "timed_out")
+ACTIVE_STATUSES = flow.ACTIVE_STATUSES
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# --------------------------------------------------------------------------- tables
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+TS = sa.DateTime(timezone=True)
+
+
+class StudyRow(Base):
+    __tablename__ = "studies"
+
+    id: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
+    title: Mapped[str] = mapped_column(sa.String(300))
+    version: Mapped[str] = mapped_column(sa.String(50))
+    status: Mapped[str] = mapped_column(sa.String(20), default="open")
+    spec_yaml: Mapped[str] = mapped_column(sa.Text)
+    spec_hash: Mapped[str] = mapped_column(sa.String(64))
+    manifest: Mapped[Any] = mapped_column(sa.JSON)
+    # Absolute folder of the stimulus manifest when registered: the server serves clip files
+    # from here (and only from here), also after a restart without the study file at hand.
+    stimuli_dir: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    # Participants ever enrolled (deleted ones included): numbers and pseudonyms are never reused.
+    participants_enrolled: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(TS)
+    updated_at: Mapped[datetime] = mapped_column(TS)
+
+
+class StudyVersionRow(Base):
+    """Every version of a study file ever registered, frozen (migration 0004). Participants are
+    served the version they enrolled under (participants.study_version); `studies` holds the
+    newest, which new participants get."""
+
+    __tablename__ = "study_versions"
+
+    study_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("studies.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[str] = mapped_column(sa.String(50), primary_key=True)
+    spec_yaml: Mapped[str] = mapped_column(sa.Text)
+    spec_hash: Mapped[str] = mapped_column(sa.String(64))
+    manifest: Mapped[Any] = mapped_column(sa.JSON)
+    stimuli_dir: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    registered_at: Mapped[datetime] = mapped_column(TS)
+
+
+class StimulusRow(Base):
+    __tablename__ = "stimuli"
+
+    study_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("studies.id", ondelete="CASCADE"), primary_key=True
+    )
+    stimulus_id: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
+    source: Mapped[str] = mapped_column(sa.String(10))
+    pair_id: Mapped[str | None] = mapped_column(sa.String(100))
+    title: Mapped[str | None] = mapped_column(sa.String(300))
+    file: Mapped[str | None] = mapped_column(sa.String(500))
+    url: Mapped[str | None] = mapped_column(sa.String(1000))
+    sha256: Mapped[str | None] = mapped_column(sa.String(64))
+    duration_s: Mapped[float | None] = mapped_column(sa.Float)
+    width: Mapped[int | None] = mapped_column(sa.Integer)
+    height: Mapped[int | None] = mapped_column(sa.Integer)
+    video_codec: Mapped[str | None] = mapped_column(sa.String(50))
+    provenance: Mapped[Any | None] = mapped_column(sa.JSON)
+
+
+class ParticipantRow(Base):
+    __tablename__ = "participants"
+    __table_args__ = (
+        sa.UniqueConstraint("study_id", "pseudonym"),
+        sa.UniqueConstraint("study_id", "participant_number"),
+        sa.UniqueConstraint("study_id", "prolific_pid"),
+        sa.Index(None, "study_id", "status"),
+        sa.Index(None, "study_id", "is_pilot", "list_index"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    study_id: Mapped[str] = mapped_column(sa.ForeignKey("studies.id", ondelete="CASCADE"))
+    token: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    pseudonym: Mapped[str] = mapped_column(sa.String(20))
+    participant_number: Mapped[int] = mapped_column(sa.Integer)
+    prolific_pid: Mapped[str | None] = mapped_column(sa.String(100))
+    prolific_study_id: Mapped[str | None] = mapped_column(sa.String(100))
+    prolific_session_id: Mapped[str | None] = mapped_column(sa.String(100))
+    label_condition: Mapped[str] = mapped_column(sa.String(20))
+    list_index: Mapped[int] = mapped_column(sa.Integer)
+    status: Mapped[str] = mapped_column(sa.String(20), default="started")
+    excluded_reason: Mapped[str | None] = mapped_column(sa.String(300))
+    attention_failed: Mapped[int] = mapped_column(sa.Integer, default=0)
+    step_index: Mapped[int] = mapped_column(sa.Integer, default=0)
+    step_key: Mapped[str] = mapped_column(sa.String(100))
+    is_pilot: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    study_version: Mapped[str] = mapped_column(sa.String(50))
+    user_agent: Mapped[str | None] = mapped_column(sa.String(500))
+    # screen size, touch, browser language ... as reported by the player (migration 0002)
+    device_info: Mapped[Any | None] = mapped_column(sa.JSON)
+    started_at: Mapped[datetime] = mapped_column(TS)
+    updated_at: Mapped[datetime] = mapped_column(TS)
+    completed_at: Mapped[datetime | None] = mapped_column(TS)
+    withdrawn_at: Mapped[datetime | None] = mapped_column(TS)
+
+
+class PlannedTrialRow(Base):
+    __tablename__ = "planned_trials"
+
+    participant_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("participants.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    stimulus_id: Mapped[str] = mapped_column(sa.String(100))
+    kind: Mapped[str] = mapped_column(sa.String(10))  # main | practice
+
+
+class TrialRow(Base):
+    __tablename__ = "trials"
+    __table_args__ = (sa.UniqueConstraint("participant_id", "position"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    participant_id: Mapped[int] = mapped_column(sa.ForeignKey("participants.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(sa.Integer)
+    stimulus_id: Mapped[str] = mapped_column(sa.String(100))
+    started_at: Mapped[datetime | None] = mapped_column(TS)
+    submitted_at: Mapped[datetime | None] = mapped_column(TS)
+    watched_share: Mapped[float | None] = mapped_column(sa.Float)
+    max_time: Mapped[float | None] = mapped_column(sa.Float)
+    play_count: Mapped[int | None] = mapped_column(sa.Integer)
+    item_order: Mapped[Any | None] = mapped_column(sa.JSON)
+
+
+class ResponseRow(Base):
+    __tablename__ = "responses"
+    __table_args__ = (
+        sa.UniqueConstraint("participant_id", "step_key", "item_id"),
+        sa.Index(None, "trial_id"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    participant_id: Mapped[int] = mapped_column(sa.ForeignKey("participants.id", ondelete="CASCADE"))
+    trial_id: Mapped[int | None] = mapped_column(sa.ForeignKey("trials.id", ondelete="CASCADE"))
+    step_key: Mapped[str] = mapped_column(sa.String(100))
+    instrument_id: Mapped[str] = mapped_column(sa.String(100))
+    item_id: Mapped[str] = mapped_column(sa.String(100))
+    value_num: Mapped[float | None] = mapped_column(sa.Float)
+    value_text: Mapped[str | None] = mapped_column(sa.Text)
+    untouched: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    shown_position: Mapped[int | None] = mapped_column(sa.Integer)
+    response_time_ms: Mapped[int | None] = mapped_column(sa.Integer)
+    created_at: Mapped[datetime] = mapped_column(TS)
+
+
+class PlaybackEventRow(Base):
+    __tablename__ = "playback_events"
+    __table_args__ = (
+        sa.UniqueConstraint("participant_id", "position", "seq"),
+        # playback problems by clip on the dashboard (migration 0002)
+        sa.Index(None, "stimulus_id", "event"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    participant_id: Mapped[int] = mapped_column(sa.ForeignKey("participants.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(sa.Integer)
+    stimulus_id: Mapped[str] = mapped_column(sa.String(100))
+    seq: Mapped[int] = mapped_column(sa.Integer)
+    event: Mapped[str] = mapped_column(sa.String(30))
+    media_time: Mapped[float | None] = mapped_column(sa.Float)
+    client_time: Mapped[float | None] = mapped_column(sa.Float)  # ms since epoch, browser clock
+    server_time: Mapped[datetime] = mapped_column(TS)
+    detail: Mapped[Any | None] = mapped_column(sa.JSON)
+
+
+class ContinuousSampleRow(Base):
+    __tablename__ = "continuous_samples"
+
+    participant_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("participants.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    stimulus_id: Mapped[str] = mapped_column(sa.String(100))
+    media_time: Mapped[float | None] = mapped_column(sa.Float)
+    value: Mapped[float] = mapped_column(sa.Float)
+    client_time: Mapped[float | None] = mapped_column(sa.Float)
+
+
+class AuditRow(Base):
+    __tablename__ = "audit_log"
+    __table_args__ = (sa.Index(None, "study_id", "at"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(TS)
+    actor: Mapped[str] = mapped_column(sa.String(100))
+    action: Mapped[str] = mapped_column(sa.String(50))
+    study_id: Mapped[str | None] = mapped_column(sa.String(100))
+    participant_ref: Mapped[str | None] = mapped_column(sa.String(64))
+    detail: Mapped[Any | None] = mapped_column(sa.JSON)
+
+
+studies = StudyRow.__table__
+study_versions = StudyVersionRow.__table__
+stimuli = StimulusRow.__table__
+participants = ParticipantRow.__table__
+planned_trials = PlannedTrialRow.__table__
+trials = TrialRow.__table__
+responses = ResponseRow.__table__
+playback_events = PlaybackEventRow.__table__
+continuous_samples = ContinuousSampleRow.__table__
+audit_log = AuditRow.__table__
+
+
