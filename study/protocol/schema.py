@@ -1,0 +1,291 @@
+"""The pydantic models of the study file: Study and its sections, slugify, study_hash."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from study import instruments as ins
+from study.texts import t
+
+SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+class _Section(BaseModel):
+    # a typo in a key must be an error, not a silently ignored setting
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+def _https(value: str | None, what: str) -> str | None:
+    if value is None:
+        return None
+    parts = urlsplit(value.strip())
+    if parts.scheme != "https" or not parts.netloc:
+        raise ValueError(f"must be a full https:// address (got {value!r})")
+    return value.strip()
+
+
+class Consent(_Section):
+    text: str = Field(min_length=1, description="Consent information shown on the first page (markdown). Required.")
+    agree_label: str = Field(default=t("consent.agree"), min_length=1,
+                             description="Label of the button a participant presses to consent (the other button "
+                                         "declines; both labels are in the codebook's consent row).")
+
+
+class StimuliSettings(_Section):
+    manifest: str = Field(default="manifest.csv", min_length=1,
+                          description="Stimulus manifest (CSV), relative to the study file's folder.")
+    practice: str | None = Field(default=None,
+                                 description="Id of a practice clip shown first; it is excluded from the main pool and the analysis.")
+    base_url: str | None = Field(default=None,
+                                 description="https prefix for clips served from a CDN; a clip's `file` is appended to it.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url_https(cls, v: str | None) -> str | None:
+        return _https(v, "base_url")
+
+
+class CustomItem(ins.Item):
+    """A study-specific item: the same shape as a built-in item, plus where it is asked."""
+
+    scope: Literal["per_clip", "session_start", "session_end"] = Field(
+        default="per_clip", description="Where the item is asked: after every clip, or once at the start or end of the session."
+    )
+
+
+class Measures(_Section):
+    session_start: list[str] = Field(default_factory=lambda: ["mood"],
+                                     description="Session-level instrument ids asked before the first clip.")
+    per_clip: list[str] = Field(default_factory=lambda: ["sam", "discrete_emotions", "moved", "attribution"],
+                                description="Instrument ids asked after every clip, in this order.")
+    session_end: list[str] = Field(default_factory=lambda: ["mood"],
+                                   description="Session-level instrument ids asked after the last clip.")
+    custom_items: list[CustomItem] = Field(default_factory=list,
+                                           description="Study-specific items, declared like built-in items (see below).")
+    randomize_item_order: bool = Field(default=False,
+                                       description="Shuffle the item order within each instrument per page; the order shown is stored.")
+
+
+class Design(_Section):
+    clips_per_participant: int | None = Field(default=None, ge=1,
+                                              description="How many main clips each participant rates; empty = all main clips.")
+    ordering: Literal["random", "blocked_by_source", "latin_square"] = Field(
+        default="random", description="Clip order: random, blocked by source (human block and AI block), or Latin square.")
+    seed: int = Field(default=1, description="Seed of the assignment and ordering, so that they can be reproduced.")
+    pairs: Literal["both", "one_per_participant", "ignore"] = Field(
+        default="both",
+        description="Matched human/AI pairs: show both members (never back to back), one member per participant, or ignore pairing.")
+    label_conditions: list[Literal["none", "true", "swapped"]] = Field(
+        default_factory=lambda: ["none"], min_length=1,
+        description="Source-label conditions assigned between subjects: none (no label), true (true source shown), swapped.")
+
+    @field_validator("label_conditions", mode="before")
+    @classmethod
+    def _unquoted_true(cls, v: Any) -> Any:
+        # YAML reads an unquoted `true` as a boolean; here it can only mean the condition "true"
+        if isinstance(v, list):
+            return ["true" if x is True else x for x in v]
+        return v
+
+    @field_validator("label_conditions")
+    @classmethod
+    def _distinct(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"each label condition may appear only once (got {', '.join(v)})")
+        return v
+
+
+class ContinuousRating(_Section):
+    item: str = Field(min_length=1, description="Question shown beside the slider during playback, e.g. 'How do you feel right now?'.")
+    min: float = Field(default=1, description="Lowest slider value.")
+    max: float = Field(default=9, description="Highest slider value.")
+    min_label: str = Field(default="very negative", description="Label at the low end of the slider.")
+    max_label: str = Field(default="very positive", description="Label at the high end of the slider.")
+
+    @model_validator(mode="after")
+    def _range(self) -> ContinuousRating:
+        if self.min >= self.max:
+            raise ValueError(f"min ({self.min:g}) must be smaller than max ({self.max:g})")
+        return self
+
+
+class Playback(_Section):
+    controls: bool = Field(default=False, description="Show the browser's video controls.")
+    allow_seek: bool = Field(default=False, description="Let participants skip forward or back within a clip.")
+    min_watched_share: float = Field(default=0.9, ge=0, le=1,
+                                     description="Ratings open once this share (0-1) of the clip has actually been watched.")
+    allow_skip_on_error: bool = Field(default=True,
+                                      description="If a clip cannot be played, let the participant skip it after retrying.")
+    continuous_rating: ContinuousRating | None = Field(
+        default=None, description="A slider moved during playback (CARMA-style), sampled over time; empty = none.")
+
+
+class AttentionCheck(_Section):
+    id: str = Field(description="Stable id of the check (lowercase letters, digits, _); becomes a column name.")
+    after_clip: int = Field(ge=1, description="Shown after this main clip position (1-based).")
+    text: str = Field(min_length=1, description="The instruction or question.")
+    options: list[str] = Field(min_length=2, description="Answers to choose from (at least two).")
+    correct: str = Field(description="The correct answer; must be one of the options.")
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not ins.ID_PATTERN.match(v):
+            raise ValueError(f"id {v!r} {ins.ID_RULE}")
+        return v
+
+    @model_validator(mode="after")
+    def _correct_is_an_option(self) -> AttentionCheck:
+        if self.correct not in self.options:
+            raise ValueError(f"correct answer {self.correct!r} is not one of the options ({', '.join(map(repr, self.options))})")
+        if len(set(self.options)) != len(self.options):
+            raise ValueError("options must be distinct")
+        return self
+
+
+class Exclusions(_Section):
+    min_watched_share: float = Field(default=0.8, ge=0, le=1,
+                                     description="Trials where less than this share of the clip was watched are excluded.")
+    max_failed_attention_checks: int = Field(default=0, ge=0,
+                                             description="Participants failing more attention checks than this are excluded.")
+    exclude_pilot: bool = Field(default=True, description="Leave pilot participants out of the analysis.")
+    min_completion: float = Field(default=1.0, ge=0, le=1,
+                                  description="Participants who completed less than this share of their main trials are excluded.")
+
+
+class Completion(_Section):
+    code: str | None = Field(default=None, description="Completion code shown at the end (e.g. the Prolific completion code).")
+    redirect_url: str | None = Field(
+        default=None,
+        description="https address participants are sent to at the end, e.g. https://app.prolific.com/submissions/complete?cc=CODE.")
+    message: str = Field(default="Thank you for taking part. Your answers have been saved.", min_length=1,
+                         description="Message on the final page (markdown).")
+
+    @field_validator("redirect_url")
+    @classmethod
+    def _redirect_https(cls, v: str | None) -> str | None:
+        return _https(v, "redirect_url")
+
+    @field_validator("code", mode="before")
+    @classmethod
+    def _code_as_text(cls, v: Any) -> Any:
+        # a numeric completion code (e.g. 4711) is still a code
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
+class AnalysisPlan(_Section):
+    primary_outcome: str = Field(default="valence",
+                                 description="Item or scale id measured after every clip that the primary test is about.")
+    secondary_outcomes: list[str] = Field(default_factory=list,
+                                          description="Further per-clip item or scale ids, tested with multiplicity correction.")
+    hypothesis: Literal["human_greater", "ai_greater", "two_sided"] = Field(
+        default="two_sided", description="Direction of the primary hypothesis: human_greater, ai_greater or two_sided.")
+    alpha: float = Field(default=0.05, gt=0, lt=1, description="Significance level of the primary test.")
+    sesoi: float = Field(default=0.2, gt=0,
+                         description="Smallest effect size of interest (standardised), used for equivalence tests.")
+    correction: Literal["holm", "bh"] = Field(default="holm",
+                                              description="Multiplicity correction: holm or bh (Benjamini-Hochberg). Adjusted p-values are computed "
+                                                          "across all outcomes (primary and secondary); the report judges the primary "
+                                                          "outcome on its own p and the secondary outcomes on the adjusted p.")
+
+
+class Study(_Section):
+    """A whole study file."""
+
+    id: str | None = Field(default=None,
+                           description="Short id (lowercase letters, digits, - and _); default derived from the title.")
+    title: str = Field(min_length=1, description="Title shown to participants and researchers. Required.")
+    version: str = Field(default="1", description="Version of this study file; change it when the protocol changes.")
+    description: str = Field(default="", description="Notes for researchers (not shown to participants).")
+    consent: Consent = Field(description="Consent page. Required.")
+    instructions: str = Field(
+        default="You will watch a series of short video clips. After each clip you will answer a few questions "
+                "about how it made you feel. There are no right or wrong answers.",
+        description="Instructions shown before the practice clip (markdown).")
+    demographics: list[str] = Field(default_factory=lambda: list(ins.DEFAULT_DEMOGRAPHICS),
+                                    description="Built-in demographic item ids asked once after consent.")
+    stimuli: StimuliSettings = Field(default_factory=StimuliSettings, description="Where the clips are described.")
+    measures: Measures = Field(default_factory=Measures, description="What is asked, and when.")
+    design: Design = Field(default_factory=Design, description="Which clips each participant sees, in which order.")
+    playback: Playback = Field(default_factory=Playback, description="How clips are played.")
+    attention_checks: list[AttentionCheck] = Field(default_factory=list,
+                                                   description="Attention-check questions placed between clips.")
+    exclusions: Exclusions = Field(default_factory=Exclusions, description="Pre-registered exclusion rules.")
+    completion: Completion = Field(default_factory=Completion, description="What participants get at the end.")
+    analysis: AnalysisPlan = Field(default_factory=AnalysisPlan, description="The pre-registered analysis plan.")
+    timeout_minutes: int = Field(default=120, ge=1,
+                                 description="A session unfinished after this many minutes counts as abandoned.")
+
+    _source_path: Path | None = PrivateAttr(default=None)
+    _source_bytes: bytes | None = PrivateAttr(default=None)
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_as_text(cls, v: Any) -> Any:
+        # `version: 2` or `version: 1.1` in YAML arrive as numbers; a version is a label
+        return str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+
+    @field_validator("id")
+    @classmethod
+    def _slug(cls, v: str | None) -> str | None:
+        if v is not None and not SLUG.match(v):
+            raise ValueError(f"id {v!r} must use only lowercase letters, digits, - and _ (at most 64 characters)")
+        return v
+
+    @model_validator(mode="after")
+    def _derive_and_cross_check(self, info: ValidationInfo) -> Study:
+        if self.id is None:
+            self.id = slugify(self.title)
+        if not (info.context or {}).get("skip_cross_checks"):
+            from study.protocol.checks import cross_check
+
+            found = cross_check(dict(self))
+            if found:
+                raise ValueError("; ".join(f"{path}: {msg}" for path, msg in found))
+        return self
+
+    @property
+    def source_path(self) -> Path | None:
+        return self._source_path
+
+    @property
+    def source_text(self) -> str | None:
+        """The study file as read (for the frozen snapshot stored with a run)."""
+        return None if self._source_bytes is None else self._source_bytes.decode("utf-8")
+
+    @property
+    def manifest_path(self) -> Path:
+        """Absolute path of the stimulus manifest (relative paths start at the study file's folder)."""
+        base = self._source_path.parent if self._source_path else Path.cwd()
+        return (base / self.stimuli.manifest).resolve()
+
+    def spec_hash(self) -> str:
+        """sha256 of the study file's bytes as loaded (of the canonical JSON if built in code)."""
+        data = self._source_bytes if self._source_bytes is not None else self.model_dump_json().encode()
+        return hashlib.sha256(data).hexdigest()
+
+
+def slugify(text: str) -> str:
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")[:64].strip("-")
+    return slug or "study"
+
+
+def study_hash(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
