@@ -65,8 +65,9 @@ class ClipResolver:
     """Maps (study id, stimulus id) to a file inside that study's stimulus folder.
 
     The folder of a study comes from `roots` (filled by `serve` for the study file it opened)
-    or from the study's record (the folder it was registered from). Lookups are cached briefly: a browser asks for the same clip
-    several times (range requests), and the answer changes only when a study is re-registered.
+    or from the study's record (the folder it was registered from). Lookups are cached briefly:
+    a browser asks for the same clip several times (range requests), and the answer changes only
+    when a study is re-registered.
     """
 
     engine: Any
