@@ -102,16 +102,21 @@ def settings_markdown() -> str:
 DOC_START, DOC_END = "<!-- settings:start -->", "<!-- settings:end -->"
 
 
-def update_settings_doc(path: str | Path) -> bool:
-    """Regenerate the table between the markers of docs/settings.md; True if it changed."""
+def replace_between_markers(path: str | Path, start: str, end: str, body: str) -> bool:
+    """Write `body` between the `start` and `end` markers of a generated doc; True if it changed."""
     path = Path(path)
     text = path.read_text(encoding="utf-8")
-    head, _, rest = text.partition(DOC_START)
-    _, _, tail = rest.partition(DOC_END)
-    new = f"{head}{DOC_START}\n{settings_markdown()}{DOC_END}{tail}"
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
+    new = f"{head}{start}\n{body}{end}{tail}"
     if new != text:
         path.write_text(new, encoding="utf-8")
     return new != text
+
+
+def update_settings_doc(path: str | Path) -> bool:
+    """Regenerate the table between the markers of docs/settings.md; True if it changed."""
+    return replace_between_markers(path, DOC_START, DOC_END, settings_markdown())
 
 
 def production() -> bool:

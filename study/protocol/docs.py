@@ -99,14 +99,9 @@ DOC_START, DOC_END = "<!-- settings:start -->", "<!-- settings:end -->"
 
 def update_settings_doc(path: str | Path) -> bool:
     """Regenerate the settings table between the markers of docs/study_file.md; True if it changed."""
-    path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    head, _, rest = text.partition(DOC_START)
-    _, _, tail = rest.partition(DOC_END)
-    new = f"{head}{DOC_START}\n{settings_markdown()}{DOC_END}{tail}"
-    if new != text:
-        path.write_text(new, encoding="utf-8")
-    return new != text
+    from study.config import replace_between_markers
+
+    return replace_between_markers(path, DOC_START, DOC_END, settings_markdown())
 
 
 def cli_codebook(args: Any) -> int:
