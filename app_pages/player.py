@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import streamlit as st
+from app_pages import component_data
 
 COMPONENT_DIR = Path(__file__).resolve().parent.parent / "components" / "player"
 EVENTS_URL = "/api/events"
@@ -97,7 +98,7 @@ def player(
     }
     result = _player(
         key=key,
-        data=data,
+        data=component_data(data),
         default={"progress": None, "failure": None},
         on_progress_change=_noop,
         on_failure_change=_noop,

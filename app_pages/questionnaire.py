@@ -24,6 +24,8 @@ from typing import Any
 
 import streamlit as st
 
+from app_pages import component_data
+
 from study import texts as catalogue
 from study import item_types
 from study.flow import TEXT_MAX_CHARS, Answer
@@ -288,6 +290,6 @@ def ask(step, state, errors: dict[str, str] | None, submit: Callable[[dict[str, 
     key = f"questionnaire|{step.key}"
     _questionnaire(
         key=key,
-        data=page_data(items, order, step.key, state.token, errors, texts),
+        data=component_data(page_data(items, order, step.key, state.token, errors, texts)),
         on_submit_change=lambda: _on_submit(key, items, order, step.key, submit),
     )
