@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import functools
 import io
 import math
 import re
@@ -595,8 +596,10 @@ def pictogram_svg(dimension: str, level: int) -> str:
     )
 
 
+@functools.lru_cache(maxsize=64)
 def pictogram_data_uri(dimension: str, level: int) -> str:
-    """The pictogram as a data: URI, usable as an <img> src or in markdown."""
+    """The pictogram as a data: URI, usable as an <img> src or in markdown (built once: every
+    run of a SAM page asks for all 27)."""
     raw = pictogram_svg(dimension, level).encode()
     return "data:image/svg+xml;base64," + base64.b64encode(raw).decode()
 
