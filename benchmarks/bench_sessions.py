@@ -181,6 +181,7 @@ class Stats:
     errors: list[str] = field(default_factory=list)
     runs: int = 0
     sessions_done: int = 0
+    acknowledged: int = 0  # answers of questionnaire pages the server moved on from
     measuring: bool = False
 
 
@@ -193,8 +194,10 @@ class Page:
 
 
 class Bot:
-    def __init__(self, base: str, query: str, stats: Stats, rng: random.Random, args, http: httpx.AsyncClient):
+    def __init__(self, base: str, query: str, stats: Stats, rng: random.Random, args, http: httpx.AsyncClient,
+                 t_stop: float = float("inf")):
         self.base, self.query, self.stats, self.rng, self.args, self.http = base, query, stats, rng, args, http
+        self.t_stop = t_stop
         self.cache: dict[str, ForwardMsg] = {}
         self.page_hash = ""
 
@@ -204,6 +207,8 @@ class Bot:
             self.ws = ws
             page = await self.rerun({}, measure=False)
             for _ in range(80):
+                if time.monotonic() > self.t_stop:
+                    return  # the window closed: stop between actions, never inside one
                 if page.exception:
                     self.stats.errors.append(f"exception on page: {page.exception[:200]}")
                     return
@@ -212,7 +217,16 @@ class Bot:
                     self.stats.sessions_done += 1
                     return
                 widgets, measure = action
+                before = page
                 page = await self.rerun(widgets, measure=measure)
+                self.count_acknowledged(before, page)
+
+    def count_acknowledged(self, before: Page, after: Page) -> None:
+        def keys(p: Page) -> set:
+            return {c["data"].get("page_key") for c in p.components.values() if c["name"].endswith("questionnaire")}
+        for c in before.components.values():
+            if c["name"].endswith("questionnaire") and c["data"].get("page_key") not in keys(after):
+                self.stats.acknowledged += len(c.get("sent") or ())
 
     async def think(self) -> None:
         await asyncio.sleep(self.rng.uniform(self.args.think_min, self.args.think_max))
@@ -230,8 +244,8 @@ class Bot:
         if q is not None:
             qid = next(cid for cid, c in page.components.items() if c is q)
             await self.think()
-            submit = [{"event": "submit", "value": {"page_key": q["data"].get("page_key"),
-                                                    "answers": page_answers(q["data"], self.rng)}}]
+            q["sent"] = page_answers(q["data"], self.rng)
+            submit = [{"event": "submit", "value": {"page_key": q["data"].get("page_key"), "answers": q["sent"]}}]
             widgets = {f"$$STREAMLIT_INTERNAL_KEY_{qid}__events": ("json_trigger_value", json.dumps(submit))}
             if player is not None:  # the player's state is still on the page
                 cid, comp = player
@@ -354,10 +368,7 @@ async def bot_loop(i: int, base: str, query: str, stats: Stats, args, t_stop: fl
         q = query.format(i=i, n=n)
         n += 1
         try:
-            await asyncio.wait_for(Bot(base, q, stats, rng, args, http).run_session(),
-                                   timeout=max(1.0, t_stop - time.monotonic()))
-        except asyncio.TimeoutError:
-            return  # the window closed mid-session: not an error
+            await Bot(base, q, stats, rng, args, http, t_stop).run_session()
         except Exception as exc:  # noqa: BLE001 - every failure of a bot is a counted error
             stats.errors.append(f"{type(exc).__name__}: {exc}"[:200])
             await asyncio.sleep(1.0)
@@ -370,7 +381,7 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
-async def drive(base: str, query: str, n: int, args, pid: int) -> dict:
+async def drive(base: str, query: str, n: int, args, pid: int | None) -> dict:
     stats = Stats()
     t0 = time.monotonic()
     t_stop = t0 + args.ramp + args.duration
@@ -379,12 +390,12 @@ async def drive(base: str, query: str, n: int, args, pid: int) -> dict:
         tasks = [asyncio.create_task(bot_loop(i, base, query, stats, args, t_stop, http)) for i in range(n)]
         await asyncio.sleep(args.ramp)
         stats.measuring = True
-        cpu0, _ = proc_usage(pid)
+        cpu0 = proc_usage(pid)[0] if pid else float("nan")
         rss_max = 0
         while time.monotonic() < t_stop:
             await asyncio.sleep(1.0)
-            rss_max = max(rss_max, proc_usage(pid)[1])
-        cpu1, _ = proc_usage(pid)
+            rss_max = max(rss_max, proc_usage(pid)[1]) if pid else float("nan")
+        cpu1 = proc_usage(pid)[0] if pid else float("nan")
         stats.measuring = False
         await asyncio.gather(*tasks, return_exceptions=True)
     lat = [x * 1000 for x in stats.latencies]
@@ -392,11 +403,12 @@ async def drive(base: str, query: str, n: int, args, pid: int) -> dict:
     return {"participants": n, "actions": len(lat), "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95),
             "p99_ms": pct(lat, 99), "events_p95_ms": pct(ev, 95), "errors": len(stats.errors),
             "error_examples": sorted(set(stats.errors))[:3], "sessions_done": stats.sessions_done,
+            "acknowledged": stats.acknowledged,
             "cpu_s_per_session_min": (cpu1 - cpu0) / max(n, 1) / (args.duration / 60),
             "rss_mb": rss_max / 2**20, "rss_mb_per_session": rss_max / 2**20 / max(n, 1)}
 
 
-def stored_sessions(db_url: str) -> dict:
+def stored_sessions(db_url: str, study_id: str = "bench-sessions") -> dict:
     """Participants of the bench study by status, and their stored answers: the bots' sessions
     must have gone through for real (a rejected page would be re-submitted, not counted)."""
     import sqlalchemy as sa
@@ -406,10 +418,11 @@ def stored_sessions(db_url: str) -> dict:
     engine = store.make_engine(db_url)
     p = store.participants.c
     with engine.connect() as conn:
-        by_status = dict(conn.execute(sa.select(p.status, sa.func.count()).where(p.study_id == "bench-sessions")
+        by_status = dict(conn.execute(sa.select(p.status, sa.func.count()).where(p.study_id == study_id)
                                       .group_by(p.status)).all())
         answers = conn.execute(sa.select(sa.func.count()).select_from(store.responses.join(
-            store.participants, store.responses.c.participant_id == p.id)).where(p.study_id == "bench-sessions")).scalar()
+            store.participants, store.responses.c.participant_id == p.id)).where(
+                p.study_id == study_id, store.responses.c.step_key != "consent")).scalar()
     engine.dispose()
     return {"by_status": by_status, "responses": answers}
 
@@ -431,6 +444,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--think-max", type=float, default=5.0)
     ap.add_argument("--watch", type=float, default=3.0, help="seconds each clip 'plays' before it ends")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--url", help="drive a server already running here (e.g. the nginx pair of "
+                    "deploy/nginx.conf) instead of starting one; --db is then its database, for the "
+                    "stored-answers check, and --study-id the study it serves")
+    ap.add_argument("--study-id", default="bench-sessions")
     args = ap.parse_args(argv)
     levels = [int(x) for x in args.participants.split(",") if x.strip()]
     work = Path(tempfile.mkdtemp(prefix="kuleshov-bench-"))
@@ -450,17 +467,21 @@ def main(argv: list[str] | None = None) -> int:
         print(row("minimal Streamlit app", base, None), flush=True)
         results.append({"app": "minimal", **base})
         for db in dbs:
-            proc, url = start_kuleshov(db, work)
-            try:
-                r = asyncio.run(drive(url, "study=bench-sessions&PROLIFIC_PID=bench-{i}-{n}-" + str(time.time_ns()),
-                                      n, args, proc.pid))
-            finally:
-                proc.terminate()
-                proc.wait(timeout=20)
-            r["stored"] = stored_sessions(db)
+            query = f"study={args.study_id}&PROLIFIC_PID=bench-{{i}}-{{n}}-{time.time_ns()}"
+            if args.url:
+                r = asyncio.run(drive(args.url.rstrip("/"), query, n, args, None))
+            else:
+                proc, url = start_kuleshov(db, work)
+                try:
+                    r = asyncio.run(drive(url, query, n, args, proc.pid))
+                finally:
+                    proc.terminate()
+                    proc.wait(timeout=20)
+            r["stored"] = stored_sessions(db, args.study_id)
             label = "Kuleshov, " + db.split(":", 1)[0].split("+")[0]
             print(row(label, r, base), flush=True)
-            print(f"  stored: {r['stored']}; whole sessions finished by bots: {r['sessions_done']}", flush=True)
+            print(f"  stored: {r['stored']}; answers acknowledged to bots: {r['acknowledged']}; "
+                  f"whole sessions finished by bots: {r['sessions_done']}", flush=True)
             if r["errors"]:
                 print(f"  errors: {r['error_examples']}", flush=True)
             results.append({"app": label, **r, "ratio_p95": r["p95_ms"] / base["p95_ms"] if base["p95_ms"] else None})
