@@ -28,7 +28,8 @@ LOGOUT_PATH = "researcher-logout"
 from app_pages import participant  # noqa: E402
 
 params = st.query_params
-study_page = st.Page(participant.page, title="Study", default=True)
+# Hidden from the researchers' sidebar; the root URL is the participant side's.
+study_page = st.Page(participant.page, title="Study", default=True, visibility="hidden")
 if "t" in params or "study" in params:
     st.set_page_config(page_title="Study", layout="centered", initial_sidebar_state="collapsed")
     st.navigation([study_page], position="hidden").run()
@@ -53,13 +54,9 @@ else:
 
         urls = dict.fromkeys(["researcher", *(url for *_, url in available), LOGOUT_PATH])
         researcher = [_login_at(url) for url in urls]
-    current = st.navigation([study_page, *researcher], position="hidden")
-    if current is study_page or current.url_path == study_page.url_path:
+    current = st.navigation([study_page, *researcher], position="sidebar" if auth.is_researcher() else "hidden")
+    if current.url_path == study_page.url_path:
         st.set_page_config(page_title="Study", layout="centered", initial_sidebar_state="collapsed")
     else:
         st.set_page_config(page_title="Kuleshov", layout="wide")
-        if auth.is_researcher():
-            with st.sidebar:
-                for page in researcher:
-                    st.page_link(page)
     current.run()
