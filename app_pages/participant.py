@@ -59,11 +59,12 @@ def _resume_or_enrol(engine, study_id: str, params) -> str | None:
     if status is None:
         _message(store.INVALID_LINK_MESSAGE)
         return None
-    if status == "closed":
-        # Nobody enrols and nobody submits: no need to ask the browser who this is.
-        _message(t("enrol.closed"))
-        return None
     if not params.get("PROLIFIC_PID"):
+        if status == "closed":
+            # Nobody enrols and nobody submits: no need to ask the browser who this is. (A
+            # Prolific link goes on to enrol, which finds its participant and their end page.)
+            _message(t("enrol.closed"))
+            return None
         kept = browser_session.stored_token(study_id, is_pilot)
         if kept is None:
             return None  # the browser answers in a moment, and that reruns this page
@@ -146,10 +147,12 @@ def _submit(engine, state, answers: dict, trial_meta: dict | None = None) -> Non
         if result.ok:
             ui.forget(step.key)
             st.session_state.pop(f"errors|{step.key}", None)
-            if result.duplicate:
-                # Another tab (or an earlier click) stored this page first: these answers were
-                # not saved, and the page drawn next is where the participant really is.
+            if result.duplicate and st.session_state.get("participant_last_stored") != step.key:
+                # Another tab or window stored this page first (a double click here is no news):
+                # these answers were not saved, and the page drawn next is where they really are.
                 st.session_state["participant_flash"] = t("submit.answered_elsewhere")
+            elif not result.duplicate:
+                st.session_state["participant_last_stored"] = step.key
             st.rerun()
         errors = result.errors
         if not errors:
