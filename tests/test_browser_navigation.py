@@ -314,3 +314,32 @@ def test_completion_shows_the_code_and_redirects_in_the_same_tab(nav_server, bro
     assert parts.path == f"/done/{state.pseudonym}"
     assert parse_qs(parts.query) == {"pid": ["pid 7&x"], "cc": ["KULNAV7"], "s": ["se1"]}
     assert store.get_state(engine, token).status == "completed"
+
+
+def test_back_reload_and_reopen_keep_one_participant_on_postgresql(tmp_path, pg_url, panel, browser):
+    require_chromium()
+    server = start_server(pg_url, tmp_path, nav_study(tmp_path, panel + "/done"))
+    engine = store.make_engine(pg_url)
+    try:
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(f"{server.url}/?study={STUDY}")
+        wait_title(page, "Consent")
+        token = token_in(page)
+        page.go_back()
+        page.wait_for_url(f"**/?study={STUDY}", timeout=STEP_TIMEOUT_MS)
+        page.reload()
+        wait_title(page, "Consent")
+        assert token_in(page) == token
+        assert_participant_side(page)
+        page.get_by_role("button", name=AGREE).click()
+        wait_step_change(engine, token, "consent")
+        page.close()
+        again = context.new_page()
+        again.goto(f"{server.url}/?study={STUDY}")
+        wait_title(again, "About you")
+        assert token_in(again) == token
+        assert [row.token for row in participants(engine)] == [token]
+    finally:
+        engine.dispose()
+        server.stop()
