@@ -15,6 +15,7 @@ where the redirect goes. Pure: no streamlit, no database.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import string
 from urllib.parse import quote, urlsplit
@@ -45,7 +46,10 @@ def placeholders(template: str) -> list[str]:
                              f"{':' + spec if spec else ''}}} may not carry a format; write {{{name}}}")
         if name not in PLACEHOLDERS:
             known = ", ".join("{" + k + "}" for k in PLACEHOLDERS)
-            raise ValueError(f"unknown placeholder {{{name}}}; known: {known}")
+            by_case = {k.lower(): k for k in PLACEHOLDERS}
+            guess = by_case.get(name.lower()) or next(iter(difflib.get_close_matches(name, PLACEHOLDERS, n=1)), None)
+            hint = f" (did you mean {{{guess}}}?)" if guess else ""
+            raise ValueError(f"unknown placeholder {{{name}}}{hint}; known: {known}")
         names.append(name)
     return names
 

@@ -42,7 +42,9 @@ def test_missing_values_become_empty_and_braces_can_be_literal():
 
 
 @pytest.mark.parametrize("url,words", [
-    ("https://x.org/?id={prolific_pid}", "unknown placeholder {prolific_pid}; known: {PROLIFIC_PID}"),
+    ("https://x.org/?id={prolific_pid}", "unknown placeholder {prolific_pid} (did you mean {PROLIFIC_PID}?); "
+                                         "known: {PROLIFIC_PID}, {STUDY_ID}, {SESSION_ID}, {participant}, {code}"),
+    ("https://x.org/?id={participnt}", "(did you mean {participant}?)"),
     ("https://x.org/?id={PID}", "unknown placeholder {PID}"),
     ("https://x.org/?id={code:>8}", "may not carry a format"),
     ("https://x.org/?id={code", "unmatched brace"),
