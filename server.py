@@ -515,7 +515,7 @@ def serve(host: str = "127.0.0.1", port: int = 8501, study_file: str | None = No
     if study_id:
         print(f"  participant link:  {base}/?study={study_id}")
         print(f"  pilot link:        {base}/?study={study_id}&pilot={pilot_key(study_id, password)}")
-    print(f"  researcher pages:  {base}/")
+    print(f"  researcher pages:  {base}/researcher")
     if generated:
         print(f"  researcher password (generated for this demo run): {password}")
     sys.stdout.flush()

@@ -9,11 +9,11 @@ is idempotent (a second submit of the same step writes nothing).
 from __future__ import annotations
 
 import time
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import streamlit as st
 
-from app_pages import get_engine, questionnaire, ui
+from app_pages import browser_session, get_engine, questionnaire, ui
 from app_pages.player import player
 from study import flow, store
 from study.errors import UserError
@@ -34,19 +34,55 @@ def page() -> None:
         if not study_id:
             _message(t("link.incomplete"))
             return
-        token = _enrol(engine, study_id, params)
+        token = _resume_or_enrol(engine, study_id, params)
         if token is None:
             return
     state = store.get_state(engine, token)
     if state is None:
         _message(store.INVALID_LINK_MESSAGE)
         return
+    browser_session.keep_token(state.study_id, state.token, state.is_pilot)
     render(engine, state)
 
 
-def _enrol(engine, study_id: str, params) -> str | None:
+def _resume_or_enrol(engine, study_id: str, params) -> str | None:
+    """The participant this study link stands for in this browser: kept, or newly enrolled.
+
+    A Prolific link names its participant (enrol returns the same one for the same
+    PROLIFIC_PID); an anonymous link asks the browser for the token it kept for this study, so
+    the link reopened, or Back to it and a reload, never enrols a second participant.
+    """
     from app_pages.auth import is_pilot_key
 
+    is_pilot = is_pilot_key(study_id, params.get("pilot"))
+    status = store.study_status(engine, study_id)
+    if status is None:
+        _message(store.INVALID_LINK_MESSAGE)
+        return None
+    if not params.get("PROLIFIC_PID"):
+        if status == "closed":
+            # Nobody enrols and nobody submits: no need to ask the browser who this is. (A
+            # Prolific link goes on to enrol, which finds its participant and their end page.)
+            _message(t("enrol.closed"))
+            return None
+        kept = browser_session.stored_token(study_id, is_pilot)
+        if kept is None:
+            return None  # the browser answers in a moment, and that reruns this page
+        if kept and browser_session.resumable(store.get_state(engine, kept), study_id, is_pilot):
+            _remember(kept)
+            return kept
+    return _enrol(engine, study_id, params, is_pilot)
+
+
+def _remember(token: str) -> None:
+    st.session_state["participant_token"] = token
+    # The token in the URL is what lets a reload resume. One change of the query, never a
+    # clear() then a set: each is a browser history entry, and Back onto an empty query
+    # used to leave the participant's pages.
+    st.query_params.from_dict({"t": token})
+
+
+def _enrol(engine, study_id: str, params, is_pilot: bool) -> str | None:
     try:
         state = store.enrol(
             engine,
@@ -54,7 +90,7 @@ def _enrol(engine, study_id: str, params) -> str | None:
             prolific_pid=params.get("PROLIFIC_PID") or None,
             prolific_study_id=params.get("STUDY_ID") or None,
             prolific_session_id=params.get("SESSION_ID") or None,
-            is_pilot=is_pilot_key(study_id, params.get("pilot")),
+            is_pilot=is_pilot,
             user_agent=_user_agent(),
         )
     except store.StudyClosed as exc:
@@ -63,10 +99,7 @@ def _enrol(engine, study_id: str, params) -> str | None:
     except UserError:
         _message(store.INVALID_LINK_MESSAGE)
         return None
-    st.session_state["participant_token"] = state.token
-    # The token in the URL is what lets a reload, or the same link reopened later, resume.
-    st.query_params.clear()
-    st.query_params["t"] = state.token
+    _remember(state.token)
     return state.token
 
 
@@ -114,6 +147,12 @@ def _submit(engine, state, answers: dict, trial_meta: dict | None = None) -> Non
         if result.ok:
             ui.forget(step.key)
             st.session_state.pop(f"errors|{step.key}", None)
+            if result.duplicate and st.session_state.get("participant_last_stored") != step.key:
+                # Another tab or window stored this page first (a double click here is no news):
+                # these answers were not saved, and the page drawn next is where they really are.
+                st.session_state["participant_flash"] = t("submit.answered_elsewhere")
+            elif not result.duplicate:
+                st.session_state["participant_last_stored"] = step.key
             st.rerun()
         errors = result.errors
         if not errors:
@@ -128,9 +167,23 @@ def _errors(step) -> dict[str, str]:
     return st.session_state.get(f"errors|{step.key}") or {}
 
 
+def _submit_on_click(engine, state, answers: dict) -> None:
+    """A button's on_click: runs before the page is drawn, with the page the button was on.
+
+    In the body, a click on a page that another tab has already answered would find a newer
+    page there and be lost without a word; here it reaches submit_step, which says so.
+    """
+    from streamlit.runtime.scriptrunner import RerunException
+
+    try:
+        _submit(engine, state, answers)
+    except RerunException:
+        pass  # this run draws the page anew anyway
+
+
 def _continue(engine, state, label_key: str = "button.continue") -> None:
-    if st.button(t(label_key), key=f"submit|{state.step.key}", type="primary"):
-        _submit(engine, state, {})
+    st.button(t(label_key), key=f"submit|{state.step.key}", type="primary",
+              on_click=_submit_on_click, args=(engine, state, {}))
 
 
 def _instructions(engine, state) -> None:
@@ -142,11 +195,11 @@ def _consent(engine, state) -> None:
     st.markdown(state.study.consent.text)
     agree, decline = st.columns(2)
     with agree:
-        if st.button(state.study.consent.agree_label, key="consent|agree", type="primary"):
-            _submit(engine, state, {"consent": flow.Answer(flow.CONSENT_AGREE)})
+        st.button(state.study.consent.agree_label, key="consent|agree", type="primary", on_click=_submit_on_click,
+                  args=(engine, state, {"consent": flow.Answer(flow.CONSENT_AGREE)}))
     with decline:
-        if st.button(t("consent.decline"), key="consent|decline"):
-            _submit(engine, state, {"consent": flow.Answer(flow.CONSENT_DECLINE)})
+        st.button(t("consent.decline"), key="consent|decline", on_click=_submit_on_click,
+                  args=(engine, state, {"consent": flow.Answer(flow.CONSENT_DECLINE)}))
 
 
 def _items_page(engine, state) -> None:
@@ -262,8 +315,13 @@ def _complete(state) -> None:
     if completion.code:
         st.markdown(t("complete.code"))
         st.code(completion.code, language=None)
-    if completion.redirect_url:
-        st.link_button(t("complete.return"), completion.redirect_url, type="primary")
+    url = state.redirect_url
+    if url:
+        prolific = (urlsplit(url).hostname or "").endswith("prolific.com")
+        browser_session.redirect(url, getattr(completion, "redirect_after_s", 5), {
+            "countdown": t("complete.redirect.countdown"),
+            "now": t("complete.return") if prolific else t("complete.redirect.now"),
+        })
 
 
 def _withdraw_box(engine, state) -> None:

@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from study import instruments as ins
+from study.completion import check_redirect_url
 from study.texts import t
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -172,14 +173,21 @@ class Completion(_Section):
     code: str | None = Field(default=None, description="Completion code shown at the end (e.g. the Prolific completion code).")
     redirect_url: str | None = Field(
         default=None,
-        description="https address participants are sent to at the end, e.g. https://app.prolific.com/submissions/complete?cc=CODE.")
+        description="https address participants are sent to at the end, in the same tab, e.g. "
+                    "https://app.prolific.com/submissions/complete?cc={code}. It may carry the placeholders "
+                    "{PROLIFIC_PID}, {STUDY_ID}, {SESSION_ID} (as the participant's link carried them), "
+                    "{participant} (the pseudonym) and {code} (completion.code), filled in percent-escaped, "
+                    "in the path, query or fragment only; plain http only to localhost.")
+    redirect_after_s: int = Field(default=5, ge=0, le=120,
+                                  description="Seconds the completion page counts down before the redirect "
+                                              "(0: at once); a button goes there at once.")
     message: str = Field(default="Thank you for taking part. Your answers have been saved.", min_length=1,
                          description="Message on the final page (markdown).")
 
     @field_validator("redirect_url")
     @classmethod
     def _redirect_https(cls, v: str | None) -> str | None:
-        return _https(v, "redirect_url")
+        return None if v is None else check_redirect_url(v)
 
     @field_validator("code", mode="before")
     @classmethod

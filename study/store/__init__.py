@@ -140,6 +140,7 @@ from study.store.studies import (  # noqa: F401
     register_study,
     resolve_study_id,
     set_study_status,
+    study_status,
 )
 from study.errors import Problem, UserError  # noqa: F401  (part of the store's API since it was one module)
 from study.store.tables import (  # noqa: F401

@@ -55,6 +55,8 @@ class ParticipantState:
     excluded_reason: str | None = None
     prolific_pid: str | None = None
     study_status: str = "open"
+    prolific_study_id: str | None = None
+    prolific_session_id: str | None = None
 
     @property
     def completed(self) -> bool:
@@ -79,7 +81,16 @@ class ParticipantState:
 
     @property
     def redirect_url(self) -> str | None:
-        return getattr(self.study.completion, "redirect_url", None) if self.completed else None
+        """The study's redirect with this participant's placeholders filled (study.completion)."""
+        if not self.completed:
+            return None
+        from study.completion import redirect_for
+
+        completion = self.study.completion
+        return redirect_for(getattr(completion, "redirect_url", None), prolific_pid=self.prolific_pid,
+                            prolific_study_id=self.prolific_study_id,
+                            prolific_session_id=self.prolific_session_id, pseudonym=self.pseudonym,
+                            code=getattr(completion, "code", None))
 
     @property
     def debrief(self) -> list[dict]:
@@ -103,6 +114,7 @@ class SubmitResult:
 _P_COLUMNS = [participants.c[name] for name in (
     "id", "study_id", "token", "pseudonym", "participant_number", "prolific_pid", "label_condition",
     "list_index", "status", "excluded_reason", "attention_failed", "step_index", "step_key", "is_pilot",
+    "prolific_study_id", "prolific_session_id",
 )]
 # The participant's own version of the study file; the study's current file only for
 # participants of a version registered before study_versions existed (migration 0004).
@@ -195,6 +207,7 @@ def _build_state(conn: Connection, p, srow, step_index: int | None = None, statu
         attention_failed=p["attention_failed"] if attention_failed is None else attention_failed,
         excluded_reason=p["excluded_reason"] if excluded_reason is None else excluded_reason,
         prolific_pid=p["prolific_pid"], study_status=srow["status"],
+        prolific_study_id=p["prolific_study_id"], prolific_session_id=p["prolific_session_id"],
     )
 
 

@@ -213,6 +213,14 @@ def set_study_status(engine: Engine, study_id: str, status: str, actor: str = "c
         _audit(conn, actor, "study_status", study_id, detail={"from": row["status"], "to": status})
 
 
+def study_status(engine: Engine, study_id: str) -> str | None:
+    """open | paused | closed, or None for an unknown study id (one small read)."""
+    if not isinstance(study_id, str) or len(study_id) > 64:
+        return None
+    with _read(engine) as conn:
+        return conn.execute(sa.select(studies.c.status).where(studies.c.id == study_id)).scalar()
+
+
 def list_studies(engine: Engine) -> list[dict]:
     """Every registered study with its participant counts by status (keys: id, title, version,
     status, spec_hash, created_at, updated_at, participants, by_status)."""
