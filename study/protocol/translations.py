@@ -1,0 +1,98 @@
+"""Missing translations: every participant-facing text of a study file in each of its languages.
+
+A study lists its languages (`languages: [en, de]`, the first the default). Each translatable
+setting (typed `texts.Words`) may then be written as a mapping `{en: ..., de: ...}`; a plain
+string is the default language's wording only. This check names each text that lacks a
+language, or has one the study does not list, by its place in the file
+(`measures.custom_items[0].anchors.7`).
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Iterator
+from typing import Any
+
+from pydantic import BaseModel
+
+from study import texts
+
+
+def _translatable(annotation: Any, metadata: list[Any] = ()) -> bool:
+    """Is this field (or the elements of this list/mapping field) a translatable text?"""
+    if texts.TRANSLATABLE in metadata:
+        return True
+    if typing.get_origin(annotation) is typing.Annotated:
+        return texts.TRANSLATABLE in typing.get_args(annotation)[1:]
+    return False
+
+
+def _element(annotation: Any) -> Any:
+    """The element type of list[X] / dict[K, X] / X | None (else None)."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is typing.Annotated or not args:
+        return None
+    return args[-1]
+
+
+def texts_in(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    """(path, text) for every translatable text inside a validated study section."""
+    if not isinstance(value, BaseModel):
+        return
+    for name, field in type(value).model_fields.items():
+        yield from _walk(getattr(value, name, None), f"{path}{name}", field.annotation, list(field.metadata))
+
+
+def _walk(value: Any, path: str, annotation: Any, metadata: list[Any]) -> Iterator[tuple[str, Any]]:
+    if value is None:
+        return
+    if isinstance(value, str):
+        if _translatable(annotation, metadata):
+            yield path, value
+        return
+    if isinstance(value, BaseModel):
+        yield from texts_in(value, path + ".")
+        return
+    element = _element(annotation)
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            yield from _walk(sub, f"{path}.{key}", element, [])
+    elif isinstance(value, (list, tuple)):
+        for k, sub in enumerate(value):
+            yield from _walk(sub, f"{path}[{k}]", element, [])
+
+
+def _name(lang: str) -> str:
+    try:
+        return f"{lang} ({texts.t('language.name', lang)})"
+    except KeyError:
+        return lang
+
+
+def translation_problems(sections: dict[str, Any]) -> list[tuple[str, str]]:
+    """(field path, message) for each text that lacks one of the study's languages or has another."""
+    langs = sections.get("languages") or [texts.DEFAULT_LANG]
+    out: list[tuple[str, str]] = []
+    for section, value in sections.items():
+        if section == "languages":
+            continue
+        if isinstance(value, list):
+            pairs = (pair for k, v in enumerate(value) for pair in texts_in(v, f"{section}[{k}]."))
+        else:
+            pairs = texts_in(value, f"{section}.")
+        for path, text in pairs:
+            missing = texts.missing_languages(text, langs)
+            if missing:
+                example = ", ".join(f"{lang}: ..." for lang in langs)
+                out.append((path, f"has no translation for {', '.join(_name(m) for m in missing)}; the study's "
+                                  f"languages are {', '.join(langs)}, so write it as {{{example}}}"))
+            extra = [lang for lang in getattr(text, "by_lang", {}) if lang not in langs]
+            if extra and not _is_catalogue_default(text):
+                out.append((path, f"has wording in {', '.join(map(repr, extra))}, which is not in the study's "
+                                  f"languages ({', '.join(langs)}); add it to `languages` or remove it"))
+    return out
+
+
+def _is_catalogue_default(text: Any) -> bool:
+    # A default from the catalogue holds every shipped language, whichever the study uses.
+    return set(getattr(text, "by_lang", {})) == set(texts.languages())
