@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -46,6 +47,21 @@ def catalogue(lang: str = DEFAULT_LANG) -> dict[str, str]:
     with path.open("rb") as fh:
         po = read_po(fh, locale=None if lang == DEFAULT_LANG else lang, domain=DOMAIN)
     return {str(m.id): str(m.string) for m in po if m.id and m.string}
+
+
+def validation_study(lang: str) -> str | None:
+    """What a catalogue's `X-Validation-Study` header says about its instrument wording.
+
+    English is the wording the instruments were written in (None). A translation says which
+    validation study it went through, or "none" when it was made without one (the codebook
+    then marks the instruments' wording in that language as not validated). Read from the file
+    itself: Babel keeps no unknown headers.
+    """
+    if lang == DEFAULT_LANG:
+        return None
+    path = LOCALE_DIR / lang / "LC_MESSAGES" / f"{DOMAIN}.po"
+    found = re.search(r'^"X-Validation-Study:\s*(.*?)\\n"$', path.read_text(encoding="utf-8"), re.M)
+    return found.group(1).strip() if found else "none"
 
 
 def t(key: str, lang: str | None = None, **fmt) -> str:
