@@ -71,16 +71,15 @@ def _name(lang: str) -> str:
 
 def translation_problems(sections: dict[str, Any]) -> list[tuple[str, str]]:
     """(field path, message) for each text that lacks one of the study's languages or has another."""
+    from study.protocol.schema import Study
+
     langs = sections.get("languages") or [texts.DEFAULT_LANG]
     out: list[tuple[str, str]] = []
     for section, value in sections.items():
-        if section == "languages":
+        field = Study.model_fields.get(section)
+        if section == "languages" or field is None:
             continue
-        if isinstance(value, list):
-            pairs = (pair for k, v in enumerate(value) for pair in texts_in(v, f"{section}[{k}]."))
-        else:
-            pairs = texts_in(value, f"{section}.")
-        for path, text in pairs:
+        for path, text in _walk(value, section, field.annotation, list(field.metadata)):
             missing = texts.missing_languages(text, langs)
             if missing:
                 example = ", ".join(f"{lang}: ..." for lang in langs)
