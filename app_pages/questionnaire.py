@@ -107,7 +107,7 @@ def item_spec(item, position: int) -> dict[str, Any]:
         "widget": shape["widget"],
         "text": catalogue.local(item.text),  # in the page's language (texts.active)
         # Names each picture for a screen reader: "valence 3 of 9, very unpleasant".
-        "label": (item.label or item.pictogram or item.id.replace("_", " ")).lower(),
+        "label": (catalogue.local(item.label) or item.pictogram or item.id.replace("_", " ")).lower(),
         "required": bool(getattr(item, "required", True)),
         "position": position,
         "min": _num(item.min),

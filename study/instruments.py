@@ -63,7 +63,8 @@ class Item(BaseModel):
     instrument: str = Field(default="custom", description="Id of the instrument the item belongs to.")
     text: Words = Field(min_length=1, description="The question or statement shown to the participant "
                                                   "(or {language: text}, see `languages`).")
-    label: str | None = Field(default=None, description="Short name for tables and charts (default: the id).")
+    label: Words | None = Field(default=None, description="Short name for tables and charts (default: the id); "
+                                                          "pictorial scales also name their pictures with it.")
     type: str = Field(
         description="Response type, one of: " + "; ".join(f"{k.name} ({k.description})" for k in item_types.TYPES.values()) + "."
     )
@@ -267,11 +268,11 @@ def _build() -> dict[str, Instrument]:
         description="Three 9-point pictorial ratings of the feeling a clip left, SAM-style, with our own drawings.",
         scope="per_clip",
         items=[
-            Item(id="valence", instrument="sam", type="pictorial9", pictogram="valence", label="Valence",
+            Item(id="valence", instrument="sam", type="pictorial9", pictogram="valence", label=from_catalogue("item.valence.label"),
                  description="Felt pleasantness of the clip, from unpleasant (1) to pleasant (9).", **_words("valence")),
-            Item(id="arousal", instrument="sam", type="pictorial9", pictogram="arousal", label="Arousal",
+            Item(id="arousal", instrument="sam", type="pictorial9", pictogram="arousal", label=from_catalogue("item.arousal.label"),
                  description="Felt activation during the clip, from calm (1) to stirred up (9).", **_words("arousal")),
-            Item(id="dominance", instrument="sam", type="pictorial9", pictogram="dominance", label="Dominance",
+            Item(id="dominance", instrument="sam", type="pictorial9", pictogram="dominance", label=from_catalogue("item.dominance.label"),
                  description="Felt control over one's own reaction, from overpowered (1) to in control (9).", **_words("dominance")),
         ],
     )
@@ -363,9 +364,9 @@ def _build() -> dict[str, Instrument]:
         description="A short check of current mood, asked at the start and at the end of a session.",
         scope="session",
         items=[
-            Item(id="mood_valence", instrument="mood", type="pictorial9", pictogram="valence", label="Mood valence",
+            Item(id="mood_valence", instrument="mood", type="pictorial9", pictogram="valence", label=from_catalogue("item.mood_valence.label"),
                  description="Current pleasantness of mood, 1 (unpleasant) to 9 (pleasant).", **_words("mood_valence")),
-            Item(id="mood_arousal", instrument="mood", type="pictorial9", pictogram="arousal", label="Mood arousal",
+            Item(id="mood_arousal", instrument="mood", type="pictorial9", pictogram="arousal", label=from_catalogue("item.mood_arousal.label"),
                  description="Current activation, 1 (calm) to 9 (stirred up).", **_words("mood_arousal")),
             _likert("mood_tense", "mood", "Current tension.", label="Tense"),
             _likert("mood_tired", "mood", "Current tiredness.", label="Tired"),
