@@ -144,8 +144,9 @@ class Text(str):
     asks `local(text, lang)` for its language.
     """
 
-    __slots__ = ("by_lang",)
+    __slots__ = ("by_lang", "lang")
     by_lang: dict[str, str]
+    lang: str  # the language of the plain-string wording (shown where another one is missing)
 
     def __new__(cls, by_lang: Mapping[str, str], default: str | None = None) -> Text:
         if not by_lang:
@@ -153,13 +154,14 @@ class Text(str):
         default = default if default in by_lang else next(iter(by_lang))
         obj = super().__new__(cls, by_lang[default])
         obj.by_lang = dict(by_lang)
+        obj.lang = default
         return obj
 
     def in_lang(self, lang: str) -> str:
         return self.by_lang.get(lang, str(self))
 
     def __reduce__(self):
-        return (Text, (self.by_lang, next((k for k, v in self.by_lang.items() if v == str(self)), None)))
+        return (Text, (self.by_lang, self.lang))
 
     def __deepcopy__(self, memo):
         return self

@@ -9,7 +9,6 @@ from typing import Any
 from study import instruments as ins
 from study.errors import Problem
 from study.protocol.schema import AnalysisPlan, Design, Measures, Study
-from study.protocol.translations import translation_problems
 
 # ---------------------------------------------------------------------------------------------
 # Checks across sections. They take whichever sections validated, so that a type error in one
@@ -124,7 +123,6 @@ def cross_check(sections: dict[str, Any], partial: set[str] | frozenset[str] = f
             check_outcome(f"analysis.secondary_outcomes[{k}]", oid)
             if oid == plan.primary_outcome:
                 out.append((f"analysis.secondary_outcomes[{k}]", f"{oid!r} is already the primary outcome"))
-    out += translation_problems(sections)
     return out
 
 

@@ -4,7 +4,9 @@ A study lists its languages (`languages: [en, de]`, the first the default). Each
 setting (typed `texts.Words`) may then be written as a mapping `{en: ..., de: ...}`; a plain
 string is the default language's wording only. This check names each text that lacks a
 language, or has one the study does not list, by its place in the file
-(`measures.custom_items[0].anchors.7`).
+(`measures.custom_items[0].anchors.7`). They are warnings, as gettext's own tools treat an
+untranslated message: the study still runs, and a participant who chose the missing language
+reads that text in the study's first language.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from study import texts
+from study.errors import Problem
 
 
 def _translatable(annotation: Any, metadata: list[Any] = ()) -> bool:
@@ -83,15 +86,23 @@ def translation_problems(sections: dict[str, Any]) -> list[tuple[str, str]]:
             missing = texts.missing_languages(text, langs)
             if missing:
                 example = ", ".join(f"{lang}: ..." for lang in langs)
-                out.append((path, f"has no translation for {', '.join(_name(m) for m in missing)}; the study's "
-                                  f"languages are {', '.join(langs)}, so write it as {{{example}}}"))
+                out.append((path, f"has no translation for {', '.join(_name(m) for m in missing)} (shown in "
+                                  f"{getattr(text, 'lang', langs[0])} instead); the study's languages are {', '.join(langs)}, so write "
+                                  f"it as {{{example}}}"))
             extra = [lang for lang in getattr(text, "by_lang", {}) if lang not in langs]
             if extra and not _is_catalogue_default(text):
                 out.append((path, f"has wording in {', '.join(map(repr, extra))}, which is not in the study's "
-                                  f"languages ({', '.join(langs)}); add it to `languages` or remove it"))
+                                  f"languages ({', '.join(langs)}) and is never shown; add it to `languages` or "
+                                  "remove it"))
     return out
 
 
 def _is_catalogue_default(text: Any) -> bool:
     # A default from the catalogue holds every shipped language, whichever the study uses.
     return set(getattr(text, "by_lang", {})) == set(texts.languages())
+
+
+def translation_warnings(study: Any, label: str = "study.yaml") -> list[Problem]:
+    """translation_problems of a whole study, as warnings of `kuleshov validate`."""
+    sections = {name: getattr(study, name) for name in type(study).model_fields}
+    return [Problem(f"{label}: {path}", msg, "warning") for path, msg in translation_problems(sections)]
