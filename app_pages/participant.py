@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import streamlit as st
 
-from app_pages import get_engine, questionnaire, ui
+from app_pages import get_engine, page_language, questionnaire, ui
 from app_pages.player import player
 from study import flow, store, texts
 from study.errors import UserError
@@ -49,6 +49,7 @@ def page() -> None:
             _message(t("link.invalid"))
             return
     state = _asked_language(engine, state, params.get("lang"))
+    page_language.declare(state.language)
     with texts.active(state.language):
         render(engine, state)
 

@@ -82,6 +82,7 @@ def test_whole_demo_study_in_german(german_server, tmp_path):
         page.get_by_text("Dies ist eine Demonstration der Studienplattform Kuleshov.").wait_for(timeout=STEP_TIMEOUT_MS)
         body = page.inner_text("body")
         assert "Sprache" in body and "Deutsch" in body and "English" in body  # the switcher
+        page.wait_for_function("document.documentElement.lang === 'de'", timeout=STEP_TIMEOUT_MS)
         leaks["consent"] = english_on(body)
         page.get_by_role("button", name=texts.local(study.consent.agree_label, "de")).click()
         page.wait_for_url("**/?t=*", timeout=STEP_TIMEOUT_MS)
@@ -106,8 +107,7 @@ def test_whole_demo_study_in_german(german_server, tmp_path):
                 for item in step.items:
                     question = page.locator(f'.kq-root[data-page="{step.key}"] [data-item="{item.id}"]')
                     question.first.wait_for(timeout=STEP_TIMEOUT_MS)
-                    if item.instrument != "discrete_emotions":  # the grid shows the emotion rows by name
-                        assert texts.local(item.text, "de").split("**")[0].strip() in question.first.inner_text(), item.id
+                    assert texts.local(item.text, "de").split("**")[0].strip() in question.first.inner_text(), item.id
                 answer_page(page, step, state.item_order, rng)
                 leaks[step.key] = english_on(page.inner_text("body"))
                 page.get_by_role("button", name="Weiter", exact=True).first.click()
@@ -163,6 +163,7 @@ def test_browser_language_and_the_consent_page_switcher(german_server):
         page.get_by_text("English", exact=True).click()
         wait_heading(page, "Consent")
         page.get_by_text("This is a demonstration of the Kuleshov study platform.").wait_for(timeout=STEP_TIMEOUT_MS)
+        page.wait_for_function("document.documentElement.lang === 'en'", timeout=STEP_TIMEOUT_MS)
         assert store.get_state(engine, token).language == "en"
         page.reload()
         wait_heading(page, "Consent")  # the stored language, not the browser's, after a reload
