@@ -35,23 +35,27 @@ def page() -> None:
     engine = get_engine()
     token = params.get("t") or st.session_state.get("participant_token")
     # Until a participant (and their study's languages) is known: any shipped language.
-    with texts.active(texts.choose_language(texts.languages(), params.get("lang"), _browser_languages())):
-        if not token:
-            study_id = params.get("study")
-            if not study_id:
-                _message(t("link.incomplete"))
+    lang = texts.choose_language(texts.languages(), params.get("lang"), _browser_languages())
+    try:
+        with texts.active(lang):
+            if not token:
+                study_id = params.get("study")
+                if not study_id:
+                    _message(t("link.incomplete"))
+                    return
+                token = _enrol(engine, study_id, params)
+                if token is None:
+                    return
+            state = store.get_state(engine, token)
+            if state is None:
+                _message(t("link.invalid"))
                 return
-            token = _enrol(engine, study_id, params)
-            if token is None:
-                return
-        state = store.get_state(engine, token)
-        if state is None:
-            _message(t("link.invalid"))
-            return
-    state = _asked_language(engine, state, params.get("lang"))
-    page_language.declare(state.language)
-    with texts.active(state.language):
-        render(engine, state)
+        state = _asked_language(engine, state, params.get("lang"))
+        lang = state.language
+        with texts.active(lang):
+            render(engine, state)
+    finally:
+        page_language.declare(lang)
 
 
 def _browser_languages() -> str | None:

@@ -11,6 +11,7 @@ import cli
 from study import flow, store, texts
 from study.instruments import INSTRUMENTS, items_for
 from study.protocol import Study, load_study, validate_study_file
+from test_texts import page_db  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "stimuli" / "demo" / "study.yaml"
@@ -198,3 +199,20 @@ def test_the_store_answers_in_the_participant_s_language(demo_engine):
     assert result.message == "Bitte prüfen Sie die unten markierten Antworten."
     assert result.errors == {"consent": "Bitte beantworten Sie diese Frage."}
     assert store.submit_step(engine, state.token, "debrief", {}).message == "Dies ist nicht die aktuelle Seite; hier sind Sie gerade."
+
+
+# --------------------------------------------------------------------------- pages before a participant is known
+
+
+def test_link_messages_speak_the_link_s_language(page_db):
+    from test_texts import _render, _shown
+
+    assert texts.t("link.incomplete", "de") in _shown(_render(None, lang="de"))
+    assert texts.t("link.invalid", "de") in _shown(_render("not-a-token", lang="de"))
+    assert texts.t("link.incomplete") in _shown(_render(None))
+    eng, study_id = page_db
+    at = _render(None, study=study_id, lang="de", PROLIFIC_PID="p-apptest")
+    assert "Einwilligung" in _shown(at)
+    token = at.query_params["t"]
+    token = token[0] if isinstance(token, list) else token
+    assert store.get_state(eng, token).language == "de"
