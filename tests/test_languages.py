@@ -145,7 +145,7 @@ def test_validate_reports_each_missing_translation_with_its_place_and_language(t
         "warning: study.yaml: completion.message: has no translation for de (Deutsch) (shown in en instead); "
         "the study's languages are de, en, so write it as {de: ..., en: ...}",
     ], out
-    assert out.splitlines()[-1].startswith("OK: Zwei Sprachen")
+    assert out.splitlines()[-1].startswith("OK: Zwei Sprachen") and out.splitlines()[-1].endswith("languages de, en)")
     # The complete file has none.
     assert not [p for p in validate_study_file(_write(tmp_path, BILINGUAL)) if "translation" in p.message]
 

@@ -245,5 +245,5 @@ def cli_validate(args: Any) -> int:
         clips = "manifest not checked"
     shown = study.design.clips_per_participant or "all"
     print(f"OK: {study.title} ({clips}; {shown} per participant; {len(per_clip)} items per clip; "
-          f"conditions {', '.join(study.design.label_conditions)})")
+          f"conditions {', '.join(study.design.label_conditions)}; languages {', '.join(study.languages)})")
     return 0
