@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from study import item_types
 from study.errors import UserError
-from study.texts import Words, from_catalogue, local
+from study.texts import Words, from_catalogue
 from study.texts import keys as text_keys
 
 if TYPE_CHECKING:
