@@ -294,7 +294,7 @@ def _clip(engine, state, with_label: bool) -> None:
 def _debrief(engine, state) -> None:
     rows = flow.debrief_info(state.study, state.stimuli, state.sequence)
     st.markdown(t("debrief.intro"))
-    lines = [t("debrief.line", position=row["position"], title=row["title"],
+    lines = [t("debrief.line", position=row["position"], title=_title(state, row),
                source=t("debrief.source.ai") if row["ai_generated"] else t("debrief.source.human"))
              for row in rows]
     st.markdown("\n".join(lines))
@@ -303,6 +303,12 @@ def _debrief(engine, state) -> None:
     elif state.label_condition == "true":
         st.caption(t("debrief.true"))
     _continue(engine, state, "button.finish")
+
+
+def _title(state, row) -> str:
+    """A clip's title in the participant's language (manifest column title_<lang>), else its title."""
+    titles = (state.stimuli.get(row["stimulus_id"]) or {}).get("titles") or {}
+    return titles.get(state.language) or row["title"]
 
 
 def _complete(state) -> None:

@@ -216,3 +216,22 @@ def test_link_messages_speak_the_link_s_language(page_db):
     token = at.query_params["t"]
     token = token[0] if isinstance(token, list) else token
     assert store.get_state(eng, token).language == "de"
+
+
+def test_manifest_titles_in_other_languages(tmp_path):
+    from types import SimpleNamespace
+
+    from app_pages.participant import _title
+    from study.stimuli import load_manifest
+
+    (tmp_path / "manifest.csv").write_text("id,file,source,title,title_de,title_fr\n"
+                                           "h1,h1.mp4,human,Sea,Meer,Mer\na1,a1.mp4,ai,Sky,,Ciel\n", encoding="utf-8")
+    for name in ("h1.mp4", "a1.mp4"):
+        (tmp_path / name).write_bytes(b"x")
+    stimuli, problems = load_manifest(tmp_path / "manifest.csv")
+    assert [(s.id, s.title, s.titles) for s in stimuli] == [("h1", "Sea", {"de": "Meer"}), ("a1", "Sky", {})]
+    # French is not shipped: its column is ignored, with the reason.
+    assert [p.where for p in problems if "unknown column" in p.message] == ["manifest.csv line 1, column title_fr"]
+    state = SimpleNamespace(language="de", stimuli={s.id: {"titles": s.titles} for s in stimuli})
+    assert _title(state, {"stimulus_id": "h1", "title": "Sea"}) == "Meer"
+    assert _title(state, {"stimulus_id": "a1", "title": "Sky"}) == "Sky"  # no German title: the title
