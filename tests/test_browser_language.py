@@ -118,6 +118,8 @@ def test_whole_demo_study_in_german(german_server, tmp_path):
         body = page.inner_text("body")
         assert "Vielen Dank: Alle Ihre Antworten wurden gespeichert." in body
         assert "von KI erzeugt" in body
+        assert "Morgendämmerung über dem Wasser (Demonstrationsclip)" in body  # the manifest's title_de
+        assert "(demonstration clip)" not in body
         leaks["debrief"] = english_on(body)
         page.get_by_role("button", name="Abschließen", exact=True).click()
         page.get_by_text("Vielen Dank, dass Sie die Demonstration ausprobiert haben.").wait_for(timeout=STEP_TIMEOUT_MS)
