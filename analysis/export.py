@@ -83,6 +83,11 @@ COLUMNS: dict[str, tuple[str, str, str, str, str, str]] = {
                "started = consent not yet given; in_progress; completed; withdrawn; declined = refused consent; "
                "timed_out = inactive past the study's timeout", "never missing",
                "Where the participant's session ended up (at export time)."),
+    "language": ("Language", "string", "", "a language code of the study file's `languages` (en = English, "
+                 "de = German ...)", "never missing",
+                 "The language every page was shown in to the participant (chosen from the link's ?lang=, the "
+                 "browser's languages, or the switcher on the consent page). See the codebook's kind "
+                 "`translation` rows for whether each instrument's wording in it was validated."),
     "list_index": ("Counterbalancing list", "integer", "", "0 .. number of lists - 1", "never missing",
                    "Which counterbalanced clip list the participant was assigned."),
     "study_version": ("Study version", "string", "", "a version of the study file (study_v<version>.yaml)",
@@ -173,7 +178,9 @@ for _name, _text in {
     "file": "Data file (without extension) the column is in; for kind item of session answers: responses.",
     "name": "Column name, or item id for items recorded as rows of responses.",
     "kind": "column = a column of the file; item = a question (a column of scores, or a value of item_id in "
-            "responses); scale = a scale score column of scores.",
+            "responses); scale = a scale score column of scores; translation = the wording of one instrument in one "
+            "of the study's languages (allowed_values: the language), its description saying whether that "
+            "wording was validated (validated: false = translated without a validation study).",
     "label": "Short human-readable name.",
     "type": "Frictionless type of the column: string, integer, number, boolean or datetime. " + CSV_TEXT_NOTE,
     "response_type": "How an item was answered (pictorial9, likert, slider, intensity, choice, text, number, "
@@ -267,9 +274,52 @@ def build_codebook(study: Any, fields: dict[str, list[tuple[str, str]]]) -> pd.D
                      "reverse": item.reverse, "subscale": item.subscale or "",
                      "description": f"{item.description} Question: \u201c{item.text}\u201d Recorded as rows "
                      "of responses (item_id), in value or value_text."})
+    rows += translation_rows(study)
     for name in CODEBOOK_FIELDS:
         rows.append(plain("codebook", name, column_doc("codebook", name)[1]))
     return pd.DataFrame(rows, columns=CODEBOOK_FIELDS)
+
+
+def translation_rows(study: Any) -> list[dict[str, Any]]:
+    """One codebook row (kind `translation`) per instrument the study asks x language it offers.
+
+    Says where each wording comes from and whether it was validated: the built-in instruments
+    were written in English for Kuleshov; a shipped translation says in its catalogue file
+    (header X-Validation-Study) which validation study it went through, "none" giving
+    `validated: false`. The study's own items are worded by its authors, in each language.
+    """
+    from study import instruments, texts
+
+    used = list(dict.fromkeys([*(["demographics"] if study.demographics else []), *study.measures.session_start,
+                               *study.measures.per_clip, *study.measures.session_end]))
+    own = [c.id for c in study.measures.custom_items] + [c.id for c in study.attention_checks]
+    rows: list[dict[str, Any]] = []
+    for lang in getattr(study, "languages", None) or [texts.DEFAULT_LANG]:
+        name = texts.t("language.name", lang)
+        validation = texts.validation_study(lang)
+        for iid in used:
+            instrument = instruments.get_instrument(iid)
+            if validation is None:
+                note = "validated: source wording. Written in English for Kuleshov (the wording the instrument was declared in)."
+            elif validation == "none":
+                note = (f"validated: false. The {name} wording is a translation made for Kuleshov without a validation "
+                        "study (study/locale/" + lang + "/LC_MESSAGES/kuleshov.po); answers in it may not be "
+                        "comparable with answers in other languages without a measurement-invariance check.")
+            else:
+                note = f"validated: {validation}. The {name} wording went through that validation study."
+            rows.append(_translation_row(f"{iid}.{lang}", f"{instrument.name} ({name})", lang, iid, note))
+        if own:
+            rows.append(_translation_row(f"study.{lang}", f"The study file's own texts ({name})", lang, "custom",
+                                         f"validated: as stated by the study's authors. Consent, instructions, custom "
+                                         f"items and attention checks ({', '.join(own) if own else 'none'}) in "
+                                         f"{name} are worded in the study file."))
+    return rows
+
+
+def _translation_row(name: str, label: str, lang: str, instrument: str, note: str) -> dict[str, Any]:
+    return {"file": "", "name": name, "kind": "translation", "label": label, "type": "string", "response_type": "",
+            "unit": "", "allowed_values": lang, "missing": "", "instrument": instrument, "scope": "",
+            "reverse": False, "subscale": "", "description": note}
 
 
 # --------------------------------------------------------------------------- writing
@@ -414,7 +464,8 @@ def _dataset_description(info: store.StudyInfo, codebook: pd.DataFrame, counts: 
         authors = [authors]
     people = [{"@type": "Person", "name": str(a)} for a in authors] if authors else [
         {"@type": "Person", "name": "AUTHOR (fill in before sharing the dataset)"}]
-    columns = codebook[(codebook["kind"] != "column") | (codebook["file"].isin(["scores", "participants"]))]
+    columns = codebook[((codebook["kind"] != "column") | (codebook["file"].isin(["scores", "participants"])))
+                       & (codebook["kind"] != "translation")]
     columns = columns[columns["file"] != "codebook"].drop_duplicates("name")
     return {
         "@context": "https://schema.org/",

@@ -33,7 +33,7 @@ LONG_COLUMNS = ["participant_id", "stimulus_id", "source", "pair_id", "label_con
                 "instrument_id", "item_id", "value", "value_text", "untouched", "shown_position",
                 "response_time_ms", "watched_share", "is_pilot", "status"]
 PARTICIPANT_COLUMNS = ["participant_id", "pseudonym", "status", "label_condition", "list_index", "study_version",
-                       "is_pilot",
+                       "language", "is_pilot",
                        "started_at", "completed_at", "duration_s", "step_key", "n_planned", "n_completed",
                        "failed_attention", "excluded_reason"]
 TRIAL_META_COLUMNS = ["participant_id", "stimulus_id", "source", "pair_id", "label_condition", "position",
@@ -132,7 +132,7 @@ def _participant_rows(conn, study_id: str) -> pd.DataFrame:
     done = (sa.select(t.participant_id, sa.func.count().label("n_completed"))
             .where(t.position >= 1, t.submitted_at.is_not(None)).group_by(t.participant_id).subquery())
     stmt = (sa.select(p.id.label("pid"), p.pseudonym, p.status, p.label_condition, p.list_index, p.study_version,
-                      p.is_pilot,
+                      p.language, p.is_pilot,
                       p.started_at, p.completed_at, p.step_key, planned.c.n_planned, done.c.n_completed,
                       p.attention_failed.label("failed_attention"), p.excluded_reason)
             .select_from(store.participants.outerjoin(planned, planned.c.participant_id == p.id)

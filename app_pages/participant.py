@@ -4,6 +4,11 @@ Nothing about progress lives in the Streamlit session: a reload, a second tab or
 connection finds the participant where the database says they are. The session only holds
 what is being typed on the current page. Each submit is one call to store.submit_step, which
 is idempotent (a second submit of the same step writes nothing).
+
+Every page is drawn in the participant's language (stored with them, chosen at enrolment from
+`?lang=` or the browser's Accept-Language among the study's languages, switchable on the
+consent page): `texts.active` makes it the language of every catalogue text, `texts.local`
+picks it from the study file's {language: text} settings.
 """
 
 from __future__ import annotations
@@ -13,12 +18,12 @@ from urllib.parse import quote, urlsplit
 
 import streamlit as st
 
-from app_pages import browser_session, get_engine, questionnaire, ui
+from app_pages import browser_session, get_engine, page_language, questionnaire, ui
 from app_pages.player import player
-from study import flow, store
+from study import flow, store, texts
 from study.errors import UserError
 from study.texts import keys as text_keys
-from study.texts import t
+from study.texts import local, t
 
 
 # --------------------------------------------------------------------------- entry
@@ -29,20 +34,45 @@ def page() -> None:
     params = st.query_params
     engine = get_engine()
     token = params.get("t") or st.session_state.get("participant_token")
-    if not token:
-        study_id = params.get("study")
-        if not study_id:
-            _message(t("link.incomplete"))
-            return
-        token = _resume_or_enrol(engine, study_id, params)
-        if token is None:
-            return
-    state = store.get_state(engine, token)
-    if state is None:
-        _message(store.INVALID_LINK_MESSAGE)
-        return
-    browser_session.keep_token(state.study_id, state.token, state.is_pilot)
-    render(engine, state)
+    # Until a participant (and their study's languages) is known: any shipped language.
+    lang = texts.choose_language(texts.languages(), params.get("lang"), _browser_languages())
+    try:
+        with texts.active(lang):
+            if not token:
+                study_id = params.get("study")
+                if not study_id:
+                    _message(t("link.incomplete"))
+                    return
+                token = _resume_or_enrol(engine, study_id, params)
+                if token is None:
+                    return
+            state = store.get_state(engine, token)
+            if state is None:
+                _message(t("link.invalid"))
+                return
+        state = _asked_language(engine, state, params.get("lang"))
+        lang = state.language
+        with texts.active(lang):
+            browser_session.keep_token(state.study_id, state.token, state.is_pilot)
+            render(engine, state)
+    finally:
+        page_language.declare(lang)
+
+
+def _browser_languages() -> str | None:
+    """The browser's Accept-Language header (or navigator.language, as Streamlit reports it)."""
+    try:
+        return st.context.headers.get("Accept-Language") or st.context.locale
+    except Exception:
+        return None
+
+
+def _asked_language(engine, state, asked: str | None):
+    """A `?lang=` on the consent page (a link, the switcher) changes the stored language."""
+    if asked and asked != state.language and state.step.kind == "consent" and state.active:
+        if store.set_language(engine, state.token, asked) == asked:
+            return store.get_state(engine, state.token)
+    return state
 
 
 def _resume_or_enrol(engine, study_id: str, params) -> str | None:
@@ -92,6 +122,8 @@ def _enrol(engine, study_id: str, params, is_pilot: bool) -> str | None:
             prolific_session_id=params.get("SESSION_ID") or None,
             is_pilot=is_pilot,
             user_agent=_user_agent(),
+            language=params.get("lang"),
+            accept_language=_browser_languages(),
         )
     except store.StudyClosed as exc:
         _message(str(exc))
@@ -120,10 +152,10 @@ def _message(text: str) -> None:
 
 def render(engine, state) -> None:
     if state.status in ("withdrawn", "declined", "timed_out"):
-        _message(store.INACTIVE_MESSAGES[state.status])
+        _message(t(f"status.{state.status}"))
         return
     if state.study_status == "closed" and state.active:
-        _message(store.CLOSED_MESSAGE)
+        _message(t("study.closed"))
         return
     step = state.step
     flash = st.session_state.pop("participant_flash", None)
@@ -132,7 +164,7 @@ def render(engine, state) -> None:
     if flow.shows_progress(step):
         st.progress(state.progress)
     if step.title:
-        st.subheader(step.title)
+        st.subheader(local(step.title))
     RENDERERS[step.kind](engine, state)
     if state.active and flow.withdrawable(step):
         _withdraw_box(engine, state)
@@ -176,7 +208,8 @@ def _submit_on_click(engine, state, answers: dict) -> None:
     from streamlit.runtime.scriptrunner import RerunException
 
     try:
-        _submit(engine, state, answers)
+        with texts.active(state.language):  # callbacks run before page() sets the language
+            _submit(engine, state, answers)
     except RerunException:
         pass  # this run draws the page anew anyway
 
@@ -187,19 +220,36 @@ def _continue(engine, state, label_key: str = "button.continue") -> None:
 
 
 def _instructions(engine, state) -> None:
-    st.markdown(state.study.instructions)
+    st.markdown(local(state.study.instructions))
     _continue(engine, state, "button.start")
 
 
 def _consent(engine, state) -> None:
-    st.markdown(state.study.consent.text)
+    _language_switcher(engine, state)
+    st.markdown(local(state.study.consent.text))
     agree, decline = st.columns(2)
     with agree:
-        st.button(state.study.consent.agree_label, key="consent|agree", type="primary", on_click=_submit_on_click,
-                  args=(engine, state, {"consent": flow.Answer(flow.CONSENT_AGREE)}))
+        st.button(local(state.study.consent.agree_label), key="consent|agree", type="primary",
+                  on_click=_submit_on_click, args=(engine, state, {"consent": flow.Answer(flow.CONSENT_AGREE)}))
     with decline:
         st.button(t("consent.decline"), key="consent|decline", on_click=_submit_on_click,
                   args=(engine, state, {"consent": flow.Answer(flow.CONSENT_DECLINE)}))
+
+
+def _language_switcher(engine, state) -> None:
+    """The study's languages, each by its own name; choosing one redraws every page in it."""
+    offered = list(getattr(state.study, "languages", None) or [])
+    if len(offered) < 2:
+        return
+
+    def switch() -> None:
+        chosen = st.session_state.get("language|switch")
+        if chosen:
+            store.set_language(engine, state.token, chosen)
+
+    st.radio(t("language.choose"), offered, index=offered.index(state.language) if state.language in offered else 0,
+             format_func=lambda lang: t("language.name", lang), horizontal=True, key="language|switch",
+             on_change=switch)
 
 
 def _items_page(engine, state) -> None:
@@ -255,8 +305,8 @@ def _clip(engine, state, with_label: bool) -> None:
     continuous = None
     cr = getattr(playback, "continuous_rating", None)
     if cr is not None:
-        continuous = {"label": cr.item, "min": cr.min, "max": cr.max, "low_label": cr.min_label,
-                      "high_label": cr.max_label, "interval_ms": 500}
+        continuous = {"label": local(cr.item), "min": cr.min, "max": cr.max, "low_label": local(cr.min_label),
+                      "high_label": local(cr.max_label), "interval_ms": 500}
     status = player(
         key=f"player-{step.key}",
         instance=step.key,
@@ -298,7 +348,7 @@ def _clip(engine, state, with_label: bool) -> None:
 def _debrief(engine, state) -> None:
     rows = flow.debrief_info(state.study, state.stimuli, state.sequence)
     st.markdown(t("debrief.intro"))
-    lines = [t("debrief.line", position=row["position"], title=row["title"],
+    lines = [t("debrief.line", position=row["position"], title=_title(state, row),
                source=t("debrief.source.ai") if row["ai_generated"] else t("debrief.source.human"))
              for row in rows]
     st.markdown("\n".join(lines))
@@ -309,9 +359,15 @@ def _debrief(engine, state) -> None:
     _continue(engine, state, "button.finish")
 
 
+def _title(state, row) -> str:
+    """A clip's title in the participant's language (manifest column title_<lang>), else its title."""
+    titles = (state.stimuli.get(row["stimulus_id"]) or {}).get("titles") or {}
+    return titles.get(state.language) or row["title"]
+
+
 def _complete(state) -> None:
     completion = state.study.completion
-    st.markdown(completion.message)
+    st.markdown(local(completion.message))
     if completion.code:
         st.markdown(t("complete.code"))
         st.code(completion.code, language=None)

@@ -28,6 +28,16 @@ COLUMNS = ["id", "file", "url", "source", "title", "credit", "licence", "generat
            "generator_version", "prompt", "seed", "pair_id", "notes"]
 REQUIRED_COLUMNS = ["id", "source"]  # plus at least one of file / url
 COLUMN_ALIASES = {"license": "licence"}
+# title_<lang> (e.g. title_de): the clip's title in another of the shipped languages, for the debrief.
+TITLE_PREFIX = "title_"
+
+
+def _translated_title(column: str) -> str | None:
+    """The language of a title_<lang> column (a shipped language), else None."""
+    from study.texts import languages
+
+    lang = column[len(TITLE_PREFIX):] if column.startswith(TITLE_PREFIX) else None
+    return lang if lang in languages() else None
 
 # Pair members whose durations differ more than this are flagged: viewers' ratings depend on
 # length, so a long and a short clip are not a matched comparison.
@@ -60,7 +70,9 @@ class Stimulus(BaseModel):
     file: str | None = Field(None, description="path relative to the manifest's folder")
     url: str | None = Field(None, description="https URL, instead of a file")
     source: Literal["human", "ai"] = Field(description="who made the clip: human or ai")
-    title: str = Field("", description="title shown to researchers (not to participants)")
+    title: str = Field("", description="title shown to researchers, and to participants in the debrief")
+    titles: dict[str, str] = Field(default_factory=dict,
+                                   description="the title in other languages, from columns title_<lang> (e.g. title_de)")
     credit: str = Field("", description="author / rights holder")
     licence: str = Field("", description="licence or permission under which the clip is used")
     generator: str = Field("", description="AI clips: the model or tool that generated it")
@@ -198,10 +210,11 @@ def load_manifest(path: str | Path) -> tuple[list[Stimulus], list[Problem]]:
             return [], [Problem(f"{name} line 1", f"missing required column(s): {', '.join(missing)}; "
                                                   f"the columns are {', '.join(COLUMNS)}")]
         for col in columns:
-            if col not in COLUMNS:
+            if col not in COLUMNS and not _translated_title(col):
                 problems.append(Problem(f"{name} line 1, column {col or '(blank)'}",
                                         f"unknown column {col!r} is ignored; known columns are "
-                                        f"{', '.join(COLUMNS)}", "warning"))
+                                        f"{', '.join(COLUMNS)} and {TITLE_PREFIX}<language> for a shipped "
+                                        "language", "warning"))
         dupes = {c for c in columns if columns.count(c) > 1 and c in COLUMNS}
         for col in sorted(dupes):
             problems.append(Problem(f"{name} line 1, column {col}",
@@ -219,7 +232,7 @@ def load_manifest(path: str | Path) -> tuple[list[Stimulus], list[Problem]]:
                                         f"the row has {len(fields)} values but the header names "
                                         f"{len(columns)} columns (a comma inside a value needs quotes)"))
                 continue
-            values = {c: _clean(v) for c, v in zip(columns, fields) if c in COLUMNS}
+            values = {c: _clean(v) for c, v in zip(columns, fields) if c in COLUMNS or _translated_title(c)}
             rows.append((start, values))
     except csv.Error as exc:
         return [], problems + [Problem(f"{name} line {reader.line_num}",
@@ -234,6 +247,8 @@ def load_manifest(path: str | Path) -> tuple[list[Stimulus], list[Problem]]:
         for key in ("file", "url", "pair_id", "seed"):
             data[key] = values.get(key)
         data["id"] = data.get("id") or ""
+        data["titles"] = {_translated_title(k): v for k in list(data) if _translated_title(k)
+                          for v in [data.pop(k)] if v}
         try:
             stim = Stimulus(**data, line=line)
         except ValidationError as exc:

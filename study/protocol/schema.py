@@ -15,13 +15,15 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
 
 from study import instruments as ins
+from study import texts
 from study.completion import check_redirect_url
-from study.texts import t
+from study.texts import Words, from_catalogue, t
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
@@ -41,8 +43,8 @@ def _https(value: str | None, what: str) -> str | None:
 
 
 class Consent(_Section):
-    text: str = Field(min_length=1, description="Consent information shown on the first page (markdown). Required.")
-    agree_label: str = Field(default=t("consent.agree"), min_length=1,
+    text: Words = Field(min_length=1, description="Consent information shown on the first page (markdown). Required.")
+    agree_label: Words = Field(default=from_catalogue("consent.agree"), min_length=1,
                              description="Label of the button a participant presses to consent (the other button "
                                          "declines; both labels are in the codebook's consent row).")
 
@@ -112,11 +114,13 @@ class Design(_Section):
 
 
 class ContinuousRating(_Section):
-    item: str = Field(min_length=1, description="Question shown beside the slider during playback, e.g. 'How do you feel right now?'.")
+    item: Words = Field(min_length=1, description="Question shown beside the slider during playback, e.g. 'How do you feel right now?'.")
     min: float = Field(default=1, description="Lowest slider value.")
     max: float = Field(default=9, description="Highest slider value.")
-    min_label: str = Field(default="very negative", description="Label at the low end of the slider.")
-    max_label: str = Field(default="very positive", description="Label at the high end of the slider.")
+    min_label: Words = Field(default=from_catalogue("study.continuous.min_label"),
+                             description="Label at the low end of the slider.")
+    max_label: Words = Field(default=from_catalogue("study.continuous.max_label"),
+                             description="Label at the high end of the slider.")
 
     @model_validator(mode="after")
     def _range(self) -> ContinuousRating:
@@ -139,9 +143,10 @@ class Playback(_Section):
 class AttentionCheck(_Section):
     id: str = Field(description="Stable id of the check (lowercase letters, digits, _); becomes a column name.")
     after_clip: int = Field(ge=1, description="Shown after this main clip position (1-based).")
-    text: str = Field(min_length=1, description="The instruction or question.")
-    options: list[str] = Field(min_length=2, description="Answers to choose from (at least two).")
-    correct: str = Field(description="The correct answer; must be one of the options.")
+    text: Words = Field(min_length=1, description="The instruction or question.")
+    options: list[Words] = Field(min_length=2, description="Answers to choose from (at least two); the wording in the "
+                                                          "study's first language is the value stored.")
+    correct: str = Field(description="The correct answer; must be one of the options (in the study's first language).")
 
     @field_validator("id")
     @classmethod
@@ -181,7 +186,7 @@ class Completion(_Section):
     redirect_after_s: int = Field(default=5, ge=0, le=120,
                                   description="Seconds the completion page counts down before the redirect "
                                               "(0: at once); a button goes there at once.")
-    message: str = Field(default="Thank you for taking part. Your answers have been saved.", min_length=1,
+    message: Words = Field(default=from_catalogue("study.completion_message"), min_length=1,
                          description="Message on the final page (markdown).")
 
     @field_validator("redirect_url")
@@ -220,10 +225,15 @@ class Study(_Section):
     title: str = Field(min_length=1, description="Title shown to participants and researchers. Required.")
     version: str = Field(default="1", description="Version of this study file; change it when the protocol changes.")
     description: str = Field(default="", description="Notes for researchers (not shown to participants).")
+    languages: list[str] = Field(
+        default_factory=lambda: [texts.DEFAULT_LANG], min_length=1,
+        description="Languages participants can take the study in, the first being the default (shipped: "
+                    + ", ".join(texts.languages()) + "). Every participant-facing text of the file (consent, "
+                    "instructions, custom items, attention checks, completion message, continuous rating) "
+                    "is then written as {language: text}, e.g. `text: {en: Hello, de: Hallo}`.")
     consent: Consent = Field(description="Consent page. Required.")
-    instructions: str = Field(
-        default="You will watch a series of short video clips. After each clip you will answer a few questions "
-                "about how it made you feel. There are no right or wrong answers.",
+    instructions: Words = Field(
+        default=from_catalogue("study.instructions"),
         description="Instructions shown before the practice clip (markdown).")
     demographics: list[str] = Field(default_factory=lambda: list(ins.DEFAULT_DEMOGRAPHICS),
                                     description="Built-in demographic item ids asked once after consent.")
@@ -247,6 +257,30 @@ class Study(_Section):
     def _version_as_text(cls, v: Any) -> Any:
         # `version: 2` or `version: 1.1` in YAML arrive as numbers; a version is a label
         return str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _in_default_language(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Study:
+        # A {language: text} mapping reads as the study's first language where one wording is needed.
+        langs = data.get("languages") if isinstance(data, dict) else None
+        first = langs[0] if isinstance(langs, list) and langs and isinstance(langs[0], str) else None
+        token = texts.STUDY_DEFAULT.set(first or texts.DEFAULT_LANG)
+        try:
+            return handler(data)
+        finally:
+            texts.STUDY_DEFAULT.reset(token)
+
+    @field_validator("languages")
+    @classmethod
+    def _shipped_languages(cls, v: list[str]) -> list[str]:
+        shipped = texts.languages()
+        for k, lang in enumerate(v):
+            if lang not in shipped:
+                raise ValueError(f"language {lang!r} (entry {k + 1}) has no text catalogue "
+                                 f"(study/locale/{lang}/LC_MESSAGES/kuleshov.po); shipped: {', '.join(shipped)}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"each language may appear only once (got {', '.join(v)})")
+        return v
 
     @field_validator("id")
     @classmethod

@@ -113,7 +113,9 @@ from study.store.sessions import (  # noqa: F401
     _upsert_trial_stmt,
     enrol,
     get_state,
+    set_language,
     stored_watched_share,
+    study_language,
     submit_step,
 )
 from study.store.studies import (  # noqa: F401

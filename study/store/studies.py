@@ -358,7 +358,7 @@ def _context(row) -> _Context:
     for s in row["manifest"] or []:
         stim[s["id"]] = {"stimulus_id": s["id"], "source": s["source"], "title": s.get("title") or s["id"],
                          "file": s.get("file"), "url": s.get("url"), "duration_s": s.get("duration_s"),
-                         "pair_id": s.get("pair_id") or None}
+                         "pair_id": s.get("pair_id") or None, "titles": s.get("titles") or {}}
     clips = tuple(Clip(id=s["stimulus_id"], source=s["source"], pair_id=s["pair_id"])
                   for sid, s in stim.items() if sid != practice_id)
     d = study.design

@@ -128,6 +128,8 @@ class ParticipantRow(Base):
     user_agent: Mapped[str | None] = mapped_column(sa.String(500))
     # screen size, touch, browser language ... as reported by the player (migration 0002)
     device_info: Mapped[Any | None] = mapped_column(sa.JSON)
+    # the language the pages were shown in, one of the study's `languages` (migration 0005)
+    language: Mapped[str] = mapped_column(sa.String(20), server_default="en")
     started_at: Mapped[datetime] = mapped_column(TS)
     updated_at: Mapped[datetime] = mapped_column(TS)
     completed_at: Mapped[datetime | None] = mapped_column(TS)
