@@ -35,7 +35,7 @@ def nav_study(tmp_path: Path, redirect: str) -> Path:
     for old, new in {
         "id: kuleshov-demo": f"id: {STUDY}",
         "manifest: manifest.csv": f"manifest: {DEMO.parent / 'manifest.csv'}",
-        "agree_label: I have read this and agree to take part in the demonstration": f"agree_label: {AGREE}",
+        "    en: I have read this and agree to take part in the demonstration": f"    en: {AGREE}",
         "demographics: [age, gender, film_watching_frequency]": "demographics: [age, gender, first_language]",
         "session_start: [mood]": "session_start: []",
         "session_end: [mood]": "session_end: []",
