@@ -11,7 +11,7 @@ the peak (at `peak_time`, height `peak_value`), a fall, then a ramp to the end v
 sampled at `rate_hz` with jittered, occasionally dropped samples, stamped with video time.
 With gain_sd = end_sd = 0 the expected agreement is known: across the time points of a clip,
 ICC(C,1) = var_t(signal) / (var_t(signal) + noise_sd^2) and ICC(A,1) adds the variance of the
-rater offsets to the denominator (`truth`). The post-clip rating follows each trial's true
+rater offsets drawn to the denominator (`truth`). The post-clip rating follows each trial's true
 (noise-free) peak and end with weights `w_peak`, `w_end` and its mean with `w_mean`, plus
 participant, clip and residual noise. Marks: each participant marks each planted moment with
 probability `mark_prob`, `mark_delay_s` later on average (sd `mark_sd_s`), plus uniform
@@ -92,6 +92,9 @@ def synthetic_traces(n_participants: int = 30, clips: Sequence[str] = DEMO_CLIPS
     p_eff = {p: rng.normal(0, 0.5) for p in people}
     c_eff = {c: rng.normal(0, 0.3) for c in clips}
     traces, marks, trials, true_rows = [], [], [], []
+    rows_of = {c: [r for _, r in spec[spec["clip"] == c].iterrows()] for c in clips}
+    source_of = dict(zip(spec["clip"], spec["source"]))
+    fine = np.linspace(0, duration_s, 801)
     for p in people:
         order = rng.permutation(len(clips))
         for pos, ci in enumerate(order, start=1):
@@ -104,7 +107,7 @@ def synthetic_traces(n_participants: int = 30, clips: Sequence[str] = DEMO_CLIPS
             keep[0] = True
             t = t[keep]
             summary = {}
-            for _, s in spec[spec["clip"] == clip].iterrows():
+            for s in rows_of[clip]:
                 dim = s["dimension"]
                 kt, kv = _knots(duration_s, s["peak_time"], s["base"], s["peak"], s["end"])
                 signal = np.interp(t, kt, kv)
@@ -114,11 +117,7 @@ def synthetic_traces(n_participants: int = 30, clips: Sequence[str] = DEMO_CLIPS
                 ramp = np.clip((t - kt[3]) / (kt[4] - kt[3]), 0, 1)
                 clean = signal + shift + offsets[(p, dim)] + gain * (signal - s["base"]) + end_shift * ramp
                 value = clean + _ar1(rng, len(t), dt, noise_sd, noise_tau_s)
-                traces.append(pd.DataFrame({"participant": p, "trial": pos, "clip": clip, "source": s["source"],
-                                            "dimension": dim, "video_time": np.round(t, 3),
-                                            "value": np.round(value, 4), "clip_duration": duration_s,
-                                            "partial": partial}))
-                fine = np.linspace(0, duration_s, 801)
+                traces.append((p, pos, clip, s["source"], dim, np.round(t, 3), np.round(value, 4), partial))
                 sig_f = np.interp(fine, kt, kv)
                 ramp_f = np.clip((fine - kt[3]) / (kt[4] - kt[3]), 0, 1)
                 clean_f = sig_f + shift + offsets[(p, dim)] + gain * (sig_f - s["base"]) + end_shift * ramp_f
@@ -128,34 +127,42 @@ def synthetic_traces(n_participants: int = 30, clips: Sequence[str] = DEMO_CLIPS
             pk, en, mn = summary[dimensions[0]]
             rate = (1 + w_peak * pk + w_end * en + w_mean * mn + p_eff[p] + c_eff[clip] + rng.normal(0, 0.4))
             trials.append({"participant_id": p, "stimulus_id": clip,
-                           "source": spec.loc[spec["clip"] == clip, "source"].iloc[0], "position": pos,
+                           "source": source_of[clip], "position": pos,
                            rating: round(float(rate), 3)})
             for mt in mark_times:
                 if rng.random() < mark_prob:
                     marks.append((p, pos, clip, mt + rng.normal(mark_delay_s, mark_sd_s)))
             for _ in range(rng.poisson(background_rate * duration_s)):
                 marks.append((p, pos, clip, rng.uniform(0, duration_s)))
-    tr = pd.concat(traces, ignore_index=True)
-    source_of = dict(zip(spec["clip"], spec["source"]))
+    lens = [len(x[5]) for x in traces]
+    tr = pd.DataFrame({name: np.repeat(np.array([x[i] for x in traces], dtype=object), lens)
+                       for i, name in enumerate(["participant", "trial", "clip", "source", "dimension"])})
+    tr["trial"] = tr["trial"].astype("int64")
+    tr["video_time"] = np.concatenate([x[5] for x in traces])
+    tr["value"] = np.concatenate([x[6] for x in traces])
+    tr["clip_duration"] = float(duration_s)
+    tr["partial"] = np.repeat(np.array([x[7] for x in traces], dtype=bool), lens)
     mk = pd.DataFrame(marks, columns=["participant", "trial", "clip", "video_time"])
     mk["video_time"] = mk["video_time"].clip(0, duration_s).round(3)
     mk.insert(3, "source", mk["clip"].map(source_of))
     mk.insert(4, "mark", mark_prompt)
     mk["clip_duration"] = duration_s
-    truth = _truth(spec, noise_sd, noise_tau_s, rater_sd, gain_sd, end_sd, source_effect, step_s=0.25)
+    # the offsets drawn, not their population SD, set the agreement these raters can reach
+    drawn = {d: float(np.var([offsets[(p, d)] for p in people], ddof=1)) for d in dimensions}
+    truth = _truth(spec, noise_sd, noise_tau_s, drawn, gain_sd, end_sd, source_effect, step_s=0.25)
     truth["mark_peak_times"] = [tuple(m + mark_delay_s for m in mark_times)] * len(truth)
     return SyntheticStudy(traces=tr, marks=mk, trials=pd.DataFrame(trials), truth=truth,
                           true_trials=pd.DataFrame(true_rows))
 
 
-def _truth(spec: pd.DataFrame, noise_sd, tau, rater_sd, gain_sd, end_sd, source_effect, step_s) -> pd.DataFrame:
+def _truth(spec: pd.DataFrame, noise_sd, tau, rater_var: dict, gain_sd, end_sd, source_effect, step_s) -> pd.DataFrame:
     """Planted values per clip and the ICCs expected on a `step_s` grid.
 
     With AR(1) noise of correlation R between grid points, the two-way mean squares have
     E[MSE] = s2 (n - 1'R1/n) / (n - 1) = s2e, E[MSB] = k var_t(signal) + s2e and
-    E[MSJ] = n rater_sd^2 + s2 1'R1/n, so ICC(C,1) -> var / (var + s2e) and
-    ICC(A,1) -> var / (var + s2e (1 - 1/n) + rater_sd^2 + s2 1'R1/n^2) (large k; the
-    interpolation between samples is ignored)."""
+    E[MSJ] = n rater_var + s2 1'R1/n, so ICC(C,1) -> var / (var + s2e) and
+    ICC(A,1) -> var / (var + s2e (1 - 1/n) + rater_var + s2 1'R1/n^2) (large k; rater_var is
+    the variance of the offsets drawn; the interpolation between samples is ignored)."""
     rows = []
     for _, s in spec.iterrows():
         kt, kv = _knots(s["duration"], s["peak_time"], s["base"], s["peak"], s["end"])
@@ -173,6 +180,6 @@ def _truth(spec: pd.DataFrame, noise_sd, tau, rater_sd, gain_sd, end_sd, source_
                      "duration": s["duration"], "peak_time": s["peak_time"], "peak_value": s["peak"] + shift,
                      "end_value": s["end"] + shift, "signal_var": var_s,
                      "expected_icc_c1": var_s / (var_s + s2e) if exact else np.nan,
-                     "expected_icc_a1": (var_s / (var_s + s2e * (1 - 1 / n) + rater_sd**2 + s2 * r_sum / n**2)
+                     "expected_icc_a1": (var_s / (var_s + s2e * (1 - 1 / n) + rater_var[s["dimension"]] + s2 * r_sum / n**2)
                                          if exact else np.nan)})
     return pd.DataFrame(rows)

@@ -168,8 +168,9 @@ def _trial_arrays(d: pd.DataFrame):
     d = d[d["value"].notna()]
     # Sub-millisecond differences are clock noise, not different moments.
     d = d.assign(_t=d["video_time"].round(3))
-    agg = d.groupby([*TRIAL_KEYS, "_t"], sort=True, dropna=False)["value"].mean().reset_index()
-    t_all, v_all = agg["_t"].to_numpy(float), agg["value"].to_numpy(float)
+    agg = (d.groupby([*TRIAL_KEYS, "_t"], sort=True, dropna=False)[["video_time", "value"]].mean()
+           .reset_index())
+    t_all, v_all = agg["video_time"].to_numpy(float), agg["value"].to_numpy(float)
     for key, a, b in _blocks(agg, "_t"):
         yield key, bool(partial.get(key, False)), t_all[a:b], v_all[a:b]
 
