@@ -63,8 +63,8 @@ def check_marks(marks: pd.DataFrame) -> pd.DataFrame:
     if bad.any():
         i = d.index[bad][0]
         raise UserError("the marks table cannot be analysed",
-                        [Problem("column video_time", f"row {i} is {d.at[i, 'video_time']!r}: a mark needs a "
-                                 "video time of 0 s or more")])
+                        [Problem("column video_time", f"row {i} is {float(d.at[i, 'video_time'])}: a mark needs "
+                                 "a video time of 0 s or more")])
     return d
 
 
