@@ -123,3 +123,13 @@ def test_kuleshov_report_on_a_simulated_study(sqlite_url, tmp_path, monkeypatch)
     pe = re.search(r'id="peak-end-table">.*?</table>', section(page, "traces"), re.S).group(0)
     n_trials = {int(v) for v in re.findall(r"<td class=num>(\d+)</td>", pe)}
     assert len(trials) in n_trials  # every kept trial had a trace and a valence rating
+
+
+def test_dashboard_figures():
+    st = trace_synthetic.synthetic_traces(8, seed=2, clips=["human_01", "ai_01"], dimensions=("valence", "arousal"))
+    figs = trace_report.dashboard_figures(st.traces, st.marks, st.trials, {"human_01": CLIP_FILES["human_01"]})
+    titles = [f.layout.title.text for f in figs]
+    assert titles == ["Arousal over the clip, by source", "Valence over the clip, by source",
+                      'ai_01: moments marked "moved"', 'human_01: moments marked "moved"']
+    assert len(figs[3].layout.images) == trace_report.N_THUMBS and not figs[2].layout.images  # no file for ai_01
+    assert trace_report.dashboard_figures(None, None) == []
