@@ -14,7 +14,8 @@ stamped with the video time.
   of the clip. The band is a pointwise 95% percentile bootstrap over viewers (resampling
   participants, 500 times by default): people, not marks, are the independent units.
 * Peaks (`mark_peaks`): local maxima of the density with a prominence of at least a quarter
-  of the clip's highest density and at least two bandwidths apart, listed with their times,
+  of the clip's highest density, at least two bandwidths apart and with at least three marks
+  within one bandwidth, listed with their times,
   the marks within one bandwidth and the share of viewers who made them.
 * Stills (`still_frame`, `thumbnails`): the frame shown at a video time, decoded with PyAV
   and encoded as JPEG by FFmpeg's encoder (no image library needed), for the report to inline
@@ -40,6 +41,7 @@ BANDWIDTH_S = 0.5
 STEP_S = 0.05
 N_BOOT = 500
 MIN_PROMINENCE = 0.25  # of the clip's highest density
+MIN_MARKS = 3  # within one bandwidth of a peak
 THUMB_WIDTH = 160
 
 
@@ -131,10 +133,11 @@ def mark_density(marks: pd.DataFrame, *, viewers: pd.DataFrame | None = None, ba
 
 
 def mark_peaks(density: pd.DataFrame, marks: pd.DataFrame, *, bandwidth_s: float = BANDWIDTH_S,
-               min_prominence: float = MIN_PROMINENCE) -> pd.DataFrame:
+               min_prominence: float = MIN_PROMINENCE, min_marks: int = MIN_MARKS) -> pd.DataFrame:
     """The peaks of each clip's density: clip, source, mark, rank (1 = highest), time_s,
     density, ci_low, ci_high, n_marks (within one bandwidth of the peak), share_viewers (of the
-    clip's viewers, those with a mark there)."""
+    clip's viewers, those with a mark there). A peak needs `min_marks` marks within one
+    bandwidth: two people pressing near the same second is not yet a shared moment."""
     d = check_marks(marks)
     rows = []
     for (clip, mark), g in density.groupby(["clip", "mark"], sort=True):
@@ -151,6 +154,8 @@ def mark_peaks(density: pd.DataFrame, marks: pd.DataFrame, *, bandwidth_s: float
         n_viewers = int(g["n_viewers"].iloc[0])
         for i in found:
             near = mk[(mk["video_time"] - t[i]).abs() <= bandwidth_s]
+            if len(near) < min_marks:
+                continue
             rows.append({"clip": clip, "source": g["source"].iloc[0], "mark": mark, "time_s": float(t[i]),
                          "density": float(y[i]), "ci_low": float(g["ci_low"].iloc[i]),
                          "ci_high": float(g["ci_high"].iloc[i]), "n_marks": len(near),

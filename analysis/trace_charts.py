@@ -36,10 +36,12 @@ def _timeline(fig: go.Figure, thumbs: Sequence[tuple[float, str]], duration: flo
         return
     width = duration / max(1, len(thumbs))
     for t, uri in thumbs:
-        fig.add_layout_image(dict(source=uri, xref="x", yref="paper", x=t, y=-0.12, sizex=width * 0.95,
+        fig.add_layout_image(dict(source=uri, xref="x", yref="paper", x=t, y=-0.2, sizex=width * 0.95,
                                   sizey=THUMB_STRIP, xanchor="center", yanchor="top", sizing="contain",
                                   layer="above"))
-    fig.update_layout(margin=dict(b=150), meta={**(fig.layout.meta or {}), "thumbnails": len(thumbs)})
+    # the strip takes the legend's place under the axis; the title says what the lines are
+    fig.update_layout(margin=dict(b=150), showlegend=False, xaxis_title_standoff=4,
+                      meta={**(fig.layout.meta or {}), "thumbnails": len(thumbs)})
 
 
 def mean_curves_by_source(curves: pd.DataFrame, dimension: str) -> go.Figure:
@@ -69,6 +71,8 @@ def clip_curve(curves: pd.DataFrame, clip: str, dimension: str, thumbs: Sequence
     planted or found peak times as markers when `peaks` (time_s, value) is given."""
     d = curves[(curves["clip"] == clip) & (curves["dimension"] == dimension)].sort_values("t")
     title = f"{clip}: {dimension} over time"
+    if len(d):
+        title += f" ({_label(str(d['source'].iloc[0]))}, mean and 95% band)"
     if not len(d) or d["mean"].notna().sum() == 0:
         return not_measured(title, "no usable traces of this clip")
     src = str(d["source"].iloc[0])
@@ -96,6 +100,7 @@ def mark_density_chart(density: pd.DataFrame, peaks: pd.DataFrame, clip: str, ma
     title = f"{clip}: moments marked \"{mark}\""
     if not len(d):
         return not_measured(title, "nobody marked this clip")
+    title += f" ({int(d['n_viewers'].iloc[0])} viewers, {int(d['n_marks'].iloc[0])} marks)"
     src = str(d["source"].iloc[0])
     fig = go.Figure()
     _band(fig, d["t"], d["ci_low"], d["ci_high"], _color(src), "density")

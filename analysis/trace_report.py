@@ -135,14 +135,17 @@ def traces_section(traces: pd.DataFrame, trials: pd.DataFrame | None, *, table_h
     summaries = tr.trial_summaries(traces, neutral=neutral)
     used = summaries[summaries["used"]]
     left_out = summaries[~summaries["used"]]
+    why = [f"{n} partial (the trial was restarted)" for n in [int(left_out["partial"].sum())] if n]
+    why += [f"{n} covering under {tr.MIN_COVERAGE:.0%} of the clip" for n in
+            [int((left_out["coverage"] < tr.MIN_COVERAGE).sum())] if n]
     parts = [f"<p>{len(used)} traces used ({used['participant'].nunique()} participants, "
              f"{used['clip'].nunique()} clips); {len(left_out)} left out"
-             + (f" ({html.escape('; '.join(sorted(set(left_out['reason']))))})" if len(left_out) else "")
+             + (f" ({', '.join(why)})" if why else "")
              + ". Each trace was resampled onto a common grid by linear interpolation between samples, never "
              f"across a gap over {tr.MAX_GAP_S:g} s; partial traces (a trial restarted by a reload) and traces "
              f"covering under {tr.MIN_COVERAGE:.0%} of the clip are left out. Bands are pointwise 95% t-intervals "
              "across participants (by source, each participant's traces of that source averaged first); they "
-             "describe, the crossed model below tests.</p>"]
+             "describe the data, the crossed models below test.</p>"]
     by_source = tr.mean_curves(traces, by="source")
     by_clip = tr.mean_curves(traces, by="clip")
     dims = sorted(summaries["dimension"].unique())
@@ -205,7 +208,8 @@ def marks_section(marks: pd.DataFrame, dens: pd.DataFrame, peaks: pd.DataFrame, 
     parts = [f"<p>{len(marks)} marks by {marks['participant'].nunique()} participants. Density: Gaussian kernel, "
              f"bandwidth {mk.BANDWIDTH_S:g} s, reflected at the clip's ends, as marks per viewer per second; band: "
              f"95% bootstrap over viewers ({mk.N_BOOT} resamples of participants). Peaks: local maxima with a "
-             f"prominence of at least {mk.MIN_PROMINENCE:.0%} of the clip's highest density.</p>"]
+             f"prominence of at least {mk.MIN_PROMINENCE:.0%} of the clip's highest density and at least "
+             f"{mk.MIN_MARKS} marks within one bandwidth.</p>"]
     for (clip, mark), g in dens.groupby(["clip", "mark"], sort=True):
         parts.append(chart_html(trace_charts.mark_density_chart(dens, peaks, clip, mark, stills.thumbs(clip)),
                                 f"chart-marks-{_slug(clip)}-{_slug(mark)}"))

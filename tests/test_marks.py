@@ -115,3 +115,12 @@ def test_still_frames_refuse_missing_or_broken_files(tmp_path):
     broken.write_bytes(b"not a video at all" * 100)
     with pytest.raises(UserError, match="cannot take still frames from"):
         marks.still_frame(broken, 1.0)
+
+
+def test_two_marks_are_not_a_peak():
+    d = mark_rows([3.0, 3.1, 3.2, 8.0, 8.1], participants=["A", "B", "C", "D", "E"])
+    dens = marks.mark_density(d, n_boot=50)
+    peaks = marks.mark_peaks(dens, d)
+    assert peaks["time_s"].tolist() == [pytest.approx(3.1, abs=0.05)]
+    assert sorted(marks.mark_peaks(dens, d, min_marks=2)["time_s"]) == [pytest.approx(3.1, abs=0.05),
+                                                                        pytest.approx(8.05, abs=0.06)]

@@ -129,7 +129,9 @@ def test_dashboard_figures():
     st = trace_synthetic.synthetic_traces(8, seed=2, clips=["human_01", "ai_01"], dimensions=("valence", "arousal"))
     figs = trace_report.dashboard_figures(st.traces, st.marks, st.trials, {"human_01": CLIP_FILES["human_01"]})
     titles = [f.layout.title.text for f in figs]
-    assert titles == ["Arousal over the clip, by source", "Valence over the clip, by source",
-                      'ai_01: moments marked "moved"', 'human_01: moments marked "moved"']
+    assert titles[:2] == ["Arousal over the clip, by source", "Valence over the clip, by source"]
+    n = st.marks.groupby("clip").size()
+    assert titles[2:] == [f'ai_01: moments marked "moved" (8 viewers, {n["ai_01"]} marks)',
+                          f'human_01: moments marked "moved" (8 viewers, {n["human_01"]} marks)']
     assert len(figs[3].layout.images) == trace_report.N_THUMBS and not figs[2].layout.images  # no file for ai_01
     assert trace_report.dashboard_figures(None, None) == []
