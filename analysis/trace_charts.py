@@ -72,7 +72,7 @@ def clip_curve(curves: pd.DataFrame, clip: str, dimension: str, thumbs: Sequence
     d = curves[(curves["clip"] == clip) & (curves["dimension"] == dimension)].sort_values("t")
     title = f"{clip}: {dimension} over time"
     if len(d):
-        title += f" ({_label(str(d['source'].iloc[0]))}, mean and 95% band)"
+        title += f"<br><sub>{_label(str(d['source'].iloc[0]))}: mean and 95% band</sub>"
     if not len(d) or d["mean"].notna().sum() == 0:
         return not_measured(title, "no usable traces of this clip")
     src = str(d["source"].iloc[0])
@@ -100,7 +100,7 @@ def mark_density_chart(density: pd.DataFrame, peaks: pd.DataFrame, clip: str, ma
     title = f"{clip}: moments marked \"{mark}\""
     if not len(d):
         return not_measured(title, "nobody marked this clip")
-    title += f" ({int(d['n_viewers'].iloc[0])} viewers, {int(d['n_marks'].iloc[0])} marks)"
+    title += f"<br><sub>{int(d['n_viewers'].iloc[0])} viewers, {int(d['n_marks'].iloc[0])} marks</sub>"
     src = str(d["source"].iloc[0])
     fig = go.Figure()
     _band(fig, d["t"], d["ci_low"], d["ci_high"], _color(src), "density")

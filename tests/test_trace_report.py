@@ -131,7 +131,7 @@ def test_dashboard_figures():
     titles = [f.layout.title.text for f in figs]
     assert titles[:2] == ["Arousal over the clip, by source", "Valence over the clip, by source"]
     n = st.marks.groupby("clip").size()
-    assert titles[2:] == [f'ai_01: moments marked "moved" (8 viewers, {n["ai_01"]} marks)',
-                          f'human_01: moments marked "moved" (8 viewers, {n["human_01"]} marks)']
+    assert titles[2:] == [f'ai_01: moments marked "moved"<br><sub>8 viewers, {n["ai_01"]} marks</sub>',
+                          f'human_01: moments marked "moved"<br><sub>8 viewers, {n["human_01"]} marks</sub>']
     assert len(figs[3].layout.images) == trace_report.N_THUMBS and not figs[2].layout.images  # no file for ai_01
     assert trace_report.dashboard_figures(None, None) == []
