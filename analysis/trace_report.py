@@ -230,24 +230,56 @@ def marks_section(marks: pd.DataFrame, dens: pd.DataFrame, peaks: pd.DataFrame, 
     return "\n".join(parts)
 
 
+def kept_only(frame: pd.DataFrame | None, trials: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The rows of traces or marks whose participant saw the clip in a trial the analysis kept
+    (the trial table after exclusions: no pilots, withdrawals or excluded trials)."""
+    if not _has(frame) or trials is None or not {"participant_id", "stimulus_id"} <= set(trials.columns):
+        return frame
+    keep = pd.MultiIndex.from_frame(trials[["participant_id", "stimulus_id"]].astype(str))
+    rows = pd.MultiIndex.from_arrays([frame["participant"].astype(str), frame["clip"].astype(str)])
+    return frame[rows.isin(keep)]
+
+
 def sections(trials: pd.DataFrame | None, traces: pd.DataFrame | None, marks: pd.DataFrame | None, *, table_html,
              chart_html, clip_files=None, primary: str | None = None, neutral: float = 0.0) -> dict[str, str]:
-    """{section id: body} of the sections that have data (none without traces or marks)."""
+    """{section id: body} of the sections that have data (none without traces or marks).
+
+    Only the traces and marks of the trials kept after exclusions are analysed (kept_only)."""
     out = {}
+    dropped = {}
+    for name, frame in (("traces", traces), ("marks", marks)):
+        if _has(frame):
+            kept = kept_only(frame, trials)
+            n_out = frame.groupby(["participant", "clip"]).ngroups - kept.groupby(["participant", "clip"]).ngroups
+            dropped[name] = (n_out, kept)
+    traces = dropped["traces"][1] if "traces" in dropped else None
+    marks = dropped["marks"][1] if "marks" in dropped else None
+    for name, (n_out, kept) in dropped.items():
+        if not _has(kept):
+            out[name] = ('<p class="note">None of the recorded ' + name + " belong to a trial kept after "
+                         "exclusions.</p>")
     dens = peaks = None
     if _has(marks):
         dens, peaks = mark_tables(marks, trials)
     extra = {str(c): list(g["time_s"]) for c, g in peaks.groupby("clip")} if peaks is not None else {}
     stills = Stills(clip_files, _durations(traces, marks), extra)
     if _has(traces):
-        out["traces"] = traces_section(traces, trials, table_html=table_html, chart_html=chart_html, stills=stills,
+        out["traces"] = _left_out_note(dropped["traces"][0], "trace") + traces_section(traces, trials, table_html=table_html, chart_html=chart_html, stills=stills,
                                        primary=primary, neutral=neutral)
     if _has(marks):
-        out["marks"] = marks_section(marks, dens, peaks, table_html=table_html, chart_html=chart_html, stills=stills)
+        out["marks"] = _left_out_note(dropped["marks"][0], "trial's marks", "trials' marks") + marks_section(marks, dens, peaks, table_html=table_html, chart_html=chart_html, stills=stills)
     if stills.notes:
         note = '<p class="note">Still frames: ' + html.escape("; ".join(sorted(set(stills.notes)))) + "</p>"
         out[next(iter(out))] += note
     return out
+
+
+def _left_out_note(n: int, one: str, many: str | None = None) -> str:
+    if not n:
+        return ""
+    what = one if n == 1 else (many or one + "s")
+    return (f'<p class="muted">{n} {what} left out with the excluded participants and trials '
+            "(see Exclusions).</p>")
 
 
 def dashboard_figures(traces: pd.DataFrame | None, marks: pd.DataFrame | None, trials: pd.DataFrame | None = None,

@@ -135,3 +135,19 @@ def test_dashboard_figures():
                           f'human_01: moments marked "moved"<br><sub>8 viewers, {n["human_01"]} marks</sub>']
     assert len(figs[3].layout.images) == trace_report.N_THUMBS and not figs[2].layout.images  # no file for ai_01
     assert trace_report.dashboard_figures(None, None) == []
+
+
+def test_traces_of_excluded_trials_are_left_out():
+    st = trace_synthetic.synthetic_traces(10, seed=6)
+    kept = st.trials[st.trials["participant_id"] != "P001"]  # P001 excluded (e.g. failed an attention check)
+    left = trace_report.kept_only(st.traces, kept)
+    assert set(left["participant"]) == set(st.traces["participant"]) - {"P001"}
+    body = trace_report.sections(kept, st.traces, st.marks, table_html=report.table_html,
+                                 chart_html=report.chart_html)
+    assert "6 traces left out with the excluded participants" in body["traces"]
+    n_marked = st.marks.loc[st.marks["participant"] == "P001", "clip"].nunique()
+    assert f"{n_marked} trials' marks left out" in body["marks"]
+    assert "9 participants" in body["traces"]
+    none = trace_report.sections(st.trials.assign(participant_id="X"), st.traces, None,
+                                 table_html=report.table_html, chart_html=report.chart_html)
+    assert "None of the recorded traces belong to a trial kept" in none["traces"]
