@@ -274,6 +274,37 @@ def sections(trials: pd.DataFrame | None, traces: pd.DataFrame | None, marks: pd
     return out
 
 
+def result_tables(trials: pd.DataFrame | None, traces: pd.DataFrame | None, marks: pd.DataFrame | None, *,
+                  primary: str | None = None, neutral: float = 0.0) -> dict[str, pd.DataFrame]:
+    """The trace and mark results as tables for `kuleshov analyze` (empty without traces or marks):
+    trace_summaries (per trial, with the post-clip ratings), trace_curves (by source),
+    trace_agreement, peak_end, trace_source_tests, mark_peaks."""
+    out: dict[str, pd.DataFrame] = {}
+    traces, marks = kept_only(traces, trials), kept_only(marks, trials)
+    if _has(traces):
+        summaries = tr.trial_summaries(traces, neutral=neutral)
+        outcomes = _outcomes(trials)
+        joined = tr.join_ratings(summaries, trials, outcomes) if outcomes else summaries
+        out["trace_summaries"] = joined
+        out["trace_curves"] = tr.mean_curves(traces, by="source")
+        out["trace_agreement"] = tr.agreement(traces)
+        rows = []
+        for dim in sorted(summaries["dimension"].unique()):
+            rating = tr.rating_for(dim, outcomes, primary)
+            if rating is None:
+                continue
+            try:
+                rows.append(tr.peak_end_model(joined, rating, dim)[0])
+            except UserError:
+                continue
+        if rows:
+            out["peak_end"] = pd.concat(rows, ignore_index=True)
+        out["trace_source_tests"] = tr.source_tests(summaries)
+    if _has(marks):
+        out["mark_peaks"] = mark_tables(marks, trials)[1]
+    return out
+
+
 def _left_out_note(n: int, one: str, many: str | None = None) -> str:
     if not n:
         return ""

@@ -8,6 +8,7 @@ import json
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from test_report import SECTION_IDS, check_charts, check_self_contained
 
@@ -123,6 +124,17 @@ def test_kuleshov_report_on_a_simulated_study(sqlite_url, tmp_path, monkeypatch)
     pe = re.search(r'id="peak-end-table">.*?</table>', section(page, "traces"), re.S).group(0)
     n_trials = {int(v) for v in re.findall(r"<td class=num>(\d+)</td>", pe)}
     assert len(trials) in n_trials  # every kept trial had a trace and a valence rating
+    # and `kuleshov analyze` writes the same results as tables
+    tables = tmp_path / "tables"
+    assert cli.main(["analyze", str(demo), "--out", str(tables), "--url", sqlite_url]) == 0
+    for name in ("trace_summaries", "trace_curves", "trace_agreement", "peak_end", "trace_source_tests",
+                 "mark_peaks"):
+        assert (tables / f"{name}.csv").is_file(), name
+    summaries = pd.read_csv(tables / "trace_summaries.csv")
+    assert len(summaries) == len(trials) and summaries["valence"].notna().all()
+    peak_end = pd.read_csv(tables / "peak_end.csv")
+    assert list(peak_end["term"]) == ["(Intercept)", "z_peak", "z_end", "z_mean"]
+    assert (peak_end["n_trials"] == len(trials)).all()
 
 
 def test_dashboard_figures():
