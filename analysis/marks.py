@@ -159,7 +159,8 @@ def mark_peaks(density: pd.DataFrame, marks: pd.DataFrame, *, bandwidth_s: float
             rows.append({"clip": clip, "source": g["source"].iloc[0], "mark": mark, "time_s": float(t[i]),
                          "density": float(y[i]), "ci_low": float(g["ci_low"].iloc[i]),
                          "ci_high": float(g["ci_high"].iloc[i]), "n_marks": len(near),
-                         "share_viewers": near["participant"].astype(str).nunique() / n_viewers if n_viewers else np.nan})
+                         "share_viewers": (near["participant"].astype(str).nunique() / n_viewers
+                                           if n_viewers else np.nan)})
     cols = ["clip", "source", "mark", "rank", "time_s", "density", "ci_low", "ci_high", "n_marks", "share_viewers"]
     if not rows:
         return pd.DataFrame(columns=cols)

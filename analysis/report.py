@@ -64,7 +64,8 @@ table.results th,table.results td{border-bottom:1px solid #ddd;padding:.25rem .6
 table.results th{background:#f4f4f4;white-space:nowrap} table.results .num{text-align:right;white-space:nowrap}
 details summary{cursor:pointer;color:#0072B2;margin:.4rem 0}
 p.caption{font-weight:600;margin:.8rem 0 .2rem;font-size:.9rem}
-.note{color:#555;font-style:italic} img.still{max-width:240px;height:auto;display:block} section.skipped h2{color:#777} figure.chart{margin:0 0 1rem;max-width:100%}
+.note{color:#555;font-style:italic} section.skipped h2{color:#777} figure.chart{margin:0 0 1rem;max-width:100%}
+img.still{max-width:240px;height:auto;display:block}
 code{background:#f4f4f4;padding:0 .2rem;overflow-wrap:anywhere} .muted{color:#666;font-size:.85rem}
 @media (max-width:700px){body{padding:.6rem .8rem} h1{font-size:1.35rem} h2{font-size:1.2rem}
  nav ol{columns:1;padding-left:1.2rem} table.results{font-size:.78rem} table.results th,table.results td{padding:.2rem .4rem}

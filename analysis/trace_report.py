@@ -150,7 +150,8 @@ def traces_section(traces: pd.DataFrame, trials: pd.DataFrame | None, *, table_h
     by_clip = tr.mean_curves(traces, by="clip")
     dims = sorted(summaries["dimension"].unique())
     for dim in dims:
-        parts.append(chart_html(trace_charts.mean_curves_by_source(by_source, dim), f"chart-traces-source-{_slug(dim)}"))
+        parts.append(chart_html(trace_charts.mean_curves_by_source(by_source, dim),
+                                f"chart-traces-source-{_slug(dim)}"))
     clip_parts = []
     for (clip, dim), g in by_clip.groupby(["clip", "dimension"], sort=True):
         clip_parts.append(chart_html(trace_charts.clip_curve(by_clip, clip, dim, stills.thumbs(clip)),
@@ -264,10 +265,12 @@ def sections(trials: pd.DataFrame | None, traces: pd.DataFrame | None, marks: pd
     extra = {str(c): list(g["time_s"]) for c, g in peaks.groupby("clip")} if peaks is not None else {}
     stills = Stills(clip_files, _durations(traces, marks), extra)
     if _has(traces):
-        out["traces"] = _left_out_note(dropped["traces"][0], "trace") + traces_section(traces, trials, table_html=table_html, chart_html=chart_html, stills=stills,
-                                       primary=primary, neutral=neutral)
+        out["traces"] = _left_out_note(dropped["traces"][0], "trace") + traces_section(
+            traces, trials, table_html=table_html, chart_html=chart_html, stills=stills, primary=primary,
+            neutral=neutral)
     if _has(marks):
-        out["marks"] = _left_out_note(dropped["marks"][0], "trial's marks", "trials' marks") + marks_section(marks, dens, peaks, table_html=table_html, chart_html=chart_html, stills=stills)
+        out["marks"] = _left_out_note(dropped["marks"][0], "trial's marks", "trials' marks") + marks_section(
+            marks, dens, peaks, table_html=table_html, chart_html=chart_html, stills=stills)
     if stills.notes:
         note = '<p class="note">Still frames: ' + html.escape("; ".join(sorted(set(stills.notes)))) + "</p>"
         out[next(iter(out))] += note

@@ -73,7 +73,8 @@ def _clip_table(clips, duration_s, dimensions) -> pd.DataFrame:
 
 def synthetic_traces(n_participants: int = 30, clips: Sequence[str] = DEMO_CLIPS, *, duration_s: float = 8.0,
                      dimensions: Sequence[str] = ("rating",), rate_hz: float = 10.0, noise_sd: float = 0.4,
-                     rater_sd: float = 0.3, noise_tau_s: float = 1.0, gain_sd: float = 0.3, end_sd: float = 0.5, source_effect: float = 0.0,
+                     rater_sd: float = 0.3, noise_tau_s: float = 1.0, gain_sd: float = 0.3, end_sd: float = 0.5,
+                     source_effect: float = 0.0,
                      partial_share: float = 0.0, drop_share: float = 0.05, jitter_s: float = 0.02,
                      w_peak: float = 0.5, w_end: float = 0.5, w_mean: float = 0.0, rating: str = "valence",
                      mark_prompt: str = "moved", mark_times: Sequence[float] | None = None,
@@ -180,6 +181,7 @@ def _truth(spec: pd.DataFrame, noise_sd, tau, rater_var: dict, gain_sd, end_sd, 
                      "duration": s["duration"], "peak_time": s["peak_time"], "peak_value": s["peak"] + shift,
                      "end_value": s["end"] + shift, "signal_var": var_s,
                      "expected_icc_c1": var_s / (var_s + s2e) if exact else np.nan,
-                     "expected_icc_a1": (var_s / (var_s + s2e * (1 - 1 / n) + rater_var[s["dimension"]] + s2 * r_sum / n**2)
+                     "expected_icc_a1": (var_s / (var_s + s2e * (1 - 1 / n) + rater_var[s["dimension"]]
+                                                  + s2 * r_sum / n**2)
                                          if exact else np.nan)})
     return pd.DataFrame(rows)

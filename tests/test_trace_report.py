@@ -9,7 +9,6 @@ import re
 from pathlib import Path
 
 import pandas as pd
-import pytest
 from test_report import SECTION_IDS, check_charts, check_self_contained
 
 import cli
