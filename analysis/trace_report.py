@@ -50,7 +50,8 @@ def time_courses_for_source(source: Any, url: str | None = None) -> tuple[Any, A
 
     text = str(source)
     path = Path(text)
-    if path.is_dir() or path.suffix.lower() == ".csv":
+    no_loader = getattr(load, "load_traces", None) is None and getattr(load, "load_marks", None) is None
+    if no_loader or path.is_dir() or path.suffix.lower() == ".csv":
         return None, None, {}
     if "://" in text:
         engine, study_id = load._engine_for(text), None

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from test_report import SECTION_IDS, check_charts, check_self_contained
 
 import cli
@@ -162,3 +163,15 @@ def test_traces_of_excluded_trials_are_left_out():
     none = trace_report.sections(st.trials.assign(participant_id="X"), st.traces, None,
                                  table_html=report.table_html, chart_html=report.chart_html)
     assert "None of the recorded traces belong to a trial kept" in none["traces"]
+
+
+def test_sources_without_traces(monkeypatch, tmp_path):
+    monkeypatch.setattr(load, "load_traces", lambda e, s: pytest.fail("a folder or CSV has no traces"), raising=False)
+    csv = tmp_path / "t.csv"
+    csv.write_text("participant_id,stimulus_id,source,valence\n")
+    assert trace_report.time_courses_for_source(csv) == (None, None, {})
+    assert trace_report.time_courses_for_source(tmp_path) == (None, None, {})
+    monkeypatch.delattr(load, "load_traces")
+    monkeypatch.delattr(load, "load_marks", raising=False)
+    # no loader: not even the database is opened
+    assert trace_report.time_courses_for_source("kuleshov-demo", url="sqlite:////nonexistent/x.db") == (None, None, {})
