@@ -444,6 +444,12 @@ def cli_analyze(args: Any) -> int:
     data = load_source(args)
     results = analyze(data.trials, study=data.study, excluded=data.excluded, codebook=data.codebook,
                       outcomes=outcomes_arg(args))
+    from analysis import trace_report, traces
+
+    tr_frames, mk_frames, _ = trace_report.time_courses_for_source(args.study, getattr(args, "url", None))
+    primary = getattr(getattr(data.study, "analysis", None), "primary_outcome", None)
+    results = {**results, **trace_report.result_tables(data.trials, tr_frames, mk_frames, primary=primary,
+                                                       neutral=traces.neutral_point(data.study))}
     paths = write_tables(results, args.out)
     print(f"wrote {len(paths)} tables to {args.out}: " + ", ".join(p.name for p in paths))
     return 0
