@@ -21,6 +21,8 @@ from study.protocol.wording import _inner_model
 def _type_name(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _type_name(args[0])
     if origin is Literal:
         return "one of: " + ", ".join(str(a) for a in args)
     if origin in (typing.Union, types.UnionType):
@@ -34,7 +36,7 @@ def _type_name(annotation: Any) -> str:
     if origin is dict:
         return f"mapping of {_type_name(args[0])} to {_type_name(args[1])}"
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return "section"
+        return "entry (fields below)" if annotation.__name__ == "InstrumentChoice" else "section"
     return {str: "text", int: "whole number", float: "number", bool: "true/false"}.get(annotation, str(annotation))
 
 
