@@ -128,9 +128,20 @@ def _errors(step) -> dict[str, str]:
     return st.session_state.get(f"errors|{step.key}") or {}
 
 
+def _submit_on_click(engine, state, answers: dict) -> None:
+    """A button's callback: it stores before the script body, so pressing the button is one
+    script run (the body that follows shows the next page), as questionnaire._on_submit."""
+    from streamlit.runtime.scriptrunner import RerunException
+
+    try:
+        _submit(engine, state, answers)
+    except RerunException:
+        pass
+
+
 def _continue(engine, state, label_key: str = "button.continue") -> None:
-    if st.button(t(label_key), key=f"submit|{state.step.key}", type="primary"):
-        _submit(engine, state, {})
+    st.button(t(label_key), key=f"submit|{state.step.key}", type="primary",
+              on_click=_submit_on_click, args=(engine, state, {}))
 
 
 def _instructions(engine, state) -> None:
@@ -142,11 +153,11 @@ def _consent(engine, state) -> None:
     st.markdown(state.study.consent.text)
     agree, decline = st.columns(2)
     with agree:
-        if st.button(state.study.consent.agree_label, key="consent|agree", type="primary"):
-            _submit(engine, state, {"consent": flow.Answer(flow.CONSENT_AGREE)})
+        st.button(state.study.consent.agree_label, key="consent|agree", type="primary", on_click=_submit_on_click,
+                  args=(engine, state, {"consent": flow.Answer(flow.CONSENT_AGREE)}))
     with decline:
-        if st.button(t("consent.decline"), key="consent|decline"):
-            _submit(engine, state, {"consent": flow.Answer(flow.CONSENT_DECLINE)})
+        st.button(t("consent.decline"), key="consent|decline", on_click=_submit_on_click,
+                  args=(engine, state, {"consent": flow.Answer(flow.CONSENT_DECLINE)}))
 
 
 def _items_page(engine, state) -> None:
