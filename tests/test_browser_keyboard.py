@@ -237,23 +237,30 @@ INTERACTIVE = ("button, a[href], input, textarea, select, video[controls], [role
                "[role='checkbox'], [role='slider'], [tabindex]:not([tabindex='-1'])")
 
 
-def small_targets(page) -> list[tuple[str, dict]]:
-    """Visible interactive controls under 44 x 44 px (on screen or scrolled to), with what they are."""
-    small = []
-    targets = page.locator(INTERACTIVE)
-    for k in range(targets.count()):
-        target = targets.nth(k)
-        if not target.is_visible():
-            continue
-        box = target.bounding_box()
-        if box is None or box["width"] <= 1 or box["height"] <= 1:  # visually hidden (skip link)
-            continue
-        if target.evaluate("e => e.tagName") == "MAIN":
-            continue
-        if box["width"] < 44 or box["height"] < 44:
-            name = target.get_attribute("aria-label") or target.inner_text()[:40] or target.evaluate("e => e.outerHTML.slice(0, 80)")
-            small.append((name, {k: round(v) for k, v in box.items()}))
-    return small
+SMALL_TARGETS = """(selector) => {
+  // every root: the document and the shadow roots of components, however deep
+  const roots = [document];
+  for (let i = 0; i < roots.length; i++)
+    for (const el of roots[i].querySelectorAll('*')) if (el.shadowRoot) roots.push(el.shadowRoot);
+  const out = [];
+  let count = 0;
+  for (const root of roots) for (const el of root.querySelectorAll(selector)) {
+    if (el.tagName === 'MAIN' || !el.checkVisibility({visibilityProperty: true, opacityProperty: true})) continue;
+    const r = el.getBoundingClientRect();
+    if (r.width <= 1 || r.height <= 1) continue;  // visually hidden (the skip link)
+    count++;
+    if (r.width < 44 || r.height < 44)
+      out.push([el.getAttribute('aria-label') || (el.textContent || '').trim().slice(0, 40) || el.outerHTML.slice(0, 80),
+                Math.round(r.width), Math.round(r.height)]);
+  }
+  return {count, small: out};
+}"""
+
+
+def small_targets(page) -> tuple[int, list]:
+    """(how many visible interactive controls, those under 44 x 44 CSS px as (name, width, height))."""
+    found = page.evaluate(SMALL_TARGETS, INTERACTIVE)
+    return found["count"], found["small"]
 
 
 def test_every_control_on_every_page_is_44px_on_a_phone(tmp_path, browser):
@@ -298,8 +305,12 @@ def test_every_control_on_every_page_is_44px_on_a_phone(tmp_path, browser):
                 click_continue(page)
             wait_step_change(engine, token, step.key)
         assert {"consent", "demographics", "mood_pre", "instructions", "practice", "practice (player)", "trial:1",
-                "trial:2", "attn_colour", "mood_post", "debrief", "complete"} <= set(seen), sorted(seen)
-        assert {k: v for k, v in seen.items() if v} == {}
+                "trial:2", "attention:attn_colour", "mood_post", "debrief", "complete"} <= set(seen), sorted(seen)
+        counts = {k: n for k, (n, _) in seen.items()}
+        print("controls per page:", counts)
+        assert all(n >= 1 for k, n in counts.items() if k != "complete"), counts
+        assert counts["practice"] > 100 and counts["consent"] >= 2  # 3 x 9 pictures, 9 x 9 emotions, ...
+        assert {k: small for k, (_, small) in seen.items() if small} == {}
         assert store.get_state(engine, token).status == "completed"
     finally:
         engine.dispose()
