@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from starlette.testclient import TestClient
 
 import cli
@@ -110,22 +111,23 @@ def test_stimuli_check_command_reports_a_bad_caption_file(tmp_path, capsys):
 
 
 @pytest.fixture
-def served(tmp_path, sqlite_url):
+def served(tmp_path, db_url):
+    """The route on SQLite and PostgreSQL (the caption file is read from a JSON column)."""
     import server
 
     folder = tmp_path / "study"
     shutil.copytree(DEMO_DIR, folder)
-    engine = store.make_engine(sqlite_url)
+    engine = store.make_engine(db_url)
     store.upgrade(engine)
     study_id = store.register_study(engine, folder / "study.yaml")
     app = server.make_app(engine, {study_id: folder}, streamlit=False)
     with TestClient(app) as client:
-        yield client, study_id, folder
+        yield client, study_id, folder, engine
     engine.dispose()
 
 
 def test_captions_are_served_as_text_vtt(served):
-    client, study_id, folder = served
+    client, study_id, folder, _ = served
     resp = client.get(f"/captions/{study_id}/human_01")
     assert resp.status_code == 200
     assert resp.content == (folder / "human_01.vtt").read_bytes()
@@ -139,7 +141,7 @@ def test_captions_are_served_as_text_vtt(served):
 
 
 def test_caption_file_swapped_for_an_outside_link_is_refused(served, tmp_path):
-    client, study_id, folder = served
+    client, study_id, folder, _ = served
     assert client.get(f"/captions/{study_id}/ai_01").status_code == 200
     secret = tmp_path / "secret.vtt"
     secret.write_text("WEBVTT\n\n00:00.000 --> 00:01.000\nsecret\n")
@@ -148,19 +150,16 @@ def test_caption_file_swapped_for_an_outside_link_is_refused(served, tmp_path):
     assert client.get(f"/captions/{study_id}/ai_01").status_code == 404
 
 
-def test_a_caption_file_that_is_not_vtt_is_not_served(served, tmp_path, sqlite_url):
+def test_a_caption_file_that_is_not_vtt_is_not_served(served):
     """Registered with good captions, then the stored name is pointed at another file type:
     the captions route serves text/vtt only, not even the clips beside it."""
-    client, study_id, folder = served
-    engine = store.make_engine(sqlite_url)
-    import sqlalchemy as sa
-
+    client, study_id, folder, engine = served
+    # (not requested before: the route caches the manifest entry, not the file, for 30 s)
     s = store.stimuli.c
     with engine.begin() as conn:
         prov = conn.execute(sa.select(s.provenance).where(s.stimulus_id == "human_02")).scalar()
         conn.execute(store.stimuli.update().where(s.stimulus_id == "human_02")
                      .values(provenance={**prov, "captions": "human_02.mp4"}))
-    engine.dispose()
     assert client.get(f"/captions/{study_id}/human_02").status_code == 404
 
 
