@@ -315,3 +315,65 @@ def test_every_control_on_every_page_is_44px_on_a_phone(tmp_path, browser):
     finally:
         engine.dispose()
         server.stop()
+
+
+# --------------------------------------------------------------------------- continuous rating
+
+
+def test_the_continuous_rating_is_named_and_moved_with_the_keyboard(tmp_path, browser):
+    """A study with a continuous rating (the demo has none): the slider has its question as its
+    accessible name, a visible focus ring, and arrow keys move it while the clip plays."""
+    require_chromium()
+    study = quick_study(tmp_path)
+    text = study.read_text().replace(
+        "  allow_skip_on_error: true\n",
+        "  allow_skip_on_error: true\n  continuous_rating: {item: How do you feel right now?, min: 1, max: 9}\n")
+    study.write_text(text)
+    url = f"sqlite:///{tmp_path / 'kuleshov.db'}"
+    server = start_server(url, tmp_path, study)
+    engine = store.make_engine(url)
+    try:
+        page = browser.new_page()
+        keys = Keys(page)
+        page.goto(f"{server.url}/?study={STUDY_ID}")
+        wait_title(page, "Consent")
+        settle(page)
+        keys.button("I have read this and agree to take part in the demonstration")
+        page.wait_for_url("**/?t=*", timeout=STEP_TIMEOUT_MS)
+        token = page.url.split("t=", 1)[1].split("&")[0]
+        wait_step_change(engine, token, "consent")
+        rng = random.Random(3)
+        for _ in range(6):
+            state = store.get_state(engine, token)
+            if state.step.key == "practice":
+                break
+            wait_title(page, state.step.title)
+            if state.step.kind == "instructions":
+                click_continue(page, "Start")
+            else:
+                answer_page(page, state.step, state.item_order, rng)
+                click_continue(page)
+            wait_step_change(engine, token, state.step.key)
+        wait_title(page, "Practice clip")
+        slider = page.get_by_label("How do you feel right now?")
+        assert slider.get_attribute("type") == "range" and slider.input_value() == "5"
+        keys.tab_to(lambda f: "kp-start" in f["cls"], "the Start button")
+        keys.press("Enter")
+        focus = keys.tab_to(lambda f: "kp-rating-input" in f["cls"], "the continuous rating")
+        assert focus["type"] == "range"
+        for _ in range(3):
+            keys.press("ArrowRight")
+        assert slider.input_value() == "8"
+        page.wait_for_timeout(1500)  # sampled every 500 ms while playing
+        keys.press("Home")
+        assert slider.input_value() == "1"
+        page.locator('.kq-root[data-page="practice"]').wait_for(timeout=STEP_TIMEOUT_MS)
+        page.wait_for_timeout(5000)  # the batch goes out within 4 s
+        c = store.continuous_samples.c
+        with engine.connect() as conn:
+            values = conn.execute(sa.select(c.value).order_by(c.seq)).scalars().all()
+        assert 8.0 in values and values[-1] in (1.0, 8.0), values
+        assert keys.invisible == [], keys.invisible
+    finally:
+        engine.dispose()
+        server.stop()
