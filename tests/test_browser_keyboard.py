@@ -327,7 +327,7 @@ def test_the_continuous_rating_is_named_and_moved_with_the_keyboard(tmp_path, br
     study = quick_study(tmp_path)
     text = study.read_text().replace(
         "  allow_skip_on_error: true\n",
-        "  allow_skip_on_error: true\n  continuous_rating: {item: How do you feel right now?, min: 1, max: 9}\n")
+        "  allow_skip_on_error: true\n  continuous_rating: {item: \"How do you feel right now?\", min: 1, max: 9}\n")
     study.write_text(text)
     url = f"sqlite:///{tmp_path / 'kuleshov.db'}"
     server = start_server(url, tmp_path, study)
