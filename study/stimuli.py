@@ -274,8 +274,9 @@ def load_manifest(path: str | Path) -> tuple[list[Stimulus], list[Problem]]:
             try:
                 captions_path(root, stim)
             except UserError as exc:
+                # reported once; the clip itself is still checked
                 problems.append(Problem(f"{where}, column captions", str(exc)))
-                continue
+                stim = stim.model_copy(update={"captions": None})
         if stim.source == "ai" and not stim.generator:
             problems.append(Problem(f"{where}, column generator", "AI clip without a generator: "
                                     "say which model or tool made it", "warning"))

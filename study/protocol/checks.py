@@ -14,12 +14,16 @@ from study.protocol.schema import AnalysisPlan, Design, Measures, Study
 # Checks across sections. They take whichever sections validated, so that a type error in one
 # section does not hide a contradiction between two others.
 
-def _entry_is_valid(entry: Any) -> bool:
+def _known_items(entry: Any) -> list[ins.Item]:
+    """The items of a measures entry that exist (an unknown id is reported on its own, and must
+    not make the entry's other items look unmeasured)."""
     name = ins.entry_name(entry)
     if name not in ins.INSTRUMENTS:
-        return False
-    own = {it.id for it in ins.INSTRUMENTS[name].items}
-    return all(i in own for i in ins.entry_item_ids(entry) or ())
+        return []
+    instrument = ins.INSTRUMENTS[name]
+    own = {it.id for it in instrument.items}
+    ids = ins.entry_item_ids(entry)
+    return list(instrument.items) if ids is None else [instrument.item(i) for i in dict.fromkeys(ids) if i in own]
 
 
 def _measured_per_clip(measures: Measures) -> tuple[dict[str, ins.Item], set[str], dict[str, list[str]]]:
@@ -27,8 +31,9 @@ def _measured_per_clip(measures: Measures) -> tuple[dict[str, ins.Item], set[str
     items: dict[str, ins.Item] = {}
     declared: dict[str, list[str]] = {}
     for entry in measures.per_clip:
-        if entry is not None and _entry_is_valid(entry):
-            items.update({it.id: it for it in ins.chosen_items(entry)})
+        known = _known_items(entry) if entry is not None else []
+        if known:
+            items.update({it.id: it for it in known})
             declared.update({sid: sc.items for sid, sc in ins.INSTRUMENTS[ins.entry_name(entry)].scales.items()})
     items.update({c.id: c for c in measures.custom_items if c is not None and c.scope == "per_clip"})
     unscored = {sid: [i for i in members if i not in items] for sid, members in declared.items()}
