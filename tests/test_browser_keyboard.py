@@ -135,7 +135,7 @@ def check_captions_toggle(keys: Keys) -> list[bool]:
     toggle = page.locator(".kp-cc:visible")
     seen = []
     for key in ("Space", "Enter"):
-        keys.tab_to(lambda f: "kp-cc" in f["cls"], "the captions toggle", limit=10)
+        keys.tab_to(lambda f: "kp-cc" in f["cls"], "the captions toggle", limit=1)  # next after the stage
         keys.press(key)
         seen.append(track.evaluate("t => t.track.mode") == "showing" and toggle.get_attribute("aria-pressed") == "true")
         keys.press("Shift+Tab")  # back to the stage, so that the next Tab reaches the toggle again
@@ -188,6 +188,9 @@ def test_the_demo_study_with_the_keyboard_alone(tmp_path, browser):
                     keys.tab_to(lambda f: "kp-start" in f["cls"], "the player's Start button")
                     keys.press("Enter" if clips % 2 else "Space")
                     if step.key == "practice":
+                        # the Start button hides as the clip plays: the focus stays in the player
+                        page.locator(".kp-overlay:visible").wait_for(state="hidden", timeout=STEP_TIMEOUT_MS)
+                        assert "kp-stage" in keys.focused()["cls"], keys.focused()
                         captions_seen = check_captions_toggle(keys)
                     page.locator(f'.kq-root[data-page="{step.key}"]').wait_for(timeout=40_000)
                     settle(page, 300)

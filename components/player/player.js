@@ -265,7 +265,9 @@ function createPlayer(root, data) {
   startBtn.onclick = () => {
     record("start_click");
     // The button hides once the clip plays; keep a keyboard user's place in the player.
-    if (document.activeElement === startBtn || root.contains(document.activeElement)) p.refocus = true;
+    // (inside a component's shadow root, document.activeElement is only the host)
+    const active = root.getRootNode().activeElement || document.activeElement;
+    if (active && root.contains(active)) p.refocus = true;
     if (video.ended) {
       p.atEnd = true;
       video.currentTime = 0;
@@ -409,7 +411,8 @@ function createPlayer(root, data) {
   let track = null;
   p.captionsShown = true;
   function applyCaptions() {
-    if (track && track.track) track.track.mode = p.captionsShown ? "showing" : "hidden";
+    if (!track) return;
+    if (track.track) track.track.mode = p.captionsShown ? "showing" : "hidden";
     ccBtn.setAttribute("aria-pressed", p.captionsShown ? "true" : "false");
   }
   if (data.captions_src) {
