@@ -168,6 +168,9 @@ COLUMNS: dict[str, tuple[str, str, str, str, str, str]] = {
     "prompt": ("Prompt", "string", "", "free text", "empty = not given", "Prompt used to generate the clip."),
     "seed": ("Seed", "string", "", "free text", "empty = not given", "Random seed used to generate the clip."),
     "notes": ("Notes", "string", "", "free text", "empty = none", "Notes from the manifest."),
+    "captions": ("Captions", "string", "", "path relative to the manifest (a .vtt file)", "empty = no captions",
+                 "WebVTT caption file shown with the clip (the player's captions toggle; its use is a "
+                 "`captions` playback event)."),
     "level": ("Exclusion level", "string", "", "participant = all their trials; trial = one clip", "never missing",
               "What is excluded."),
     "reason": ("Exclusion reason", "string", "", "free text", "never missing",

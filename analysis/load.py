@@ -46,7 +46,7 @@ PLAYBACK_COLUMNS = ["participant_id", "position", "stimulus_id", "seq", "event",
 SAMPLE_COLUMNS = ["participant_id", "position", "stimulus_id", "seq", "media_time", "value", "client_time"]
 STIMULUS_COLUMNS = ["stimulus_id", "source", "pair_id", "title", "file", "url", "sha256", "duration_s", "width",
                     "height", "video_codec", "credit", "licence", "generator", "generator_version", "prompt",
-                    "seed", "notes"]
+                    "seed", "notes", "captions"]
 EXCLUDED_COLUMNS = ["level", "participant_id", "stimulus_id", "position", "reason"]
 PAYMENT_COLUMNS = ["participant_id", "prolific_pid", "prolific_study_id", "prolific_session_id", "status",
                    "completed_at", "is_pilot"]
@@ -166,7 +166,7 @@ def load_stimuli(engine: Engine, study_id: str) -> pd.DataFrame:
                                     s.duration_s, s.width, s.height, s.video_codec, s.provenance)
                     .where(s.study_id == study_id).order_by(s.stimulus_id))
     prov = [p if isinstance(p, dict) else (json.loads(p) if isinstance(p, str) else {}) for p in df.pop("provenance")]
-    for key in ("credit", "licence", "generator", "generator_version", "prompt", "seed", "notes"):
+    for key in ("credit", "licence", "generator", "generator_version", "prompt", "seed", "notes", "captions"):
         df[key] = [None if (v := d.get(key)) in (None, "") else str(v) for d in prov]
     for c in ("width", "height"):
         df[c] = _int(df[c])

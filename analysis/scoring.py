@@ -11,6 +11,11 @@ Decisions, stated once:
   e.g. `moved`, `engagement`, `engagement_focus`), for the items present in `items_meta`,
   plus one per `subscale` of other items (e.g. custom items) that no declared scale covers,
   named after the subscale (or `<instrument>_<subscale>` if that name is taken).
+- A declared scale is scored only when every one of its items is in `items_meta`. A study
+  that asks a subset of a built-in instrument (`{name: moved, items: [moved_1, moved_2]}`)
+  gets no `moved` score: the mean of some items is not the declared scale, and the codebook
+  says so (`study.instruments.unscored_scales`). Nor do the subscales of a built-in
+  instrument become scales of their own from the items that were asked.
 - Only per-clip answers (rows with a stimulus_id) enter the trial table; session-level
   answers (mood, demographics) stay in the long table.
 """
@@ -85,13 +90,14 @@ def _item_meta(items_meta: pd.DataFrame) -> pd.DataFrame:
 
 def default_scales(items_meta: pd.DataFrame) -> dict[str, list[str]]:
     """Scales for the items in `items_meta`: declared built-in scales plus uncovered subscales."""
-    from study.instruments import scales_for
+    from study.instruments import INSTRUMENTS, scales_for
 
     m = _item_meta(items_meta)
     names = set(m.index)
     scales = {sid: list(sc.items) for sid, sc in scales_for(None).items() if set(sc.items) <= names}
     covered = {frozenset(v) for v in scales.values()}
-    sub = m[m["subscale"] != ""]
+    # built-in subscales are declared scales: scored whole (above) or not at all
+    sub = m[(m["subscale"] != "") & ~m["instrument"].isin([k for k, ins in INSTRUMENTS.items() if ins.scales])]
     for (instrument, subscale), g in sub.groupby(["instrument", "subscale"], sort=False):
         items = list(g.index)
         if frozenset(items) in covered:

@@ -271,6 +271,13 @@ def clip_url(state, stimulus_id: str) -> str:
     return f"/clips/{quote(state.study_id, safe='')}/{quote(stimulus_id, safe='')}"
 
 
+def captions_url(state, stimulus_id: str) -> str | None:
+    """This server's route to the clip's WebVTT captions, if the manifest names a caption file."""
+    if not (state.stimuli.get(stimulus_id) or {}).get("captions"):
+        return None
+    return f"/captions/{quote(state.study_id, safe='')}/{quote(stimulus_id, safe='')}"
+
+
 def label_line(state, stimulus_id: str) -> str | None:
     """The source label this participant's condition shows with a clip (flow.shown_label), in words."""
     source = (state.stimuli.get(stimulus_id) or {}).get("source")
@@ -311,6 +318,7 @@ def _clip(engine, state, with_label: bool) -> None:
         key=f"player-{step.key}",
         instance=step.key,
         src=clip_url(state, step.stimulus_id),
+        captions=captions_url(state, step.stimulus_id),
         token=state.token,
         position=step.position,
         stimulus_id=step.stimulus_id,

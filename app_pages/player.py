@@ -75,6 +75,7 @@ def player(
     min_share: float,
     duration: float | None = None,
     continuous: dict | None = None,
+    captions: str | None = None,
     texts: dict[str, str] | None = None,
 ) -> PlayerStatus:
     """Mount the player; returns what the browser has reported so far.
@@ -94,6 +95,7 @@ def player(
         "min_share": float(min_share),
         "duration": duration,
         "continuous": continuous,
+        "captions_src": captions,
         **(texts or {}),
     }
     result = _player(

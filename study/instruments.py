@@ -478,9 +478,65 @@ def items_for(study: Study, scope: str) -> list[Item]:
         return [attention_item(c) for c in study.attention_checks]
     if scope not in ("per_clip", "session_start", "session_end"):
         raise ValueError(f"unknown scope {scope!r}")
-    items = [it for iid in getattr(study.measures, scope) for it in get_instrument(iid).items]
+    items = [it for entry in getattr(study.measures, scope) for it in chosen_items(entry)]
     items += [_plain_item(c) for c in study.measures.custom_items if c.scope == scope]
     return items
+
+
+# An entry of measures.session_start / per_clip / session_end is an instrument id (all its
+# items, in declared order) or a choice {name, items} (those items, in that order). Both are
+# read only through these three functions.
+
+def entry_name(entry: Any) -> str:
+    """The instrument id of a measures entry."""
+    return entry if isinstance(entry, str) else entry.name
+
+
+def entry_item_ids(entry: Any) -> list[str] | None:
+    """The item ids a measures entry chose, or None when it asks the whole instrument."""
+    return None if isinstance(entry, str) else list(entry.items)
+
+
+def chosen_items(entry: Any) -> list[Item]:
+    """The built-in items a measures entry asks, in the order it asks them."""
+    instrument = get_instrument(entry_name(entry))
+    ids = entry_item_ids(entry)
+    return list(instrument.items) if ids is None else [instrument.item(i) for i in ids]
+
+
+def _entries(study: Study) -> list[Any]:
+    m = study.measures
+    return [*m.session_start, *m.per_clip, *m.session_end]
+
+
+def unscored_scales(study: Study) -> dict[str, list[str]]:
+    """Declared scales a study does not score, because it asks only some of their items:
+    scale id -> the item ids it leaves out. A mean of some items is not the declared scale."""
+    asked = {it.id for entry in _entries(study) for it in chosen_items(entry)}
+    out: dict[str, list[str]] = {}
+    for iid in dict.fromkeys(entry_name(e) for e in _entries(study)):
+        for sid, scale in get_instrument(iid).scales.items():
+            missing = [i for i in scale.items if i not in asked]
+            if missing:
+                out[sid] = missing
+    return out
+
+
+def subset_note(study: Study, instrument_id: str) -> str:
+    """A codebook sentence saying which items of a built-in instrument a study asked ('' = all)."""
+    instrument = INSTRUMENTS.get(instrument_id)
+    if instrument is None:
+        return ""
+    asked = [it.id for e in _entries(study) if entry_name(e) == instrument_id for it in chosen_items(e)]
+    if not asked or set(asked) >= {it.id for it in instrument.items}:
+        return ""
+    left_out = [it.id for it in instrument.items if it.id not in asked]
+    unscored = [sid for sid, missing in unscored_scales(study).items() if sid in instrument.scales]
+    note = (f" This study asked {len(set(asked))} of the {len(instrument.items)} items of {instrument_id} "
+            f"({', '.join(dict.fromkeys(asked))}; not asked: {', '.join(left_out)})")
+    if unscored:
+        note += f"; so the scale score{'s' if len(unscored) > 1 else ''} {', '.join(unscored)} {'are' if len(unscored) > 1 else 'is'} not computed"
+    return note + "."
 
 
 def _plain_item(custom: Any) -> Item:
@@ -505,10 +561,11 @@ def all_items(study: Study | None = None) -> list[Item]:
 def scales_for(study: Study | None = None) -> dict[str, Scale]:
     """Scale scores of the instruments a study uses (all built-in scales when study is None)."""
     if study is None:
-        ids = list(INSTRUMENTS)
-    else:
-        ids = list(dict.fromkeys([*study.measures.session_start, *study.measures.per_clip, *study.measures.session_end]))
-    return {sid: sc for iid in ids for sid, sc in get_instrument(iid).scales.items()}
+        return {sid: sc for ins in INSTRUMENTS.values() for sid, sc in ins.scales.items()}
+    ids = list(dict.fromkeys(entry_name(e) for e in _entries(study)))
+    # a scale whose items the study asked only in part is not scored (unscored_scales)
+    skipped = unscored_scales(study)
+    return {sid: sc for iid in ids for sid, sc in get_instrument(iid).scales.items() if sid not in skipped}
 
 
 def _item_scopes(study: Study | None) -> dict[str, list[str]]:
@@ -538,12 +595,14 @@ def codebook(study: Study | None = None) -> pd.DataFrame:
         rows.append({**col, "response_type": "", "unit": "", "instrument": "", "scope": "trial",
                      "reverse": False, "subscale": ""})
     scopes = _item_scopes(study)
+    notes = {} if study is None else {iid: subset_note(study, iid) for iid in INSTRUMENTS}
     for it in all_items(study):
         rows.append({
             "name": it.id, "label": it.display_label, "type": it.kind.data_type(it), "response_type": it.type,
             "unit": it.unit or "", "allowed_values": it.allowed_values(), "missing": _missing(it),
             "instrument": it.instrument, "scope": ", ".join(scopes.get(it.id, [])), "reverse": it.reverse,
-            "subscale": it.subscale or "", "description": f"{it.description} Question: \u201c{it.text}\u201d",
+            "subscale": it.subscale or "",
+            "description": f"{it.description} Question: \u201c{it.text}\u201d{notes.get(it.instrument, '')}",
         })
     items = {it.id: it for it in all_items(None if study is None else study)}
     for sid, scale in scales_for(study).items():

@@ -58,6 +58,9 @@ function createPlayer(root, data) {
   const retryBtn = root.querySelector(".kp-retry");
   const ratingBox = root.querySelector(".kp-rating");
   const ratingInput = root.querySelector(".kp-rating-input");
+  const stage = root.querySelector(".kp-stage");
+  const tools = root.querySelector(".kp-tools");
+  const ccBtn = root.querySelector(".kp-cc");
 
   const minShare = Number(data.min_share ?? 1);
   const allowSeek = Boolean(data.allow_seek);
@@ -275,6 +278,10 @@ function createPlayer(root, data) {
   hint.textContent = data.start_hint || "";
   startBtn.onclick = () => {
     record("start_click");
+    // The button hides once the clip plays; keep a keyboard user's place in the player.
+    // (inside a component's shadow root, document.activeElement is only the host)
+    const active = root.getRootNode().activeElement || document.activeElement;
+    if (active && root.contains(active)) p.refocus = true;
     if (video.ended) {
       p.atEnd = true;
       video.currentTime = 0;
@@ -302,6 +309,7 @@ function createPlayer(root, data) {
   const on = (name, fn) => video.addEventListener(name, fn);
   on("loadedmetadata", () => {
     p.loadedAt = performance.now();
+    applyCaptions();
     clearTimeout(p.loadTimer);
     // A retry that loads clears the page's "could not be played" notice.
     if (p.attempt && p.setStateValue && !p.failed) p.setStateValue("failure", null);
@@ -309,6 +317,10 @@ function createPlayer(root, data) {
   });
   on("play", () => {
     overlay.hidden = true;
+    if (p.refocus) {
+      p.refocus = false;
+      stage.focus({ preventScroll: true });
+    }
     p.atEnd = false;
     p.lastT = video.currentTime;
     record("play");
@@ -407,10 +419,42 @@ function createPlayer(root, data) {
   document.addEventListener("fullscreenchange", onFullscreen);
   window.addEventListener("pagehide", onPageHide);
 
+  // Captions: the manifest's WebVTT file as a captions track, on at first, with a toggle
+  // (a real <button>, so Tab, Enter and Space work) because the browser's own menu is gone
+  // whenever the study hides the controls.
+  let track = null;
+  p.captionsShown = true;
+  function applyCaptions() {
+    if (!track) return;
+    if (track.track) track.track.mode = p.captionsShown ? "showing" : "hidden";
+    ccBtn.setAttribute("aria-pressed", p.captionsShown ? "true" : "false");
+  }
+  if (data.captions_src) {
+    track = document.createElement("track");
+    track.kind = "captions";
+    track.label = data.captions_label || "";
+    track.src = data.captions_src;
+    track.default = true;
+    video.appendChild(track);
+    ccBtn.textContent = data.captions_toggle || "";
+    tools.hidden = false;
+    ccBtn.onclick = () => {
+      p.captionsShown = !p.captionsShown;
+      applyCaptions();
+      record("captions", { shown: p.captionsShown });
+    };
+    track.addEventListener("load", applyCaptions);
+    applyCaptions();
+  }
+
   // Continuous rating (CARMA-style): sampled at a fixed rate while the clip plays.
   const cont = data.continuous;
   if (cont) {
     ratingBox.hidden = false;
+    // The label names the slider for screen readers (the ids are unique per player instance).
+    const ratingId = `kp-rating-${String(data.instance).replace(/[^A-Za-z0-9_-]/g, "_")}`;
+    ratingInput.id = ratingId;
+    root.querySelector(".kp-rating-label").htmlFor = ratingId;
     root.querySelector(".kp-rating-label").textContent = cont.label || "";
     root.querySelector(".kp-anchor-low").textContent = cont.low_label || "";
     root.querySelector(".kp-anchor-high").textContent = cont.high_label || "";

@@ -39,7 +39,7 @@ def _type_name(annotation: Any, metadata: Any = ()) -> str:
     if origin is dict:
         return f"mapping of {_type_name(args[0])} to {_type_name(args[1])}"
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return "section"
+        return "entry (fields below)" if annotation.__name__ == "InstrumentChoice" else "section"
     return {str: "text", int: "whole number", float: "number", bool: "true/false"}.get(annotation, str(annotation))
 
 

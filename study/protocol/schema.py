@@ -6,14 +6,16 @@ import hashlib
 import re
 import unicodedata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     PrivateAttr,
+    Tag,
     ValidationInfo,
     ValidatorFunctionWrapHandler,
     field_validator,
@@ -71,13 +73,38 @@ class CustomItem(ins.Item):
     )
 
 
+class InstrumentChoice(_Section):
+    """Some items of a built-in instrument, in the order given, e.g. {name: sam, items: [valence, arousal]}."""
+
+    name: str = Field(min_length=1, description="Id of the built-in instrument, e.g. `sam`.")
+    items: list[str] = Field(min_length=1,
+                             description="Ids of the instrument's items to ask, in this order (a subset or a reordering); "
+                                         "a scale whose items are not all asked is not scored.")
+
+
+def _entry_kind(value: Any) -> str:
+    return "instrument-choice" if isinstance(value, dict | InstrumentChoice) else "str"
+
+
+# An instrument id or a choice of its items; tagged, so that a wrong entry gets only its own
+# form's message (a mapping is never told it "must be text").
+InstrumentEntry = Annotated[
+    Annotated[str, Tag("str")] | Annotated[InstrumentChoice, Tag("instrument-choice")],
+    Discriminator(_entry_kind),
+]
+
+_ENTRY_HELP = (" Each entry is an instrument id (all its items) or `{name: <id>, items: [<item id>, ...]}` "
+               "(only those items, in that order).")
+
+
 class Measures(_Section):
-    session_start: list[str] = Field(default_factory=lambda: ["mood"],
-                                     description="Session-level instrument ids asked before the first clip.")
-    per_clip: list[str] = Field(default_factory=lambda: ["sam", "discrete_emotions", "moved", "attribution"],
-                                description="Instrument ids asked after every clip, in this order.")
-    session_end: list[str] = Field(default_factory=lambda: ["mood"],
-                                   description="Session-level instrument ids asked after the last clip.")
+    session_start: list[InstrumentEntry] = Field(
+        default_factory=lambda: ["mood"], description="Session-level instruments asked before the first clip." + _ENTRY_HELP)
+    per_clip: list[InstrumentEntry] = Field(
+        default_factory=lambda: ["sam", "discrete_emotions", "moved", "attribution"],
+        description="Instruments asked after every clip, in this order." + _ENTRY_HELP)
+    session_end: list[InstrumentEntry] = Field(
+        default_factory=lambda: ["mood"], description="Session-level instruments asked after the last clip." + _ENTRY_HELP)
     custom_items: list[CustomItem] = Field(default_factory=list,
                                            description="Study-specific items, declared like built-in items (see below).")
     randomize_item_order: bool = Field(default=False,

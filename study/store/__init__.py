@@ -84,6 +84,7 @@ from study.store.server import (  # noqa: F401
     _ENGINES_LOCK,
     mark_all_timed_out,
     shared_engine,
+    stimulus_captions,
     stimulus_file,
 )
 from study.store.sessions import (  # noqa: F401

@@ -22,6 +22,8 @@ EVENT_TYPES = frozenset({
     "ended", "waiting", "stalled", "error", "retry", "skip", "play_rejected", "visibility_hidden",
     "visibility_visible", "fullscreen_enter", "fullscreen_exit", "volume", "rate", "watched",
 })
+# The participant turned the clip's captions on or off (detail {"shown": true/false}).
+EVENT_TYPES |= {"captions"}
 SAMPLE_EVENT = "sample"
 MAX_EVENTS_PER_BATCH = 1000
 MAX_DETAIL_CHARS = 2000
