@@ -421,7 +421,12 @@ function createPlayer(root, data) {
   function pauseFor(reason) {
     if (video.paused || video.ended || p.failed) return;
     p.pauseReason = reason;
-    // Nothing counts as watched from here, also if a timeupdate comes before the pause.
+    // What played up to this moment was seen; nothing counts as watched from here, also if a
+    // timeupdate comes before the pause.
+    const t = video.currentTime;
+    if (p.lastT !== null && !video.seeking && t - p.lastT > 0 && t - p.lastT <= MAX_STEP_S * Math.max(1, video.playbackRate)) {
+      addInterval(p.lastT, t);
+    }
     p.lastT = null;
     video.pause();
   }
