@@ -271,3 +271,57 @@ def test_hidden_muted_unfocused_and_preloaded(tmp_path, sqlite_url):
     finally:
         engine.dispose()
         server.stop()
+
+
+def test_required_sound_starts_unmuted_and_pauses_when_muted(tmp_path, sqlite_url):
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    engine = store.make_engine(sqlite_url)
+    store.upgrade(engine)
+    study_id = store.register_study(engine, write_study(tmp_path, "sound-check", clips=1, sound=True))
+    server = start_server(sqlite_url, tmp_path)
+    try:
+        with sync_playwright() as pw:
+            browser = launch(pw)
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            token = enrol(page, server, study_id, engine)
+            pid = store.get_state(engine, token).participant_id
+            wait_title(page, "Clip 1 of 1")
+            # The participant is told why before the clip starts.
+            hint = page.locator(".kp-hint:visible")
+            hint.wait_for(timeout=STEP_TIMEOUT_MS)
+            assert hint.inner_text().startswith("This study needs sound")
+            # A video that would start muted (an extension, a remembered setting) starts with sound.
+            video(page, "(v.muted = true)")
+            start_clip(page)
+            wait_media_time(page, 1.0)
+            assert video(page, "v.muted") is False
+            # Muting mid-clip pauses it until the sound is back on.
+            video(page, "(v.muted = true)")
+            page.wait_for_timeout(800)
+            assert video(page, "v.paused") is True
+            button = page.locator(".kp-start:visible")
+            assert button.inner_text() == "Turn the sound on and continue"
+            assert "sound was turned off" in page.locator(".kp-hint:visible").inner_text()
+            button.click()
+            page.wait_for_timeout(300)
+            assert video(page, "v.paused") is False and video(page, "v.muted") is False
+            rate_and_continue(page, engine, token, random.Random(1))
+            deadline = time.monotonic() + 30
+            while store.get_state(engine, token).step.key == "trial:1":
+                assert time.monotonic() < deadline, "trial 1 not stored"
+                time.sleep(0.2)
+            browser.close()
+        assert not errors, errors
+        events = events_of(engine, pid, 1)
+        assert next(e for e in events if e["event"] == "pause")["detail"]["reason"] == "muted"
+        assert next(e for e in events if e["event"] == "resume_click")["detail"]["reason"] == "muted"
+        row = trial_row(engine, pid, 1)
+        # only the moment between the mute and the pause played muted
+        assert row["share_muted"] is not None and row["share_muted"] < 0.05
+    finally:
+        engine.dispose()
+        server.stop()
