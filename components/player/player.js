@@ -223,6 +223,7 @@ function createPlayer(root, data) {
       p.reportedEnough = true;
       record("watched", { watched_share: share() });
       report();
+      preloadIfBuffered();
     }
   }
 
@@ -409,6 +410,8 @@ function createPlayer(root, data) {
     flush(false);
   });
   on("waiting", () => record("waiting"));
+  // The DOM's "progress": more of this clip was downloaded.
+  on("progress", () => preloadIfBuffered());
   on("stalled", () => record("stalled"));
   on("ratechange", () => record("rate", { rate: video.playbackRate }));
   on("error", () => {
@@ -463,9 +466,16 @@ function createPlayer(root, data) {
     flush(false);
   };
 
-  // The next clip is requested once this one has ended, while the participant answers its
-  // ratings: the browser's media cache then serves the next page's <video> at once. Not
-  // before the end, so it never competes with the clip being watched for bandwidth.
+  // The next clip is requested while the participant answers this one's ratings: once the
+  // ratings are open and this clip is downloaded to its end, or else once it has ended, so it
+  // never competes for bandwidth with the clip being watched. The browser's media cache then
+  // serves the next page's <video> at once.
+  function preloadIfBuffered() {
+    if (!p.reportedEnough || p.preloader) return;
+    const d = duration();
+    const b = video.buffered;
+    if (d && b && b.length && b.end(b.length - 1) >= d - 0.25) preloadNext();
+  }
   function preloadNext() {
     if (p.preloader || !data.next_src || p.disposed) return;
     const pre = document.createElement("video");
