@@ -707,7 +707,8 @@ PROBLEM_EVENTS = ("error", "stalled", "waiting", "play_rejected", "retry", "skip
 class Monitoring:
     participants: pd.DataFrame  # load_participants
     funnel: pd.DataFrame  # step, reached (participants who got at least this far), stopped_here
-    clips: pd.DataFrame  # stimulus_id, source, shown, mean_watched, <outcome>_mean, error ... skip
+    clips: pd.DataFrame  # stimulus_id, source, shown, mean_watched, mean_share_muted, mean_seconds_hidden,
+    #                      mean_load_ms, <outcome>_mean, error ... skip
     outcome: str | None  # the item whose mean per clip is shown
     fingerprint: str  # changes whenever new data arrive (for caching interim results)
 
@@ -724,7 +725,10 @@ def monitoring(engine: Engine, study_id: str) -> Monitoring:
         numeric[0] if numeric else None)
     with engine.connect() as conn:
         shown = _frame(conn, sa.select(t.stimulus_id, sa.func.count().label("shown"),
-                                       sa.func.avg(t.watched_share).label("mean_watched"))
+                                       sa.func.avg(t.watched_share).label("mean_watched"),
+                                       sa.func.avg(t.share_muted).label("mean_share_muted"),
+                                       sa.func.avg(t.seconds_hidden).label("mean_seconds_hidden"),
+                                       sa.func.avg(t.load_ms).label("mean_load_ms"))
                        .join(store.participants, p.id == t.participant_id)
                        .where(p.study_id == study_id, t.position >= 1).group_by(t.stimulus_id))
         events = _frame(conn, sa.select(e.stimulus_id, e.event, sa.func.count().label("n"))
@@ -747,7 +751,8 @@ def monitoring(engine: Engine, study_id: str) -> Monitoring:
     stim = pd.DataFrame(info.manifest)[["id", "source"]].rename(columns={"id": "stimulus_id"})
     clips = stim.merge(shown, on="stimulus_id", how="left")
     clips["shown"] = clips["shown"].fillna(0).astype(int)
-    clips["mean_watched"] = pd.to_numeric(clips["mean_watched"], errors="coerce")
+    for column in ("mean_watched", "mean_share_muted", "mean_seconds_hidden", "mean_load_ms"):
+        clips[column] = pd.to_numeric(clips[column], errors="coerce")
     if outcome:
         rat = ratings.rename(columns={"mean": f"{outcome}_mean", "n": f"{outcome}_n"})
         clips = clips.merge(rat, on="stimulus_id", how="left")

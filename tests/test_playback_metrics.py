@@ -243,6 +243,10 @@ def test_exclusion_rules_read_the_playback_columns(engine, tmp_path):
     counts = exclusion_counts(data.excluded)
     assert set(counts.loc[counts["level"] == "trial", "reason"]) == {"share_muted above 50%",
                                                                        "seconds_hidden above 3.0 s"}
+    # The dashboard's clip table shows them per clip.
+    clips = load.monitoring(engine, study_id).clips.set_index("stimulus_id")
+    assert clips.loc[state.sequence[1], "mean_seconds_hidden"] == pytest.approx(5.0)
+    assert clips.loc[state.sequence[0], "mean_share_muted"] == pytest.approx(1.0)
     # The dataset folder carries the columns and gives the same exclusions when read back.
     out = export.export_dataset(engine, study_id, tmp_path / "dataset")
     shown = pd.read_csv(out / "trials.csv")
