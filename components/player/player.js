@@ -12,7 +12,7 @@
 // watched); volume and mute changes, load time (source set -> canplay), stalls, offline
 // periods and replays go out as events, from which the server computes the trial's playback
 // columns (study/playback.py). With `require_sound` the clip starts with sound and pauses
-// when muted. Once the clip has ended, the next clip (`next_src`) is loaded in a hidden
+// when muted. While the ratings are open, the next clip (`next_src`) is loaded in a hidden
 // <video>, so it starts at once on the next page.
 
 const STATE = "__kuleshovPlayer";
