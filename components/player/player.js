@@ -421,19 +421,23 @@ function createPlayer(root, data) {
 
   // The player pauses the clip itself (hidden page, lost focus, muted when sound is required):
   // the pause handler shows the overlay whose button resumes.
-  function pauseFor(reason) {
-    if (video.paused || video.ended || p.failed) return;
-    p.pauseReason = reason;
-    // What played up to this moment was seen; nothing counts as watched from here, also if a
-    // timeupdate comes before the pause.
+  // What played up to this moment was seen; nothing counts as watched from here until the
+  // next play, also if a timeupdate comes before the pause.
+  function closeStretch() {
     const t = video.currentTime;
     if (p.lastT !== null && !video.seeking && t - p.lastT > 0 && t - p.lastT <= MAX_STEP_S * Math.max(1, video.playbackRate)) {
       addInterval(p.lastT, t);
     }
     p.lastT = null;
+  }
+  function pauseFor(reason) {
+    if (video.paused || video.ended || p.failed) return;
+    p.pauseReason = reason;
+    closeStretch();
     video.pause();
   }
   function away(name, reason) {
+    if (!video.paused && !video.ended && !p.failed) closeStretch();
     record(name, { watched_share: share() });
     pauseFor(reason);
     flush(false);
