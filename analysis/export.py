@@ -61,6 +61,7 @@ ARROW_TYPES = {"string": pa.string(), "integer": pa.int64(), "number": pa.float6
 # Item and scale columns are documented from the instrument declarations (study.instruments).
 _PID = ("Participant", "string", "", "pseudonym P0001, P0002 ... (in order of enrolment)", "never missing",
         "Study-specific pseudonym of the participant; not the Prolific id and not the link token.")
+_NOT_RECORDED = "empty = not recorded (ratings not submitted, or no playback events)"
 COLUMNS: dict[str, tuple[str, str, str, str, str, str]] = {
     "participant_id": _PID,
     "pseudonym": _PID,
@@ -117,7 +118,32 @@ COLUMNS: dict[str, tuple[str, str, str, str, str, str]] = {
                      "When the ratings of the clip were saved."),
     "max_time": ("Furthest point played", "number", "seconds", "0 to the clip's duration", "empty = not recorded",
                  "Largest media time the player reported for this clip."),
-    "play_count": ("Plays", "integer", "", "0 or more", "empty = not recorded", "How often the clip was started."),
+    # How the clip was seen and heard: computed from the trial's playback events when its
+    # ratings were submitted (study/playback.py trial_metrics, where each is defined exactly).
+    "play_count": ("Plays", "integer", "", "0 or more", _NOT_RECORDED,
+                   "How often the clip was started from the beginning: the first play, each play after it "
+                   "ended, and a restart from 0 after a reload. Resuming after a pause is not a new play."),
+    "replayed": ("Replayed", "boolean", "", "true = play_count above 1; false", _NOT_RECORDED,
+                 "Whether the clip was started from the beginning more than once."),
+    "skipped": ("Skipped", "boolean", "", "true = the clip failed to play and the participant skipped it; false",
+                _NOT_RECORDED, "Whether the clip was skipped after a playback error (a skip event)."),
+    "seconds_hidden": ("Time away from the page", "number", "seconds", "0 or more", _NOT_RECORDED,
+                       "Wall-clock time the trial's page was hidden (another tab, minimised) or the window out "
+                       "of focus, overlaps counted once; the clip pauses then and resumes only on the "
+                       "participant's click, so this time is never in watched_share. Hidden time while "
+                       "the ratings were open counts too."),
+    "share_muted": ("Share played muted", "number", "", "0 to 1", _NOT_RECORDED + "; also empty when "
+                    "the clip never played", "Share of the media seconds played (seeks excluded) during which "
+                    "the video was muted or at volume 0 in the player. The computer's own volume is not visible "
+                    "to the browser."),
+    "seconds_stalled": ("Time stalled", "number", "seconds", "0 or more", _NOT_RECORDED,
+                        "Wall-clock time playback waited for data (waiting or stalled until playing again)."),
+    "load_ms": ("Load time", "integer", "milliseconds", "0 or more", _NOT_RECORDED + "; also empty when "
+                "the clip never became playable", "Time from the player setting the clip's source to the "
+                "browser's canplay event (after the last retry); short when the clip was preloaded during the "
+                "previous clip's ratings."),
+    "seconds_offline": ("Time offline", "number", "seconds", "0 or more", _NOT_RECORDED,
+                        "Wall-clock time the browser reported being offline (offline until online events)."),
     "item_order": ("Item order shown", "string", "", "JSON list of item ids", "empty = not recorded",
                    "The order in which the clip's questions were shown."),
     "step": ("Step", "string", "", "consent, demographics, mood_pre, practice, trial:<n>, attention:<id>, mood_post",
@@ -597,7 +623,9 @@ def _write_data(engine: Engine, info: store.StudyInfo, folder: Path, fields, cb_
             writers["trials"].write(batch.trials)
             scores = load.trial_table(batch.long, study, cb_declared)
             writers["scores"].write(scores)
-            trial_keys.append(scores[["participant_id", "stimulus_id", "position", "watched_share", "is_pilot"]])
+            # The exclusion rules also read how each clip was seen and heard (trials file).
+            trial_keys.append(load.with_playback(
+                scores[["participant_id", "stimulus_id", "position", "watched_share", "is_pilot"]], batch.trials))
         for name, table, columns in (("playback_events", store.playback_events, load.PLAYBACK_COLUMNS),
                                      ("continuous_samples", store.continuous_samples, load.SAMPLE_COLUMNS)):
             for chunk in load.iter_events(engine, info.id, table, columns, include_pilot=include_pilot):

@@ -355,6 +355,9 @@ _REASON_RULES = [
     (re.compile(r"^failed \d+ attention checks? \(at most (\d+) allowed\)$"), "failed more than {0} attention checks"),
     (re.compile(r"^completed .* planned clips \(.*at least (.+) required\)$"), "completed less than {0} of the planned clips"),
     (re.compile(r"^pilot participant"), "pilot participant"),
+    # how the clip was seen and heard (analysis.scoring.PLAYBACK_LIMITS / PLAYBACK_FLAGS)
+    (re.compile(r"^.* \((\w+); at most (.+) allowed\)$"), "{0} above {1}"),
+    (re.compile(r"^clip .* \((skipped|replayed)\)$"), "{0}"),
 ]
 _REASON_SPLIT = re.compile(r";\s+(?![^(]*\))")  # "; " joins reasons, but not inside parentheses
 

@@ -69,7 +69,8 @@ def live(study_id: str) -> None:
 
     st.subheader("Clips: ratings and playback")
     st.caption("Mean rating of the primary outcome" + (f" ({m.outcome})" if m.outcome else "")
-               + ", share watched, and player problems (error = failed load, stalled/waiting = buffering, "
+               + ", share watched, mean share played muted, mean seconds the page was hidden or out of focus, "
+                 "mean load time (ms), and player problems (error = failed load, stalled/waiting = buffering, "
                  "play_rejected = autoplay blocked).")
     st.dataframe(m.clips, hide_index=True)
 

@@ -285,6 +285,11 @@ def label_line(state, stimulus_id: str) -> str | None:
     return t("clip.label", source=t(f"source.{shown}")) if shown in ("human", "ai") else None
 
 
+def next_clip(state):
+    """The next step of the session that shows a clip (for preloading it), or None."""
+    return next((s for s in state.steps[state.step_index + 1:] if s.has_clip), None)
+
+
 def _skip_event(engine, state, message: str | None) -> None:
     # The player's own seqs start at (seconds x 1000); this slot is past any of them.
     seq = (int(time.time()) % 2_000_000) * 1000 + 999
@@ -314,6 +319,7 @@ def _clip(engine, state, with_label: bool) -> None:
     if cr is not None:
         continuous = {"label": local(cr.item), "min": cr.min, "max": cr.max, "low_label": local(cr.min_label),
                       "high_label": local(cr.max_label), "interval_ms": 500}
+    upcoming = next_clip(state)
     status = player(
         key=f"player-{step.key}",
         instance=step.key,
@@ -328,6 +334,9 @@ def _clip(engine, state, with_label: bool) -> None:
         duration=stim.get("duration_s"),
         continuous=continuous,
         texts={key.removeprefix("player."): t(key) for key in text_keys("player.")},
+        require_sound=getattr(playback, "require_sound", False),
+        next_src=clip_url(state, upcoming.stimulus_id) if upcoming else None,
+        next_stimulus_id=upcoming.stimulus_id if upcoming else None,
     )
     skipped_key = f"skipped|{step.key}"
     share = status.share

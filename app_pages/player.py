@@ -77,11 +77,15 @@ def player(
     continuous: dict | None = None,
     captions: str | None = None,
     texts: dict[str, str] | None = None,
+    require_sound: bool = False,
+    next_src: str | None = None,
+    next_stimulus_id: str | None = None,
 ) -> PlayerStatus:
     """Mount the player; returns what the browser has reported so far.
 
     `key` must differ per trial (so one clip's 'watched enough' never carries over to the next);
-    `instance` changes only when the clip must be loaded afresh.
+    `instance` changes only when the clip must be loaded afresh. `next_src`: the next clip of
+    the session, loaded in the background once this one has ended (preload).
     """
     data = {
         "instance": instance,
@@ -96,6 +100,9 @@ def player(
         "duration": duration,
         "continuous": continuous,
         "captions_src": captions,
+        "require_sound": bool(require_sound),
+        "next_src": next_src,
+        "next_stimulus_id": next_stimulus_id,
         **(texts or {}),
     }
     result = _player(

@@ -163,6 +163,9 @@ class Playback(_Section):
                                      description="Ratings open once this share (0-1) of the clip has actually been watched.")
     allow_skip_on_error: bool = Field(default=True,
                                       description="If a clip cannot be played, let the participant skip it after retrying.")
+    require_sound: bool = Field(default=False,
+                                description="The clips must be heard: each starts with sound on, the start screen says "
+                                            "why, and muting (or volume 0) pauses the clip until the sound is back on.")
     continuous_rating: ContinuousRating | None = Field(
         default=None, description="A slider moved during playback (CARMA-style), sampled over time; empty = none.")
 
@@ -199,6 +202,30 @@ class Exclusions(_Section):
     exclude_pilot: bool = Field(default=True, description="Leave pilot participants out of the analysis.")
     min_completion: float = Field(default=1.0, ge=0, le=1,
                                   description="Participants who completed less than this share of their main trials are excluded.")
+    # Trial-level rules on how the clip was seen and heard (trials columns, study/playback.py);
+    # empty = not applied. A trial whose column is empty (not recorded) is kept.
+    max_seconds_hidden: float | None = Field(
+        default=None, ge=0, description="Trials whose page was hidden or out of focus for more than this many seconds "
+                                        "(trials column seconds_hidden) are excluded; empty = no limit.")
+    max_share_muted: float | None = Field(
+        default=None, ge=0, le=1, description="Trials where more than this share (0-1) of the playback was muted or at "
+                                              "volume 0 (share_muted) are excluded; empty = no limit.")
+    max_seconds_stalled: float | None = Field(
+        default=None, ge=0, description="Trials whose playback stalled (buffering) for more than this many seconds in "
+                                        "all (seconds_stalled) are excluded; empty = no limit.")
+    max_seconds_offline: float | None = Field(
+        default=None, ge=0, description="Trials during which the browser was offline for more than this many seconds "
+                                        "(seconds_offline) are excluded; empty = no limit.")
+    max_load_ms: int | None = Field(
+        default=None, ge=0, description="Trials whose clip took longer than this many milliseconds to become playable "
+                                        "(load_ms) are excluded; empty = no limit.")
+    max_play_count: int | None = Field(
+        default=None, ge=1, description="Trials whose clip was started from the beginning more often than this "
+                                        "(play_count) are excluded; empty = no limit.")
+    exclude_skipped: bool = Field(default=False,
+                                  description="Exclude trials whose clip failed to play and was skipped (skipped).")
+    exclude_replayed: bool = Field(default=False,
+                                   description="Exclude trials whose clip was played more than once (replayed).")
 
 
 class Completion(_Section):

@@ -22,7 +22,10 @@ Tables (all times UTC):
   (kind practice), positions 1..n the main clips (kind main).
 - ``trials``: one row per clip actually shown (position as in planned_trials): when it started,
   when its ratings were submitted, ``watched_share`` (0..1, the max reported), ``max_time``,
-  ``play_count`` and ``item_order`` (item ids in the order shown).
+  ``item_order`` (item ids in the order shown), and how the clip was seen and heard, computed
+  from its playback events at submit (store.metrics, study/playback.py): ``play_count``,
+  ``replayed``, ``skipped``, ``seconds_hidden``, ``share_muted``, ``seconds_stalled``,
+  ``load_ms``, ``seconds_offline``.
 - ``responses``: one row per answered item. ``step_key`` is the flow step: ``trial:<pos>`` for
   clip ratings, ``practice``, ``mood_pre``, ``mood_post``, ``demographics``, ``consent``,
   ``attention:<id>``. Unique (participant_id, step_key, item_id). ``value_num`` holds numbers,
@@ -34,7 +37,7 @@ Tables (all times UTC):
 
 The package: tables.py (schema), engine.py (engines, transactions, migrations, backups),
 studies.py (audit, studies, versions), sessions.py (participants and pages), events.py
-(player events), privacy.py (withdrawal, timeouts, deletion), server.py (the web server's reads).
+(player events), metrics.py (a trial's playback columns), privacy.py (withdrawal, timeouts, deletion), server.py (the web server's reads).
 """
 
 from study.store.engine import (  # noqa: F401

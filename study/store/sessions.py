@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection, Engine
 from study import flow
 from study.errors import UserError
 from study.store.engine import _is_pg, _read, _write
+from study.store.metrics import refresh_trial_metrics
 from study.store.studies import _CACHE_LOCK, StudyClosed, _context, _steps, _study_row
 from study.store.tables import (
     ACTIVE_STATUSES,
@@ -410,7 +411,8 @@ def submit_step(engine: Engine, token: str, step_key: str, answers: dict, trial_
     A page submitted twice (double click, reload, a second tab) is answered with the stored
     state and writes nothing (duplicate=True); a page that is not the current one is refused
     politely. Invalid answers write nothing and come back in `errors`. `trial_meta` for clip
-    steps: started_at (datetime), watched_share, max_time, play_count.
+    steps: started_at (datetime), watched_share, max_time, play_count; the trial's playback
+    columns are then computed from its stored events (store.metrics, study/playback.py).
     """
     now = utcnow()
     with _write(engine) as conn:
@@ -451,6 +453,7 @@ def submit_step(engine: Engine, token: str, step_key: str, answers: dict, trial_
                 max_time=flow.as_number(meta.get("max_time")),
                 play_count=play_count if isinstance(play_count, int) and not isinstance(play_count, bool) else None,
                 submitted=True, item_order=state.item_order)
+            refresh_trial_metrics(conn, p["id"], step.position)
         if step.collects_data:
             order = {item_id: i for i, item_id in enumerate(state.item_order, start=1)}
             by_id = {item.id: item for item in step.items}

@@ -161,6 +161,15 @@ class TrialRow(Base):
     max_time: Mapped[float | None] = mapped_column(sa.Float)
     play_count: Mapped[int | None] = mapped_column(sa.Integer)
     item_order: Mapped[Any | None] = mapped_column(sa.JSON)
+    # How the clip was seen and heard, computed from its playback events (study/playback.py,
+    # migration 0006); NULL until the trial is submitted.
+    replayed: Mapped[bool | None] = mapped_column(sa.Boolean)
+    skipped: Mapped[bool | None] = mapped_column(sa.Boolean)
+    seconds_hidden: Mapped[float | None] = mapped_column(sa.Float)
+    share_muted: Mapped[float | None] = mapped_column(sa.Float)
+    seconds_stalled: Mapped[float | None] = mapped_column(sa.Float)
+    load_ms: Mapped[int | None] = mapped_column(sa.Integer)
+    seconds_offline: Mapped[float | None] = mapped_column(sa.Float)
 
 
 class ResponseRow(Base):
