@@ -319,8 +319,10 @@ def translation_rows(study: Any) -> list[dict[str, Any]]:
     """
     from study import instruments, texts
 
-    used = list(dict.fromkeys([*(["demographics"] if study.demographics else []), *study.measures.session_start,
-                               *study.measures.per_clip, *study.measures.session_end]))
+    entries = [*study.measures.session_start, *study.measures.per_clip, *study.measures.session_end]
+    # An entry is an instrument id or a choice of its items ({name, items}).
+    used = list(dict.fromkeys([*(["demographics"] if study.demographics else []),
+                               *(e if isinstance(e, str) else e.name for e in entries)]))
     own = [c.id for c in study.measures.custom_items] + [c.id for c in study.attention_checks]
     rows: list[dict[str, Any]] = []
     for lang in getattr(study, "languages", None) or [texts.DEFAULT_LANG]:
