@@ -4,6 +4,7 @@ Prolific links but no button that changes it."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -53,6 +54,12 @@ def test_accounts_in_the_browser(tmp_path, sqlite_url):
         store.add_researcher(engine, name, PW, role)
         store.grant(engine, name, study_id)
     store.set_locked(engine, "lex", True)
+    # a second study nobody but owners may see (registered last: the export page would preselect it)
+    other = tmp_path / "other"
+    shutil.copytree(DEMO.parent, other)
+    (other / "study.yaml").write_text((other / "study.yaml").read_text().replace("id: kuleshov-demo", "id: other-study")
+                                      .replace('title: "Kuleshov demo', 'title: "Other study'))
+    assert store.register_study(engine, other / "study.yaml") == "other-study"
     store.delete_researcher(engine, "dee")
     server = start_server(sqlite_url, tmp_path, DEMO)
     try:
@@ -68,6 +75,7 @@ def test_accounts_in_the_browser(tmp_path, sqlite_url):
 
             log_in(page, "ed", PW)
             open_studies(page)
+            assert "Other study" not in page.inner_text("body")
             page.get_by_role("button", name="Close").first.click()
             deadline = time.monotonic() + 30
             while store.study_status(engine, study_id) != "closed" and time.monotonic() < deadline:
@@ -88,6 +96,15 @@ def test_accounts_in_the_browser(tmp_path, sqlite_url):
             for label in ("Open", "Pause", "Close", "Register"):
                 assert viewer.get_by_role("button", name=label, exact=True).count() == 0, label
             assert "Pilot link" not in body and "Register a study file" not in body
+            assert "other-study" not in body and "Other study" not in body
+            # the export page: only the granted study, and no deletion of participants' data
+            viewer.locator('[data-testid="stSidebarNav"] a', has_text="Export").first.click()
+            viewer.get_by_role("button", name="Prepare the dataset").wait_for(timeout=WAIT_MS)
+            body = viewer.inner_text("body")
+            picker = viewer.locator('[data-testid="stSelectbox"]').first
+            shown = picker.inner_text() + " " + picker.locator("input").first.input_value()
+            assert "kuleshov-demo" in shown and "other-study" not in shown + body
+            assert "Delete a participant" not in body
             browser.close()
     finally:
         server.stop()
