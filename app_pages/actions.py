@@ -58,3 +58,41 @@ def export(engine, who: store.Researcher, study_id: str, include_pilot: bool = F
 def view(engine, who: store.Researcher, study_id: str) -> store.Researcher:
     """Dashboard, payments and results of a study: any role with access."""
     return store.authorize(engine, who, "view", study_id)
+
+
+# --------------------------------------------------------------------------- accounts (owners)
+
+
+def _owner(engine, who: store.Researcher, target: str | None = None) -> store.Researcher:
+    now = store.authorize(engine, who, "accounts")
+    if not now.account:
+        raise store.Forbidden("accounts are managed from the command line until the first one exists: "
+                              "kuleshov researcher add NAME --role owner")
+    if target is not None and target == now.username:
+        raise UserError("you cannot lock or delete your own account here (another owner, or the command line, can)")
+    return now
+
+
+def accounts(engine, who: store.Researcher) -> list[dict]:
+    _owner(engine, who)
+    return store.list_researchers(engine)
+
+
+def add_account(engine, who: store.Researcher, username: str, password: str, role: str) -> store.Researcher:
+    now = _owner(engine, who)
+    return store.add_researcher(engine, username, password, role, actor=now.username)
+
+
+def lock_account(engine, who: store.Researcher, username: str, locked: bool) -> None:
+    now = _owner(engine, who, username)
+    store.set_locked(engine, username, locked, actor=now.username)
+
+
+def delete_account(engine, who: store.Researcher, username: str) -> None:
+    now = _owner(engine, who, username)
+    store.delete_researcher(engine, username, actor=now.username)
+
+
+def grant_access(engine, who: store.Researcher, username: str, study_id: str, revoke: bool = False) -> None:
+    now = _owner(engine, who)
+    store.grant(engine, username, study_id, actor=now.username, revoke=revoke)

@@ -50,6 +50,7 @@ def test_accounts_in_the_browser(tmp_path, sqlite_url):
     engine = store.make_engine(sqlite_url)
     store.upgrade(engine)
     study_id = store.register_study(engine, DEMO)
+    store.add_researcher(engine, "ana", PW, "owner")
     for name, role in (("ed", "editor"), ("vic", "viewer"), ("lex", "editor"), ("dee", "editor")):
         store.add_researcher(engine, name, PW, role)
         store.grant(engine, name, study_id)
@@ -105,6 +106,21 @@ def test_accounts_in_the_browser(tmp_path, sqlite_url):
             shown = picker.inner_text() + " " + picker.locator("input").first.input_value()
             assert "kuleshov-demo" in shown and "other-study" not in shown + body
             assert "Delete a participant" not in body
+            assert viewer.locator('[data-testid="stSidebarNav"] a', has_text="Accounts").count() == 0
+
+            # the owner locks the editor on the Accounts page; the editor's open session ends at its next click
+            owner = browser.new_page()
+            owner.goto(server.url + "/researcher")
+            log_in(owner, "ana", PW)
+            owner.get_by_text("Log out").first.wait_for(timeout=WAIT_MS)
+            owner.locator('[data-testid="stSidebarNav"] a', has_text="Accounts").first.click()
+            owner.locator("h1", has_text="Accounts").first.wait_for(timeout=WAIT_MS)
+            owner.get_by_role("button", name="Lock", exact=True).click()  # "ed": first in the list of others
+            owner.get_by_text("ed locked.").first.wait_for(timeout=WAIT_MS)
+            assert [r["locked"] for r in store.list_researchers(engine) if r["username"] == "ed"] == [True]
+            page.get_by_role("button", name="Open").first.click()
+            page.get_by_text("You were logged out: the account 'ed' is locked").first.wait_for(timeout=WAIT_MS)
+            assert store.study_status(engine, study_id) == "closed"
             browser.close()
     finally:
         server.stop()
@@ -112,6 +128,6 @@ def test_accounts_in_the_browser(tmp_path, sqlite_url):
         rows = conn.execute(sa.select(store.audit_log.c.actor, store.audit_log.c.action)).all()
     engine.dispose()
     assert ("ed", "study_status") in rows and ("ed", "login") in rows and ("vic", "login") in rows
-    assert ("lex", "login_refused_locked") in rows
+    assert ("lex", "login_refused_locked") in rows and ("ana", "researcher_locked") in rows
     assert not any(actor == "vic" and action == "study_status" for actor, action in rows)
     print(f"accounts browser test: {time.monotonic() - t0:.1f} s")

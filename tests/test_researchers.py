@@ -227,3 +227,30 @@ def test_cli_add_list_lock_grant_delete(sqlite_url, monkeypatch, capsys):
         assert store.login(engine, "ana", PW).ok
     finally:
         engine.dispose()
+
+
+def test_only_owners_manage_accounts_and_never_their_own(engine, demo):
+    with pytest.raises(store.Forbidden, match="command line"):  # single-password mode: the first one by CLI
+        actions.accounts(engine, store.SHARED)
+    store.add_researcher(engine, "ana", PW, "owner")
+    store.add_researcher(engine, "ed", PW, "editor")
+    ana, ed = store.Researcher("ana", "owner"), store.Researcher("ed", "editor")
+    with pytest.raises(store.Forbidden, match="editor 'ed' may not manage accounts"):
+        actions.add_account(engine, ed, "eve", PW, "owner")
+    with pytest.raises(store.Forbidden):
+        actions.lock_account(engine, ed, "ana", True)
+    with pytest.raises(store.Forbidden, match="shared password no longer applies"):
+        actions.accounts(engine, store.SHARED)
+    with pytest.raises(UserError, match="your own account"):
+        actions.delete_account(engine, ana, "ana")
+    actions.add_account(engine, ana, "vic", PW, "viewer")
+    actions.grant_access(engine, ana, "vic", demo)
+    actions.lock_account(engine, ana, "ed", True)
+    assert {r["username"]: (r["role"], r["locked"], r["studies"]) for r in actions.accounts(engine, ana)} == {
+        "ana": ("owner", False, []), "ed": ("editor", True, []), "vic": ("viewer", False, [demo])}
+    actions.grant_access(engine, ana, "vic", demo, revoke=True)
+    actions.delete_account(engine, ana, "ed")
+    assert [r["username"] for r in store.list_researchers(engine)] == ["ana", "vic"]
+    rows = _audit_rows(engine)
+    for action in ("researcher_added", "access_granted", "researcher_locked", "access_revoked", "researcher_deleted"):
+        assert ("ana", action) in [(a, act) for a, act, _ in rows], action
