@@ -91,7 +91,7 @@ def test_accounts_in_the_browser(tmp_path, sqlite_url):
             viewer.get_by_text("Recruitment: links and completion for Prolific").first.click()
             viewer.get_by_text("PROLIFIC_PID={{%PROLIFIC_PID%}}").first.wait_for(timeout=WAIT_MS)
             body = viewer.inner_text("body")
-            assert f"/?study={study_id}&PROLIFIC_PID={{{{%PROLIFIC_PID%}}}}&STUDY_ID={{{{%STUDY_ID%}}}}" \
+            assert f"{server.url}/?study={study_id}&PROLIFIC_PID={{{{%PROLIFIC_PID%}}}}&STUDY_ID={{{{%STUDY_ID%}}}}" \
                    f"&SESSION_ID={{{{%SESSION_ID%}}}}" in body
             assert "Logged in as vic (viewer)" in body
             for label in ("Open", "Pause", "Close", "Register"):
