@@ -195,6 +195,10 @@ def test_cli_add_list_lock_grant_delete(sqlite_url, monkeypatch, capsys):
     code, _, err = _cli(monkeypatch, capsys, ["researcher", "add", "bo", "--role", "admin", "--password-stdin", *url],
                         PW + "\n")
     assert code == 2 and "role 'admin'" in err and "owner, editor, viewer" in err
+    code, _, err = _cli(monkeypatch, capsys, ["researcher", "add", "bo", "--password-stdin", *url], PW + "\n")
+    assert code == 2 and "needs --role" in err
+    code, _, err = _cli(monkeypatch, capsys, ["researcher", "add", "--role", "viewer", *url])
+    assert code == 2 and "needs a username" in err
     code, _, err = _cli(monkeypatch, capsys, ["researcher", "add", "bo", "--role", "viewer", "--password-stdin", *url],
                         "\n")
     assert code == 2 and "password is empty" in err

@@ -334,7 +334,10 @@ def cli_researcher(args) -> int:
             raise UserError(f"kuleshov researcher {action} needs a username, e.g. kuleshov researcher {action} ana")
         if action == "add":
             check_username(args.user)
-            role = check_role(args.role or "")
+            if not args.role:
+                raise UserError(f"kuleshov researcher add needs --role (owner, editor or viewer), e.g. "
+                                f"kuleshov researcher add {args.user} --role editor")
+            role = check_role(args.role)
             who = add_researcher(engine, args.user, _read_password(args), role)
             first = len(list_researchers(engine)) == 1
             print(f"added {who.role} {who.username!r}" + (
