@@ -22,7 +22,9 @@ RESEARCHER_PAGES = [
     ("app_pages/dashboard.py", "Dashboard", ":material/monitoring:", "researcher"),
     ("app_pages/studies.py", "Studies", ":material/list:", "researcher-studies"),
     ("app_pages/export_page.py", "Export", ":material/download:", "researcher-export"),
+    ("app_pages/accounts.py", "Accounts", ":material/group:", "researcher-accounts"),
 ]
+OWNER_ONLY = {"researcher-accounts"}  # shown to owners with an account; the page checks again
 LOGOUT_PATH = "researcher-logout"
 
 from app_pages import participant  # noqa: E402
@@ -41,7 +43,10 @@ else:
         def log_out() -> None:
             auth.logout()
 
-        researcher = [st.Page(path, title=title, icon=icon, url_path=url) for path, title, icon, url in available]
+        me = auth.who()
+        owner = me.account and me.role == "owner"
+        researcher = [st.Page(path, title=title, icon=icon, url_path=url) for path, title, icon, url in available
+                      if owner or url not in OWNER_ONLY]
         researcher.append(st.Page(log_out, title="Log out", icon=":material/logout:", url_path=LOGOUT_PATH))
     else:
         # Every researcher path shows the login form until then (one page object per path).

@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "report": ("analysis.report", "cli_report", "write a self-contained HTML report"),
     "power": ("analysis.power", "cli_power", "simulation-based power for a planned crossed design"),
     "export": ("analysis.export", "cli_export", "write the dataset folder (data, codebook, datapackage.json)"),
+    "researcher": ("study.store", "cli_researcher",
+                   "researcher accounts: add, list, lock, unlock, delete; grant or revoke access to a study"),
     "run": ("cli", "cli_run", "start the web app (participants and researchers)"),
 }
 
@@ -94,6 +96,16 @@ def _add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--out", required=True, help="dataset folder to write")
         p.add_argument("--url", help="database URL")
         p.add_argument("--include-pilot", action="store_true")
+    elif name == "researcher":
+        p.add_argument("action", choices=["add", "list", "lock", "unlock", "delete", "grant", "revoke"])
+        p.add_argument("user", nargs="?", help="username (lower-case letters, digits, . _ -)")
+        p.add_argument("study", nargs="?", help="grant/revoke: the study id")
+        p.add_argument("--role", help="add: owner (everything), editor (register and run studies) or viewer "
+                       "(dashboard and export)")
+        p.add_argument("--password-stdin", action="store_true",
+                       help="add: read the password from the first line of standard input instead of a prompt "
+                       "(never give it as an argument: other users see command lines)")
+        p.add_argument("--url", help="database URL")
     elif name == "run":
         p.add_argument("--port", type=int, default=8501)
         p.add_argument("--host", default="127.0.0.1")

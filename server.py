@@ -522,7 +522,11 @@ def serve(host: str = "127.0.0.1", port: int = 8501, study_file: str | None = No
         print(f"  participant link:  {base}/?study={study_id}")
         print(f"  pilot link:        {base}/?study={study_id}&pilot={pilot_key(study_id, password)}")
     print(f"  researcher pages:  {base}/researcher")
-    if generated:
+    accounts = len(store.list_researchers(engine))
+    if accounts:
+        # The password above stays the secret behind pilot links; it no longer logs in.
+        print(f"  researcher login:  your own account ({accounts} in `kuleshov researcher list`)")
+    elif generated:
         print(f"  researcher password (generated for this demo run): {password}")
     sys.stdout.flush()
     # The player posts events every few seconds on a kept-alive connection; uvicorn's 5 s

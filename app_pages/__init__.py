@@ -18,12 +18,14 @@ def get_engine():
 
 
 def pick_study(engine, key: str) -> str:
-    """The study selector of a researcher page (newest last, preselected); stops the page if none exists."""
-    from study import store
+    """The study selector of a researcher page (newest last, preselected), offering only the
+    studies the logged-in researcher may see; stops the page if there is none."""
+    from app_pages import actions, auth
 
-    ids = [s["id"] for s in store.list_studies(engine)]
+    ids = [s["id"] for s in actions.studies(engine, auth.who())]
     if not ids:
-        st.info("No study registered yet: see the Studies page.")
+        st.info("No study you have access to yet: see the Studies page (an owner can grant access with "
+                "`kuleshov researcher grant NAME STUDY`).")
         st.stop()
     return st.selectbox("Study", ids, index=len(ids) - 1, key=key)
 

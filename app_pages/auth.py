@@ -1,4 +1,12 @@
-"""Researcher login: one shared password, compared in constant time, with failed logins limited.
+"""Researcher login: researcher accounts when any exists, else one shared password.
+
+Accounts (study/store/researchers.py, made with `kuleshov researcher add`): the form asks for
+a username and a password, checked with argon2 (an unknown name costs the same time), the same
+message for every failure, and the account locked after store.MAX_FAILED_LOGINS wrong passwords.
+The session keeps the store.Researcher; every page re-checks it (require_researcher), so a
+locked or deleted account is logged out at its next click.
+
+Shared password (no account exists, a one-person lab): compared in constant time.
 
 The password comes from study.access.researcher_password (KULESHOV_RESEARCHER_PASSWORD or
 `researcher_password` in .streamlit/secrets.toml); `serve()` refuses to start in production
@@ -69,7 +77,33 @@ def password_ok(given: str, expected: str | None) -> bool:
 
 
 def is_researcher() -> bool:
-    return bool(st.session_state.get(SESSION_KEY))
+    return isinstance(st.session_state.get(SESSION_KEY), store_researcher())
+
+
+def store_researcher():
+    from study.store.researchers import Researcher
+
+    return Researcher
+
+
+def who():
+    """The logged-in researcher (a store.Researcher); SHARED in single-password mode."""
+    value = st.session_state.get(SESSION_KEY)
+    if not isinstance(value, store_researcher()):
+        raise RuntimeError("who() called before require_researcher()")
+    return value
+
+
+def accounts_mode() -> bool:
+    """True once any researcher account exists (then the shared password no longer logs in)."""
+    from app_pages import get_engine
+    from study import store
+
+    try:
+        return store.has_accounts(get_engine())
+    except Exception as exc:  # a database behind on migrations: say so, keep the shared password
+        print(f"kuleshov: could not read researcher accounts ({exc.__class__.__name__}); run `kuleshov db upgrade`")
+        return False
 
 
 def _client_address() -> str:
@@ -99,8 +133,12 @@ def _audit(action: str, detail: dict) -> None:
         print(f"kuleshov: could not write audit log entry {action}: {exc}")
 
 
-def attempt_login(given: str) -> tuple[bool, str]:
-    """Check one login attempt against the limits and the password; returns (ok, message)."""
+def attempt_login(given: str, username: str | None = None) -> tuple[bool, str]:
+    """Check one login attempt against the limits and the password; returns (ok, message).
+
+    With `username` (accounts mode) the account's own password and lockout apply as well."""
+    from study import store
+
     now = time.monotonic()
     address = _client_address()
     keys = {f"session:{_session_id()}": MAX_PER_SESSION, f"address:{address}": MAX_PER_ADDRESS, "global": MAX_GLOBAL}
@@ -108,11 +146,21 @@ def attempt_login(given: str) -> tuple[bool, str]:
     if wait > 0:
         _audit("login_refused_locked", {"address": address})
         return False, f"Too many failed logins. Try again in {int(wait // 60) + 1} minute(s)."
+    if username is not None:
+        from app_pages import get_engine
+
+        result = store.login(get_engine(), username, given, detail={"address": address})
+        if result.ok:
+            st.session_state[SESSION_KEY] = result.researcher
+            return True, ""
+        LIMITER.fail(keys, now)
+        time.sleep(0.5)
+        return False, result.message
     expected = researcher_password()
     if expected is None:
         return False, "No researcher password is configured on this server (KULESHOV_RESEARCHER_PASSWORD)."
     if password_ok(given, expected):
-        st.session_state[SESSION_KEY] = True
+        st.session_state[SESSION_KEY] = store.SHARED
         _audit("login", {"address": address})
         return True, ""
     locked = LIMITER.fail(keys, now)
@@ -122,24 +170,43 @@ def attempt_login(given: str) -> tuple[bool, str]:
     return False, "Wrong password."
 
 
-def login_form() -> None:
+def login_form(message: str | None = None) -> None:
     st.title("Researcher login")
     st.caption("If you are taking part in a study, please use the link you were given.")
+    if message:
+        st.warning(message)
+    accounts = accounts_mode()
     with st.form("researcher-login", clear_on_submit=True):
+        username = st.text_input("Username", key="researcher-username") if accounts else None
         given = st.text_input("Password", type="password", key="researcher-password")
         submitted = st.form_submit_button("Log in")
     if submitted:
-        ok, message = attempt_login(given or "")
+        ok, message = attempt_login(given or "", (username or "") if accounts else None)
         if ok:
             st.rerun()
         st.error(message)
 
 
-def require_researcher() -> None:
-    """First line of every researcher page: show the login form and stop unless logged in."""
+def require_researcher():
+    """First line of every researcher page: show the login form and stop unless logged in as a
+    researcher whose account still exists and is not locked. Returns the researcher."""
+    from app_pages import get_engine
+    from study import store
+
     if not is_researcher():
         login_form()
         st.stop()
+    try:
+        return store.current_researcher(get_engine(), who())
+    except store.Forbidden as exc:
+        st.session_state.pop(SESSION_KEY, None)
+        login_form(f"You were logged out: {exc}.")
+        st.stop()
+
+
+def refuse(exc: Exception) -> None:
+    """Show a refused or failed action as a sentence."""
+    st.error(str(exc))
 
 
 def logout() -> None:

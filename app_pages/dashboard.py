@@ -8,11 +8,11 @@ the page never refits the models.
 
 from app_pages.auth import require_researcher
 
-require_researcher()
+me = require_researcher()
 
 import streamlit as st  # noqa: E402
 
-from app_pages import get_engine, pick_study  # noqa: E402
+from app_pages import actions, get_engine, pick_study  # noqa: E402
 from study import store  # noqa: E402
 from study.errors import UserError  # noqa: E402
 
@@ -22,6 +22,7 @@ STATUS_ORDER = ["started", "in_progress", "completed", "withdrawn", "declined", 
 engine = get_engine()
 st.title("Dashboard")
 study_id = pick_study(engine, key="dashboard-study")
+actions.view(engine, me, study_id)  # the selector offers only these; checked on the server all the same
 
 
 @st.fragment(run_every=REFRESH_S)

@@ -2,12 +2,11 @@
 
 from app_pages.auth import require_researcher
 
-require_researcher()
+me = require_researcher()
 
 import streamlit as st  # noqa: E402
 
-from app_pages import get_engine, pick_study  # noqa: E402
-from study import store  # noqa: E402
+from app_pages import actions, get_engine, pick_study  # noqa: E402
 from study.errors import UserError  # noqa: E402
 
 engine = get_engine()
@@ -20,11 +19,9 @@ st.write("One zip with the data (CSV and Parquet), codebook, datapackage.json, d
          "PAYMENTS_contains_identifiers.csv, which you should not share.")
 include_pilot = st.checkbox("Include pilot participants", value=False)
 if st.button("Prepare the dataset", type="primary"):
-    from analysis.export import export_zip
-
     with st.spinner("Writing the dataset ..."):
         try:
-            st.session_state["export_zip"] = (study_id, export_zip(engine, study_id, include_pilot=include_pilot))
+            st.session_state["export_zip"] = (study_id, actions.export(engine, me, study_id, include_pilot=include_pilot))
         except UserError as exc:
             st.error(str(exc))
 ready = st.session_state.get("export_zip")
@@ -32,15 +29,16 @@ if ready and ready[0] == study_id:
     st.download_button(f"Download {study_id}.zip ({len(ready[1]) / 1e6:.1f} MB)", ready[1],
                        file_name=f"{study_id}.zip", mime="application/zip", key="download-zip")
 
-st.divider()
-st.subheader("Delete a participant's data")
-st.write("For a deletion request: every row of the participant is removed; the audit log keeps only that a "
-         "deletion happened (with a hash of the pseudonym). This cannot be undone.")
-ref = st.text_input("Pseudonym (e.g. P0007) or Prolific ID", key="delete-ref").strip()
-confirm = st.text_input("Type DELETE to confirm", key="delete-confirm")
-if st.button("Delete this participant", disabled=not ref or confirm != "DELETE"):
-    try:
-        n = store.delete_participant(engine, study_id, ref, actor="researcher")
-        st.success(f"Deleted {ref}: {n} rows removed. An audit entry records the deletion.")
-    except UserError as exc:
-        st.error(str(exc))
+if actions.may(engine, me, "change", study_id):
+    st.divider()
+    st.subheader("Delete a participant's data")
+    st.write("For a deletion request: every row of the participant is removed; the audit log keeps only that a "
+             "deletion happened (with a hash of the pseudonym). This cannot be undone.")
+    ref = st.text_input("Pseudonym (e.g. P0007) or Prolific ID", key="delete-ref").strip()
+    confirm = st.text_input("Type DELETE to confirm", key="delete-confirm")
+    if st.button("Delete this participant", disabled=not ref or confirm != "DELETE"):
+        try:
+            n = actions.delete_participant(engine, me, study_id, ref)
+            st.success(f"Deleted {ref}: {n} rows removed. An audit entry records the deletion.")
+        except UserError as exc:
+            st.error(str(exc))

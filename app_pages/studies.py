@@ -1,59 +1,94 @@
-"""Researcher page: the studies in the database, their status, and their participant links."""
+"""Researcher page: the studies this researcher may see, their status, and what to paste into Prolific.
+
+Buttons a role may not use are not shown; the actions themselves (app_pages.actions) check the
+role and study access on the server again.
+"""
 
 from app_pages.auth import require_researcher
 
-require_researcher()
-
-from pathlib import Path  # noqa: E402
+me = require_researcher()
 
 import streamlit as st  # noqa: E402
 
-from app_pages import get_engine  # noqa: E402
+from app_pages import actions, get_engine  # noqa: E402
 from study import store  # noqa: E402
 from study.access import pilot_key  # noqa: E402
 from study.errors import UserError  # noqa: E402
+from study.recruitment import recruitment  # noqa: E402
 
 engine = get_engine()
 st.title("Studies")
+if me.account:
+    st.caption(f"Logged in as **{me.username}** ({me.role})")
 
-rows = store.list_studies(engine)
+rows = actions.studies(engine, me)
+may_register = actions.may(engine, me, "register")
 if not rows:
-    st.info("No study registered yet. Register a study file below (or run `kuleshov study register STUDY.yaml`).")
+    st.info("No study registered yet. Register a study file below (or run `kuleshov study register STUDY.yaml`)."
+            if may_register else "No study you have access to yet (an owner can grant it: "
+            f"`kuleshov researcher grant {me.username} STUDY`).")
 
 base = st.context.url.split("?")[0].rstrip("/") if getattr(st.context, "url", None) else ""
-base = base.rsplit("/", 1)[0] if base.endswith("/studies") else base
+base = base.rsplit("/", 1)[0] if base.endswith(("/studies", "/researcher-studies")) else base
+
+
+def _recruitment_help(study_id: str) -> None:
+    try:
+        info = store.get_study(engine, study_id)
+    except UserError as exc:
+        st.error(str(exc))
+        return
+    r = recruitment(base, study_id, info.study.completion)
+    with st.expander("Recruitment: links and completion for Prolific", expanded=False):
+        st.markdown("**Study URL for Prolific** (Prolific fills in PROLIFIC_PID, STUDY_ID and SESSION_ID):")
+        st.code(r.prolific_link, language=None)
+        st.markdown("**Completion code** (Prolific: *How to confirm participants have completed your study* "
+                    "-> completion code):")
+        st.code(r.completion_code or "(none set in the study file's completion.code)", language=None)
+        if r.completion_url:
+            st.markdown("**Completion URL** participants are sent to at the end (angle brackets: filled in per "
+                        "participant):")
+            st.code(r.completion_url, language=None)
+        st.markdown("**Anonymous link** (no panel ids; for a mailing list or a lab session):")
+        st.code(r.anonymous_link, language=None)
+        if r.anonymous_completion_url:
+            st.markdown("Anonymous participants are sent to:")
+            st.code(r.anonymous_completion_url, language=None)
+        for note in r.notes:
+            st.caption(note)
+
 
 for row in rows:
     counts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(row["by_status"].items())) or "no participants yet"
     with st.container(border=True):
         st.subheader(f"{row['title']}")
         st.caption(f"id `{row['id']}` · version {row['version']} · status **{row['status']}** · {counts}")
-        cols = st.columns(3)
-        for col, (label, status) in zip(cols, (("Open", "open"), ("Pause", "paused"), ("Close", "closed"))):
-            if col.button(label, key=f"{row['id']}-{status}", disabled=row["status"] == status,
-                          help={"open": "take new participants",
-                                "paused": "only pilot links may enrol; participants already in can finish",
-                                "closed": "nobody enrols or submits; participants see a polite message"}[status]):
-                store.set_study_status(engine, row["id"], status, actor="researcher")
-                st.rerun()
-        link = f"{base}/?study={row['id']}"
-        st.markdown("Participant link (Prolific appends PROLIFIC_PID, STUDY_ID and SESSION_ID):")
-        st.code(link + "&PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}",
-                language=None)
+        if actions.may(engine, me, "change", row["id"]):
+            cols = st.columns(3)
+            for col, (label, status) in zip(cols, (("Open", "open"), ("Pause", "paused"), ("Close", "closed"))):
+                if col.button(label, key=f"{row['id']}-{status}", disabled=row["status"] == status,
+                              help={"open": "take new participants",
+                                    "paused": "only pilot links may enrol; participants already in can finish",
+                                    "closed": "nobody enrols or submits; participants see a polite message"}[status]):
+                    try:
+                        actions.set_status(engine, me, row["id"], status)
+                        st.rerun()
+                    except UserError as exc:
+                        st.error(str(exc))
+        _recruitment_help(row["id"])
         key = pilot_key(row["id"])
-        if key:
+        if key and actions.may(engine, me, "change", row["id"]):
             st.markdown("Pilot link (data flagged as pilot and left out of the analysis by default):")
-            st.code(f"{link}&pilot={key}", language=None)
+            st.code(f"{base}/?study={row['id']}&pilot={key}", language=None)
 
-st.divider()
-st.subheader("Register a study file")
-path = st.text_input("Path of the study file on the server", placeholder="stimuli/demo/study.yaml")
-if st.button("Register", disabled=not path):
-    try:
-        if not Path(path).is_file():
-            raise UserError(f"{path}: no such file on the server")
-        study_id = store.register_study(engine, path, actor="researcher")
-        st.success(f"Registered {study_id}.")
-        st.rerun()
-    except UserError as exc:
-        st.error(str(exc))
+if may_register:
+    st.divider()
+    st.subheader("Register a study file")
+    path = st.text_input("Path of the study file on the server", placeholder="stimuli/demo/study.yaml")
+    if st.button("Register", disabled=not path):
+        try:
+            study_id = actions.register(engine, me, path)
+            st.success(f"Registered {study_id}.")
+            st.rerun()
+        except UserError as exc:
+            st.error(str(exc))

@@ -17,7 +17,8 @@ GUESSED = ["/dashboard", "/studies", "/export", "/export_page", "/app_pages/dash
            "/log_out", "/admin", "/pages/dashboard"]
 LOGIN = "Researcher login"
 # The researcher side's own paths (app.py); everything else is the participant side.
-RESEARCHER_PATHS = ["/researcher", "/researcher-studies", "/researcher-export", "/researcher-logout"]
+RESEARCHER_PATHS = ["/researcher", "/researcher-studies", "/researcher-export", "/researcher-accounts",
+                    "/researcher-logout"]
 INCOMPLETE = "This study link is incomplete"
 
 

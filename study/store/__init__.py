@@ -32,12 +32,16 @@ Tables (all times UTC):
   ``value_text`` text and choices; ``untouched`` marks a slider left at its start (value null).
 - ``playback_events`` and ``continuous_samples``: what the player reported, unique by
   (participant_id, position, seq) so a resent batch is stored once.
-- ``audit_log``: researcher and system actions; ``participant_ref`` is a hash of the pseudonym,
-  never a raw id.
+- ``audit_log``: researcher and system actions; ``actor`` is the researcher's username (or
+  "researcher" in single-password mode, "cli", "system", "participant"); ``participant_ref`` is a
+  hash of the pseudonym, never a raw id.
+- ``researchers``: one row per researcher account (username, argon2id ``password_hash``, role
+  owner | editor | viewer, ``locked``, ``failed_logins``); ``researcher_study_access``: which
+  studies an editor or viewer may see (see researchers.py).
 
 The package: tables.py (schema), engine.py (engines, transactions, migrations, backups),
 studies.py (audit, studies, versions), sessions.py (participants and pages), events.py
-(player events), metrics.py (a trial's playback columns), privacy.py (withdrawal, timeouts, deletion), server.py (the web server's reads).
+(player events), metrics.py (a trial's playback columns), privacy.py (withdrawal, timeouts, deletion), researchers.py (accounts, login, permissions), server.py (the web server's reads).
 """
 
 from study.store.engine import (  # noqa: F401
@@ -81,6 +85,28 @@ from study.store.privacy import (  # noqa: F401
     delete_participant,
     mark_timed_out,
     withdraw,
+)
+from study.store.researchers import (  # noqa: F401
+    LOGIN_FAILED_MESSAGE,
+    MAX_FAILED_LOGINS,
+    MIN_PASSWORD_CHARS,
+    SHARED,
+    Forbidden,
+    LoginResult,
+    Researcher,
+    add_researcher,
+    allowed,
+    authorize,
+    cli_researcher,
+    current_researcher,
+    delete_researcher,
+    grant,
+    grant_if_new,
+    has_accounts,
+    list_researchers,
+    login,
+    set_locked,
+    visible_studies,
 )
 from study.store.server import (  # noqa: F401
     _ENGINES,
@@ -161,6 +187,9 @@ from study.store.tables import (  # noqa: F401
     ParticipantRow,
     PlannedTrialRow,
     PlaybackEventRow,
+    RESEARCHER_ROLES,
+    ResearcherAccessRow,
+    ResearcherRow,
     ResponseRow,
     StimulusRow,
     StudyRow,
@@ -171,6 +200,8 @@ from study.store.tables import (  # noqa: F401
     participants,
     planned_trials,
     playback_events,
+    researcher_study_access,
+    researchers,
     responses,
     stimuli,
     studies,

@@ -240,6 +240,35 @@ class AuditRow(Base):
     detail: Mapped[Any | None] = mapped_column(sa.JSON)
 
 
+RESEARCHER_ROLES = ("owner", "editor", "viewer")
+
+
+class ResearcherRow(Base):
+    """A researcher account (see study/store/researchers.py). ``password_hash`` is an argon2id
+    hash (never the password); ``locked`` is set by an owner or by too many failed logins."""
+
+    __tablename__ = "researchers"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(sa.String(50), unique=True)
+    password_hash: Mapped[str] = mapped_column(sa.String(200))
+    role: Mapped[str] = mapped_column(sa.String(10))
+    locked: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    failed_logins: Mapped[int] = mapped_column(sa.Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(TS)
+    last_login_at: Mapped[datetime | None] = mapped_column(TS)
+
+
+class ResearcherAccessRow(Base):
+    """Which studies an editor or viewer may see (owners see every study)."""
+
+    __tablename__ = "researcher_study_access"
+
+    researcher_id: Mapped[int] = mapped_column(sa.ForeignKey("researchers.id", ondelete="CASCADE"), primary_key=True)
+    study_id: Mapped[str] = mapped_column(sa.ForeignKey("studies.id", ondelete="CASCADE"), primary_key=True)
+    granted_at: Mapped[datetime] = mapped_column(TS)
+
+
 studies = StudyRow.__table__
 study_versions = StudyVersionRow.__table__
 stimuli = StimulusRow.__table__
@@ -250,5 +279,7 @@ responses = ResponseRow.__table__
 playback_events = PlaybackEventRow.__table__
 continuous_samples = ContinuousSampleRow.__table__
 audit_log = AuditRow.__table__
+researchers = ResearcherRow.__table__
+researcher_study_access = ResearcherAccessRow.__table__
 
 

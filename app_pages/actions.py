@@ -1,0 +1,98 @@
+"""Every researcher action the pages offer, each checked against the researcher's role and study
+access on the server before it runs (plain Python, no streamlit: tests call these directly).
+
+A page hides what a role may not do, but hiding is only a courtesy: these functions are the
+check. Each takes the logged-in `store.Researcher` (app_pages.auth.who()) and writes its audit
+entry under that researcher's username. A refusal raises store.Forbidden (a UserError).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from study import store
+from study.errors import UserError
+
+
+def studies(engine, who: store.Researcher) -> list[dict]:
+    """The studies this researcher may see (store.list_studies rows)."""
+    ids = store.visible_studies(engine, who)
+    return [row for row in store.list_studies(engine) if ids is None or row["id"] in ids]
+
+
+def may(engine, who: store.Researcher, action: str, study_id: str | None = None) -> bool:
+    return store.allowed(engine, who, action, study_id)
+
+
+def set_status(engine, who: store.Researcher, study_id: str, status: str) -> None:
+    now = store.authorize(engine, who, "change", study_id)
+    store.set_study_status(engine, study_id, status, actor=now.username)
+
+
+def register(engine, who: store.Researcher, path: str) -> str:
+    now = store.authorize(engine, who, "register")
+    if not Path(path).is_file():
+        raise UserError(f"{path}: no such file on the server")
+    from study.protocol import load_study
+
+    spec_id = load_study(Path(path)).id
+    if any(row["id"] == spec_id for row in store.list_studies(engine)):
+        store.authorize(engine, now, "change", spec_id)  # a new version of a study they may change
+    study_id = store.register_study(engine, path, actor=now.username)
+    store.grant_if_new(engine, now, study_id)
+    return study_id
+
+
+def delete_participant(engine, who: store.Researcher, study_id: str, ref: str) -> int:
+    now = store.authorize(engine, who, "change", study_id)
+    return store.delete_participant(engine, study_id, ref, actor=now.username)
+
+
+def export(engine, who: store.Researcher, study_id: str, include_pilot: bool = False) -> bytes:
+    now = store.authorize(engine, who, "view", study_id)
+    from analysis.export import export_zip
+
+    return export_zip(engine, study_id, include_pilot=include_pilot, actor=now.username)
+
+
+def view(engine, who: store.Researcher, study_id: str) -> store.Researcher:
+    """Dashboard, payments and results of a study: any role with access."""
+    return store.authorize(engine, who, "view", study_id)
+
+
+# --------------------------------------------------------------------------- accounts (owners)
+
+
+def _owner(engine, who: store.Researcher, target: str | None = None) -> store.Researcher:
+    now = store.authorize(engine, who, "accounts")
+    if not now.account:
+        raise store.Forbidden("accounts are managed from the command line until the first one exists: "
+                              "kuleshov researcher add NAME --role owner")
+    if target is not None and target == now.username:
+        raise UserError("you cannot lock or delete your own account here (another owner, or the command line, can)")
+    return now
+
+
+def accounts(engine, who: store.Researcher) -> list[dict]:
+    _owner(engine, who)
+    return store.list_researchers(engine)
+
+
+def add_account(engine, who: store.Researcher, username: str, password: str, role: str) -> store.Researcher:
+    now = _owner(engine, who)
+    return store.add_researcher(engine, username, password, role, actor=now.username)
+
+
+def lock_account(engine, who: store.Researcher, username: str, locked: bool) -> None:
+    now = _owner(engine, who, username)
+    store.set_locked(engine, username, locked, actor=now.username)
+
+
+def delete_account(engine, who: store.Researcher, username: str) -> None:
+    now = _owner(engine, who, username)
+    store.delete_researcher(engine, username, actor=now.username)
+
+
+def grant_access(engine, who: store.Researcher, username: str, study_id: str, revoke: bool = False) -> None:
+    now = _owner(engine, who)
+    store.grant(engine, username, study_id, actor=now.username, revoke=revoke)
