@@ -210,6 +210,9 @@ def primary_test(trials: pd.DataFrame, outcomes: list[str], *, alpha: float = 0.
         raise UserError(f"hypothesis must be one of {', '.join(HYPOTHESES)}; got {hypothesis!r}")
     if not 0 < alpha < 1:
         raise UserError(f"alpha must lie between 0 and 1; got {alpha!r}")
+    if bootstrap and (isinstance(bootstrap, bool) or int(bootstrap) != bootstrap or bootstrap < 2):
+        raise UserError(f"the number of bootstrap samples must be a whole number of at least 2 (or 0 for "
+                        f"none); got {bootstrap!r}")
     if isinstance(outcomes, str):
         outcomes = [outcomes]
     _require(trials, ["participant_id", "stimulus_id", "source", *outcomes], "primary test")
