@@ -70,6 +70,10 @@ def _add_arguments(name: str, p: argparse.ArgumentParser) -> None:
                        "study's analysis plan, else the built-in outcomes present), e.g. liking,valence")
         p.add_argument("--columns", help="for a CSV from other software: OURS=THEIRS pairs naming its columns, "
                        "e.g. participant_id=subject,stimulus_id=clip,source=clip_source")
+        p.add_argument("--bootstrap", type=int, default=None,
+                       help="parametric-bootstrap samples for the CI of d of the primary outcome (0: none; "
+                       "default 200 up to 20,000 ratings, else 0)")
+        p.add_argument("--seed", type=int, default=1, help="seed of the bootstrap")
         if name == "report":
             p.add_argument("--interim", action="store_true", help="mark the report as interim (data still coming in)")
     elif name == "power":

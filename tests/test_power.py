@@ -230,3 +230,13 @@ def test_progress_lines_on_a_log_file_and_bar_on_a_terminal():
     tty = Tty()
     P._Bar(tty)(1, 2, 10)
     assert tty.getvalue().startswith("\rpower [")
+
+
+def test_power_chart_has_one_curve_per_test():
+    from analysis.charts import power_curve
+
+    d = P.design_from_study(DEMO_STUDY)
+    table = P.simulate_power(d, [6, 9], 0.3, label_d=0.3, n_sims=1, **V)
+    fig = power_curve(table)
+    assert [t.name for t in fig.data] == ["source", "label", "pairs"] and fig.layout.showlegend
+    assert list(fig.data[1].x) == [6, 9]
