@@ -119,7 +119,8 @@ def main() -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
-    pool = ProcessPoolExecutor(max_workers=args.jobs)
+    pool = ProcessPoolExecutor(max_workers=args.jobs, initializer=signal.signal,
+                               initargs=(signal.SIGTERM, signal.SIG_DFL))  # workers just stop
     try:
         for r in pool.map(one, jobs, chunksize=1):
             done.append(r)
