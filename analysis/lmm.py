@@ -518,8 +518,11 @@ class Refitter:
     fill-reducing ordering are built once (the fit's); each refit recomputes only the
     products with y (O(rows)) and runs the optimiser, started from the original estimates.
     `estimates` skips the Satterthwaite and convergence computations (for a bootstrap, which
-    needs only the estimates); `fit` returns a full LmmFit, the same as fit_lmm on these rows
-    with this outcome would.
+    needs only the estimates); `fit` returns a full LmmFit like fit_lmm's on these rows with
+    this outcome. Both optimise with forward-difference gradients (about half the
+    evaluations of fit_lmm's central ones; set .forward = False for fit_lmm's optimiser):
+    the optimum agrees with fit_lmm's to the optimiser's tolerance (tests/test_power.py and
+    tests/test_stats.py compare them).
     """
 
     def __init__(self, fit: LmmFit):
