@@ -40,7 +40,6 @@ Wilson interval; with n simulations its standard error is at most 0.5 / sqrt(n).
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
