@@ -557,6 +557,10 @@ def _parse_participants(text) -> list[int]:
 def cli_power(args) -> int:
     """`kuleshov power`: power curves for the planned design, printed and optionally saved."""
     variances = {k: float(getattr(args, k)) for k in ("var_participant", "var_slope", "var_clip", "var_residual")}
+    jobs = getattr(args, "jobs", 1)
+    jobs = 1 if jobs is None else int(jobs)
+    if jobs < 1:
+        raise UserError(f"--jobs must be at least 1 (worker processes); got {jobs}")
     if getattr(args, "out", None):
         check_writable(args.out, "power curve")
     study_file = getattr(args, "study", None)
@@ -602,9 +606,6 @@ def cli_power(args) -> int:
     print(f"effects (Westfall d): source {args.effect:g}" + (f", label {label_d:g}" if "label" in terms else "")
           + f"; tests: {', '.join(terms)}; alpha {alpha:g} (two-sided); {n_sims} simulations per point "
           f"(simulation standard error at most {0.5 / np.sqrt(n_sims):.3f}); seed {args.seed}")
-    jobs = int(getattr(args, "jobs", 1) or 1)
-    if jobs < 1:
-        raise UserError(f"--jobs must be at least 1; got {jobs}")
     table = simulate_power(design, _parse_participants(args.participants), args.effect, label_d=label_d,
                            pair_share=pair_share, n_sims=n_sims, alpha=alpha, seed=args.seed, jobs=jobs,
                            progress=_Bar(), **variances)

@@ -191,6 +191,8 @@ def test_cli_power_writes_csv_and_progress(tmp_path, capsys):
     assert (tmp_path / "curve.html").stat().st_size > 100_000  # chart with plotly.js inlined
     with pytest.raises(UserError, match="comma-separated"):
         P.cli_power(cli_args(participants="ten"))
+    with pytest.raises(UserError, match="--jobs must be at least 1"):
+        P.cli_power(cli_args(jobs=0))
 
 
 def test_cli_power_reads_the_design_from_the_study_file(capsys):
