@@ -554,7 +554,9 @@ class Refitter:
         """(beta, theta, sigma) of the model fitted to y; LinAlgError if it cannot be."""
         cp = self.cp.with_y(np.asarray(y, float))
         start = self.theta if start is None else start
-        with _single_blas():
+        # scipy's forward differences subtract an infinite criterion (a step where the system
+        # is not positive definite) from itself: a nan it handles, but numpy would warn
+        with _single_blas(), np.errstate(invalid="ignore"):
             theta, crit, _, _ = _optimise(cp, np.array(start, float), self.lower, self.reml, forward=True)
             if not np.isfinite(crit):
                 raise np.linalg.LinAlgError("the criterion is not finite at the optimum")
@@ -579,7 +581,8 @@ class Refitter:
         cp = self.cp.with_y(y)
         start = self.theta if start is None else np.array(start, float)
         with _single_blas():
-            theta, crit, success, _ = _optimise(cp, start, self.lower, self.reml, forward=self.forward)
+            with np.errstate(invalid="ignore"):  # see estimates
+                theta, crit, success, _ = _optimise(cp, start, self.lower, self.reml, forward=self.forward)
             if simplify_if_singular and _singular_parts(self.terms, theta):
                 return None
             return _fit(self.X, y, self.terms, self.fixed, self.formula, self.reml, self.ngroups, [],
