@@ -72,24 +72,42 @@ def _add_arguments(name: str, p: argparse.ArgumentParser) -> None:
                        "study's analysis plan, else the built-in outcomes present), e.g. liking,valence")
         p.add_argument("--columns", help="for a CSV from other software: OURS=THEIRS pairs naming its columns, "
                        "e.g. participant_id=subject,stimulus_id=clip,source=clip_source")
+        p.add_argument("--bootstrap", type=int, default=None,
+                       help="parametric-bootstrap samples for the CI of d of the primary outcome (0: none; "
+                       "default 200 up to 20,000 ratings, else 0)")
+        p.add_argument("--seed", type=int, default=1, help="seed of the bootstrap")
         if name == "report":
             p.add_argument("--interim", action="store_true", help="mark the report as interim (data still coming in)")
     elif name == "power":
+        p.add_argument("--study", help="the pilot's study file: the design (clips, pairs, lists, clips per "
+                       "participant, label conditions) and the analysis plan's alpha and primary outcome")
+        p.add_argument("--pilot", help="pilot dataset (folder or CSV) to take variance components from")
         p.add_argument("--participants", default="20,40,60,80,120,160",
                        help="comma-separated numbers of participants for the power curve")
-        p.add_argument("--clips-per-source", type=int, default=16)
+        p.add_argument("--clips-per-source", type=int, default=None,
+                       help="without --study: unpaired clips of each source (default 16)")
         p.add_argument("--clips-per-participant", type=int, default=None,
-                       help="clips each participant rates (default: all)")
-        p.add_argument("--effect", type=float, default=0.3, help="standardised effect (Westfall d)")
-        p.add_argument("--pilot", help="pilot dataset (folder or CSV) to take variance components from")
-        p.add_argument("--outcome", default="valence")
+                       help="without --study: clips each participant rates (default: all)")
+        p.add_argument("--effect", type=float, default=0.3, help="source effect, human minus AI (Westfall d)")
+        p.add_argument("--label-effect", type=float, default=0.3,
+                       help="label effect: labelled human-made minus labelled AI-generated (Westfall d); "
+                       "used when the design has two or more label conditions")
+        p.add_argument("--pair-share", type=float, default=None,
+                       help="share of the clip variance shared by the two clips of a pair (0-1; default: "
+                       "from the pilot, else 0)")
+        p.add_argument("--outcome", default=None, help="pilot outcome (default: the plan's primary outcome, "
+                       "else valence)")
         p.add_argument("--var-participant", type=float, default=0.5)
         p.add_argument("--var-slope", type=float, default=0.1)
         p.add_argument("--var-clip", type=float, default=0.2)
         p.add_argument("--var-residual", type=float, default=1.0)
-        p.add_argument("--simulations", type=int, default=200)
-        p.add_argument("--alpha", type=float, default=0.05)
+        p.add_argument("--simulations", type=int, default=100,
+                       help="simulated datasets per point (simulation standard error at most 0.5/sqrt(n))")
+        p.add_argument("--alpha", type=float, default=None, help="default: the study's analysis plan, else 0.05")
         p.add_argument("--seed", type=int, default=1)
+        p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                       help="worker processes (default: 2, or 1 on a one-core machine); the table does not "
+                       "depend on it")
         p.add_argument("--out", help="write the curve as CSV (and HTML chart beside it)")
     elif name == "export":
         p.add_argument("study", help="study id or study file")

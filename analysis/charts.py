@@ -492,16 +492,22 @@ def power_curve(power: pd.DataFrame, *, target: float = 0.8) -> go.Figure:
     if not _has(power, "n_participants", "power"):
         return not_measured(title, "no power simulation")
     d = power.dropna(subset=["power"]).sort_values("n_participants")
-    frame = d.rename(columns={"power": "mean"})
-    error = dict(_errors(frame), color=POOLED) if {"ci_low", "ci_high"} <= set(d.columns) else None
-    fig = go.Figure(go.Scatter(
-        x=d["n_participants"], y=d["power"], mode="lines+markers", name="power",
-        marker=dict(color=POOLED, size=8), line=dict(color=POOLED), error_y=error,
-        hovertemplate="%{x} participants<br>power %{y:.2f}<extra></extra>",
-    ))
+    # one curve per test (analysis.power: term source / label / pairs), else one curve
+    groups = list(d.groupby("term", sort=False)) if "term" in d.columns else [("power", d)]
+    colours = [POOLED, "#E69F00", "#009E73"]
+    fig = go.Figure()
+    for k, (name, g) in enumerate(groups):
+        colour = colours[k % len(colours)]
+        frame = g.rename(columns={"power": "mean"})
+        error = dict(_errors(frame), color=colour) if {"ci_low", "ci_high"} <= set(g.columns) else None
+        fig.add_trace(go.Scatter(
+            x=g["n_participants"], y=g["power"], mode="lines+markers", name=str(name),
+            marker=dict(color=colour, size=8), line=dict(color=colour), error_y=error,
+            hovertemplate=f"{name}: " + "%{x} participants<br>power %{y:.2f}<extra></extra>",
+        ))
     fig.add_hline(y=target, line=dict(color=SOURCE_COLORS["ai"], dash="dash"),
                   annotation_text=f"{target:.0%}", annotation_position="bottom right")
-    fig.update_layout(template=TEMPLATE, title=title, showlegend=False,
+    fig.update_layout(template=TEMPLATE, title=title, showlegend=len(groups) > 1,
                       xaxis=dict(title="Participants (number)"),
                       yaxis=dict(title="Power (share of simulations with p < alpha)", range=[0, 1.02]))
     return fig

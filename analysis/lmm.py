@@ -34,11 +34,14 @@ number. After fitting, lme4's convergence checks (gradient, Hessian) are run and
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from scipy import linalg, optimize, sparse, stats
+from scipy.linalg.lapack import dpotrf as _dpotrf
+from scipy.linalg.lapack import dtrtrs as _dtrtrs
 
 from analysis.lmm_sparse import ClipBlock
 from analysis.tables import require_columns
@@ -49,7 +52,7 @@ try:  # optional: keeps BLAS single-threaded during a fit
 except ImportError:  # pragma: no cover - fits still work, only slower under CPU contention
     threadpool_limits = None
 
-__all__ = ["RandomTerm", "LmmFit", "fit_lmm", "fit_crossed", "source_code", "clip_counts"]
+__all__ = ["RandomTerm", "LmmFit", "Refitter", "fit_lmm", "fit_crossed", "source_code", "clip_counts"]
 
 # lme4's isSingular() default: a diagonal element of a relative covariance factor below
 # this is taken as zero (a variance of zero, or a correlation of +-1).
@@ -126,6 +129,8 @@ class LmmFit:
     hessian_condition: float = float("nan")
     _jac: np.ndarray = field(default=None, repr=False)
     _vcov_varpar: np.ndarray = field(default=None, repr=False)
+    # what Refitter needs to fit the same rows and terms to another outcome vector
+    _design: tuple = field(default=None, repr=False)
 
     def contrast(self, L, name: str = "contrast") -> dict:
         """Estimate, SE, Satterthwaite df, t, p and 95% CI of L' beta (one row of weights)."""
@@ -188,9 +193,11 @@ class _Term:
         return [(i, i) for i in range(p)]
 
     def factor(self, theta: np.ndarray) -> np.ndarray:
+        idx = self.__dict__.get("_tri_idx")
+        if idx is None:  # computed once: factor() runs at every evaluation of the criterion
+            idx = self.__dict__["_tri_idx"] = tuple(np.array(v, dtype=np.intp) for v in zip(*self.tri()))
         T = np.zeros((self.p, self.p))
-        for val, (i, j) in zip(theta[self.theta_slice], self.tri()):
-            T[i, j] = val
+        T[idx] = theta[self.theta_slice]
         return T
 
 
@@ -258,7 +265,28 @@ class _Crossprod:
             self.block = ClipBlock(self.q2, n1, ukeys // n1, ukeys % n1, data, S22,
                                    (first, inv.ravel()), solver)
         self.S21 = self.block.S21 if self.block else []
+        if self.q2 * n1 * p1 <= 250_000:
+            # small: dense products cost less than scipy.sparse's per-call overhead
+            self.S21 = [m.toarray() for m in self.S21]
         self.diag_lambda = all(t.p == 1 for t in self.others)
+        self.X = X
+
+    def with_y(self, y: np.ndarray) -> _Crossprod:
+        """The same rows and terms with another outcome vector: only the products with y are
+        recomputed; the clip block (its structure, patterns and ordering) is shared."""
+        new = copy.copy(self)
+        p, b = self.p, self.terms[self.big]
+        new.XYtXY = self.XYtXY.copy()
+        new.XYtXY[:p, p] = new.XYtXY[p, :p] = self.X.T @ y
+        new.XYtXY[p, p] = y @ y
+        new.Z1XY = self.Z1XY.copy()
+        for a in range(self.p1):
+            new.Z1XY[:, a, p] = np.bincount(b.codes, b.W[:, a] * y, self.n1)
+        new.Z2XY = self.Z2XY.copy()
+        for t, off in zip(self.others, self.offsets):
+            for a in range(t.p):
+                new.Z2XY[off + np.arange(t.nlev) * t.p + a, p] = np.bincount(t.codes, t.W[:, a] * y, t.nlev)
+        return new
 
     def lambda2(self, theta: np.ndarray):
         """Lambda2: a vector when it is diagonal (intercept-only terms), else sparse."""
@@ -274,7 +302,9 @@ class _Crossprod:
         block-diagonal part contributes to the Schur complement and the right-hand sides.
         """
         n1, p1 = self.n1, self.p1
-        K = np.kron(T1, T1)  # vec(T' S T) = vec(S) @ kron(T, T), row-major vec
+        # kron(T, T): vec(T' S T) = vec(S) @ kron(T, T), row-major vec (np.kron's own
+        # overhead was a tenth of an evaluation on small designs)
+        K = (T1[:, None, :, None] * T1[None, :, None, :]).reshape(p1 * p1, p1 * p1)
         A = self.S11 @ K
         if p1 == 1:
             a = A[:, 0] + 1.0
@@ -282,7 +312,9 @@ class _Crossprod:
         if p1 == 2:
             a, b, c, d = A[:, 0] + 1.0, A[:, 1], A[:, 2], A[:, 3] + 1.0
             det = a * d - b * c
-            Ainv = np.column_stack([d, -b, -c, a]) / det[:, None]
+            Ainv = np.empty((n1, 4))
+            Ainv[:, 0], Ainv[:, 1], Ainv[:, 2], Ainv[:, 3] = d, -b, -c, a
+            Ainv /= det[:, None]
             logdet = np.log(det).sum()
         else:
             A3 = A.reshape(n1, p1, p1) + np.eye(p1)
@@ -295,11 +327,8 @@ class _Crossprod:
         p, p1, q2 = self.p, self.p1, self.q2
         ld, B = self._blocks(self.terms[self.big].factor(theta))
         # B Z1'[X y], level by level
-        BZ = np.zeros_like(self.Z1XY)
-        for a in range(p1):
-            for c in range(p1):
-                BZ[:, a, :] += B[:, a, c, None] * self.Z1XY[:, c, :]
-        RtR = np.einsum("jak,jal->kl", self.Z1XY, BZ)
+        BZ = np.matmul(B, self.Z1XY)  # (n1, p1, p1) @ (n1, p1, p + 1), level by level
+        RtR = self.Z1XY.reshape(-1, p + 1).T @ BZ.reshape(-1, p + 1)
         if q2:
             # the Schur complement of the block-diagonal part, formed and factored by the
             # clip block (dense or sparse)
@@ -310,11 +339,15 @@ class _Crossprod:
                                                self.Z2XY - SBZ)
             ld += ld22
             RtR += RR
-        C = np.linalg.cholesky(self.XYtXY - RtR)
+        C, info = _dpotrf(self.XYtXY - RtR, lower=1, clean=1, overwrite_a=1)
+        if info:
+            raise np.linalg.LinAlgError(f"the fixed-effects system is not positive definite (dpotrf {info})")
         RXt = C[:p, :p]
         ldx = 2.0 * np.log(np.diag(RXt)).sum()
         r2 = C[p, p] ** 2
-        RXinv = linalg.solve_triangular(RXt, np.eye(p), lower=True, check_finite=False)
+        RXinv, info = _dtrtrs(RXt, np.eye(p), lower=1)
+        if info:
+            raise np.linalg.LinAlgError("the fixed-effects factor is singular")
         beta = RXinv.T @ C[p, :p]
         unsc = RXinv.T @ RXinv  # (X' V^-1 X)^-1 / sigma^2
         return ld, ldx, r2, beta, unsc
@@ -348,7 +381,9 @@ def _central_grad(f, x, lower, h=1e-5):
     return g
 
 
-def _optimise(cp: _Crossprod, start, lower, reml: bool):
+def _optimise(cp: _Crossprod, start, lower, reml: bool, forward: bool = False):
+    """forward: L-BFGS-B with forward- instead of central-difference gradients (Refitter:
+    about half the evaluations; the criterion at the optimum agreed within 1e-7 relative)."""
     f = lambda th: _profiled(cp, th, reml)  # noqa: E731
     bounds = [(lo, None) for lo in lower]
     # Two bounded optimisers, chosen by the cost of one evaluation (deterministically, by
@@ -366,7 +401,7 @@ def _optimise(cp: _Crossprod, start, lower, reml: bool):
         # gtol near the noise floor of the central-difference gradient: tighter settings
         # only make the line search fail repeatedly, at many evaluations each time.
         res = optimize.minimize(
-            f, x0, jac=lambda th: _central_grad(f, th, lower), method="L-BFGS-B",
+            f, x0, jac=None if forward else (lambda th: _central_grad(f, th, lower)), method="L-BFGS-B",
             bounds=bounds, options={"ftol": 1e-13, "gtol": 1e-5, "maxiter": 1000},
         )
         # "abnormal termination in line search" happens once a criterion this flat can no
@@ -437,7 +472,7 @@ def _richardson(fun, x, steps, r=4):
     return H, np.array(dvec)
 
 
-def _varpar_pieces(cp: _Crossprod, theta: np.ndarray, sigma: float, reml: bool):
+def _varpar_pieces(cp: _Crossprod, theta: np.ndarray, sigma: float, reml: bool, richardson: int = 4):
     """Hessian of the (theta, sigma) deviance and d vcov(beta) / d(theta, sigma)."""
     p, n = cp.p, cp.n
     nu = n - p if reml else n
@@ -451,7 +486,7 @@ def _varpar_pieces(cp: _Crossprod, theta: np.ndarray, sigma: float, reml: bool):
 
     _, _, r2, _, unsc = cp.solve(theta)
     steps = 0.1 * np.abs(theta) + 1e-4 * (np.abs(theta) < 1e-4)
-    Hth, D = _richardson(fun, theta.copy(), steps)
+    Hth, D = _richardson(fun, theta.copy(), steps, r=richardson)
     k = len(theta)
     H = np.empty((k + 1, k + 1))
     H[:k, :k] = Hth
@@ -469,6 +504,98 @@ def _pinv_cov(H: np.ndarray):
     pos = vals > HESSIAN_TOL
     inv = (vecs[:, pos] / vals[pos]) @ vecs[:, pos].T
     return 2.0 * inv, int((vals < -HESSIAN_TOL).sum()), int((np.abs(vals) <= HESSIAN_TOL).sum())
+
+
+# --------------------------------------------------------------------------------------
+# the same model on many outcome vectors (parametric bootstrap, power simulation)
+
+
+class Refitter:
+    """The rows, fixed effects and random terms of a fitted model, fitted again to other
+    outcome vectors on the same rows.
+
+    The cross-products that do not involve the outcome, the clip block's structure and its
+    fill-reducing ordering are built once (the fit's); each refit recomputes only the
+    products with y (O(rows)) and runs the optimiser, started from the original estimates.
+    `estimates` skips the Satterthwaite and convergence computations (for a bootstrap, which
+    needs only the estimates); `fit` returns a full LmmFit like fit_lmm's on these rows with
+    this outcome. Both optimise with forward-difference gradients (about half the
+    evaluations of fit_lmm's central ones; set .forward = False for fit_lmm's optimiser):
+    the optimum agrees with fit_lmm's to the optimiser's tolerance (tests/test_power.py and
+    tests/test_stats.py compare them).
+    """
+
+    def __init__(self, fit: LmmFit):
+        if fit._design is None:
+            raise ValueError("this fit does not carry its design (fitted by an older version?)")
+        self.X, self.terms, self.fixed, self.formula, self.reml, self.ngroups, self.cp = fit._design
+        self.n = self.X.shape[0]
+        self.beta = fit.fixed["estimate"].to_numpy(float)
+        self.theta = np.asarray(fit.theta, float)
+        self.sigma = float(fit.sigma)
+        self.lower, _ = _bounds_and_start(self.terms)
+        # forward-difference gradients in the optimiser (see _optimise); False: exactly fit_lmm's
+        self.forward = True
+
+    def simulate(self, rng: np.random.Generator, beta=None, theta=None, sigma=None) -> np.ndarray:
+        """One outcome vector drawn from the model (by default the fitted one): X beta plus,
+        for every term, each level's coefficients b ~ N(0, sigma^2 T T') (b = sigma T u, u
+        standard normal), plus N(0, sigma^2) residuals. Rows in the fit's order."""
+        beta = self.beta if beta is None else np.asarray(beta, float)
+        theta = self.theta if theta is None else np.asarray(theta, float)
+        sigma = self.sigma if sigma is None else float(sigma)
+        y = self.X @ beta + sigma * rng.standard_normal(self.n)
+        for t in self.terms:
+            b = sigma * rng.standard_normal((t.nlev, t.p)) @ t.factor(theta).T
+            y += np.einsum("ij,ij->i", t.W, b[t.codes])
+        return y
+
+    def estimates(self, y: np.ndarray, start=None):
+        """(beta, theta, sigma) of the model fitted to y; LinAlgError if it cannot be."""
+        cp = self.cp.with_y(np.asarray(y, float))
+        start = self.theta if start is None else start
+        # scipy's forward differences subtract an infinite criterion (a step where the system
+        # is not positive definite) from itself: a nan it handles, but numpy would warn
+        with _single_blas(), np.errstate(invalid="ignore"):
+            theta, crit, _, _ = _optimise(cp, np.array(start, float), self.lower, self.reml, forward=True)
+            if not np.isfinite(crit):
+                raise np.linalg.LinAlgError("the criterion is not finite at the optimum")
+            _, _, r2, beta, _ = cp.solve(theta)
+        nu = self.n - self.X.shape[1] if self.reml else self.n
+        return beta, theta, float(np.sqrt(r2 / nu))
+
+    def random_table(self, theta, sigma) -> pd.DataFrame:
+        """The variance components for (theta, sigma), as LmmFit.random."""
+        return _random_table(self.terms, np.asarray(theta, float), float(sigma))
+
+    def fit(self, y: np.ndarray, start=None, simplify_if_singular: bool = False,
+            richardson: int = 4) -> LmmFit | None:
+        """The full fit (tables, Satterthwaite df, diagnostics) of the model to y.
+
+        simplify_if_singular: return None, before the Satterthwaite and convergence
+        computations, when the fit is singular (a caller applying the singular-fit rule
+        would drop this model anyway). richardson: extrapolation steps of the Hessian
+        behind the Satterthwaite df (4 as fit_lmm; 2 halves its cost and moved df by about
+        1e-5 relative in the power tests)."""
+        y = np.asarray(y, float)
+        cp = self.cp.with_y(y)
+        start = self.theta if start is None else np.array(start, float)
+        with _single_blas():
+            with np.errstate(invalid="ignore"):  # see estimates
+                theta, crit, success, _ = _optimise(cp, start, self.lower, self.reml, forward=self.forward)
+            if simplify_if_singular and _singular_parts(self.terms, theta):
+                return None
+            return _fit(self.X, y, self.terms, self.fixed, self.formula, self.reml, self.ngroups, [],
+                        "auto", cp=cp, optimum=(theta, crit, success), richardson=richardson)
+
+
+def _single_blas():
+    """Single-threaded BLAS for the duration (see fit_lmm), or nothing without threadpoolctl."""
+    if threadpool_limits is None:
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 # --------------------------------------------------------------------------------------
@@ -612,28 +739,42 @@ def _check_identifiable(X, fixed, terms, frame) -> None:
                          "columns constant within them")])
 
 
-def _fit(X, y, terms, fixed, formula, reml, ngroups, messages, solver) -> LmmFit:
-    n = len(y)
-    cp = _Crossprod(X, y, terms, solver)
+def _bounds_and_start(terms):
     lower = np.concatenate([[0.0 if i == j else -np.inf for i, j in t.tri()] for t in terms])
     start = np.concatenate([[1.0 if i == j else 0.0 for i, j in t.tri()] for t in terms])
-    theta, crit, success, _ = _optimise(cp, start, lower, reml)
+    return lower, start
+
+
+def _singular_parts(terms, theta) -> list[str]:
+    """The random-effect coefficients whose factor diagonal is zero (lme4's isSingular)."""
+    out = []
+    for t in terms:
+        T = t.factor(theta)
+        out.extend(f"{t.spec.group} {t.coefs[i]}" for i in range(t.p) if T[i, i] < SINGULAR_TOL)
+    return out
+
+
+def _fit(X, y, terms, fixed, formula, reml, ngroups, messages, solver, cp=None, start=None,
+         optimum=None, richardson: int = 4) -> LmmFit:
+    """optimum: (theta, criterion, success) of an optimisation already run on cp (Refitter).
+    richardson: extrapolation steps of the numerical Hessian (4, numDeriv's default, as
+    lmerTest; Refitter.fit may use fewer)."""
+    n = len(y)
+    cp = _Crossprod(X, y, terms, solver) if cp is None else cp
+    lower, default_start = _bounds_and_start(terms)
+    start = default_start if start is None else start
+    theta, crit, success = _optimise(cp, start, lower, reml)[:3] if optimum is None else optimum
     ld, ldx, r2, beta, unsc = cp.solve(theta)
     nu = n - X.shape[1] if reml else n
     sigma = float(np.sqrt(r2 / nu))
 
-    singular_parts = []
-    for t in terms:
-        T = t.factor(theta)
-        for i in range(t.p):
-            if T[i, i] < SINGULAR_TOL:
-                singular_parts.append(f"{t.spec.group} {t.coefs[i]}")
+    singular_parts = _singular_parts(terms, theta)
     singular = bool(singular_parts)
     if singular:
         messages.append("singular fit (a variance is estimated as zero or a correlation as "
                         "+-1): " + ", ".join(singular_parts))
 
-    H, jac = _varpar_pieces(cp, theta, sigma, reml)
+    H, jac = _varpar_pieces(cp, theta, sigma, reml, richardson)
     vcov_varpar, nneg, nzero = _pinv_cov(H)
     grad = _central_grad(lambda th: _profiled(cp, th, reml), theta, lower)
     diag = _diagnostics(H, grad, theta, lower, singular)
@@ -659,7 +800,7 @@ def _fit(X, y, terms, fixed, formula, reml, ngroups, messages, solver) -> LmmFit
         nobs=n, ngroups=ngroups, converged=bool(success), messages=messages,
         formula=formula, solver=cp.block.solver if cp.block else "dense", **diag,
         theta=theta, sigma=sigma, vcov=vcov, _jac=jac,
-        _vcov_varpar=vcov_varpar,
+        _vcov_varpar=vcov_varpar, _design=(X, terms, fixed, formula, reml, dict(ngroups), cp),
     )
 
 

@@ -32,7 +32,8 @@ depend on the path.
 from __future__ import annotations
 
 import numpy as np
-from scipy import linalg, sparse
+from scipy import sparse
+from scipy.linalg.lapack import dpotrf, dtrtrs
 from scipy.sparse import csgraph
 from scipy.sparse import linalg as splinalg
 
@@ -269,9 +270,12 @@ class ClipBlock:
             M[np.diag_indices(self.q2)] += 1.0
             # M is C-ordered with its lower triangle right: M' is the same memory in
             # Fortran order with the upper triangle right, factored in place as U'U.
-            U = linalg.cholesky(M.T, lower=False, overwrite_a=True, check_finite=False)
+            # (LAPACK directly: scipy.linalg's wrappers cost more than the work on small blocks)
+            U, info = dpotrf(M.T, lower=0, clean=1, overwrite_a=1)
+            if info:
+                raise np.linalg.LinAlgError(f"the clip block is not positive definite (dpotrf {info})")
             ld = 2.0 * np.log(np.diag(U)).sum()
-            R2 = linalg.solve_triangular(U, r, trans="T", lower=False, check_finite=False)
+            R2, info = dtrtrs(U, r, lower=0, trans=1)
             return ld, R2.T @ R2
         if diag_lam:
             vals = A * lam[self.prow] * lam[self.pcol]

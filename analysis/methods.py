@@ -57,6 +57,27 @@ def single_label_note(trials: pd.DataFrame) -> str:
 
 
 
+def d_ci_sentence(prim: pd.DataFrame, plan: Plan) -> str:
+    """How the CI of d was made, per stats.primary_test's d_ci_method."""
+    level = f"{100 * (1 - plan.alpha):g}%"
+    method = prim["d_ci_method"] if "d_ci_method" in prim.columns else pd.Series("fixed_denominator", prim.index)
+    boot = prim[method == "parametric_bootstrap"]
+    fixed_text = ("the CI of the difference divided by the estimated denominator, which treats the denominator as "
+                  "known and so is too narrow when the variance components are uncertain")
+    if not len(boot):
+        return (f"its {level} CI is {fixed_text} (<code>kuleshov report --bootstrap N</code> makes a "
+                "parametric-bootstrap CI instead).")
+    n_boot = ", ".join(sorted({str(int(v)) for v in boot["n_boot"].dropna()}))
+    seed = prim.attrs.get("bootstrap_seed")
+    names = ", ".join(html.escape(str(o)) for o in boot["outcome"])
+    rest = "" if len(boot) == len(prim) else f" For the other outcomes the CI of d is {fixed_text}."
+    return (f"for {names}, its {level} CI is the percentile interval of d over {n_boot} parametric-bootstrap "
+            "samples: ratings simulated from the fitted model (its fixed effects and variance components) on the "
+            "same participants and clips, refitted with the same model, d recomputed each time"
+            + (f" (seed {seed})" if seed is not None else "")
+            + ", so it includes the uncertainty of the variance components." + rest)
+
+
 def methods_html(trials: pd.DataFrame, results: Mapping[str, pd.DataFrame], plan: Plan,
                  *, include_pilot: bool | None = None) -> str:
     n = counts(trials)
@@ -105,8 +126,9 @@ def methods_html(trials: pd.DataFrame, results: Mapping[str, pd.DataFrame], plan
                           if pd.notna(v)) if "sesoi_raw" in prim.columns else ""
     paras.append(
         "<p>The standardised effect size is d = (human &minus; AI) / &radic;(sum of the variance components: "
-        "participant intercept, participant slope, clip intercept and residual) (Westfall, Kenny &amp; Judd, 2014); "
-        "its 95% CI is the CI of the difference divided by the same denominator. "
+        "participant intercept, participant slope times 0.25 (the square of the &plusmn;0.5 source code, so that the "
+        "sum is the variance of one rating within a source), clip intercept and residual) (Westfall, Kenny &amp; "
+        f"Judd, 2014); {d_ci_sentence(prim, plan)} "
         f"Tests were {sided} at &alpha; = {plan.alpha:g}. "
         + (f"The primary outcome ({html.escape(primary)}) was tested at &alpha;; the secondary outcomes are judged "
            f"by p-values adjusted with {corr_name} across all {len(outcomes)} outcomes (column "

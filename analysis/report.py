@@ -19,7 +19,7 @@ import pandas as pd
 from analysis import charts, load, trace_report
 from analysis.formatting import format_number, p_equals, plain_number, plural
 from analysis.methods import exclusion_sentence, methods_html, single_label_note, software_versions
-from analysis.results import (CORRECTIONS, Plan, analyze, clips_phrase, counts, decision_p,
+from analysis.results import (CORRECTIONS, Plan, analyze, bootstrap_arg, clips_phrase, counts, decision_p,
                               enrolment_sentence, exclusion_counts, load_source, main_outcomes,
                               nothing_left_error, outcomes_arg, with_decisions)
 from study.config import check_writable
@@ -46,7 +46,7 @@ SECTIONS = [  # (id, heading); the order of the report
 PRIMARY_MAIN = ["outcome", "estimate", "ci_low", "ci_high", "d", "d_ci_low", "d_ci_high", "p", "p_holm", "p_bh",
                 "tost_p", "decision"]
 PRIMARY_DETAILS = ["outcome", "model_used", "n_participants", "n_stimuli", "nobs", "se", "df", "t", "sesoi_raw",
-                   "singular"]  # p_sided and the TOST's verdict are said in the methods and the decision
+                   "singular", "d_ci_method", "n_boot"]  # p_sided and the TOST's verdict are said in the methods and the decision
 DECISION_LABELS = {"difference": "difference", "negligible_difference": "difference within SESOI",
                    "equivalence": "equivalent", "inconclusive": "inconclusive", "not_estimated": "not estimated"}
 
@@ -206,7 +206,8 @@ def build_report(trials: pd.DataFrame, *, study: Any = None, participants: pd.Da
                  scales: Mapping[str, Any] | None = None, codebook: pd.DataFrame | None = None,
                  include_pilot: bool | None = None,
                  data_source: str | None = None, traces: pd.DataFrame | None = None,
-                 marks: pd.DataFrame | None = None, clip_files: Mapping[str, Path] | None = None) -> str:
+                 marks: pd.DataFrame | None = None, clip_files: Mapping[str, Path] | None = None,
+                 bootstrap: int = 0, seed: int = 1, progress=None) -> str:
     """The whole report as one self-contained HTML string (plotly.js inlined once, no network).
 
     Pass `results` from `analyze` to avoid computing twice. `interim=True` adds a banner saying
@@ -222,7 +223,7 @@ def build_report(trials: pd.DataFrame, *, study: Any = None, participants: pd.Da
     p = Plan.from_any(plan, study)
     if results is None:
         results = analyze(trials, outcomes=outcomes, plan=p, study=study, excluded=excluded, scales=scales,
-                          codebook=codebook)
+                          codebook=codebook, bootstrap=bootstrap, seed=seed, progress=progress)
     prim = results["primary"]
     outcomes = list(prim["outcome"])
     chart_outcomes = main_outcomes(outcomes)
@@ -331,7 +332,7 @@ def cli_report(args: Any) -> int:
                         codebook=data.codebook, include_pilot=include_pilot if data.pilot_known else None,
                         data_source=str(args.study), outcomes=outcomes_arg(args),
                         interim=bool(getattr(args, "interim", False)), traces=traces, marks=marks,
-                        clip_files=files)
+                        clip_files=files, **bootstrap_arg(args, data.trials))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")

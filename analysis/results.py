@@ -175,8 +175,13 @@ def _scales_present(trials: pd.DataFrame, scales: Mapping[str, Any]) -> dict[str
 
 def analyze(trials: pd.DataFrame, *, outcomes: list[str] | None = None, plan: Any = None, study: Any = None,
             excluded: pd.DataFrame | None = None, scales: Mapping[str, Any] | None = None,
-            codebook: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+            codebook: pd.DataFrame | None = None, bootstrap: int = 0, seed: int = 1,
+            progress: Callable[[int, int, str], None] | None = None) -> dict[str, pd.DataFrame]:
     """Every result table, computed once: for the report, the dashboard and `kuleshov analyze`.
+
+    bootstrap: parametric-bootstrap samples for the CI of d of the primary outcome(s)
+    (stats.primary_test; 0: the fixed-denominator CI), seeded by `seed`; progress(done,
+    total, outcome) after each sample.
 
     Keys (present only when the data allow): primary (with each outcome's `decision`),
     descriptives, naive, pairs, label, sdt, dprime, accuracy_by_clip, confidence_accuracy,
@@ -217,7 +222,10 @@ def analyze(trials: pd.DataFrame, *, outcomes: list[str] | None = None, plan: An
     roles = ["primary" if (p.primary_outcome and o == p.primary_outcome) or (not p.primary_outcome and i == 0)
              else "secondary" for i, o in enumerate(outcomes)]
     res["outcomes"] = pd.DataFrame({"outcome": outcomes, "role": roles})
-    prim = stats.primary_test(trials, outcomes, alpha=p.alpha, sesoi=p.sesoi, hypothesis=p.hypothesis)
+    prim = stats.primary_test(trials, outcomes, alpha=p.alpha, sesoi=p.sesoi, hypothesis=p.hypothesis,
+                              bootstrap=bootstrap, seed=seed, progress=progress,
+                              bootstrap_outcomes=[o for o, r in zip(outcomes, roles) if r == "primary"])
+    prim.attrs["bootstrap_seed"] = seed
     res["primary"] = with_decisions(prim, p, [o for o, r in zip(outcomes, roles) if r == "primary"])
     res["descriptives"] = stats.describe_by_source(trials, outcomes)
     res["naive"] = _with_outcome([(o, attempt("naive", lambda o=o: stats.naive_tests(trials, o))) for o in outcomes])
@@ -439,6 +447,30 @@ def outcomes_arg(args: Any) -> list[str] | None:
     return names or None
 
 
+# `--bootstrap` when not given: samples for d's CI of the primary outcome, on data up to
+# BOOTSTRAP_MAX_RATINGS ratings (above, each refit takes seconds: the default is off, with a note)
+BOOTSTRAP_DEFAULT = 200
+BOOTSTRAP_MAX_RATINGS = 20_000
+
+
+def bootstrap_arg(args: Any, trials: pd.DataFrame) -> dict[str, Any]:
+    """analyze()'s bootstrap, seed and progress from --bootstrap and --seed (see BOOTSTRAP_DEFAULT)."""
+    from analysis.progress import ProgressBar
+
+    n = getattr(args, "bootstrap", None)
+    if n is None:
+        n = BOOTSTRAP_DEFAULT if len(trials) <= BOOTSTRAP_MAX_RATINGS else 0
+        if not n:
+            print(f"note: {len(trials)} ratings: d's CI treats its denominator as known (no bootstrap by default "
+                  f"above {BOOTSTRAP_MAX_RATINGS:,} ratings); --bootstrap N makes a parametric-bootstrap CI",
+                  file=sys.stderr)
+    n = int(n)
+    if n == 1 or n < 0:
+        raise UserError(f"--bootstrap must be 0 (none) or at least 2 samples; got {n}")
+    return {"bootstrap": n, "seed": int(getattr(args, "seed", 1) or 1),
+            "progress": ProgressBar("bootstrap of d", "samples") if n else None}
+
+
 def cli_analyze(args: Any) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -446,7 +478,7 @@ def cli_analyze(args: Any) -> int:
     check_writable(out / "outcomes.csv", "result tables")
     data = load_source(args)
     results = analyze(data.trials, study=data.study, excluded=data.excluded, codebook=data.codebook,
-                      outcomes=outcomes_arg(args))
+                      outcomes=outcomes_arg(args), **bootstrap_arg(args, data.trials))
     from analysis import trace_report, traces
 
     tr_frames, mk_frames, _ = trace_report.time_courses_for_source(args.study, getattr(args, "url", None))

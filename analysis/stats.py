@@ -21,15 +21,18 @@ from study.errors import Problem, UserError
 
 __all__ = [
     "primary_test", "naive_tests", "pair_differences", "label_effect", "describe_by_source",
-    "westfall_denominator", "tost", "fit_crossed_fixed",
+    "westfall_denominator", "denominator_from_components", "tost", "fit_crossed_fixed",
 ]
 
 HYPOTHESES = ("two_sided", "human_greater", "ai_greater")
 PRIMARY_COLUMNS = [
     "outcome", "model_used", "formula", "n_participants", "n_stimuli", "nobs", "estimate", "se",
-    "df", "t", "p", "p_sided", "ci_low", "ci_high", "d", "d_ci_low", "d_ci_high", "p_holm",
-    "p_bh", "tost_p", "equivalent", "sesoi_raw", "singular", "messages",
+    "df", "t", "p", "p_sided", "ci_low", "ci_high", "d", "d_ci_low", "d_ci_high", "d_ci_method",
+    "n_boot", "p_holm", "p_bh", "tost_p", "equivalent", "sesoi_raw", "singular", "messages",
 ]
+# d_ci_method: how d's CI was made (see primary_test)
+D_CI_BOOTSTRAP = "parametric_bootstrap"
+D_CI_FIXED = "fixed_denominator"
 CONTRAST_COLUMNS = ["contrast", "estimate", "se", "df", "t", "p", "ci_low", "ci_high", "description"]
 PAIR_COLUMNS = ["pair_id", "human_id", "ai_id", "n", "basis", "human_mean", "ai_mean", "diff",
                 "se", "ci_low", "ci_high"]
@@ -95,21 +98,46 @@ def _complete_rows(trials: pd.DataFrame, dv: str) -> tuple[pd.DataFrame, list[st
 # effect size and equivalence
 
 
-def westfall_denominator(fit: LmmFit) -> float:
-    """Square root of the summed variance components of a fitted crossed model.
+# |x| of the source codes (lmm.source_code: +0.5 human, -0.5 AI)
+CODE = 0.5
 
-    Following Westfall, Kenny and Judd (2014, J. Exp. Psychol. Gen. 143, 2020-2045), the
-    standardised effect is d = (mu_human - mu_AI) / sqrt(sum of ALL variance components):
-    participant intercept + participant slope + stimulus intercept + residual. The slope
-    variance enters unweighted, exactly as in their definition; it is NOT multiplied by the
-    coding variance (0.25 for +-0.5 codes, which would give the variance of a single
-    response within one source instead). Covariances are not variance components and are
-    left out. When the singular-fit rule dropped the slope, its variance is absent (zero)
-    in the model used, so d is computed from the components of that model.
+
+def denominator_from_components(random: pd.DataFrame, slope: str = "x", code: float = CODE) -> float:
+    """Westfall's denominator from a variance-component table (LmmFit.random's columns).
+
+    Intercept and residual variances enter as they are; the variance of a random slope of
+    the source code (var1 == slope, any group) enters multiplied by code**2. Covariances
+    (var2 set) are left out. See westfall_denominator for why.
     """
-    r = fit.random
-    var = r.loc[r["var2"].isna(), "variance_or_cov"].astype(float)
-    return float(np.sqrt(var.clip(lower=0).sum()))
+    var_rows = random[random["var2"].isna()]
+    v = var_rows["variance_or_cov"].astype(float).clip(lower=0).to_numpy()
+    w = np.where(var_rows["var1"].astype("string").fillna("") == slope, code**2, 1.0)
+    return float(np.sqrt(np.sum(w * v)))
+
+
+def westfall_denominator(fit: LmmFit, code: float = CODE) -> float:
+    """The standardiser of Westfall's d: the SD of one response within one source.
+
+    Westfall, Kenny and Judd (2014, "Statistical power and optimal design in experiments in
+    which samples of participants respond to samples of stimuli", J. Exp. Psychol. Gen.
+    143(5), 2020-2045) define d as the mean difference over the square root of the summed
+    variance components of their model, whose participant-by-condition and
+    stimulus-by-condition components are the variances of the terms as they enter a
+    response. With source coded x = +-c (here c = 0.5), a participant's random slope u1
+    enters a response as c * u1, so it contributes c^2 var(u1):
+
+        d = (mu_human - mu_AI) / sqrt(var_p + c^2 var_p_slope + var_clip
+                                      [+ c^2 var_clip_slope] + var_residual)
+
+    which for +-0.5 codes is var_p + 0.25 var_p_slope + var_clip + var_residual: the
+    variance of a response within one source, pooled over the two. The intercept-slope
+    covariance adds +2c cov to one source and -2c cov to the other, so it cancels in the
+    pooled variance and is left out. (With +-1 codes, c = 1 and the slope variance of that
+    coding, a quarter of the +-0.5 one, enters unweighted: d does not depend on the coding.)
+    A by-clip slope (source varying within clips) is weighted the same way. When the
+    singular-fit rule dropped a slope, its variance is absent (zero) in the model used.
+    """
+    return denominator_from_components(fit.random, code=code)
 
 
 def tost(estimate: float, se: float, df: float, bound: float) -> float:
@@ -149,14 +177,29 @@ def _adjust(p: pd.Series, method: str) -> pd.Series:
     return out
 
 
+def d_statistic(fixed: pd.Series, random: pd.DataFrame) -> float:
+    """Westfall's d of one fit: the x coefficient over denominator_from_components."""
+    den = denominator_from_components(random)
+    return float(fixed["x"] / den) if den > 0 else float("nan")
+
+
 def primary_test(trials: pd.DataFrame, outcomes: list[str], *, alpha: float = 0.05,
-                 sesoi: float = 0.2, hypothesis: str = "two_sided") -> pd.DataFrame:
+                 sesoi: float = 0.2, hypothesis: str = "two_sided", bootstrap: int = 0,
+                 bootstrap_outcomes=None, seed: int = 1, progress=None) -> pd.DataFrame:
     """The planned crossed mixed model for each outcome, with d, corrections and TOST.
 
     estimate: human minus AI (coefficient of x). p follows `hypothesis` (say which in
     `p_sided`); ci_low/ci_high are the two-sided (1 - alpha) interval on Satterthwaite df.
-    d = estimate / westfall_denominator(fit); d_ci_low/d_ci_high are the CI limits divided
-    by the same denominator, an approximation that treats the denominator as known.
+    d = estimate / westfall_denominator(fit) (slope variances weighted by 0.25: see there).
+    d's (1 - alpha) CI, d_ci_low/d_ci_high, is made in one of two ways, named in d_ci_method:
+    'parametric_bootstrap' (bootstrap >= 2 samples, for the outcomes in bootstrap_outcomes,
+    all when None): the percentile interval of d over `bootstrap` samples simulated from the
+    fitted model and refitted (analysis.bootstrap), which includes the uncertainty of the
+    variance components; n_boot says how many samples; seeded by [seed, outcome number].
+    'fixed_denominator' (otherwise): the CI limits of the difference divided by the
+    estimated denominator, which treats the denominator as known and so is too narrow
+    when the variance components are poorly estimated (few clips or participants).
+    progress(done, total, outcome) is called after each bootstrap sample.
     p_holm and p_bh adjust `p` across the outcomes (statsmodels multipletests, 'holm' and
     'fdr_bh'). TOST tests equivalence to within +-sesoi in d units, converted to raw units
     with the same denominator (`sesoi_raw`); `equivalent` is tost_p < alpha.
@@ -167,6 +210,9 @@ def primary_test(trials: pd.DataFrame, outcomes: list[str], *, alpha: float = 0.
         raise UserError(f"hypothesis must be one of {', '.join(HYPOTHESES)}; got {hypothesis!r}")
     if not 0 < alpha < 1:
         raise UserError(f"alpha must lie between 0 and 1; got {alpha!r}")
+    if bootstrap and (isinstance(bootstrap, bool) or int(bootstrap) != bootstrap or bootstrap < 2):
+        raise UserError(f"the number of bootstrap samples must be a whole number of at least 2 (or 0 for "
+                        f"none); got {bootstrap!r}")
     if isinstance(outcomes, str):
         outcomes = [outcomes]
     _require(trials, ["participant_id", "stimulus_id", "source", *outcomes], "primary test")
@@ -195,23 +241,36 @@ def primary_test(trials: pd.DataFrame, outcomes: list[str], *, alpha: float = 0.
         denom = westfall_denominator(fit)
         bound = sesoi * denom
         tp = tost(est, se, df_, bound)
+        d_low = (est - tq * se) / denom if denom > 0 else np.nan
+        d_high = (est + tq * se) / denom if denom > 0 else np.nan
+        method, n_boot, boot_note = D_CI_FIXED, pd.NA, []
+        if bootstrap and (bootstrap_outcomes is None or dv in bootstrap_outcomes) and denom > 0:
+            from analysis.bootstrap import parametric_bootstrap
+
+            res = parametric_bootstrap(
+                fit, d_statistic, bootstrap, seed=[int(seed), outcomes.index(dv)], confidence=1 - alpha,
+                progress=None if progress is None else (lambda done, total, dv=dv: progress(done, total, dv)))
+            if np.isfinite(res.ci_low):
+                method, n_boot, d_low, d_high = D_CI_BOOTSTRAP, res.n_boot, res.ci_low, res.ci_high
+            if res.n_failed:
+                boot_note.append(f"bootstrap of d: {res.n_failed} of {res.n_boot} refits failed and were "
+                                 "left out of the interval")
         row.update(
             model_used=fit.model_used, formula=fit.formula,
             n_participants=fit.ngroups.get("participant_id"), n_stimuli=fit.ngroups.get("stimulus_id"),
             nobs=fit.nobs, estimate=est, se=se, df=df_, t=float(xr["t"]),
             p=_sided_p(float(xr["t"]), df_, hypothesis),
             ci_low=est - tq * se, ci_high=est + tq * se,
-            d=est / denom if denom > 0 else np.nan,
-            d_ci_low=(est - tq * se) / denom if denom > 0 else np.nan,
-            d_ci_high=(est + tq * se) / denom if denom > 0 else np.nan,
+            d=est / denom if denom > 0 else np.nan, d_ci_low=d_low, d_ci_high=d_high,
+            d_ci_method=method, n_boot=n_boot,
             tost_p=tp, equivalent=bool(np.isfinite(tp) and tp < alpha), sesoi_raw=bound,
-            singular=fit.singular, messages="; ".join([*fit.messages, *dropped]),
+            singular=fit.singular, messages="; ".join([*fit.messages, *dropped, *boot_note]),
         )
         rows.append(row)
     out = pd.DataFrame(rows, columns=PRIMARY_COLUMNS)
     out["p_holm"] = _adjust(out["p"], "holm")
     out["p_bh"] = _adjust(out["p"], "fdr_bh")
-    for c in ("n_participants", "n_stimuli", "nobs"):
+    for c in ("n_participants", "n_stimuli", "nobs", "n_boot"):
         out[c] = out[c].astype("Int64")
     out["equivalent"] = out["equivalent"].astype(bool)
     return out

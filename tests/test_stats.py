@@ -82,14 +82,83 @@ def test_primary_matches_lme4_and_westfall_d(ref, primary_small):
     assert row["estimate"] == pytest.approx(x["estimate"], rel=1e-5)
     assert row["se"] == pytest.approx(x["se"], rel=2e-4)
     assert row["ci_low"] == pytest.approx(x["estimate"] - 2.0585 * x["se"], abs=0.01)  # t(.975, 25.2)
-    # Westfall et al. (2014) d from lme4's variance components: every variance, no covariance
-    total = sum(r["variance_or_cov"] for r in m["random"] if r["var2"] is None)
-    assert len([r for r in m["random"] if r["var2"] is None]) == 4
+    # Westfall et al. (2014) d from lme4's variance components: every variance, no covariance,
+    # the participant slope's weighted by 0.5^2 (codes +-0.5)
+    variances = [r for r in m["random"] if r["var2"] is None]
+    assert len(variances) == 4
+    total = sum(r["variance_or_cov"] * (0.25 if r["var1"] == "x" else 1.0) for r in variances)
     assert row["d"] == pytest.approx(x["estimate"] / np.sqrt(total), rel=1e-3)
+    assert row["d_ci_method"] == "fixed_denominator" and pd.isna(row["n_boot"])
     assert row["d_ci_low"] == pytest.approx(row["ci_low"] / np.sqrt(total), rel=1e-3)
     assert row["d_ci_high"] == pytest.approx(row["ci_high"] / np.sqrt(total), rel=1e-3)
     assert row["sesoi_raw"] == pytest.approx(0.2 * np.sqrt(total), rel=1e-3)
-    assert not row["equivalent"]  # d = 0.51, CI well above 0.2
+    assert not row["equivalent"]  # d = 0.52, CI well above 0.2
+
+
+def test_westfall_denominator_by_hand():
+    # A table like LmmFit.random: participant intercept 0.8, slope 0.4 (covariance 0.1, left
+    # out), clip 0.3, residual 1.5. With codes +-0.5 the slope enters as 0.5^2 * 0.4 = 0.1:
+    # sqrt(0.8 + 0.1 + 0.3 + 1.5) = sqrt(2.7).
+    random = pd.DataFrame({
+        "group": ["participant_id", "participant_id", "participant_id", "stimulus_id", "Residual"],
+        "var1": ["(Intercept)", "x", "(Intercept)", "(Intercept)", None],
+        "var2": [None, None, "x", None, None],
+        "variance_or_cov": [0.8, 0.4, 0.1, 0.3, 1.5], "sd_or_cor": [np.nan] * 5})
+    assert S.denominator_from_components(random) == pytest.approx(np.sqrt(2.7), rel=1e-12)
+    # uncorrelated slopes are group "participant_id.1"; a by-clip slope is weighted the same
+    unc = random.drop(index=2).assign(group=["participant_id", "participant_id.1", "stimulus_id", "Residual"])
+    clip_slope = pd.concat([unc, pd.DataFrame({"group": ["stimulus_id.1"], "var1": ["x"], "var2": [None],
+                                               "variance_or_cov": [0.2], "sd_or_cor": [np.nan]})])
+    assert S.denominator_from_components(unc) == pytest.approx(np.sqrt(2.7), rel=1e-12)
+    assert S.denominator_from_components(clip_slope) == pytest.approx(np.sqrt(2.75), rel=1e-12)
+    # with +-1 codes the same data have a slope variance a quarter as large, entering unweighted
+    plus_minus_one = random.assign(variance_or_cov=[0.8, 0.1, 0.05, 0.3, 1.5])
+    assert S.denominator_from_components(plus_minus_one, code=1.0) == pytest.approx(np.sqrt(2.7), rel=1e-12)
+
+
+@pytest.fixture(scope="module")
+def boot_small(frames):
+    return S.primary_test(frames["crossed_small.csv"], ["valence"], bootstrap=30, seed=7).iloc[0]
+
+
+def test_bootstrap_ci_of_d_is_seeded_and_holds_the_estimate(frames, boot_small, primary_small):
+    row = boot_small
+    assert row["d_ci_method"] == "parametric_bootstrap" and row["n_boot"] == 30
+    assert row["d"] == primary_small.iloc[0]["d"]  # the point estimate does not change
+    assert row["d_ci_low"] < row["d"] < row["d_ci_high"]
+    # not the fixed-denominator interval
+    assert row["d_ci_low"] != pytest.approx(primary_small.iloc[0]["d_ci_low"], rel=1e-3)
+    assert 0.2 < row["d_ci_low"] < 0.5 and 0.55 < row["d_ci_high"] < 0.9  # d = 0.52, n = 60 x 24
+    again = S.primary_test(frames["crossed_small.csv"], ["valence"], bootstrap=30, seed=7).iloc[0]
+    assert (again["d_ci_low"], again["d_ci_high"]) == (row["d_ci_low"], row["d_ci_high"])
+    other = S.primary_test(frames["crossed_small.csv"], ["valence"], bootstrap=30, seed=8).iloc[0]
+    assert other["d_ci_low"] != row["d_ci_low"]
+
+
+def test_bootstrap_values_are_d_of_refits_of_simulated_data(frames):
+    from analysis.bootstrap import parametric_bootstrap
+    from analysis.lmm import Refitter
+
+    fit = fit_crossed(frames["crossed_small.csv"], "valence")
+    res = parametric_bootstrap(fit, S.d_statistic, 3, seed=11)
+    assert res.estimate == pytest.approx(S.westfall_denominator(fit) ** -1 * fit.fixed.at[1, "estimate"])
+    # by hand: the same draws, fitted from scratch by fit_crossed's model, give the same d
+    r, rng = Refitter(fit), np.random.default_rng(11)
+    d = frames["crossed_small.csv"]
+    for value in res.values:
+        y = r.simulate(rng)
+        refit = fit_crossed(d.assign(valence=y), "valence")
+        assert refit.model_used == "correlated_slope"
+        assert value == pytest.approx(refit.fixed.at[1, "estimate"] / S.westfall_denominator(refit), rel=1e-4)
+
+
+def test_bootstrap_progress_and_bad_counts(frames):
+    seen = []
+    S.primary_test(frames["crossed_small.csv"], ["valence"], bootstrap=2, seed=1,
+                   progress=lambda done, total, outcome: seen.append((done, total, outcome)))
+    assert seen == [(1, 2, "valence"), (2, 2, "valence")]
+    with pytest.raises(UserError, match="bootstrap samples must be a whole number of at least 2"):
+        S.primary_test(frames["crossed_small.csv"], ["valence"], bootstrap=1)
 
 
 def test_primary_singular_falls_back_to_intercepts(frames, ref):
