@@ -242,14 +242,16 @@ def _language_switcher(engine, state) -> None:
     if len(offered) < 2:
         return
 
-    def switch() -> None:
-        chosen = st.session_state.get("language|switch")
-        if chosen:
-            store.set_language(engine, state.token, chosen)
+    def switch(lang: str) -> None:
+        store.set_language(engine, state.token, lang)
 
-    st.radio(t("language.choose"), offered, index=offered.index(state.language) if state.language in offered else 0,
-             format_func=lambda lang: t("language.name", lang), horizontal=True, key="language|switch",
-             on_change=switch)
+    # Buttons, not a radio: a radio's circles are 13 px, too small a target on a phone.
+    st.markdown(t("language.choose"))
+    for col, lang in zip(st.columns(len(offered)), offered, strict=True):
+        with col:
+            current = lang == state.language
+            st.button(t("language.name", lang), key=f"language|{lang}", type="primary" if current else "secondary",
+                      disabled=current, on_click=switch, args=(lang,))
 
 
 def _items_page(engine, state) -> None:
