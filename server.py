@@ -3,6 +3,7 @@
     GET  /clips/{study_id}/{stimulus_id}   a clip file: range requests (206), ETag and
                                            Last-Modified (304), Cache-Control
     POST /api/events                       the player's batched playback events
+    POST /api/traces                       continuous-rating traces and moment marks, in batches
 
 Clips are served as files rather than through `st.video(path)`, which re-reads the file on
 every script run and keeps it in the process's memory. Events arrive in batches on their own
@@ -49,6 +50,8 @@ STREAMLIT_CONFIG = ROOT / ".streamlit" / "config.toml"
 
 MAX_EVENTS_BYTES = 256 * 1024
 MAX_EVENTS_PER_BATCH = 500
+# 50 batches of 3 s at 10 Hz with marks are ~40 KB; an offline backlog is sent in several requests.
+MAX_TRACES_BYTES = 512 * 1024
 CLIP_CACHE_CONTROL = "public, max-age=86400"
 # Only media (and subtitles) leave this route: a manifest pointing at an .html file must never
 # turn the app's own origin into a place that serves researcher-supplied pages.
@@ -332,6 +335,50 @@ def _events_route(engine: Any):
     return post_events
 
 
+def parse_traces_payload(body: bytes) -> tuple[str, list]:
+    """Check the shape of a traces POST as a whole ({token, batches}); raises UserError."""
+    payload = parse_json_strictly(body)
+    if not isinstance(payload, dict):
+        raise UserError("the body must be a JSON object with 'token' and 'batches'")
+    token, batches = payload.get("token"), payload.get("batches")
+    if not isinstance(token, str) or not token:
+        raise UserError("'token' must be a non-empty string")
+    if not isinstance(batches, list):
+        raise UserError("'batches' must be a list")
+    if len(batches) > store.MAX_BATCHES_PER_REQUEST:
+        raise UserError(f"at most {store.MAX_BATCHES_PER_REQUEST} batches per request, got {len(batches)}")
+    return token, batches
+
+
+def _traces_route(engine: Any):
+    async def post_traces(request: Request) -> Response:
+        try:
+            body = await _read_limited(request, MAX_TRACES_BYTES)
+        except _TooLarge:
+            return JSONResponse({"error": f"request larger than {MAX_TRACES_BYTES} bytes"}, status_code=413)
+        try:
+            token, batches = parse_traces_payload(body)
+        except UserError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        try:
+            outcome = await run_in_threadpool(store.record_trace_batch, engine, token, batches)
+        except UserError as exc:
+            # The shape was checked above: what is left is the token (unknown, withdrawn, closed).
+            return JSONResponse({"error": str(exc)}, status_code=403)
+        answer: dict[str, Any] = {
+            "received": len(batches), "recorded": outcome.recorded, "accepted": outcome.accepted,
+            "refused": [{"index": i, "reason": f"batches[{i}]: {why}"} for i, why in sorted(outcome.refused.items())],
+        }
+        if not outcome.refused:
+            return JSONResponse(answer)
+        # 400 says "do not send these again"; the accepted ones are stored all the same.
+        answer["error"] = (f"{len(outcome.refused)} of {len(batches)} batches refused (the others were stored); "
+                           f"first: {answer['refused'][0]['reason']}")
+        return JSONResponse(answer, status_code=400)
+
+    return post_traces
+
+
 async def _health(_request: Request) -> Response:
     return PlainTextResponse("ok")
 
@@ -374,6 +421,7 @@ def make_routes(engine: Any, resolver: ClipResolver) -> list[Route]:
     return [
         Route("/clips/{study_id}/{stimulus_id}", _clip_route(resolver), methods=["GET", "HEAD"]),
         Route("/api/events", _events_route(engine), methods=["POST"]),
+        Route("/api/traces", _traces_route(engine), methods=["POST"]),
         Route("/api/health", _health, methods=["GET"]),
     ]
 

@@ -15,7 +15,7 @@ import streamlit as st
 
 from app_pages import get_engine, questionnaire, ui
 from app_pages.player import player
-from study import flow, store
+from study import capture, flow, store
 from study.errors import UserError
 from study.texts import keys as text_keys
 from study.texts import t
@@ -185,6 +185,9 @@ def _skip_event(engine, state, message: str | None) -> None:
 
 
 def _practice(engine, state) -> None:
+    # The practice clip teaches the control used during playback (continuous rating, marks).
+    for note in capture.practice_notes(state.study):
+        st.markdown(note)
     _clip(engine, state, with_label=False)
 
 
@@ -199,11 +202,6 @@ def _clip(engine, state, with_label: bool) -> None:
     if label:
         st.markdown(label)
     stim = state.stimuli.get(step.stimulus_id) or {}
-    continuous = None
-    cr = getattr(playback, "continuous_rating", None)
-    if cr is not None:
-        continuous = {"label": cr.item, "min": cr.min, "max": cr.max, "low_label": cr.min_label,
-                      "high_label": cr.max_label, "interval_ms": 500}
     status = player(
         key=f"player-{step.key}",
         instance=step.key,
@@ -215,7 +213,7 @@ def _clip(engine, state, with_label: bool) -> None:
         allow_seek=playback.allow_seek,
         min_share=playback.min_watched_share,
         duration=stim.get("duration_s"),
-        continuous=continuous,
+        capture=capture.player_config(state.study),
         texts={key.removeprefix("player."): t(key) for key in text_keys("player.")},
     )
     skipped_key = f"skipped|{step.key}"

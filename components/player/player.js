@@ -42,8 +42,6 @@ function createPlayer(root, data) {
   const errorBox = root.querySelector(".kp-error");
   const errorText = root.querySelector(".kp-error-text");
   const retryBtn = root.querySelector(".kp-retry");
-  const ratingBox = root.querySelector(".kp-rating");
-  const ratingInput = root.querySelector(".kp-rating-input");
 
   const minShare = Number(data.min_share ?? 1);
   const allowSeek = Boolean(data.allow_seek);
@@ -71,7 +69,6 @@ function createPlayer(root, data) {
     srcSetAt: 0,
     attempt: 0,
     loadTimer: null,
-    sampleTimer: null,
     failed: false,
     atEnd: false,
     disposed: false,
@@ -393,22 +390,8 @@ function createPlayer(root, data) {
   document.addEventListener("fullscreenchange", onFullscreen);
   window.addEventListener("pagehide", onPageHide);
 
-  // Continuous rating (CARMA-style): sampled at a fixed rate while the clip plays.
-  const cont = data.continuous;
-  if (cont) {
-    ratingBox.hidden = false;
-    root.querySelector(".kp-rating-label").textContent = cont.label || "";
-    root.querySelector(".kp-anchor-low").textContent = cont.low_label || "";
-    root.querySelector(".kp-anchor-high").textContent = cont.high_label || "";
-    ratingInput.min = String(cont.min ?? 0);
-    ratingInput.max = String(cont.max ?? 100);
-    ratingInput.value = String(cont.start ?? ((Number(ratingInput.min) + Number(ratingInput.max)) / 2));
-    const every = Math.max(100, Number(cont.interval_ms) || 500);
-    p.sampleTimer = setInterval(() => {
-      if (!video.isConnected) return clearInterval(p.sampleTimer);
-      if (!video.paused && !video.ended) record("sample", null, { value: Number(ratingInput.value) });
-    }, every);
-  }
+  // Continuous rating and moment marks (continuous.js, joined before this file by app_pages/player.py).
+  const capture = data.capture && typeof kuleshovCapture === "function" ? kuleshovCapture(root, video, data) : null;
 
   status.textContent = "";
   showOverlay(data.start_label || "", data.start_hint || "");
@@ -427,7 +410,7 @@ function createPlayer(root, data) {
       flush(true);
       p.disposed = true;
       clearTimeout(p.loadTimer);
-      clearInterval(p.sampleTimer);
+      if (capture) capture.dispose();
       detach();
       video.pause();
     },
