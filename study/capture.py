@@ -49,7 +49,7 @@ def player_config(study: Any, lang: str = "en") -> dict | None:
     if marks is not None:
         config["marks_hint"] = marks.instruction or t("capture.marks_hint", lang)
         config["prompts"] = [{"id": p.id, "label": p.label, "key": p.key,
-                              "text": t("capture.mark_button", lang, label=p.label, key=p.key.upper())}
+                              "text": t("capture.mark_button", lang, label=p.label, letter=p.key.upper())}
                              for p in marks.prompts]
     return config
 

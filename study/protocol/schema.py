@@ -150,8 +150,7 @@ class ContinuousRating(_Section):
 class MarkPrompt(_Section):
     id: str = Field(description="Stable id of the prompt (lowercase letters, digits, _); the `mark` column of marks.csv.")
     label: str = Field(min_length=1, description="Text of the button (and of the instruction), e.g. 'This moved me'.")
-    key: str = Field(min_length=1, max_length=1,
-                     description="One letter or digit that marks the moment from the keyboard (e.g. m).")
+    key: str = Field(description="One letter or digit that marks the moment from the keyboard (e.g. m).")
 
     @field_validator("id")
     @classmethod
@@ -163,7 +162,7 @@ class MarkPrompt(_Section):
     @field_validator("key")
     @classmethod
     def _key(cls, v: str) -> str:
-        if not v.isalnum() or not v.isascii():
+        if len(v) != 1 or not v.isalnum() or not v.isascii():
             raise ValueError(f"key {v!r} must be one letter or digit (the arrows, space and enter are taken)")
         return v.lower()
 
