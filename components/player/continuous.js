@@ -180,6 +180,8 @@ function kuleshovCapture(root, video, data) {
 
   function render() {
     if (!control) return;
+    control.dataset.x = String(s.x);
+    if (mode === "2d") control.dataset.y = String(s.y);
     const fx = (s.x - xr[0]) / (xr[1] - xr[0]);
     if (mode === "1d") {
       control.setAttribute("aria-valuenow", String(s.x));
@@ -232,7 +234,8 @@ function kuleshovCapture(root, video, data) {
   const onDocKey = (e) => {
     if (!video.isConnected) return dispose();
     if (e.repeat || e.ctrlKey || e.metaKey || e.altKey) return;
-    const target = e.target;
+    // Inside a component's shadow root e.target is the host: the real target is the path's first.
+    const target = (e.composedPath && e.composedPath()[0]) || e.target;
     if (target && (target.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(target.tagName))) return;
     const p = (cap.prompts || []).find((x) => x.key === String(e.key).toLowerCase());
     if (p) {
