@@ -11,11 +11,17 @@ Method (what is and is not measured):
   exactly the JSON the browser sends. After its last clip it starts again as a new attempt
   (a reload), so a run of any length stays inside the clips' durations. Participants start at
   random phases so their batches do not arrive in lockstep.
-- `--resend` (default 0.05) of the batches are sent a second time, as a browser does when an
+- Sending is open loop, as in the browser: batches are sealed on schedule into an outbox and a
+  sender posts whatever waits (one request in flight per participant, up to 20 batches each),
+  so slow answers make requests bigger, not samples fewer.
+- `--resend` (default 0.05) of the requests are sent a second time, as a browser does when an
   answer was lost: they must be stored once.
 - Latency: wall time of each POST as the client sees it (includes the loopback HTTP round
   trip and the client's own scheduling on the shared cores). CPU: user + system time of the
   server process over the run, per second, per batch and per 1,000 samples.
+- Baseline: once a second the generator also GETs /api/health (no database) from the same loop;
+  its latency is what the machine's load alone costs a round trip, so the difference to the
+  trace POSTs is the ingest's own.
 - At the end every stored batch is read back (load_traces): samples sent and accepted vs
   stored, so a lost or duplicated sample shows as a difference.
 - Not measured: the browser side (see tests/test_browser_continuous.py) and the Streamlit
@@ -93,48 +99,72 @@ def serve(url: str, port: int) -> None:
 
 async def participant(client, token: str, clips: list[tuple[int, float]], until: float, rng: random.Random,
                       resend: float, stats: dict) -> None:
-    await asyncio.sleep(rng.uniform(0, BATCH_S))
-    attempt = rng.getrandbits(31)
-    value = 5.0
+    """Samples on schedule into an outbox, and sends it the way continuous.js does: one request in
+    flight at a time, everything waiting (up to 20 batches) in the next, so a slow answer never
+    slows the sampling (open loop: the offered load stays 10 Hz per participant)."""
+    outbox: list[dict] = []
+    done = asyncio.Event()
+
+    async def sampler() -> None:
+        await asyncio.sleep(rng.uniform(0, BATCH_S))
+        attempt = rng.getrandbits(31)
+        value = 5.0
+        while time.monotonic() < until:
+            for position, duration in clips:
+                seq, t, clip_started = 0, 0.0, time.monotonic()
+                while t < duration and time.monotonic() < until:
+                    batch_end = min(duration, t + BATCH_S)
+                    times, values, marks = [], [], []
+                    while t < batch_end:
+                        times.append(round(t, 3))
+                        value = min(9.0, max(1.0, value + rng.gauss(0, 0.15)))
+                        values.append(round(value, 3))
+                        if rng.random() < 0.01:
+                            marks.append([round(t, 3), "moved"])
+                        t += 1 / RATE_HZ
+                    # Real time: the batch is sealed when its last sample has been taken.
+                    await asyncio.sleep(max(0.0, clip_started + batch_end - time.monotonic()))
+                    outbox.append({"position": position, "attempt": attempt, "seq": seq, "mode": "1d",
+                                   "final": t >= duration, "t": times, "x": values, "marks": marks,
+                                   "start_x": 5.0, "first_move_t": 0.5, "client_time": time.time() * 1000})
+                    stats["batches"] += 1
+                    stats["samples"] += len(times)
+                    stats["marks"] += len(marks)
+                    seq += 1
+                if time.monotonic() >= until:
+                    break
+            attempt = rng.getrandbits(31)  # played everything: start again, as after a reload
+        done.set()
+
+    async def sender() -> None:
+        while not (done.is_set() and not outbox):
+            if not outbox:
+                await asyncio.sleep(0.05)
+                continue
+            group = outbox[:20]
+            body = json.dumps({"token": token, "batches": group})
+            for copy in range(2 if rng.random() < resend else 1):
+                started = time.perf_counter()
+                resp = await client.post("/api/traces", content=body, headers={"Content-Type": "application/json"})
+                stats["latency"].append(time.perf_counter() - started)
+                stats["per_post"].append(len(group))
+                answer = resp.json()
+                if resp.status_code != 200 or answer["refused"]:
+                    stats["errors"].append((resp.status_code, answer))
+                elif copy:
+                    stats["resent"] += len(group)
+                    stats["resent_recorded"] += answer["recorded"]
+            del outbox[:len(group)]
+
+    await asyncio.gather(sampler(), sender())
+
+
+async def baseline(client, until: float, stats: dict) -> None:
     while time.monotonic() < until:
-        for position, duration in clips:
-            seq, t, clip_started = 0, 0.0, time.monotonic()
-            while t < duration and time.monotonic() < until:
-                batch_end = min(duration, t + BATCH_S)
-                times, values, marks = [], [], []
-                while t < batch_end:
-                    times.append(round(t, 3))
-                    value = min(9.0, max(1.0, value + rng.gauss(0, 0.15)))
-                    values.append(round(value, 3))
-                    if rng.random() < 0.01:
-                        marks.append([round(t, 3), "moved"])
-                    t += 1 / RATE_HZ
-                final = t >= duration
-                # Real time: the batch leaves when its last sample has been taken.
-                await asyncio.sleep(max(0.0, clip_started + batch_end - time.monotonic()))
-                body = {"token": token, "batches": [{
-                    "position": position, "attempt": attempt, "seq": seq, "mode": "1d", "final": final,
-                    "t": times, "x": values, "marks": marks, "start_x": 5.0, "first_move_t": 0.5,
-                    "client_time": time.time() * 1000}]}
-                seq += 1
-                for copy in range(2 if rng.random() < resend else 1):
-                    started = time.perf_counter()
-                    resp = await client.post("/api/traces", content=json.dumps(body),
-                                             headers={"Content-Type": "application/json"})
-                    stats["latency"].append(time.perf_counter() - started)
-                    answer = resp.json()
-                    if resp.status_code != 200 or answer["refused"]:
-                        stats["errors"].append((resp.status_code, answer))
-                    elif copy == 0:
-                        stats["batches"] += 1
-                        stats["samples"] += len(times)
-                        stats["marks"] += len(marks)
-                    else:
-                        stats["resent"] += 1
-                        stats["resent_recorded"] += answer["recorded"]
-            if time.monotonic() >= until:
-                break
-        attempt = rng.getrandbits(31)  # played everything: start again, as after a reload
+        started = time.perf_counter()
+        await client.get("/api/health")
+        stats["baseline"].append(time.perf_counter() - started)
+        await asyncio.sleep(1.0)
 
 
 async def drive(base: str, tokens: list[str], clips: list[tuple[int, float]], seconds: float, seed: int,
@@ -142,12 +172,13 @@ async def drive(base: str, tokens: list[str], clips: list[tuple[int, float]], se
     import httpx
 
     stats = {"latency": [], "errors": [], "batches": 0, "samples": 0, "marks": 0, "resent": 0,
-             "resent_recorded": 0}
+             "resent_recorded": 0, "baseline": [], "per_post": []}
     limits = httpx.Limits(max_connections=len(tokens), max_keepalive_connections=len(tokens))
     async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
         until = time.monotonic() + seconds
         rng = random.Random(seed)
-        await asyncio.gather(*(participant(client, tok, clips, until, random.Random(rng.getrandbits(64)), resend,
+        await asyncio.gather(baseline(client, until, stats),
+                             *(participant(client, tok, clips, until, random.Random(rng.getrandbits(64)), resend,
                                            stats) for tok in tokens))
     return stats
 
@@ -202,9 +233,12 @@ def run(n: int, seconds: float, url: str | None, seed: int, resend: float) -> di
         rows = conn.execute(sa.select(sa.func.count()).select_from(store.trace_batches)).scalar_one()
     engine.dispose()
     lat = [x * 1000 for x in stats["latency"]]
+    base = [x * 1000 for x in stats["baseline"]]
     return {
         "participants": n, "seconds": round(wall, 1), "database": url.split(":", 1)[0],
-        "posts": len(lat), "batches_accepted": stats["batches"], "batch_rows": rows,
+        "posts": len(lat), "batches_sent": stats["batches"], "batch_rows": rows,
+        "batches_per_post_mean": round(sum(stats["per_post"]) / max(1, len(stats["per_post"])), 2),
+        "samples_per_second_per_participant": round(stats["samples"] / n / wall, 2),
         "samples_sent": stats["samples"], "samples_stored": len(traces),
         "lost": stats["samples"] - len(traces) if len(traces) <= stats["samples"] else 0,
         "duplicated": max(0, len(traces) - stats["samples"]),
@@ -213,6 +247,8 @@ def run(n: int, seconds: float, url: str | None, seed: int, resend: float) -> di
         "errors": len(stats["errors"]), "first_error": stats["errors"][:1],
         "latency_ms": {"p50": round(percentile(lat, 50), 1), "p95": round(percentile(lat, 95), 1),
                        "p99": round(percentile(lat, 99), 1), "max": round(max(lat), 1) if lat else None},
+        "baseline_health_ms": {"p50": round(percentile(base, 50), 1), "p95": round(percentile(base, 95), 1),
+                               "p99": round(percentile(base, 99), 1)},
         "server_cpu": {"seconds": round(cpu, 1), "share_of_one_core": round(cpu / wall, 3),
                        "ms_per_batch": round(1000 * cpu / max(1, len(lat)), 2),
                        "ms_per_1000_samples": round(1000 * cpu / max(1, stats["samples"]) * 1000, 1)},

@@ -302,3 +302,33 @@ def test_2d_grid_follows_mouse_then_keyboard_path_in_video_time(app, page):
     assert set(mine["dimension"]) == {"valence", "arousal"}
     for dimension, key in (("valence", "x"), ("arousal", "y")):
         assert_follows(mine[mine["dimension"] == dimension], page, log, key, pause_at)
+
+
+def test_offline_batches_wait_in_the_browser_and_a_reload_keeps_the_partial_trace(app, page):
+    server, engine = app
+    state = at_first_clip(engine, "cont-1d")
+    open_clip(page, server, state.token)
+    wait_video(page, 1.0)
+    page.context.set_offline(True)
+    wait_video(page, 4.5)
+    stored_offline = sum(len(b.t) for b in stored_batches(engine, state.participant_id))
+    waiting = page.evaluate("() => JSON.parse(localStorage.getItem('kuleshov.traces.' + %r) || '[]').length"
+                            % state.token)
+    assert waiting >= 1  # sealed while offline, kept in localStorage
+    page.context.set_offline(False)
+    page.wait_for_timeout(1500)
+    # Reload in the middle: the clip restarts as a new attempt; the interrupted one stays.
+    page.reload()
+    open_clip(page, server, state.token)
+    wait_final(engine, state.participant_id)
+    attempts = load.load_trace_attempts(engine, "cont-1d")
+    mine = attempts[(attempts["participant"] == state.pseudonym) & (attempts["trial"] == 1)]
+    assert mine["partial"].tolist() == [True, False], mine
+    first = mine.iloc[0]
+    # Everything sampled before the reload arrived, the offline stretch included (about 5 s at 10 Hz).
+    assert first["last_video_time"] > 4.4 and first["n_samples"] >= 0.8 * 10 * first["last_video_time"], first
+    assert stored_offline < first["n_samples"]
+    traces = load.load_traces(engine, "cont-1d")
+    partial = traces[(traces["participant"] == state.pseudonym) & traces["partial"]]["video_time"]
+    gaps = partial.diff().dropna()
+    assert gaps.max() < 6 * INTERVAL, gaps.max()

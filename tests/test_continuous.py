@@ -175,6 +175,21 @@ def test_unknown_or_withdrawn_participants_cannot_send(one_d):
     assert rows(engine) == 0
 
 
+def test_requests_written_together_are_judged_each_on_its_own(one_d):
+    engine, study_id, state = one_d
+    other = store.enrol(engine, study_id)
+    store.withdraw(engine, other.token)
+    outcomes = store.record_trace_requests(engine, [
+        (state.token, [batch()]), ("forged", [batch()]), (other.token, [batch()]),
+        (state.token, [batch(seq=1, x=[1, 2, 99]), batch(seq=2)]), (state.token, "not a list")])
+    assert isinstance(outcomes[0], store.TracesOutcome) and outcomes[0].recorded == 1
+    assert [str(o) for o in outcomes[1:3]] == ["This study link is not valid.",
+                                             "No more data are recorded for this participant (status withdrawn)."]
+    assert outcomes[3].accepted == [1] and "x[2] is 99" in outcomes[3].refused[0]
+    assert str(outcomes[4]) == "Batches must be sent as a list."
+    assert rows(engine) == 2 and rows(engine, other.participant_id) == 0
+
+
 # --------------------------------------------------------------------------- ingest (HTTP route)
 
 

@@ -69,6 +69,7 @@ from study.store.traces import (  # noqa: F401
     TracesOutcome,
     capture_spec,
     record_trace_batch,
+    record_trace_requests,
     record_traces,
 )
 from study.store.events import (  # noqa: F401

@@ -204,6 +204,69 @@ def judge_batch(batch: Any, spec: CaptureSpec, planned: dict[int, str], duration
             "start_y": start_y, "first_move_t": first_move_t, "client_time": client_time}, None
 
 
+def _check_request(token: Any, batches: Any) -> None:
+    if not isinstance(batches, list):
+        raise UserError("Batches must be sent as a list.")
+    if len(batches) > MAX_BATCHES_PER_REQUEST:
+        raise UserError(f"Too many batches in one request ({len(batches)}; at most {MAX_BATCHES_PER_REQUEST}).")
+    if not isinstance(token, str) or bad_text(token):
+        raise UserError("This study link is not valid.")
+
+
+def _record(conn, token: str, batches: list, now) -> TracesOutcome:
+    """One request's batches inside an open write transaction. Raises UserError before writing
+    anything of this request, so a refused request leaves the transaction as it was."""
+    _check_request(token, batches)
+    loaded = _load(conn, token)
+    if loaded is None:
+        raise UserError("This study link is not valid.")
+    p, srow = loaded
+    if p["status"] not in ("started", "in_progress", "completed"):
+        raise UserError(f"No more data are recorded for this participant (status {p['status']}).")
+    ctx = _context(srow)
+    sequence, practice_id = _planned(conn, p["id"], p["token"])
+    planned = dict(enumerate(sequence, start=1))
+    if practice_id:
+        planned[0] = practice_id
+    durations = {sid: (ctx.stimuli.get(sid) or {}).get("duration_s") for sid in planned.values()}
+    spec = capture_spec(ctx.study)
+    rows, accepted, refused = [], [], {}
+    for i, batch in enumerate(batches):
+        row, why = judge_batch(batch, spec, planned, durations)
+        if why:
+            refused[i] = why
+            continue
+        accepted.append(i)
+        rows.append({**row, "participant_id": p["id"], "server_time": now})
+    new = 0
+    if rows:
+        stmt = _dialect_insert(conn, trace_batches).on_conflict_do_nothing(
+            index_elements=["participant_id", "position", "attempt", "seq"]).returning(trace_batches.c.seq)
+        new = len(conn.execute(stmt, rows).all())
+    if new:
+        conn.execute(participants.update().where(participants.c.id == p["id"]).values(updated_at=now))
+    return TracesOutcome(new, accepted, refused)
+
+
+def record_trace_requests(engine: Engine, requests: list[tuple[str, list]]) -> list[TracesOutcome | UserError]:
+    """Several requests' batches in one write transaction: one commit (one fsync) for all.
+
+    The web server's trace writer (server.TraceWriter) hands over whatever requests arrived
+    while the previous commit was under way, so under load the cost of a commit is shared
+    instead of each request queueing for its own. Each request is judged on its own: its
+    outcome, or the UserError that refused it as a whole (nothing of it written).
+    """
+    now = utcnow()
+    out: list[TracesOutcome | UserError] = []
+    with _write(engine) as conn:
+        for token, batches in requests:
+            try:
+                out.append(_record(conn, token, batches, now))
+            except UserError as exc:
+                out.append(exc)
+    return out
+
+
 def record_trace_batch(engine: Engine, token: str, batches: list) -> TracesOutcome:
     """Store the good batches and say why each other one was refused.
 
@@ -212,43 +275,11 @@ def record_trace_batch(engine: Engine, token: str, batches: list) -> TracesOutco
     only for the request as a whole (not a list, too long, unknown token, participant no longer
     recording).
     """
-    if not isinstance(batches, list):
-        raise UserError("Batches must be sent as a list.")
-    if len(batches) > MAX_BATCHES_PER_REQUEST:
-        raise UserError(f"Too many batches in one request ({len(batches)}; at most {MAX_BATCHES_PER_REQUEST}).")
-    if not isinstance(token, str) or bad_text(token):
-        raise UserError("This study link is not valid.")
-    now = utcnow()
-    with _write(engine) as conn:
-        loaded = _load(conn, token)
-        if loaded is None:
-            raise UserError("This study link is not valid.")
-        p, srow = loaded
-        if p["status"] not in ("started", "in_progress", "completed"):
-            raise UserError(f"No more data are recorded for this participant (status {p['status']}).")
-        ctx = _context(srow)
-        sequence, practice_id = _planned(conn, p["id"], p["token"])
-        planned = dict(enumerate(sequence, start=1))
-        if practice_id:
-            planned[0] = practice_id
-        durations = {sid: (ctx.stimuli.get(sid) or {}).get("duration_s") for sid in planned.values()}
-        spec = capture_spec(ctx.study)
-        rows, accepted, refused = [], [], {}
-        for i, batch in enumerate(batches):
-            row, why = judge_batch(batch, spec, planned, durations)
-            if why:
-                refused[i] = why
-                continue
-            accepted.append(i)
-            rows.append({**row, "participant_id": p["id"], "server_time": now})
-        new = 0
-        if rows:
-            stmt = _dialect_insert(conn, trace_batches).on_conflict_do_nothing(
-                index_elements=["participant_id", "position", "attempt", "seq"]).returning(trace_batches.c.seq)
-            new = len(conn.execute(stmt, rows).all())
-        if new:
-            conn.execute(participants.update().where(participants.c.id == p["id"]).values(updated_at=now))
-        return TracesOutcome(new, accepted, refused)
+    _check_request(token, batches)
+    outcome = record_trace_requests(engine, [(token, batches)])[0]
+    if isinstance(outcome, UserError):
+        raise outcome
+    return outcome
 
 
 def record_traces(engine: Engine, token: str, batches: list[dict]) -> int:
