@@ -775,7 +775,11 @@ def _trace_batches(engine: Engine, study_id: str, include_pilot: bool, include_p
         start_value=("start_x", "first"), start_arousal=("start_y", "first"),
         first_move_time=("first_move_t", "min"),
     ).reset_index()
-    first = first.sort_values(["number", "trial", "began", "client"], kind="stable").reset_index(drop=True)
+    # Attempts in the order the browser began them (its clock): batches kept offline reach the
+    # server late, so arrival order could put an interrupted attempt after the one that followed.
+    began_ms = first["began"].map(lambda d: d.timestamp() * 1000).astype("float64")
+    first["order"] = pd.to_numeric(first["client"], errors="coerce").astype("float64").fillna(began_ms)
+    first = first.sort_values(["number", "trial", "order", "began"], kind="stable").reset_index(drop=True)
     first["attempt"] = first.groupby(["participant", "trial"]).cumcount() + 1
     complete = first[first["final"]].groupby(["participant", "trial"])["key"].first()
     chosen = set(complete.tolist())

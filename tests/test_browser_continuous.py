@@ -169,7 +169,7 @@ def stored_batches(engine, participant_id: int, position: int = 1) -> list:
 
 def wait_final(engine, participant_id: int) -> None:
     deadline = time.monotonic() + 30
-    while not any(b.final for b in stored_batches(engine, participant_id)):
+    while not any(b[0] for b in stored_batches(engine, participant_id)):
         assert time.monotonic() < deadline, "the final batch never arrived"
         time.sleep(0.3)
 
@@ -311,12 +311,16 @@ def test_offline_batches_wait_in_the_browser_and_a_reload_keeps_the_partial_trac
     wait_video(page, 1.0)
     page.context.set_offline(True)
     wait_video(page, 4.5)
-    stored_offline = sum(len(b.t) for b in stored_batches(engine, state.participant_id))
+    stored_offline = sum(len(b[1]) for b in stored_batches(engine, state.participant_id))
     waiting = page.evaluate("() => JSON.parse(localStorage.getItem('kuleshov.traces.' + %r) || '[]').length"
                             % state.token)
     assert waiting >= 1  # sealed while offline, kept in localStorage
     page.context.set_offline(False)
-    page.wait_for_timeout(1500)
+    # Back online: what waited in localStorage is sent without a reload.
+    deadline = time.monotonic() + 15
+    while max((max(b[1]) for b in stored_batches(engine, state.participant_id) if b[1]), default=0) < 4.4:
+        assert time.monotonic() < deadline, "the batches kept while offline were not sent once online"
+        time.sleep(0.2)
     # Reload in the middle: the clip restarts as a new attempt; the interrupted one stays.
     page.reload()
     open_clip(page, server, state.token)
