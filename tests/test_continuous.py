@@ -337,3 +337,33 @@ def test_export_writes_traces_and_marks_in_long_format_with_codebook_rows(sqlite
         assert {(name, c) for c in columns} <= documented
     assert "clip's own playback time" in codebook.set_index(["file", "name"]).loc[("traces", "video_time"), "description"]
     engine.dispose()
+
+
+def test_any_json_batch_gets_a_row_or_a_reason_never_an_exception():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from study.store.traces import CaptureSpec, judge_batch
+
+    spec = CaptureSpec("2d", (1.0, 9.0), (1.0, 9.0), frozenset({"moved"}))
+    planned, durations = {0: "practice", 1: "c1"}, {"practice": 5.0, "c1": None}
+    scalar = st.one_of(st.none(), st.booleans(), st.integers(-2**40, 2**40), st.floats(allow_nan=True),
+                       st.text(max_size=5))
+    value = st.recursive(scalar, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.text(max_size=3), inner, max_size=3), max_leaves=12)
+    keys = st.sampled_from(["position", "attempt", "seq", "mode", "final", "t", "x", "y", "marks", "start_x",
+                            "start_y", "first_move_t", "client_time"])
+    good = {"position": 1, "attempt": 1, "seq": 0, "mode": "2d", "t": [0.1], "x": [2.0], "y": [3.0]}
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.dictionaries(keys, value, max_size=8), st.booleans())
+    def check(over, from_good):
+        b = {**good, **over} if from_good else over
+        row, why = judge_batch(b, spec, planned, durations)
+        assert (row is None) != (why is None)
+        if row is not None:
+            assert len(row["t"]) == len(row["x"]) == len(row["y"])
+            assert all(1.0 <= v <= 9.0 for v in row["x"] + row["y"])
+            assert row["t"] == sorted(set(row["t"]))
+
+    check()
