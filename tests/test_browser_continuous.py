@@ -10,6 +10,7 @@ the video times they were pressed.
 
 from __future__ import annotations
 
+import json
 import random
 import sys
 import time
@@ -336,3 +337,59 @@ def test_offline_batches_wait_in_the_browser_and_a_reload_keeps_the_partial_trac
     partial = traces[(traces["participant"] == state.pseudonym) & traces["partial"]]["video_time"]
     gaps = partial.diff().dropna()
     assert gaps.max() < 6 * INTERVAL, gaps.max()
+
+
+def test_touch_sets_the_slider_and_taps_mark_without_the_app():
+    """The component alone (continuous.js + player.js, as app_pages/player.py joins them) on a
+    touch screen: a tap on the track moves the slider there, a tap on a mark button marks."""
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    player_dir = ROOT / "components" / "player"
+    origin = "http://player.test"
+    html = (f"<!doctype html><html><head><style>{(player_dir / 'player.css').read_text()}"
+            f"{(player_dir / 'continuous.css').read_text()}</style></head><body>"
+            f"{(player_dir / 'player.html').read_text()}<script type='module' src='/bundle.js'></script></body></html>")
+    bundle = (player_dir / "continuous.js").read_text() + "\n" + (player_dir / "player.js").read_text()
+    bundle = bundle.replace("export default function (component) {", "window.kpMountPlayer = function (component) {")
+    posts: list[dict] = []
+    with sync_playwright() as pw:
+        browser = launch(pw)
+        context = browser.new_context(has_touch=True, is_mobile=True, viewport={"width": 390, "height": 844})
+        page = context.new_page()
+        page.route(f"{origin}/", lambda r: r.fulfill(body=html, content_type="text/html"))
+        page.route(f"{origin}/bundle.js", lambda r: r.fulfill(body=bundle, content_type="text/javascript"))
+        page.route(f"{origin}/clip.mp4", lambda r: r.fulfill(
+            body=(ROOT / "stimuli" / "demo" / "practice.mp4").read_bytes(), content_type="video/mp4"))
+        page.route(f"{origin}/api/events", lambda r: r.fulfill(body='{"accepted": [], "refused": []}',
+                                                              content_type="application/json"))
+
+        def traces(route):
+            body = route.request.post_data_json
+            posts.append(body)
+            route.fulfill(body=json.dumps({"accepted": list(range(len(body["batches"]))), "refused": []}),
+                          content_type="application/json")
+
+        page.route(f"{origin}/api/traces", traces)
+        page.goto(f"{origin}/")
+        page.wait_for_function("() => window.kpMountPlayer")
+        page.evaluate("""() => kpMountPlayer({parentElement: document.body, setStateValue: () => {}, data: {
+            instance: "i1", token: "tok", events_url: "/api/events", traces_url: "/api/traces", src: "/clip.mp4",
+            position: 0, stimulus_id: "practice", min_share: 1, start_label: "Start",
+            capture: {mode: "1d", item: "How do you feel?", min: 1, max: 9, min_label: "low", max_label: "high",
+                      rate_hz: 10, key_steps: 20, texts: {marked: "Marked: {label}"}, marks_hint: "Mark:",
+                      prompts: [{id: "moved", label: "Moved", key: "m", text: "Moved (key M)"}]}}})""")
+        page.locator(".kp-start").tap()
+        page.wait_for_function("() => document.querySelector('.kp-video').currentTime > 0.5", timeout=WAIT_MS)
+        box = page.locator(".kc-area").bounding_box()
+        page.touchscreen.tap(box["x"] + 0.25 * box["width"], box["y"] + box["height"] / 2)
+        assert abs(float(page.locator(".kc-area").get_attribute("data-x")) - 3.0) < 0.1
+        page.locator(".kc-mark").tap()
+        assert page.locator(".kc-live").inner_text() == "Marked: Moved"
+        page.evaluate("() => document.querySelector('.kp-video').pause()")
+        page.wait_for_timeout(500)
+        browser.close()
+    sent = [b for body in posts for b in body["batches"]]
+    assert sent and sent[0]["mode"] == "1d" and sent[0]["position"] == 0
+    assert any(abs(x - 3.0) < 0.1 for b in sent for x in b["x"])
+    assert [m[1] for b in sent for m in b["marks"]] == ["moved"]
