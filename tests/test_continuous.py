@@ -367,3 +367,18 @@ def test_any_json_batch_gets_a_row_or_a_reason_never_an_exception():
             assert row["t"] == sorted(set(row["t"]))
 
     check()
+
+
+def test_the_continuous_demo_study_runs_end_to_end(sqlite_url):
+    from study import simulate
+
+    path = ROOT / "stimuli" / "demo" / "study_continuous.yaml"
+    assert not [p for p in validate_study_file(path) if p.severity == "error"]
+    engine = store.make_engine(sqlite_url)
+    store.upgrade(engine)
+    simulate.simulate(engine, path, 4, effect=1.0)
+    traces = load.load_traces(engine, "kuleshov-demo-continuous")
+    marks = load.load_marks(engine, "kuleshov-demo-continuous")
+    assert set(traces["dimension"]) == {"rating"} and traces["trial"].min() == 1
+    assert set(marks["mark"]) <= {"moved", "impossible"} and len(marks) > 0
+    engine.dispose()
