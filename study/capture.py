@@ -41,6 +41,7 @@ def player_config(study: Any, lang: str = "en") -> dict | None:
             config.update({"arousal_min": cr.arousal_min, "arousal_max": cr.arousal_max,
                            "arousal_min_label": cr.arousal_min_label, "arousal_max_label": cr.arousal_max_label,
                            "arousal_start": cr.arousal_start})
+            texts["grid_role"] = t("capture.grid_role", lang)
             texts["grid_hint"] = t("capture.grid_hint", lang, low=cr.min_label, high=cr.max_label,
                                    alow=cr.arousal_min_label, ahigh=cr.arousal_max_label)
             # {v} and {a} are filled in by the browser as the point moves.

@@ -100,7 +100,7 @@ function kuleshovCapture(root, video, data) {
       else row.append(low, control, high);
       wrap.appendChild(row);
     } else {
-      control.setAttribute("aria-roledescription", texts.grid_role || "2-D grid");
+      if (texts.grid_role) control.setAttribute("aria-roledescription", texts.grid_role);
       const grid = el("div", "kc-grid");
       grid.append(el("span", "kc-top", cap.arousal_max_label || ""), el("span", "kc-left", cap.min_label || ""),
         control, el("span", "kc-right", cap.max_label || ""), el("span", "kc-bottom", cap.arousal_min_label || ""));
