@@ -71,9 +71,14 @@ def app(tmp_path_factory):
         engine.dispose()
 
 
+_SEEDS = iter(range(100, 10_000))
+
+
 def at_first_clip(engine, study_id: str):
     """A participant walked by a bot through consent, instructions and the practice clip."""
-    bot = simulate.Bot(engine, study_id, 0, random.Random(4), 0.0, False)
+    # A new seed each time: the bot's Prolific id comes from it, and the same Prolific id would
+    # get the same participant back.
+    bot = simulate.Bot(engine, study_id, 0, random.Random(next(_SEEDS)), 0.0, False)
     bot.fate, bot.stop_at = "complete", None
     state = bot.state
     while state.step.kind != "trial":
