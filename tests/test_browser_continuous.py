@@ -393,6 +393,18 @@ def test_touch_sets_the_slider_and_taps_mark_without_the_app():
         assert page.locator(".kc-live").inner_text() == "Marked: Moved"
         page.evaluate("() => document.querySelector('.kp-video').pause()")
         page.wait_for_timeout(500)
+        # A vertical slider: low end at the bottom; a new instance replaces the old control.
+        page.evaluate("""() => kpMountPlayer({parentElement: document.body, setStateValue: () => {}, data: {
+            instance: "i2", token: "tok", events_url: "/api/events", traces_url: "/api/traces", src: "/clip.mp4",
+            position: 0, stimulus_id: "practice", min_share: 1, start_label: "Start",
+            capture: {mode: "1d", orientation: "vertical", item: "How do you feel?", min: 0, max: 100,
+                      min_label: "low", max_label: "high", rate_hz: 10, key_steps: 20, texts: {}, prompts: []}}})""")
+        assert page.locator(".kc-area").count() == 1
+        assert page.locator(".kc-area").get_attribute("aria-orientation") == "vertical"
+        box = page.locator(".kc-area").bounding_box()
+        assert box["height"] > 2 * box["width"]
+        page.touchscreen.tap(box["x"] + box["width"] / 2, box["y"] + 0.75 * box["height"])  # a quarter up
+        assert abs(float(page.locator(".kc-area").get_attribute("data-x")) - 25) < 2
         browser.close()
     sent = [b for body in posts for b in body["batches"]]
     assert sent and sent[0]["mode"] == "1d" and sent[0]["position"] == 0

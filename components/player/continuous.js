@@ -421,6 +421,7 @@ function kuleshovCapture(root, video, data) {
     video.removeEventListener("playing", onPlaying);
     video.removeEventListener("pause", onPause);
     video.removeEventListener("ended", onEnded);
+    box.remove();
   }
 
   load();
