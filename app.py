@@ -1,9 +1,15 @@
-"""Router: a participant link goes to the participant page, anything else to the researcher side.
+"""Router: participants at the root URL, researchers under /researcher.
 
 Pages live in app_pages/ (never a folder named pages/, which Streamlit would serve by itself on
-a fresh server) and are registered with st.navigation per request: a participant link only
-ever registers the participant page, and the researcher pages exist only after login, so a
-guessed URL such as /dashboard falls back to the login form.
+a fresh server) and are registered with st.navigation per request:
+
+- A participant link (`?t=` or `?study=`, on any path) registers the participant page alone.
+- Anything else registers the participant page as the default (the root URL, with nothing in
+  the query, says the link is incomplete) and the researcher pages at their own paths
+  (/researcher, /researcher-studies, /researcher-export): the login form until a researcher
+  has logged in, the real pages after. So no address a participant's Back or Forward can reach
+  (they are all the root URL with the participant's query) shows a researcher page, and a
+  guessed URL such as /dashboard shows no researcher page either.
 """
 
 from pathlib import Path
@@ -11,32 +17,46 @@ from pathlib import Path
 import streamlit as st
 
 ROOT = Path(__file__).resolve().parent
+# (file, title, icon, url path)
 RESEARCHER_PAGES = [
-    ("app_pages/dashboard.py", "Dashboard", ":material/monitoring:"),
-    ("app_pages/studies.py", "Studies", ":material/list:"),
-    ("app_pages/export_page.py", "Export", ":material/download:"),
+    ("app_pages/dashboard.py", "Dashboard", ":material/monitoring:", "researcher"),
+    ("app_pages/studies.py", "Studies", ":material/list:", "researcher-studies"),
+    ("app_pages/export_page.py", "Export", ":material/download:", "researcher-export"),
 ]
+LOGOUT_PATH = "researcher-logout"
+
+from app_pages import participant  # noqa: E402
 
 params = st.query_params
+# Hidden from the researchers' sidebar; the root URL is the participant side's.
+study_page = st.Page(participant.page, title="Study", default=True, visibility="hidden")
 if "t" in params or "study" in params:
     st.set_page_config(page_title="Study", layout="centered", initial_sidebar_state="collapsed")
-    from app_pages import participant
-
-    st.navigation([st.Page(participant.page, title="Study", default=True)], position="hidden").run()
+    st.navigation([study_page], position="hidden").run()
 else:
     from app_pages import auth
 
-    st.set_page_config(page_title="Kuleshov", layout="wide")
+    available = [p for p in RESEARCHER_PAGES if (ROOT / p[0]).is_file()]
     if auth.is_researcher():
-        pages = [
-            st.Page(path, title=title, icon=icon, default=i == 0)
-            for i, (path, title, icon) in enumerate(p for p in RESEARCHER_PAGES if (ROOT / p[0]).is_file())
-        ]
-
         def log_out() -> None:
             auth.logout()
 
-        pages.append(st.Page(log_out, title="Log out", icon=":material/logout:", default=not pages))
-        st.navigation(pages, position="sidebar").run()
+        researcher = [st.Page(path, title=title, icon=icon, url_path=url) for path, title, icon, url in available]
+        researcher.append(st.Page(log_out, title="Log out", icon=":material/logout:", url_path=LOGOUT_PATH))
     else:
-        st.navigation([st.Page(auth.login_form, title="Researcher login", default=True)], position="hidden").run()
+        # Every researcher path shows the login form until then (one page object per path).
+        def _login_at(url: str):
+            def login() -> None:
+                auth.login_form()
+
+            login.__name__ = f"login_{url.replace('-', '_')}"
+            return st.Page(login, title="Researcher login", url_path=url)
+
+        urls = dict.fromkeys(["researcher", *(url for *_, url in available), LOGOUT_PATH])
+        researcher = [_login_at(url) for url in urls]
+    current = st.navigation([study_page, *researcher], position="sidebar" if auth.is_researcher() else "hidden")
+    if current.url_path == study_page.url_path:
+        st.set_page_config(page_title="Study", layout="centered", initial_sidebar_state="collapsed")
+    else:
+        st.set_page_config(page_title="Kuleshov", layout="wide")
+    current.run()

@@ -2,6 +2,7 @@
 
     GET  /clips/{study_id}/{stimulus_id}   a clip file: range requests (206), ETag and
                                            Last-Modified (304), Cache-Control
+    GET  /captions/{study_id}/{stimulus_id}  its WebVTT captions (text/vtt), checked the same way
     POST /api/events                       the player's batched playback events
     POST /api/traces                       continuous-rating traces and moment marks, in batches
 
@@ -79,21 +80,21 @@ class ClipResolver:
     roots: dict[str, Path]
 
     def __post_init__(self) -> None:
-        self._cache: dict[tuple[str, str], tuple[float, tuple[Path, str] | None]] = {}
+        self._cache: dict[tuple[str, str, str], tuple[float, tuple[Path, str] | None]] = {}
         self._lock = threading.Lock()
 
-    def resolve(self, study_id: str, stimulus_id: str) -> Path | None:
-        """The clip's real file, checked against the folder now: only the manifest entry is
-        cached, never the resolved path, so a clip swapped for a link that leads outside the
-        folder is refused on the next request."""
-        key = (study_id, stimulus_id)
+    def resolve(self, study_id: str, stimulus_id: str, what: str = "clip") -> Path | None:
+        """The clip's real file (what="captions": its caption file), checked against the folder
+        now: only the manifest entry is cached, never the resolved path, so a clip swapped for a
+        link that leads outside the folder is refused on the next request."""
+        key = (study_id, stimulus_id, what)
         now = time.monotonic()
         with self._lock:
             hit = self._cache.get(key)
         if hit and now - hit[0] < _RESOLVE_TTL_S:
             entry = hit[1]
         else:
-            entry = self._lookup(study_id, stimulus_id)
+            entry = self._lookup(study_id, stimulus_id, what)
             with self._lock:
                 if len(self._cache) > 10_000:
                     self._cache.clear()
@@ -109,13 +110,14 @@ class ClipResolver:
             return None
         return Path(info.manifest_dir).resolve() if info.manifest_dir else None
 
-    def _lookup(self, study_id: str, stimulus_id: str) -> tuple[Path, str] | None:
+    def _lookup(self, study_id: str, stimulus_id: str, what: str = "clip") -> tuple[Path, str] | None:
         """(stimulus folder, file as written in the manifest) from the database, or None."""
 
         folder = self._folder(study_id)
         if folder is None:
             return None
-        file = store.stimulus_file(self.engine, study_id, stimulus_id)
+        lookup = store.stimulus_captions if what == "captions" else store.stimulus_file
+        file = lookup(self.engine, study_id, stimulus_id)
         if not file:
             return None
         return folder, file
@@ -158,16 +160,19 @@ def _not_modified(request: Request, response: FileResponse) -> bool:
     return False
 
 
-def _clip_route(resolver: ClipResolver):
+def _clip_route(resolver: ClipResolver, what: str = "clip"):
+    # Captions are only ever text/vtt (a manifest's captions column must name a .vtt file).
+    servable = ("text/vtt",) if what == "captions" else SERVABLE_TYPES
+
     async def clip(request: Request) -> Response:
         study_id = request.path_params["study_id"]
         stimulus_id = request.path_params["stimulus_id"]
-        path = await run_in_threadpool(resolver.resolve, study_id, stimulus_id)
+        path = await run_in_threadpool(resolver.resolve, study_id, stimulus_id, what)
         if path is None or not path.is_file():
-            return PlainTextResponse("no such clip", status_code=404)
+            return PlainTextResponse(f"no such {what}", status_code=404)
         media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        if not media_type.startswith(SERVABLE_TYPES):
-            return PlainTextResponse("no such clip", status_code=404)
+        if not media_type.startswith(servable):
+            return PlainTextResponse(f"no such {what}", status_code=404)
         response = FileResponse(
             path,
             media_type=media_type,
@@ -477,6 +482,7 @@ def _closed(path: str) -> bool:
 def make_routes(engine: Any, resolver: ClipResolver) -> list[Route]:
     return [
         Route("/clips/{study_id}/{stimulus_id}", _clip_route(resolver), methods=["GET", "HEAD"]),
+        Route("/captions/{study_id}/{stimulus_id}", _clip_route(resolver, "captions"), methods=["GET", "HEAD"]),
         Route("/api/events", _events_route(engine), methods=["POST"]),
         Route("/api/traces", _traces_route(engine), methods=["POST"]),
         Route("/api/health", _health, methods=["GET"]),
@@ -620,7 +626,7 @@ def serve(host: str = "127.0.0.1", port: int = 8501, study_file: str | None = No
     if study_id:
         print(f"  participant link:  {base}/?study={study_id}")
         print(f"  pilot link:        {base}/?study={study_id}&pilot={pilot_key(study_id, password)}")
-    print(f"  researcher pages:  {base}/")
+    print(f"  researcher pages:  {base}/researcher")
     if generated:
         print(f"  researcher password (generated for this demo run): {password}")
     sys.stdout.flush()

@@ -61,6 +61,7 @@ ARROW_TYPES = {"string": pa.string(), "integer": pa.int64(), "number": pa.float6
 # Item and scale columns are documented from the instrument declarations (study.instruments).
 _PID = ("Participant", "string", "", "pseudonym P0001, P0002 ... (in order of enrolment)", "never missing",
         "Study-specific pseudonym of the participant; not the Prolific id and not the link token.")
+_NOT_RECORDED = "empty = not recorded (ratings not submitted, or no playback events)"
 COLUMNS: dict[str, tuple[str, str, str, str, str, str]] = {
     "participant_id": _PID,
     "pseudonym": _PID,
@@ -83,6 +84,11 @@ COLUMNS: dict[str, tuple[str, str, str, str, str, str]] = {
                "started = consent not yet given; in_progress; completed; withdrawn; declined = refused consent; "
                "timed_out = inactive past the study's timeout", "never missing",
                "Where the participant's session ended up (at export time)."),
+    "language": ("Language", "string", "", "a language code of the study file's `languages` (en = English, "
+                 "de = German ...)", "never missing",
+                 "The language every page was shown in to the participant (chosen from the link's ?lang=, the "
+                 "browser's languages, or the switcher on the consent page). See the codebook's kind "
+                 "`translation` rows for whether each instrument's wording in it was validated."),
     "list_index": ("Counterbalancing list", "integer", "", "0 .. number of lists - 1", "never missing",
                    "Which counterbalanced clip list the participant was assigned."),
     "study_version": ("Study version", "string", "", "a version of the study file (study_v<version>.yaml)",
@@ -112,7 +118,32 @@ COLUMNS: dict[str, tuple[str, str, str, str, str, str]] = {
                      "When the ratings of the clip were saved."),
     "max_time": ("Furthest point played", "number", "seconds", "0 to the clip's duration", "empty = not recorded",
                  "Largest media time the player reported for this clip."),
-    "play_count": ("Plays", "integer", "", "0 or more", "empty = not recorded", "How often the clip was started."),
+    # How the clip was seen and heard: computed from the trial's playback events when its
+    # ratings were submitted (study/playback.py trial_metrics, where each is defined exactly).
+    "play_count": ("Plays", "integer", "", "0 or more", _NOT_RECORDED,
+                   "How often the clip was started from the beginning: the first play, each play after it "
+                   "ended, and a restart from 0 after a reload. Resuming after a pause is not a new play."),
+    "replayed": ("Replayed", "boolean", "", "true = play_count above 1; false", _NOT_RECORDED,
+                 "Whether the clip was started from the beginning more than once."),
+    "skipped": ("Skipped", "boolean", "", "true = the clip failed to play and the participant skipped it; false",
+                _NOT_RECORDED, "Whether the clip was skipped after a playback error (a skip event)."),
+    "seconds_hidden": ("Time away from the page", "number", "seconds", "0 or more", _NOT_RECORDED,
+                       "Wall-clock time the trial's page was hidden (another tab, minimised) or the window out "
+                       "of focus, overlaps counted once; the clip pauses then and resumes only on the "
+                       "participant's click, so this time is never in watched_share. Hidden time while "
+                       "the ratings were open counts too."),
+    "share_muted": ("Share played muted", "number", "", "0 to 1", _NOT_RECORDED + "; also empty when "
+                    "the clip never played", "Share of the media seconds played (seeks excluded) during which "
+                    "the video was muted or at volume 0 in the player. The computer's own volume is not visible "
+                    "to the browser."),
+    "seconds_stalled": ("Time stalled", "number", "seconds", "0 or more", _NOT_RECORDED,
+                        "Wall-clock time playback waited for data (waiting or stalled until playing again)."),
+    "load_ms": ("Load time", "integer", "milliseconds", "0 or more", _NOT_RECORDED + "; also empty when "
+                "the clip never became playable", "Time from the player setting the clip's source to the "
+                "browser's canplay event (after the last retry); short when the clip was preloaded during the "
+                "previous clip's ratings."),
+    "seconds_offline": ("Time offline", "number", "seconds", "0 or more", _NOT_RECORDED,
+                        "Wall-clock time the browser reported being offline (offline until online events)."),
     "item_order": ("Item order shown", "string", "", "JSON list of item ids", "empty = not recorded",
                    "The order in which the clip's questions were shown."),
     "step": ("Step", "string", "", "consent, demographics, mood_pre, practice, trial:<n>, attention:<id>, mood_post",
@@ -163,6 +194,9 @@ COLUMNS: dict[str, tuple[str, str, str, str, str, str]] = {
     "prompt": ("Prompt", "string", "", "free text", "empty = not given", "Prompt used to generate the clip."),
     "seed": ("Seed", "string", "", "free text", "empty = not given", "Random seed used to generate the clip."),
     "notes": ("Notes", "string", "", "free text", "empty = none", "Notes from the manifest."),
+    "captions": ("Captions", "string", "", "path relative to the manifest (a .vtt file)", "empty = no captions",
+                 "WebVTT caption file shown with the clip (the player's captions toggle; its use is a "
+                 "`captions` playback event)."),
     "level": ("Exclusion level", "string", "", "participant = all their trials; trial = one clip", "never missing",
               "What is excluded."),
     "reason": ("Exclusion reason", "string", "", "free text", "never missing",
@@ -215,7 +249,9 @@ for _name, _text in {
     "file": "Data file (without extension) the column is in; for kind item of session answers: responses.",
     "name": "Column name, or item id for items recorded as rows of responses.",
     "kind": "column = a column of the file; item = a question (a column of scores, or a value of item_id in "
-            "responses); scale = a scale score column of scores.",
+            "responses); scale = a scale score column of scores; translation = the wording of one instrument in one "
+            "of the study's languages (allowed_values: the language), its description saying whether that "
+            "wording was validated (validated: false = translated without a validation study).",
     "label": "Short human-readable name.",
     "type": "Frictionless type of the column: string, integer, number, boolean or datetime. " + CSV_TEXT_NOTE,
     "response_type": "How an item was answered (pictorial9, likert, slider, intensity, choice, text, number, "
@@ -312,9 +348,54 @@ def build_codebook(study: Any, fields: dict[str, list[tuple[str, str]]]) -> pd.D
                      "reverse": item.reverse, "subscale": item.subscale or "",
                      "description": f"{item.description} Question: \u201c{item.text}\u201d Recorded as rows "
                      "of responses (item_id), in value or value_text."})
+    rows += translation_rows(study)
     for name in CODEBOOK_FIELDS:
         rows.append(plain("codebook", name, column_doc("codebook", name)[1]))
     return pd.DataFrame(rows, columns=CODEBOOK_FIELDS)
+
+
+def translation_rows(study: Any) -> list[dict[str, Any]]:
+    """One codebook row (kind `translation`) per instrument the study asks x language it offers.
+
+    Says where each wording comes from and whether it was validated: the built-in instruments
+    were written in English for Kuleshov; a shipped translation says in its catalogue file
+    (header X-Validation-Study) which validation study it went through, "none" giving
+    `validated: false`. The study's own items are worded by its authors, in each language.
+    """
+    from study import instruments, texts
+
+    entries = [*study.measures.session_start, *study.measures.per_clip, *study.measures.session_end]
+    # An entry is an instrument id or a choice of its items ({name, items}).
+    used = list(dict.fromkeys([*(["demographics"] if study.demographics else []),
+                               *(e if isinstance(e, str) else e.name for e in entries)]))
+    own = [c.id for c in study.measures.custom_items] + [c.id for c in study.attention_checks]
+    rows: list[dict[str, Any]] = []
+    for lang in getattr(study, "languages", None) or [texts.DEFAULT_LANG]:
+        name = texts.t("language.name", lang)
+        validation = texts.validation_study(lang)
+        for iid in used:
+            instrument = instruments.get_instrument(iid)
+            if validation is None:
+                note = "validated: source wording. Written in English for Kuleshov (the wording the instrument was declared in)."
+            elif validation == "none":
+                note = (f"validated: false. The {name} wording is a translation made for Kuleshov without a validation "
+                        "study (study/locale/" + lang + "/LC_MESSAGES/kuleshov.po); answers in it may not be "
+                        "comparable with answers in other languages without a measurement-invariance check.")
+            else:
+                note = f"validated: {validation}. The {name} wording went through that validation study."
+            rows.append(_translation_row(f"{iid}.{lang}", f"{instrument.name} ({name})", lang, iid, note))
+        if own:
+            rows.append(_translation_row(f"study.{lang}", f"The study file's own texts ({name})", lang, "custom",
+                                         f"validated: as stated by the study's authors. Consent, instructions, custom "
+                                         f"items and attention checks ({', '.join(own) if own else 'none'}) in "
+                                         f"{name} are worded in the study file."))
+    return rows
+
+
+def _translation_row(name: str, label: str, lang: str, instrument: str, note: str) -> dict[str, Any]:
+    return {"file": "", "name": name, "kind": "translation", "label": label, "type": "string", "response_type": "",
+            "unit": "", "allowed_values": lang, "missing": "", "instrument": instrument, "scope": "",
+            "reverse": False, "subscale": "", "description": note}
 
 
 # --------------------------------------------------------------------------- writing
@@ -442,7 +523,7 @@ RESOURCE_DESCRIPTIONS = {
               "This is the trial table the analysis uses; exclusions are NOT applied (see exclusions.csv).",
     "playback_events": "Every event the clip player reported.",
     "continuous_samples": "Continuous ratings of the player before traces (empty unless recorded before "
-                          "migration 0005; see traces).",
+                          "migration 0007; see traces).",
     "traces": "Continuous ratings during playback, long format: one row per sample and dimension, stamped with "
               "the clip's own time (empty when the study used none). Practice clip left out.",
     "marks": "Moments marked during playback, long format: one row per mark with the clip's time (empty when "
@@ -466,7 +547,8 @@ def _dataset_description(info: store.StudyInfo, codebook: pd.DataFrame, counts: 
         authors = [authors]
     people = [{"@type": "Person", "name": str(a)} for a in authors] if authors else [
         {"@type": "Person", "name": "AUTHOR (fill in before sharing the dataset)"}]
-    columns = codebook[(codebook["kind"] != "column") | (codebook["file"].isin(["scores", "participants"]))]
+    columns = codebook[((codebook["kind"] != "column") | (codebook["file"].isin(["scores", "participants"])))
+                       & (codebook["kind"] != "translation")]
     columns = columns[columns["file"] != "codebook"].drop_duplicates("name")
     return {
         "@context": "https://schema.org/",
@@ -595,7 +677,9 @@ def _write_data(engine: Engine, info: store.StudyInfo, folder: Path, fields, cb_
             writers["trials"].write(batch.trials)
             scores = load.trial_table(batch.long, study, cb_declared)
             writers["scores"].write(scores)
-            trial_keys.append(scores[["participant_id", "stimulus_id", "position", "watched_share", "is_pilot"]])
+            # The exclusion rules also read how each clip was seen and heard (trials file).
+            trial_keys.append(load.with_playback(
+                scores[["participant_id", "stimulus_id", "position", "watched_share", "is_pilot"]], batch.trials))
         for name, table, columns in (("playback_events", store.playback_events, load.PLAYBACK_COLUMNS),
                                      ("continuous_samples", store.continuous_samples, load.SAMPLE_COLUMNS)):
             for chunk in load.iter_events(engine, info.id, table, columns, include_pilot=include_pilot):

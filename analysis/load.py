@@ -28,25 +28,29 @@ from sqlalchemy.engine import Engine
 from analysis.formatting import unneutralise
 from study import store
 from study.errors import Problem, UserError
+from study.playback import PLAYBACK_METRICS
 
 LONG_COLUMNS = ["participant_id", "stimulus_id", "source", "pair_id", "label_condition", "position", "step",
                 "instrument_id", "item_id", "value", "value_text", "untouched", "shown_position",
                 "response_time_ms", "watched_share", "is_pilot", "status"]
 PARTICIPANT_COLUMNS = ["participant_id", "pseudonym", "status", "label_condition", "list_index", "study_version",
-                       "is_pilot",
+                       "language", "is_pilot",
                        "started_at", "completed_at", "duration_s", "step_key", "n_planned", "n_completed",
                        "failed_attention", "excluded_reason"]
 TRIAL_META_COLUMNS = ["participant_id", "stimulus_id", "source", "pair_id", "label_condition", "position",
                       "watched_share", "is_pilot"]
 # Trial-level file of the export (what happened when the clip was shown, no answers).
 TRIAL_COLUMNS = ["participant_id", "stimulus_id", "source", "pair_id", "label_condition", "position", "is_pilot",
-                 "started_at", "submitted_at", "watched_share", "max_time", "play_count", "item_order"]
+                 "started_at", "submitted_at", "watched_share", "max_time", "play_count", "item_order",
+                 *(c for c in PLAYBACK_METRICS if c != "play_count")]
+# How each clip was seen and heard (study/playback.py), as the exclusion rules read them.
+PLAYBACK_METRIC_COLUMNS = list(PLAYBACK_METRICS)
 PLAYBACK_COLUMNS = ["participant_id", "position", "stimulus_id", "seq", "event", "media_time", "client_time",
                     "server_time", "detail"]
 SAMPLE_COLUMNS = ["participant_id", "position", "stimulus_id", "seq", "media_time", "value", "client_time"]
 STIMULUS_COLUMNS = ["stimulus_id", "source", "pair_id", "title", "file", "url", "sha256", "duration_s", "width",
                     "height", "video_codec", "credit", "licence", "generator", "generator_version", "prompt",
-                    "seed", "notes"]
+                    "seed", "notes", "captions"]
 EXCLUDED_COLUMNS = ["level", "participant_id", "stimulus_id", "position", "reason"]
 PAYMENT_COLUMNS = ["participant_id", "prolific_pid", "prolific_study_id", "prolific_session_id", "status",
                    "completed_at", "is_pilot"]
@@ -132,7 +136,7 @@ def _participant_rows(conn, study_id: str) -> pd.DataFrame:
     done = (sa.select(t.participant_id, sa.func.count().label("n_completed"))
             .where(t.position >= 1, t.submitted_at.is_not(None)).group_by(t.participant_id).subquery())
     stmt = (sa.select(p.id.label("pid"), p.pseudonym, p.status, p.label_condition, p.list_index, p.study_version,
-                      p.is_pilot,
+                      p.language, p.is_pilot,
                       p.started_at, p.completed_at, p.step_key, planned.c.n_planned, done.c.n_completed,
                       p.attention_failed.label("failed_attention"), p.excluded_reason)
             .select_from(store.participants.outerjoin(planned, planned.c.participant_id == p.id)
@@ -166,7 +170,7 @@ def load_stimuli(engine: Engine, study_id: str) -> pd.DataFrame:
                                     s.duration_s, s.width, s.height, s.video_codec, s.provenance)
                     .where(s.study_id == study_id).order_by(s.stimulus_id))
     prov = [p if isinstance(p, dict) else (json.loads(p) if isinstance(p, str) else {}) for p in df.pop("provenance")]
-    for key in ("credit", "licence", "generator", "generator_version", "prompt", "seed", "notes"):
+    for key in ("credit", "licence", "generator", "generator_version", "prompt", "seed", "notes", "captions"):
         df[key] = [None if (v := d.get(key)) in (None, "") else str(v) for d in prov]
     for c in ("width", "height"):
         df[c] = _int(df[c])
@@ -259,7 +263,8 @@ def iter_batches(engine: Engine, study_id: str, include_pilot: bool = False,
                                           r.response_time_ms)
                           .where(r.participant_id.in_(chunk)).order_by(r.participant_id, r.id))
             tri = _raw_frame(conn, sa.select(t.id, t.participant_id, t.position, t.stimulus_id, t.started_at,
-                                         t.submitted_at, t.watched_share, t.max_time, t.play_count, t.item_order)
+                                         t.submitted_at, t.watched_share, t.max_time, t.item_order,
+                                         *(t[name] for name in PLAYBACK_METRICS))
                          .where(t.participant_id.in_(chunk)).order_by(t.participant_id, t.position))
         yield Batch(long=_long_frame(resp, tri, people, stim), trials=_trial_frame(tri, people, stim))
 
@@ -305,9 +310,43 @@ def _trial_frame(tri: pd.DataFrame, people: pd.DataFrame, stim: pd.DataFrame) ->
         "submitted_at": _utc(tri["submitted_at"]),
         "watched_share": tri["watched_share"].astype("float64"),
         "max_time": tri["max_time"].astype("float64"),
-        "play_count": _int(tri["play_count"]),
         "item_order": _json_text(tri["item_order"]),
-    }).reset_index(drop=True)
+        **_playback_frame(tri),
+    })[TRIAL_COLUMNS].reset_index(drop=True)
+
+
+def _playback_frame(tri: pd.DataFrame) -> dict[str, pd.Series]:
+    out = {}
+    for name in PLAYBACK_METRICS:
+        col = tri[name]
+        if name in ("play_count", "load_ms"):
+            out[name] = _int(col)
+        elif name in ("replayed", "skipped"):
+            out[name] = col.map(lambda v: None if v is None or pd.isna(v) else bool(v)).astype("boolean")
+        else:
+            out[name] = col.astype("float64")
+    return out
+
+
+def with_playback(table: pd.DataFrame, trials: pd.DataFrame | None) -> pd.DataFrame:
+    """The trial table with the playback columns (PLAYBACK_METRIC_COLUMNS) of the trials file
+    beside each row (matched on participant and position), for the exclusion rules. Columns it
+    already has are kept; without a trials file the table comes back unchanged."""
+    if trials is None or not len(table):
+        return table
+    add = [c for c in PLAYBACK_METRIC_COLUMNS if c in trials.columns and c not in table.columns]
+    if not add or "position" not in table.columns or "position" not in trials.columns:
+        return table
+    keys = ["participant_id", "position"]
+    right = trials[keys + add].drop_duplicates(keys)
+    right = right.assign(participant_id=right["participant_id"].astype("str"),
+                         position=pd.to_numeric(right["position"], errors="coerce").astype("Int64"))
+    left = table.assign(_pid=table["participant_id"].astype("str"),
+                        _pos=pd.to_numeric(table["position"], errors="coerce").astype("Int64"))
+    merged = left.merge(right.rename(columns={"participant_id": "_pid", "position": "_pos"}),
+                        on=["_pid", "_pos"], how="left")
+    merged.index = table.index
+    return merged.drop(columns=["_pid", "_pos"])
 
 
 def load_long(engine: Engine, study_id: str, include_pilot: bool = False) -> pd.DataFrame:
@@ -445,13 +484,15 @@ def load_from_db(engine: Engine, study_id: str, include_pilot: bool = False,
 
     info = store.get_study(engine, study_id, version=version)
     participants = load_participants(engine, study_id)
-    longs = [b.long for b in iter_batches(engine, study_id, include_pilot=True)]
+    batches = list(iter_batches(engine, study_id, include_pilot=True))
+    longs = [b.long for b in batches]
+    shown = [b.trials for b in batches]
     long = pd.concat(longs, ignore_index=True) if longs else _empty_long()
     if version is not None:
         participants = participants[participants["study_version"] == str(version)].reset_index(drop=True)
         long = long[long["participant_id"].isin(participants["participant_id"])].reset_index(drop=True)
     cb = codebook(info.study)
-    table = trial_table(long, info.study, cb)
+    table = with_playback(trial_table(long, info.study, cb), pd.concat(shown, ignore_index=True) if shown else None)
     kept, excluded = exclusions(table, participants, info.study, include_pilot=include_pilot)
     if not include_pilot:
         long = long[~long["is_pilot"]].reset_index(drop=True)
@@ -521,6 +562,7 @@ def load_folder(folder: Path, include_pilot: bool = False) -> LoadedData:
     codebook = pd.read_csv(codebook_path, keep_default_na=False) if codebook_path.is_file() else None
     if study is None:
         return _plain_trials(scores, include_pilot, long=long, participants=participants, codebook=codebook)
+    scores = with_playback(scores, _read_table(folder, "trials", required=False))
     kept, excluded = exclusions(scores, participants, study, include_pilot=include_pilot)
     if long is not None and not include_pilot and "is_pilot" in long:
         long = long[~long["is_pilot"].astype(bool)].reset_index(drop=True)
@@ -665,7 +707,8 @@ PROBLEM_EVENTS = ("error", "stalled", "waiting", "play_rejected", "retry", "skip
 class Monitoring:
     participants: pd.DataFrame  # load_participants
     funnel: pd.DataFrame  # step, reached (participants who got at least this far), stopped_here
-    clips: pd.DataFrame  # stimulus_id, source, shown, mean_watched, <outcome>_mean, error ... skip
+    clips: pd.DataFrame  # stimulus_id, source, shown, mean_watched, mean_share_muted, mean_seconds_hidden,
+    #                      mean_load_ms, <outcome>_mean, error ... skip
     outcome: str | None  # the item whose mean per clip is shown
     fingerprint: str  # changes whenever new data arrive (for caching interim results)
 
@@ -682,7 +725,10 @@ def monitoring(engine: Engine, study_id: str) -> Monitoring:
         numeric[0] if numeric else None)
     with engine.connect() as conn:
         shown = _frame(conn, sa.select(t.stimulus_id, sa.func.count().label("shown"),
-                                       sa.func.avg(t.watched_share).label("mean_watched"))
+                                       sa.func.avg(t.watched_share).label("mean_watched"),
+                                       sa.func.avg(t.share_muted).label("mean_share_muted"),
+                                       sa.func.avg(t.seconds_hidden).label("mean_seconds_hidden"),
+                                       sa.func.avg(t.load_ms).label("mean_load_ms"))
                        .join(store.participants, p.id == t.participant_id)
                        .where(p.study_id == study_id, t.position >= 1).group_by(t.stimulus_id))
         events = _frame(conn, sa.select(e.stimulus_id, e.event, sa.func.count().label("n"))
@@ -705,7 +751,8 @@ def monitoring(engine: Engine, study_id: str) -> Monitoring:
     stim = pd.DataFrame(info.manifest)[["id", "source"]].rename(columns={"id": "stimulus_id"})
     clips = stim.merge(shown, on="stimulus_id", how="left")
     clips["shown"] = clips["shown"].fillna(0).astype(int)
-    clips["mean_watched"] = pd.to_numeric(clips["mean_watched"], errors="coerce")
+    for column in ("mean_watched", "mean_share_muted", "mean_seconds_hidden", "mean_load_ms"):
+        clips[column] = pd.to_numeric(clips[column], errors="coerce")
     if outcome:
         rat = ratings.rename(columns={"mean": f"{outcome}_mean", "n": f"{outcome}_n"})
         clips = clips.merge(rat, on="stimulus_id", how="left")

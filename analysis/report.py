@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis import charts, load
+from analysis import charts, load, trace_report
 from analysis.formatting import format_number, p_equals, plain_number, plural
 from analysis.methods import exclusion_sentence, methods_html, single_label_note, software_versions
 from analysis.results import (CORRECTIONS, Plan, analyze, clips_phrase, counts, decision_p,
@@ -65,6 +65,7 @@ table.results th{background:#f4f4f4;white-space:nowrap} table.results .num{text-
 details summary{cursor:pointer;color:#0072B2;margin:.4rem 0}
 p.caption{font-weight:600;margin:.8rem 0 .2rem;font-size:.9rem}
 .note{color:#555;font-style:italic} section.skipped h2{color:#777} figure.chart{margin:0 0 1rem;max-width:100%}
+img.still{max-width:240px;height:auto;display:block}
 code{background:#f4f4f4;padding:0 .2rem;overflow-wrap:anywhere} .muted{color:#666;font-size:.85rem}
 @media (max-width:700px){body{padding:.6rem .8rem} h1{font-size:1.35rem} h2{font-size:1.2rem}
  nav ol{columns:1;padding-left:1.2rem} table.results{font-size:.78rem} table.results th,table.results td{padding:.2rem .4rem}
@@ -204,12 +205,15 @@ def build_report(trials: pd.DataFrame, *, study: Any = None, participants: pd.Da
                  title: str | None = None, interim: bool = False, results: Mapping[str, pd.DataFrame] | None = None,
                  scales: Mapping[str, Any] | None = None, codebook: pd.DataFrame | None = None,
                  include_pilot: bool | None = None,
-                 data_source: str | None = None) -> str:
+                 data_source: str | None = None, traces: pd.DataFrame | None = None,
+                 marks: pd.DataFrame | None = None, clip_files: Mapping[str, Path] | None = None) -> str:
     """The whole report as one self-contained HTML string (plotly.js inlined once, no network).
 
     Pass `results` from `analyze` to avoid computing twice. `interim=True` adds a banner saying
     the data collection is still running. Every section in SECTIONS is present, by its id; a
-    section whose data were not collected says so instead of showing a chart."""
+    section whose data were not collected says so instead of showing a chart. With `traces`
+    (analysis.load.load_traces) or `marks` (load_marks), the sections of analysis.trace_report
+    follow the emotions; `clip_files` (clip id -> file) gives them their still frames."""
     import plotly.offline
 
     if isinstance(trials, pd.DataFrame) and trials.empty:
@@ -286,13 +290,20 @@ def build_report(trials: pd.DataFrame, *, study: Any = None, participants: pd.Da
                         + (f" from {html.escape(data_source)}" if data_source else "")
                         + ". Result tables as CSV: <code>kuleshov analyze</code>.</p>")
 
+    extra = trace_report.sections(trials, traces, marks, table_html=table_html, chart_html=chart_html,
+                                  clip_files=clip_files, primary=p.primary_outcome, neutral=trace_report.tr.neutral_point(study))
+    body.update(extra)
+    order = list(SECTIONS)
+    if extra:
+        at = [sid for sid, _ in order].index(trace_report.AFTER) + 1
+        order[at:at] = [(sid, h) for sid, h in trace_report.SECTIONS if sid in extra]
     sections = []
-    for sid, heading in SECTIONS:
+    for sid, heading in order:
         if sid in body:
             sections.append(_section(sid, heading, body[sid]))
         else:
             sections.append(_section(sid, heading, "", skipped=skipped.get(sid, "not measured in this study")))
-    nav = "".join(f'<li><a href="#{sid}">{html.escape(h)}</a></li>' for sid, h in SECTIONS)
+    nav = "".join(f'<li><a href="#{sid}">{html.escape(h)}</a></li>' for sid, h in order)
     banner = ('<div class="banner" id="interim-banner">Interim report: data collection is still running. '
               'These results are provisional and must not be used to decide when to stop.</div>' if interim else "")
     return (
@@ -315,10 +326,12 @@ def cli_report(args: Any) -> int:
         raise UserError(f"{out} is a folder; give the path of the HTML file to write, e.g. {out / 'report.html'}")
     check_writable(out, "report")
     data = load_source(args)
+    traces, marks, files = trace_report.time_courses_for_source(args.study, getattr(args, "url", None))
     page = build_report(data.trials, study=data.study, participants=data.participants, excluded=data.excluded,
                         codebook=data.codebook, include_pilot=include_pilot if data.pilot_known else None,
                         data_source=str(args.study), outcomes=outcomes_arg(args),
-                        interim=bool(getattr(args, "interim", False)))
+                        interim=bool(getattr(args, "interim", False)), traces=traces, marks=marks,
+                        clip_files=files)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")

@@ -355,6 +355,9 @@ _REASON_RULES = [
     (re.compile(r"^failed \d+ attention checks? \(at most (\d+) allowed\)$"), "failed more than {0} attention checks"),
     (re.compile(r"^completed .* planned clips \(.*at least (.+) required\)$"), "completed less than {0} of the planned clips"),
     (re.compile(r"^pilot participant"), "pilot participant"),
+    # how the clip was seen and heard (analysis.scoring.PLAYBACK_LIMITS / PLAYBACK_FLAGS)
+    (re.compile(r"^.* \((\w+); at most (.+) allowed\)$"), "{0} above {1}"),
+    (re.compile(r"^clip .* \((skipped|replayed)\)$"), "{0}"),
 ]
 _REASON_SPLIT = re.compile(r";\s+(?![^(]*\))")  # "; " joins reasons, but not inside parentheses
 
@@ -444,6 +447,12 @@ def cli_analyze(args: Any) -> int:
     data = load_source(args)
     results = analyze(data.trials, study=data.study, excluded=data.excluded, codebook=data.codebook,
                       outcomes=outcomes_arg(args))
+    from analysis import trace_report, traces
+
+    tr_frames, mk_frames, _ = trace_report.time_courses_for_source(args.study, getattr(args, "url", None))
+    primary = getattr(getattr(data.study, "analysis", None), "primary_outcome", None)
+    results = {**results, **trace_report.result_tables(data.trials, tr_frames, mk_frames, primary=primary,
+                                                       neutral=traces.neutral_point(data.study))}
     paths = write_tables(results, args.out)
     print(f"wrote {len(paths)} tables to {args.out}: " + ", ".join(p.name for p in paths))
     return 0

@@ -11,6 +11,11 @@ Decisions, stated once:
   e.g. `moved`, `engagement`, `engagement_focus`), for the items present in `items_meta`,
   plus one per `subscale` of other items (e.g. custom items) that no declared scale covers,
   named after the subscale (or `<instrument>_<subscale>` if that name is taken).
+- A declared scale is scored only when every one of its items is in `items_meta`. A study
+  that asks a subset of a built-in instrument (`{name: moved, items: [moved_1, moved_2]}`)
+  gets no `moved` score: the mean of some items is not the declared scale, and the codebook
+  says so (`study.instruments.unscored_scales`). Nor do the subscales of a built-in
+  instrument become scales of their own from the items that were asked.
 - Only per-clip answers (rows with a stimulus_id) enter the trial table; session-level
   answers (mood, demographics) stay in the long table.
 """
@@ -85,13 +90,14 @@ def _item_meta(items_meta: pd.DataFrame) -> pd.DataFrame:
 
 def default_scales(items_meta: pd.DataFrame) -> dict[str, list[str]]:
     """Scales for the items in `items_meta`: declared built-in scales plus uncovered subscales."""
-    from study.instruments import scales_for
+    from study.instruments import INSTRUMENTS, scales_for
 
     m = _item_meta(items_meta)
     names = set(m.index)
     scales = {sid: list(sc.items) for sid, sc in scales_for(None).items() if set(sc.items) <= names}
     covered = {frozenset(v) for v in scales.values()}
-    sub = m[m["subscale"] != ""]
+    # built-in subscales are declared scales: scored whole (above) or not at all
+    sub = m[(m["subscale"] != "") & ~m["instrument"].isin([k for k, ins in INSTRUMENTS.items() if ins.scales])]
     for (instrument, subscale), g in sub.groupby(["instrument", "subscale"], sort=False):
         items = list(g.index)
         if frozenset(items) in covered:
@@ -321,15 +327,59 @@ def apply_exclusions(trials: pd.DataFrame, participants: pd.DataFrame | None, ru
     out_rows = [{"level": "participant", "participant_id": pid, "stimulus_id": None, "reason": "; ".join(why)}
                 for pid, why in reasons.items()]
     keep = ~trials["participant_id"].isin(list(reasons))
+    # Trial-level rules, by row number (the trial table's index need not be unique).
+    keep = keep.to_numpy(dtype=bool, copy=True)
+    trial_why: dict[int, list[str]] = {}
     if min_share is not None and "watched_share" in trials.columns:
-        share = pd.to_numeric(trials["watched_share"], errors="coerce")
-        short = keep & share.notna() & (share < min_share)
-        for r in trials.loc[short, ["participant_id", "stimulus_id"]].assign(s=share[short]).itertuples():
-            out_rows.append({"level": "trial", "participant_id": r.participant_id, "stimulus_id": r.stimulus_id,
-                             "reason": f"watched {_pct_below(r.s)} of the clip (at least {min_share:.0%} required)"})
-        keep &= ~short
+        share = pd.to_numeric(trials["watched_share"], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        for i in np.flatnonzero(keep & (share < min_share)):
+            trial_why.setdefault(i, []).append(
+                f"watched {_pct_below(share[i])} of the clip (at least {min_share:.0%} required)")
+    for column, rule, what, unit in PLAYBACK_LIMITS:
+        limit = _rule(rules, rule)
+        if limit is None or column not in trials.columns:
+            continue  # not recorded: nothing to judge the trial by (like a missing watched_share)
+        value = pd.to_numeric(trials[column], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        for i in np.flatnonzero(keep & (value > limit)):
+            trial_why.setdefault(i, []).append(
+                f"{what} {_amount(value[i], unit)} ({column}; at most {_amount(limit, unit)} allowed)")
+    for column, rule, what in PLAYBACK_FLAGS:
+        if not _rule(rules, rule) or column not in trials.columns:
+            continue
+        flag = np.array([pd.notna(v) and str(v).strip().lower() in ("true", "1", "1.0", "yes") for v in trials[column]],
+                        dtype=bool)
+        for i in np.flatnonzero(keep & flag):
+            trial_why.setdefault(i, []).append(f"{what} ({column})")
+    for i in sorted(trial_why):
+        out_rows.append({"level": "trial", "participant_id": trials["participant_id"].iloc[i],
+                         "stimulus_id": trials["stimulus_id"].iloc[i], "reason": "; ".join(trial_why[i])})
+    keep[list(trial_why)] = False
     excluded = pd.DataFrame(out_rows, columns=EXCLUDED_COLUMNS)
     return trials[keep].copy(), excluded
+
+
+# Trial-level rules on how a clip was seen and heard: (trials column, exclusions rule, what
+# the reason says, unit). Each reason names its column, and the report counts them by it.
+PLAYBACK_LIMITS = [
+    ("seconds_hidden", "max_seconds_hidden", "page hidden or out of focus for", "s"),
+    ("share_muted", "max_share_muted", "played muted or at volume 0 for", "share"),
+    ("seconds_stalled", "max_seconds_stalled", "playback stalled for", "s"),
+    ("seconds_offline", "max_seconds_offline", "offline for", "s"),
+    ("load_ms", "max_load_ms", "clip took", "ms"),
+    ("play_count", "max_play_count", "clip started", "times"),
+]
+PLAYBACK_FLAGS = [
+    ("skipped", "exclude_skipped", "clip failed to play and was skipped"),
+    ("replayed", "exclude_replayed", "clip was played more than once"),
+]
+
+
+def _amount(value: float, unit: str) -> str:
+    if unit == "share":
+        return f"{float(value):.0%}" if float(value) * 100 == round(float(value) * 100) else f"{float(value):.1%}"
+    if unit in ("ms", "times"):
+        return f"{float(value):.0f} {unit}"
+    return f"{float(value):.1f} s"
 
 
 def _pct_below(share: float) -> str:

@@ -26,3 +26,17 @@ def pick_study(engine, key: str) -> str:
         st.info("No study registered yet: see the Studies page.")
         st.stop()
     return st.selectbox("Study", ids, index=len(ids) - 1, key=key)
+
+
+def component_data(data: dict) -> dict[str, str]:
+    """A v2 component's `data` as one JSON string (the browser side unpacks it with JSON.parse).
+
+    Streamlit scans every top-level value of a dict it is given for dataframe-like objects
+    (`is_dataframe_like` runs some twenty type checks and pandas' type inference on lists),
+    on every script run: measured on a demo clip page's questionnaire data (31 kB), 23 ms per
+    call as a dict against 0.2 ms as one string (benchmarks/bench_sessions.py found it at 30%
+    of the server's CPU with real sessions). A string is not scanned.
+    """
+    import json
+
+    return {"json": json.dumps(data, separators=(",", ":"))}

@@ -69,7 +69,8 @@ def live(study_id: str) -> None:
 
     st.subheader("Clips: ratings and playback")
     st.caption("Mean rating of the primary outcome" + (f" ({m.outcome})" if m.outcome else "")
-               + ", share watched, and player problems (error = failed load, stalled/waiting = buffering, "
+               + ", share watched, mean share played muted, mean seconds the page was hidden or out of focus, "
+                 "mean load time (ms), and player problems (error = failed load, stalled/waiting = buffering, "
                  "play_rejected = autoplay blocked).")
     st.dataframe(m.clips, hide_index=True)
 
@@ -105,13 +106,40 @@ with st.expander("Payments: completion codes and Prolific ids"):
 @st.cache_data(show_spinner=False, max_entries=8)
 def interim_report(study_id: str, fingerprint: str) -> str:
     """The interim HTML report for one state of the data (the fingerprint is the cache key)."""
-    from analysis import load, report
+    from analysis import load, marks, report, trace_report
 
     data = load.load_trials(engine, study_id)
+    traces, moments = trace_report.load_time_courses(engine, study_id)
+    files = marks.clip_files(engine, study_id) if traces is not None or moments is not None else {}
     return report.build_report(data.trials, study=data.study, participants=data.participants,
                                excluded=data.excluded, interim=True, include_pilot=False,
-                               data_source=f"database, study {study_id}")
+                               data_source=f"database, study {study_id}", traces=traces, marks=moments,
+                               clip_files=files)
 
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def time_course_figures(study_id: str, fingerprint: str) -> list:
+    """Mean curves by source and mark densities for one state of the data (None: nothing recorded)."""
+    from analysis import load, marks, trace_report
+
+    traces, moments = trace_report.load_time_courses(engine, study_id)
+    if traces is None and moments is None:
+        return []
+    trials = load.load_trials(engine, study_id).trials
+    return trace_report.dashboard_figures(traces, moments, trials, marks.clip_files(engine, study_id))
+
+
+with st.expander("Feeling over time and moments marked"):
+    st.caption("Mean continuous ratings by source (95% bands across participants) and the density of marked "
+               "moments per clip, with the clip's frames under the time axis. Empty when the study records neither.")
+    if st.button("Show curves and marks"):
+        from analysis import load
+
+        figs = time_course_figures(study_id, load.monitoring(engine, study_id).fingerprint)
+        if not figs:
+            st.write("This study has no continuous ratings or marks yet.")
+        for i, fig in enumerate(figs):
+            st.plotly_chart(fig, key=f"time-course-{i}")
 
 st.divider()
 st.subheader("Interim results")

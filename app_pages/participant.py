@@ -4,21 +4,26 @@ Nothing about progress lives in the Streamlit session: a reload, a second tab or
 connection finds the participant where the database says they are. The session only holds
 what is being typed on the current page. Each submit is one call to store.submit_step, which
 is idempotent (a second submit of the same step writes nothing).
+
+Every page is drawn in the participant's language (stored with them, chosen at enrolment from
+`?lang=` or the browser's Accept-Language among the study's languages, switchable on the
+consent page): `texts.active` makes it the language of every catalogue text, `texts.local`
+picks it from the study file's {language: text} settings.
 """
 
 from __future__ import annotations
 
 import time
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import streamlit as st
 
-from app_pages import get_engine, questionnaire, ui
+from app_pages import browser_session, get_engine, page_language, questionnaire, ui
 from app_pages.player import player
-from study import capture, flow, store
+from study import capture, flow, store, texts
 from study.errors import UserError
 from study.texts import keys as text_keys
-from study.texts import t
+from study.texts import local, t
 
 
 # --------------------------------------------------------------------------- entry
@@ -29,24 +34,85 @@ def page() -> None:
     params = st.query_params
     engine = get_engine()
     token = params.get("t") or st.session_state.get("participant_token")
-    if not token:
-        study_id = params.get("study")
-        if not study_id:
-            _message(t("link.incomplete"))
-            return
-        token = _enrol(engine, study_id, params)
-        if token is None:
-            return
-    state = store.get_state(engine, token)
-    if state is None:
-        _message(store.INVALID_LINK_MESSAGE)
-        return
-    render(engine, state)
+    # Until a participant (and their study's languages) is known: any shipped language.
+    lang = texts.choose_language(texts.languages(), params.get("lang"), _browser_languages())
+    try:
+        with texts.active(lang):
+            if not token:
+                study_id = params.get("study")
+                if not study_id:
+                    _message(t("link.incomplete"))
+                    return
+                token = _resume_or_enrol(engine, study_id, params)
+                if token is None:
+                    return
+            state = store.get_state(engine, token)
+            if state is None:
+                _message(t("link.invalid"))
+                return
+        state = _asked_language(engine, state, params.get("lang"))
+        lang = state.language
+        with texts.active(lang):
+            browser_session.keep_token(state.study_id, state.token, state.is_pilot)
+            render(engine, state)
+    finally:
+        page_language.declare(lang)
 
 
-def _enrol(engine, study_id: str, params) -> str | None:
+def _browser_languages() -> str | None:
+    """The browser's Accept-Language header (or navigator.language, as Streamlit reports it)."""
+    try:
+        return st.context.headers.get("Accept-Language") or st.context.locale
+    except Exception:
+        return None
+
+
+def _asked_language(engine, state, asked: str | None):
+    """A `?lang=` on the consent page (a link, the switcher) changes the stored language."""
+    if asked and asked != state.language and state.step.kind == "consent" and state.active:
+        if store.set_language(engine, state.token, asked) == asked:
+            return store.get_state(engine, state.token)
+    return state
+
+
+def _resume_or_enrol(engine, study_id: str, params) -> str | None:
+    """The participant this study link stands for in this browser: kept, or newly enrolled.
+
+    A Prolific link names its participant (enrol returns the same one for the same
+    PROLIFIC_PID); an anonymous link asks the browser for the token it kept for this study, so
+    the link reopened, or Back to it and a reload, never enrols a second participant.
+    """
     from app_pages.auth import is_pilot_key
 
+    is_pilot = is_pilot_key(study_id, params.get("pilot"))
+    status = store.study_status(engine, study_id)
+    if status is None:
+        _message(store.INVALID_LINK_MESSAGE)
+        return None
+    if not params.get("PROLIFIC_PID"):
+        if status == "closed":
+            # Nobody enrols and nobody submits: no need to ask the browser who this is. (A
+            # Prolific link goes on to enrol, which finds its participant and their end page.)
+            _message(t("enrol.closed"))
+            return None
+        kept = browser_session.stored_token(study_id, is_pilot)
+        if kept is None:
+            return None  # the browser answers in a moment, and that reruns this page
+        if kept and browser_session.resumable(store.get_state(engine, kept), study_id, is_pilot):
+            _remember(kept)
+            return kept
+    return _enrol(engine, study_id, params, is_pilot)
+
+
+def _remember(token: str) -> None:
+    st.session_state["participant_token"] = token
+    # The token in the URL is what lets a reload resume. One change of the query, never a
+    # clear() then a set: each is a browser history entry, and Back onto an empty query
+    # used to leave the participant's pages.
+    st.query_params.from_dict({"t": token})
+
+
+def _enrol(engine, study_id: str, params, is_pilot: bool) -> str | None:
     try:
         state = store.enrol(
             engine,
@@ -54,8 +120,10 @@ def _enrol(engine, study_id: str, params) -> str | None:
             prolific_pid=params.get("PROLIFIC_PID") or None,
             prolific_study_id=params.get("STUDY_ID") or None,
             prolific_session_id=params.get("SESSION_ID") or None,
-            is_pilot=is_pilot_key(study_id, params.get("pilot")),
+            is_pilot=is_pilot,
             user_agent=_user_agent(),
+            language=params.get("lang"),
+            accept_language=_browser_languages(),
         )
     except store.StudyClosed as exc:
         _message(str(exc))
@@ -63,10 +131,7 @@ def _enrol(engine, study_id: str, params) -> str | None:
     except UserError:
         _message(store.INVALID_LINK_MESSAGE)
         return None
-    st.session_state["participant_token"] = state.token
-    # The token in the URL is what lets a reload, or the same link reopened later, resume.
-    st.query_params.clear()
-    st.query_params["t"] = state.token
+    _remember(state.token)
     return state.token
 
 
@@ -87,10 +152,10 @@ def _message(text: str) -> None:
 
 def render(engine, state) -> None:
     if state.status in ("withdrawn", "declined", "timed_out"):
-        _message(store.INACTIVE_MESSAGES[state.status])
+        _message(t(f"status.{state.status}"))
         return
     if state.study_status == "closed" and state.active:
-        _message(store.CLOSED_MESSAGE)
+        _message(t("study.closed"))
         return
     step = state.step
     flash = st.session_state.pop("participant_flash", None)
@@ -99,7 +164,7 @@ def render(engine, state) -> None:
     if flow.shows_progress(step):
         st.progress(state.progress)
     if step.title:
-        st.subheader(step.title)
+        st.subheader(local(step.title))
     RENDERERS[step.kind](engine, state)
     if state.active and flow.withdrawable(step):
         _withdraw_box(engine, state)
@@ -114,6 +179,12 @@ def _submit(engine, state, answers: dict, trial_meta: dict | None = None) -> Non
         if result.ok:
             ui.forget(step.key)
             st.session_state.pop(f"errors|{step.key}", None)
+            if result.duplicate and st.session_state.get("participant_last_stored") != step.key:
+                # Another tab or window stored this page first (a double click here is no news):
+                # these answers were not saved, and the page drawn next is where they really are.
+                st.session_state["participant_flash"] = t("submit.answered_elsewhere")
+            elif not result.duplicate:
+                st.session_state["participant_last_stored"] = step.key
             st.rerun()
         errors = result.errors
         if not errors:
@@ -128,25 +199,57 @@ def _errors(step) -> dict[str, str]:
     return st.session_state.get(f"errors|{step.key}") or {}
 
 
+def _submit_on_click(engine, state, answers: dict) -> None:
+    """A button's on_click: runs before the page is drawn, with the page the button was on.
+
+    In the body, a click on a page that another tab has already answered would find a newer
+    page there and be lost without a word; here it reaches submit_step, which says so.
+    """
+    from streamlit.runtime.scriptrunner import RerunException
+
+    try:
+        with texts.active(state.language):  # callbacks run before page() sets the language
+            _submit(engine, state, answers)
+    except RerunException:
+        pass  # this run draws the page anew anyway
+
+
 def _continue(engine, state, label_key: str = "button.continue") -> None:
-    if st.button(t(label_key), key=f"submit|{state.step.key}", type="primary"):
-        _submit(engine, state, {})
+    st.button(t(label_key), key=f"submit|{state.step.key}", type="primary",
+              on_click=_submit_on_click, args=(engine, state, {}))
 
 
 def _instructions(engine, state) -> None:
-    st.markdown(state.study.instructions)
+    st.markdown(local(state.study.instructions))
     _continue(engine, state, "button.start")
 
 
 def _consent(engine, state) -> None:
-    st.markdown(state.study.consent.text)
+    _language_switcher(engine, state)
+    st.markdown(local(state.study.consent.text))
     agree, decline = st.columns(2)
     with agree:
-        if st.button(state.study.consent.agree_label, key="consent|agree", type="primary"):
-            _submit(engine, state, {"consent": flow.Answer(flow.CONSENT_AGREE)})
+        st.button(local(state.study.consent.agree_label), key="consent|agree", type="primary",
+                  on_click=_submit_on_click, args=(engine, state, {"consent": flow.Answer(flow.CONSENT_AGREE)}))
     with decline:
-        if st.button(t("consent.decline"), key="consent|decline"):
-            _submit(engine, state, {"consent": flow.Answer(flow.CONSENT_DECLINE)})
+        st.button(t("consent.decline"), key="consent|decline", on_click=_submit_on_click,
+                  args=(engine, state, {"consent": flow.Answer(flow.CONSENT_DECLINE)}))
+
+
+def _language_switcher(engine, state) -> None:
+    """The study's languages, each by its own name; choosing one redraws every page in it."""
+    offered = list(getattr(state.study, "languages", None) or [])
+    if len(offered) < 2:
+        return
+
+    def switch() -> None:
+        chosen = st.session_state.get("language|switch")
+        if chosen:
+            store.set_language(engine, state.token, chosen)
+
+    st.radio(t("language.choose"), offered, index=offered.index(state.language) if state.language in offered else 0,
+             format_func=lambda lang: t("language.name", lang), horizontal=True, key="language|switch",
+             on_change=switch)
 
 
 def _items_page(engine, state) -> None:
@@ -168,11 +271,23 @@ def clip_url(state, stimulus_id: str) -> str:
     return f"/clips/{quote(state.study_id, safe='')}/{quote(stimulus_id, safe='')}"
 
 
+def captions_url(state, stimulus_id: str) -> str | None:
+    """This server's route to the clip's WebVTT captions, if the manifest names a caption file."""
+    if not (state.stimuli.get(stimulus_id) or {}).get("captions"):
+        return None
+    return f"/captions/{quote(state.study_id, safe='')}/{quote(stimulus_id, safe='')}"
+
+
 def label_line(state, stimulus_id: str) -> str | None:
     """The source label this participant's condition shows with a clip (flow.shown_label), in words."""
     source = (state.stimuli.get(stimulus_id) or {}).get("source")
     shown = flow.shown_label(source, state.label_condition)
     return t("clip.label", source=t(f"source.{shown}")) if shown in ("human", "ai") else None
+
+
+def next_clip(state):
+    """The next step of the session that shows a clip (for preloading it), or None."""
+    return next((s for s in state.steps[state.step_index + 1:] if s.has_clip), None)
 
 
 def _skip_event(engine, state, message: str | None) -> None:
@@ -202,10 +317,12 @@ def _clip(engine, state, with_label: bool) -> None:
     if label:
         st.markdown(label)
     stim = state.stimuli.get(step.stimulus_id) or {}
+    upcoming = next_clip(state)
     status = player(
         key=f"player-{step.key}",
         instance=step.key,
         src=clip_url(state, step.stimulus_id),
+        captions=captions_url(state, step.stimulus_id),
         token=state.token,
         position=step.position,
         stimulus_id=step.stimulus_id,
@@ -215,6 +332,9 @@ def _clip(engine, state, with_label: bool) -> None:
         duration=stim.get("duration_s"),
         capture=capture.player_config(state.study),
         texts={key.removeprefix("player."): t(key) for key in text_keys("player.")},
+        require_sound=getattr(playback, "require_sound", False),
+        next_src=clip_url(state, upcoming.stimulus_id) if upcoming else None,
+        next_stimulus_id=upcoming.stimulus_id if upcoming else None,
     )
     skipped_key = f"skipped|{step.key}"
     share = status.share
@@ -243,7 +363,7 @@ def _clip(engine, state, with_label: bool) -> None:
 def _debrief(engine, state) -> None:
     rows = flow.debrief_info(state.study, state.stimuli, state.sequence)
     st.markdown(t("debrief.intro"))
-    lines = [t("debrief.line", position=row["position"], title=row["title"],
+    lines = [t("debrief.line", position=row["position"], title=_title(state, row),
                source=t("debrief.source.ai") if row["ai_generated"] else t("debrief.source.human"))
              for row in rows]
     st.markdown("\n".join(lines))
@@ -254,14 +374,25 @@ def _debrief(engine, state) -> None:
     _continue(engine, state, "button.finish")
 
 
+def _title(state, row) -> str:
+    """A clip's title in the participant's language (manifest column title_<lang>), else its title."""
+    titles = (state.stimuli.get(row["stimulus_id"]) or {}).get("titles") or {}
+    return titles.get(state.language) or row["title"]
+
+
 def _complete(state) -> None:
     completion = state.study.completion
-    st.markdown(completion.message)
+    st.markdown(local(completion.message))
     if completion.code:
         st.markdown(t("complete.code"))
         st.code(completion.code, language=None)
-    if completion.redirect_url:
-        st.link_button(t("complete.return"), completion.redirect_url, type="primary")
+    url = state.redirect_url
+    if url:
+        prolific = (urlsplit(url).hostname or "").endswith("prolific.com")
+        browser_session.redirect(url, getattr(completion, "redirect_after_s", 5), {
+            "countdown": t("complete.redirect.countdown"),
+            "now": t("complete.return") if prolific else t("complete.redirect.now"),
+        })
 
 
 def _withdraw_box(engine, state) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import streamlit as st
+from app_pages import component_data
 
 COMPONENT_DIR = Path(__file__).resolve().parent.parent / "components" / "player"
 EVENTS_URL = "/api/events"
@@ -75,12 +76,17 @@ def player(
     min_share: float,
     duration: float | None = None,
     capture: dict | None = None,
+    captions: str | None = None,
     texts: dict[str, str] | None = None,
+    require_sound: bool = False,
+    next_src: str | None = None,
+    next_stimulus_id: str | None = None,
 ) -> PlayerStatus:
     """Mount the player; returns what the browser has reported so far.
 
     `key` must differ per trial (so one clip's 'watched enough' never carries over to the next);
-    `instance` changes only when the clip must be loaded afresh.
+    `instance` changes only when the clip must be loaded afresh. `next_src`: the next clip of
+    the session, loaded in the background once this one has ended (preload).
     """
     data = {
         "instance": instance,
@@ -95,11 +101,15 @@ def player(
         "duration": duration,
         "capture": capture,
         "traces_url": (capture or {}).get("traces_url"),
+        "captions_src": captions,
+        "require_sound": bool(require_sound),
+        "next_src": next_src,
+        "next_stimulus_id": next_stimulus_id,
         **(texts or {}),
     }
     result = _player(
         key=key,
-        data=data,
+        data=component_data(data),
         default={"progress": None, "failure": None},
         on_progress_change=_noop,
         on_failure_change=_noop,

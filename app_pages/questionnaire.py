@@ -24,6 +24,8 @@ from typing import Any
 
 import streamlit as st
 
+from app_pages import component_data
+
 from study import texts as catalogue
 from study import item_types
 from study.flow import TEXT_MAX_CHARS, Answer
@@ -57,8 +59,10 @@ GRID_MIN_ITEMS = 2
 TEXT_PREFIX = "questionnaire."
 
 
-def ui_texts(lang: str = catalogue.DEFAULT_LANG) -> dict[str, str]:
-    """The component's words in `lang` (English where the language lacks one), unformatted."""
+def ui_texts(lang: str | None = None) -> dict[str, str]:
+    """The component's words in `lang` (default: the active language; English where the language
+    lacks one), unformatted."""
+    lang = lang or catalogue.current()
     english = catalogue.catalogue(catalogue.DEFAULT_LANG)
     local = catalogue.catalogue(lang) if lang != catalogue.DEFAULT_LANG else {}
     return {key[len(TEXT_PREFIX):]: local.get(key, english[key])
@@ -103,17 +107,17 @@ def item_spec(item, position: int) -> dict[str, Any]:
         "id": item.id,
         "type": item.type,
         "widget": shape["widget"],
-        "text": item.text,
+        "text": catalogue.local(item.text),  # in the page's language (texts.active)
         # Names each picture for a screen reader: "valence 3 of 9, very unpleasant".
-        "label": (item.label or item.pictogram or item.id.replace("_", " ")).lower(),
+        "label": (catalogue.local(item.label) or item.pictogram or item.id.replace("_", " ")).lower(),
         "required": bool(getattr(item, "required", True)),
         "position": position,
         "min": _num(item.min),
         "max": _num(item.max),
         "step": _num(item.step),
-        "anchors": {str(_num(k)): v for k, v in sorted((item.anchors or {}).items())},
-        "options": [{"value": o.value, "label": o.label} for o in (item.options or ())],
-        "unit": item.unit,
+        "anchors": {str(_num(k)): catalogue.local(v) for k, v in sorted((item.anchors or {}).items())},
+        "options": [{"value": o.value, "label": catalogue.local(o.label)} for o in (item.options or ())],
+        "unit": catalogue.local(item.unit),
         "max_length": getattr(item, "max_length", None) or (TEXT_MAX_CHARS if kind.free_text else None),
         "pictograms": None,
         "points": None,
@@ -288,6 +292,6 @@ def ask(step, state, errors: dict[str, str] | None, submit: Callable[[dict[str, 
     key = f"questionnaire|{step.key}"
     _questionnaire(
         key=key,
-        data=page_data(items, order, step.key, state.token, errors, texts),
+        data=component_data(page_data(items, order, step.key, state.token, errors, texts)),
         on_submit_change=lambda: _on_submit(key, items, order, step.key, submit),
     )

@@ -94,6 +94,8 @@ PAGE_CSS = """<style>
 [data-testid="stRadioGroup"][aria-orientation="horizontal"] > div {flex: 1 1 0; min-width: 0}
 [data-testid="stRadioGroup"][aria-orientation="horizontal"] label {margin: 0; padding-right: 0}
 .stElementContainer:has([aria-orientation="horizontal"]), .stRadio:has([aria-orientation="horizontal"]) {width: 100%}
+.stButton button, .stLinkButton a {min-height: 44px}
+.stButton button:focus-visible, .stLinkButton a:focus-visible {outline: 3px solid #1a5fb4; outline-offset: 2px}
 </style>"""
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from study import item_types
 from study.item_types import TEXT_MAX_CHARS, as_number, option_values  # noqa: F401  (part of this API)
-from study.texts import t
+from study.texts import from_catalogue, t
 
 CONSENT_AGREE = "agree"
 CONSENT_DECLINE = "decline"
@@ -35,7 +35,7 @@ class Step:
     position: int | None = None  # clip position (0 = practice, 1.. main clips)
     stimulus_id: str | None = None
     items: tuple[Any, ...] = ()
-    title: str = ""
+    title: str = ""  # a texts.Text: steps are shared by participants of every language
     randomize_items: bool = False
 
     @property
@@ -187,11 +187,12 @@ def consent_item(study) -> Any:
     """The consent answer as an item (for the codebook): the labels are the buttons' labels."""
     from study.instruments import Item, Option
 
-    agree = getattr(study.consent, "agree_label", None) or t("consent.agree")
+    agree = getattr(study.consent, "agree_label", None) or from_catalogue("consent.agree")
     return Item(
-        id="consent", instrument="consent", type="choice", text=t("consent.question"),
+        id="consent", instrument="consent", type="choice", text=from_catalogue("consent.question"),
         label="Consent",
-        options=[Option(value=CONSENT_AGREE, label=agree), Option(value=CONSENT_DECLINE, label=t("consent.decline"))],
+        options=[Option(value=CONSENT_AGREE, label=agree),
+                 Option(value=CONSENT_DECLINE, label=from_catalogue("consent.decline"))],
         description="Consent given (agree) or refused (decline) on the first page.",
     )
 
@@ -383,7 +384,7 @@ def _get(row, name):
 
 
 def _consent_steps(plan: Plan) -> list[Step]:
-    return [Step("consent", "consent", items=(consent_item(plan.study),), title=t("step.consent.title"))]
+    return [Step("consent", "consent", items=(consent_item(plan.study),), title=from_catalogue("step.consent.title"))]
 
 
 def _consent_rule(session: Session, step: Step, answers: dict, outcome: Outcome) -> Outcome:
@@ -399,25 +400,25 @@ def _items_steps(key: str, scope: str, kind: str, randomized: bool = True) -> Ca
         if not items:
             return []
         randomize = randomized and bool(plan.study.measures.randomize_item_order)
-        return [Step(key, kind, items=items, title=t(f"step.{key}.title"), randomize_items=randomize)]
+        return [Step(key, kind, items=items, title=from_catalogue(f"step.{key}.title"), randomize_items=randomize)]
     return build
 
 
 def _plain_step(key: str) -> Callable[[Plan], list[Step]]:
-    return lambda plan: [Step(key, key, title=t(f"step.{key}.title"))]
+    return lambda plan: [Step(key, key, title=from_catalogue(f"step.{key}.title"))]
 
 
 def _practice_steps(plan: Plan) -> list[Step]:
     if not plan.practice_id:
         return []
     return [Step("practice", "practice", position=0, stimulus_id=plan.practice_id, items=_items(plan.study, "per_clip"),
-                 title=t("step.practice.title"), randomize_items=bool(plan.study.measures.randomize_item_order))]
+                 title=from_catalogue("step.practice.title"), randomize_items=bool(plan.study.measures.randomize_item_order))]
 
 
 def attention_step(check) -> Step:
     from study.instruments import attention_item
 
-    return Step(f"attention:{check.id}", "attention", items=(attention_item(check),), title=t("step.attention.title"))
+    return Step(f"attention:{check.id}", "attention", items=(attention_item(check),), title=from_catalogue("step.attention.title"))
 
 
 def _clip_steps(plan: Plan) -> list[Step]:
@@ -431,7 +432,7 @@ def _clip_steps(plan: Plan) -> list[Step]:
     steps = [attention_step(check) for check in checks_after.pop(0, [])]
     for pos, stimulus_id in enumerate(plan.sequence, start=1):
         steps.append(Step(f"trial:{pos}", "trial", position=pos, stimulus_id=stimulus_id, items=per_clip,
-                          title=t("step.trial.title", position=pos, total=n), randomize_items=randomize))
+                          title=from_catalogue("step.trial.title", position=pos, total=n), randomize_items=randomize))
         steps.extend(attention_step(check) for check in checks_after.get(pos, []))
     return steps
 

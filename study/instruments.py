@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import functools
 import io
 import math
 import re
@@ -21,8 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from study import item_types
 from study.errors import UserError
+from study.texts import Words, from_catalogue
 from study.texts import keys as text_keys
-from study.texts import t
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -41,7 +42,7 @@ class Option(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     value: str = Field(description="Value stored in the data (short, stable).")
-    label: str = Field(min_length=1, description="Text shown to the participant.")
+    label: Words = Field(min_length=1, description="Text shown to the participant (or {language: text}).")
 
     @field_validator("value", mode="before")
     @classmethod
@@ -61,23 +62,26 @@ class Item(BaseModel):
 
     id: str = Field(description="Stable id; becomes the column name in the data (e.g. `valence`).")
     instrument: str = Field(default="custom", description="Id of the instrument the item belongs to.")
-    text: str = Field(min_length=1, description="The question or statement shown to the participant.")
-    label: str | None = Field(default=None, description="Short name for tables and charts (default: the id).")
+    text: Words = Field(min_length=1, description="The question or statement shown to the participant "
+                                                  "(or {language: text}, see `languages`).")
+    label: Words | None = Field(default=None, description="Short name for tables and charts (default: the id); "
+                                                          "pictorial scales also name their pictures with it.")
     type: str = Field(
         description="Response type, one of: " + "; ".join(f"{k.name} ({k.description})" for k in item_types.TYPES.values()) + "."
     )
     min: float | None = Field(default=None, description="Lowest value (numeric types).")
     max: float | None = Field(default=None, description="Highest value (numeric types).")
     step: float | None = Field(default=None, gt=0, description="Step between values (numeric types).")
-    anchors: dict[int, str] = Field(
-        default_factory=dict, description="Labels for some values of the scale, e.g. {1: 'not at all', 7: 'very much'}."
+    anchors: dict[int, Words] = Field(
+        default_factory=dict, description="Labels for some values of the scale, e.g. {1: 'not at all', 7: 'very much'} "
+                                          "(each label may be {language: text})."
     )
     options: list[Option] = Field(default_factory=list, description="Answers of a choice or attention item.")
     reverse: bool = Field(default=False, description="Reverse-keyed: scored as min + max - value in scale scores.")
     subscale: str | None = Field(default=None, description="Subscale the item belongs to, if any.")
     required: bool = Field(default=True, description="Whether the participant must answer before going on.")
     description: str = Field(min_length=1, description="One line for the codebook: what the item measures.")
-    unit: str | None = Field(default=None, description="Unit of the value, e.g. 'years' or '%'.")
+    unit: Words | None = Field(default=None, description="Unit of the value, e.g. 'years' or '%' (or {language: text}).")
     correct: str | None = Field(default=None, description="The correct option value (attention items only).")
     pictogram: Literal["valence", "arousal", "dominance"] | None = Field(
         default=None, description="Which drawn pictogram row a pictorial9 item shows."
@@ -229,7 +233,8 @@ def _fmt(x: float | None) -> str:
 
 # Their wording (question, anchors, option labels) is in the text catalogue (study/texts.py),
 # under item.<id>.text, item.<id>.anchor.<value> and item.<id>.option.<value>; items that share
-# a scale's anchors read them from scale.<name>.<value>.
+# a scale's anchors read them from scale.<name>.<value>. Each is a texts.Text holding every
+# shipped language; as a plain string it is the English wording (codebook, export).
 
 
 def _anchor_value(key: str) -> int:
@@ -239,11 +244,11 @@ def _anchor_value(key: str) -> int:
 def _words(item_id: str, scale: str | None = None) -> dict[str, Any]:
     """text, anchors and options of a built-in item, from the catalogue."""
     anchor_prefix = f"scale.{scale}." if scale else f"item.{item_id}.anchor."
-    words: dict[str, Any] = {"text": t(f"item.{item_id}.text")}
-    anchors = {_anchor_value(k): t(k) for k in text_keys(anchor_prefix)}
+    words: dict[str, Any] = {"text": from_catalogue(f"item.{item_id}.text")}
+    anchors = {_anchor_value(k): from_catalogue(k) for k in text_keys(anchor_prefix)}
     if anchors:
         words["anchors"] = anchors
-    options = [Option(value=k.rsplit(".", 1)[1], label=t(k)) for k in text_keys(f"item.{item_id}.option.")]
+    options = [Option(value=k.rsplit(".", 1)[1], label=from_catalogue(k)) for k in text_keys(f"item.{item_id}.option.")]
     if options:
         words["options"] = options
     return words
@@ -264,11 +269,11 @@ def _build() -> dict[str, Instrument]:
         description="Three 9-point pictorial ratings of the feeling a clip left, SAM-style, with our own drawings.",
         scope="per_clip",
         items=[
-            Item(id="valence", instrument="sam", type="pictorial9", pictogram="valence", label="Valence",
+            Item(id="valence", instrument="sam", type="pictorial9", pictogram="valence", label=from_catalogue("item.valence.label"),
                  description="Felt pleasantness of the clip, from unpleasant (1) to pleasant (9).", **_words("valence")),
-            Item(id="arousal", instrument="sam", type="pictorial9", pictogram="arousal", label="Arousal",
+            Item(id="arousal", instrument="sam", type="pictorial9", pictogram="arousal", label=from_catalogue("item.arousal.label"),
                  description="Felt activation during the clip, from calm (1) to stirred up (9).", **_words("arousal")),
-            Item(id="dominance", instrument="sam", type="pictorial9", pictogram="dominance", label="Dominance",
+            Item(id="dominance", instrument="sam", type="pictorial9", pictogram="dominance", label=from_catalogue("item.dominance.label"),
                  description="Felt control over one's own reaction, from overpowered (1) to in control (9).", **_words("dominance")),
         ],
     )
@@ -360,9 +365,9 @@ def _build() -> dict[str, Instrument]:
         description="A short check of current mood, asked at the start and at the end of a session.",
         scope="session",
         items=[
-            Item(id="mood_valence", instrument="mood", type="pictorial9", pictogram="valence", label="Mood valence",
+            Item(id="mood_valence", instrument="mood", type="pictorial9", pictogram="valence", label=from_catalogue("item.mood_valence.label"),
                  description="Current pleasantness of mood, 1 (unpleasant) to 9 (pleasant).", **_words("mood_valence")),
-            Item(id="mood_arousal", instrument="mood", type="pictorial9", pictogram="arousal", label="Mood arousal",
+            Item(id="mood_arousal", instrument="mood", type="pictorial9", pictogram="arousal", label=from_catalogue("item.mood_arousal.label"),
                  description="Current activation, 1 (calm) to 9 (stirred up).", **_words("mood_arousal")),
             _likert("mood_tense", "mood", "Current tension.", label="Tense"),
             _likert("mood_tired", "mood", "Current tiredness.", label="Tired"),
@@ -375,7 +380,7 @@ def _build() -> dict[str, Instrument]:
         description="A few questions about the participant, asked once; a study picks which ones.",
         scope="session",
         items=[
-            Item(id="age", instrument="demographics", type="number", min=18, max=110, step=1, unit="years",
+            Item(id="age", instrument="demographics", type="number", min=18, max=110, step=1, unit=from_catalogue("item.age.unit"),
                  label="Age", description="Age in whole years.", **_words("age")),
             Item(id="gender", instrument="demographics", type="choice", label="Gender",
                  description="Self-described gender.", **_words("gender")),
@@ -452,9 +457,11 @@ def builtin_scale_ids() -> set[str]:
 
 def attention_item(check: Any) -> Item:
     """An attention check from the study file as an `attention` item (options are their own values)."""
+    # The stored value is the option's wording in the study's default language, whichever
+    # language the participant saw it in.
     return Item(
         id=check.id, instrument="attention", type="attention", text=check.text, label=f"Attention check {check.id}",
-        options=[Option(value=o, label=o) for o in check.options], correct=check.correct,
+        options=[Option(value=str(o), label=o) for o in check.options], correct=check.correct,
         description=f"Attention check shown after clip {check.after_clip}; correct answer: {check.correct}.",
     )
 
@@ -471,14 +478,70 @@ def items_for(study: Study, scope: str) -> list[Item]:
         return [attention_item(c) for c in study.attention_checks]
     if scope not in ("per_clip", "session_start", "session_end"):
         raise ValueError(f"unknown scope {scope!r}")
-    items = [it for iid in getattr(study.measures, scope) for it in get_instrument(iid).items]
+    items = [it for entry in getattr(study.measures, scope) for it in chosen_items(entry)]
     items += [_plain_item(c) for c in study.measures.custom_items if c.scope == scope]
     return items
 
 
+# An entry of measures.session_start / per_clip / session_end is an instrument id (all its
+# items, in declared order) or a choice {name, items} (those items, in that order). Both are
+# read only through these three functions.
+
+def entry_name(entry: Any) -> str:
+    """The instrument id of a measures entry."""
+    return entry if isinstance(entry, str) else entry.name
+
+
+def entry_item_ids(entry: Any) -> list[str] | None:
+    """The item ids a measures entry chose, or None when it asks the whole instrument."""
+    return None if isinstance(entry, str) else list(entry.items)
+
+
+def chosen_items(entry: Any) -> list[Item]:
+    """The built-in items a measures entry asks, in the order it asks them."""
+    instrument = get_instrument(entry_name(entry))
+    ids = entry_item_ids(entry)
+    return list(instrument.items) if ids is None else [instrument.item(i) for i in ids]
+
+
+def _entries(study: Study) -> list[Any]:
+    m = study.measures
+    return [*m.session_start, *m.per_clip, *m.session_end]
+
+
+def unscored_scales(study: Study) -> dict[str, list[str]]:
+    """Declared scales a study does not score, because it asks only some of their items:
+    scale id -> the item ids it leaves out. A mean of some items is not the declared scale."""
+    asked = {it.id for entry in _entries(study) for it in chosen_items(entry)}
+    out: dict[str, list[str]] = {}
+    for iid in dict.fromkeys(entry_name(e) for e in _entries(study)):
+        for sid, scale in get_instrument(iid).scales.items():
+            missing = [i for i in scale.items if i not in asked]
+            if missing:
+                out[sid] = missing
+    return out
+
+
+def subset_note(study: Study, instrument_id: str) -> str:
+    """A codebook sentence saying which items of a built-in instrument a study asked ('' = all)."""
+    instrument = INSTRUMENTS.get(instrument_id)
+    if instrument is None:
+        return ""
+    asked = [it.id for e in _entries(study) if entry_name(e) == instrument_id for it in chosen_items(e)]
+    if not asked or set(asked) >= {it.id for it in instrument.items}:
+        return ""
+    left_out = [it.id for it in instrument.items if it.id not in asked]
+    unscored = [sid for sid, missing in unscored_scales(study).items() if sid in instrument.scales]
+    note = (f" This study asked {len(set(asked))} of the {len(instrument.items)} items of {instrument_id} "
+            f"({', '.join(dict.fromkeys(asked))}; not asked: {', '.join(left_out)})")
+    if unscored:
+        note += f"; so the scale score{'s' if len(unscored) > 1 else ''} {', '.join(unscored)} {'are' if len(unscored) > 1 else 'is'} not computed"
+    return note + "."
+
+
 def _plain_item(custom: Any) -> Item:
-    """A custom item from the study file without its study-only `scope` field."""
-    return Item.model_validate(custom.model_dump(exclude={"scope"}))
+    """A custom item from the study file without its study-only `scope` field (its translations kept)."""
+    return Item.model_validate({name: getattr(custom, name) for name in Item.model_fields})
 
 
 _STUDY_SCOPES = ("demographics", "session_start", "per_clip", "session_end", "attention")
@@ -498,10 +561,11 @@ def all_items(study: Study | None = None) -> list[Item]:
 def scales_for(study: Study | None = None) -> dict[str, Scale]:
     """Scale scores of the instruments a study uses (all built-in scales when study is None)."""
     if study is None:
-        ids = list(INSTRUMENTS)
-    else:
-        ids = list(dict.fromkeys([*study.measures.session_start, *study.measures.per_clip, *study.measures.session_end]))
-    return {sid: sc for iid in ids for sid, sc in get_instrument(iid).scales.items()}
+        return {sid: sc for ins in INSTRUMENTS.values() for sid, sc in ins.scales.items()}
+    ids = list(dict.fromkeys(entry_name(e) for e in _entries(study)))
+    # a scale whose items the study asked only in part is not scored (unscored_scales)
+    skipped = unscored_scales(study)
+    return {sid: sc for iid in ids for sid, sc in get_instrument(iid).scales.items() if sid not in skipped}
 
 
 def _item_scopes(study: Study | None) -> dict[str, list[str]]:
@@ -531,12 +595,14 @@ def codebook(study: Study | None = None) -> pd.DataFrame:
         rows.append({**col, "response_type": "", "unit": "", "instrument": "", "scope": "trial",
                      "reverse": False, "subscale": ""})
     scopes = _item_scopes(study)
+    notes = {} if study is None else {iid: subset_note(study, iid) for iid in INSTRUMENTS}
     for it in all_items(study):
         rows.append({
             "name": it.id, "label": it.display_label, "type": it.kind.data_type(it), "response_type": it.type,
             "unit": it.unit or "", "allowed_values": it.allowed_values(), "missing": _missing(it),
             "instrument": it.instrument, "scope": ", ".join(scopes.get(it.id, [])), "reverse": it.reverse,
-            "subscale": it.subscale or "", "description": f"{it.description} Question: \u201c{it.text}\u201d",
+            "subscale": it.subscale or "",
+            "description": f"{it.description} Question: \u201c{it.text}\u201d{notes.get(it.instrument, '')}",
         })
     items = {it.id: it for it in all_items(None if study is None else study)}
     for sid, scale in scales_for(study).items():
@@ -595,8 +661,10 @@ def pictogram_svg(dimension: str, level: int) -> str:
     )
 
 
+@functools.lru_cache(maxsize=64)
 def pictogram_data_uri(dimension: str, level: int) -> str:
-    """The pictogram as a data: URI, usable as an <img> src or in markdown."""
+    """The pictogram as a data: URI, usable as an <img> src or in markdown (built once: every
+    run of a SAM page asks for all 27)."""
     raw = pictogram_svg(dimension, level).encode()
     return "data:image/svg+xml;base64," + base64.b64encode(raw).decode()
 

@@ -25,9 +25,19 @@ if TYPE_CHECKING:
 
 MANIFEST_NAME = "manifest.csv"
 COLUMNS = ["id", "file", "url", "source", "title", "credit", "licence", "generator",
-           "generator_version", "prompt", "seed", "pair_id", "notes"]
+           "generator_version", "prompt", "seed", "pair_id", "notes", "captions"]
 REQUIRED_COLUMNS = ["id", "source"]  # plus at least one of file / url
 COLUMN_ALIASES = {"license": "licence"}
+# title_<lang> (e.g. title_de): the clip's title in another of the shipped languages, for the debrief.
+TITLE_PREFIX = "title_"
+
+
+def _translated_title(column: str) -> str | None:
+    """The language of a title_<lang> column (a shipped language), else None."""
+    from study.texts import languages
+
+    lang = column[len(TITLE_PREFIX):] if column.startswith(TITLE_PREFIX) else None
+    return lang if lang in languages() else None
 
 # Pair members whose durations differ more than this are flagged: viewers' ratings depend on
 # length, so a long and a short clip are not a matched comparison.
@@ -60,7 +70,9 @@ class Stimulus(BaseModel):
     file: str | None = Field(None, description="path relative to the manifest's folder")
     url: str | None = Field(None, description="https URL, instead of a file")
     source: Literal["human", "ai"] = Field(description="who made the clip: human or ai")
-    title: str = Field("", description="title shown to researchers (not to participants)")
+    title: str = Field("", description="title shown to researchers, and to participants in the debrief")
+    titles: dict[str, str] = Field(default_factory=dict,
+                                   description="the title in other languages, from columns title_<lang> (e.g. title_de)")
     credit: str = Field("", description="author / rights holder")
     licence: str = Field("", description="licence or permission under which the clip is used")
     generator: str = Field("", description="AI clips: the model or tool that generated it")
@@ -69,6 +81,7 @@ class Stimulus(BaseModel):
     seed: int | None = Field(None, description="AI clips: the random seed, if known")
     pair_id: str | None = Field(None, description="ties an AI clip to the human clip it matches")
     notes: str = Field("", description="anything else")
+    captions: str | None = Field(None, description="WebVTT caption file, relative to the manifest's folder")
     line: int | None = Field(None, exclude=True, description="manifest line (for messages)")
     # filled in by probing
     sha256: str | None = None
@@ -114,18 +127,17 @@ class Stimulus(BaseModel):
                              "https page, so give an https:// address")
         return v
 
+    @field_validator("captions")
+    @classmethod
+    def _vtt(cls, v: str | None) -> str | None:
+        if v is not None and not v.lower().endswith(".vtt"):
+            raise ValueError(f"the caption file {v!r} does not end in .vtt; captions must be a WebVTT file")
+        return _relative(v)
+
     @field_validator("file")
     @classmethod
-    def _relative(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        if PurePosixPath(v).is_absolute() or PureWindowsPath(v).is_absolute() or PureWindowsPath(v).drive:
-            raise ValueError(f"the path {v!r} is absolute; give it relative to the manifest's "
-                             "folder (path traversal is not allowed)")
-        if ".." in PureWindowsPath(v).parts:
-            raise ValueError(f"the path {v!r} leaves the manifest's folder ('..'); "
-                             "path traversal is not allowed")
-        return v
+    def _file_relative(cls, v: str | None) -> str | None:
+        return _relative(v)
 
     @model_validator(mode="after")
     def _file_or_url(self) -> Stimulus:
@@ -133,6 +145,19 @@ class Stimulus(BaseModel):
             which = "both file and url" if self.file else "neither file nor url"
             raise ValueError(f"the row has {which}; give exactly one of them")
         return self
+
+
+def _relative(v: str | None) -> str | None:
+    """A manifest path as written, refused if absolute or leaving the folder ('..')."""
+    if v is None:
+        return v
+    if PurePosixPath(v).is_absolute() or PureWindowsPath(v).is_absolute() or PureWindowsPath(v).drive:
+        raise ValueError(f"the path {v!r} is absolute; give it relative to the manifest's "
+                         "folder (path traversal is not allowed)")
+    if ".." in PureWindowsPath(v).parts:
+        raise ValueError(f"the path {v!r} leaves the manifest's folder ('..'); "
+                         "path traversal is not allowed")
+    return v
 
 
 # ---------------------------------------------------------------- manifest
@@ -198,10 +223,11 @@ def load_manifest(path: str | Path) -> tuple[list[Stimulus], list[Problem]]:
             return [], [Problem(f"{name} line 1", f"missing required column(s): {', '.join(missing)}; "
                                                   f"the columns are {', '.join(COLUMNS)}")]
         for col in columns:
-            if col not in COLUMNS:
+            if col not in COLUMNS and not _translated_title(col):
                 problems.append(Problem(f"{name} line 1, column {col or '(blank)'}",
                                         f"unknown column {col!r} is ignored; known columns are "
-                                        f"{', '.join(COLUMNS)}", "warning"))
+                                        f"{', '.join(COLUMNS)} and {TITLE_PREFIX}<language> for a shipped "
+                                        "language", "warning"))
         dupes = {c for c in columns if columns.count(c) > 1 and c in COLUMNS}
         for col in sorted(dupes):
             problems.append(Problem(f"{name} line 1, column {col}",
@@ -219,7 +245,7 @@ def load_manifest(path: str | Path) -> tuple[list[Stimulus], list[Problem]]:
                                         f"the row has {len(fields)} values but the header names "
                                         f"{len(columns)} columns (a comma inside a value needs quotes)"))
                 continue
-            values = {c: _clean(v) for c, v in zip(columns, fields) if c in COLUMNS}
+            values = {c: _clean(v) for c, v in zip(columns, fields) if c in COLUMNS or _translated_title(c)}
             rows.append((start, values))
     except csv.Error as exc:
         return [], problems + [Problem(f"{name} line {reader.line_num}",
@@ -231,9 +257,11 @@ def load_manifest(path: str | Path) -> tuple[list[Stimulus], list[Problem]]:
     for line, values in rows:
         where = f"{name} line {line}"
         data = {k: (v if v is not None else "") for k, v in values.items()}
-        for key in ("file", "url", "pair_id", "seed"):
+        for key in ("file", "url", "pair_id", "seed", "captions"):
             data[key] = values.get(key)
         data["id"] = data.get("id") or ""
+        data["titles"] = {_translated_title(k): v for k in list(data) if _translated_title(k)
+                          for v in [data.pop(k)] if v}
         try:
             stim = Stimulus(**data, line=line)
         except ValidationError as exc:
@@ -257,6 +285,13 @@ def load_manifest(path: str | Path) -> tuple[list[Stimulus], list[Problem]]:
             except UserError as exc:
                 problems.append(Problem(f"{where}, column file", str(exc)))
                 continue
+        if stim.captions:
+            try:
+                captions_path(root, stim)
+            except UserError as exc:
+                # reported once; the clip itself is still checked
+                problems.append(Problem(f"{where}, column captions", str(exc)))
+                stim = stim.model_copy(update={"captions": None})
         if stim.source == "ai" and not stim.generator:
             problems.append(Problem(f"{where}, column generator", "AI clip without a generator: "
                                     "say which model or tool made it", "warning"))
@@ -303,17 +338,28 @@ def stimulus_path(manifest_dir: str | Path, stim: Stimulus) -> Path:
     """
     if not stim.file:
         raise UserError(f"clip {stim.id!r} has no file (it is served from its URL)")
+    return _inside(manifest_dir, stim.file)
+
+
+def captions_path(manifest_dir: str | Path, stim: Stimulus) -> Path:
+    """The resolved caption file of a clip, inside `manifest_dir` and existing (as stimulus_path)."""
+    if not stim.captions:
+        raise UserError(f"clip {stim.id!r} has no captions")
+    return _inside(manifest_dir, stim.captions)
+
+
+def _inside(manifest_dir: str | Path, file: str) -> Path:
     root = Path(manifest_dir).resolve()
-    rel = stim.file.replace("\\", "/")
-    if PurePosixPath(rel).is_absolute() or PureWindowsPath(stim.file).drive or ".." in PurePosixPath(rel).parts:
-        raise UserError(f"the path {stim.file!r} is outside the stimulus folder (path traversal is not allowed)")
+    rel = file.replace("\\", "/")
+    if PurePosixPath(rel).is_absolute() or PureWindowsPath(file).drive or ".." in PurePosixPath(rel).parts:
+        raise UserError(f"the path {file!r} is outside the stimulus folder (path traversal is not allowed)")
     path = (root / rel).resolve()
     if not path.is_relative_to(root):
-        raise UserError(f"the path {stim.file!r} resolves to {path}, outside the stimulus folder "
+        raise UserError(f"the path {file!r} resolves to {path}, outside the stimulus folder "
                         f"{root} (a symlink?); path traversal is not allowed")
     if not path.is_file():
         what = "is a folder, not a file" if path.is_dir() else "does not exist"
-        raise UserError(f"the file {stim.file!r} {what} (looked for {path})")
+        raise UserError(f"the file {file!r} {what} (looked for {path})")
     return path
 
 
@@ -484,7 +530,7 @@ def browser_playable(info: dict) -> tuple[bool, str]:
 PROBE_FIELDS = ["sha256", "duration_s", "width", "height", "video_codec", "audio_codec",
                 "container", "size_bytes", "fps"]
 TABLE_COLUMNS = ["id", "source", "pair_id", "file", "url", "status", "container", "video_codec",
-                 "audio_codec", "width", "height", "fps", "duration_s", "size_bytes", "sha256"]
+                 "audio_codec", "width", "height", "fps", "duration_s", "size_bytes", "sha256", "captions"]
 
 
 def load_probed(path: str | Path, hash: bool = True) -> tuple[list[Stimulus], list[Problem]]:
@@ -507,8 +553,22 @@ def load_probed(path: str | Path, hash: bool = True) -> tuple[list[Stimulus], li
         for sev, msg in playback_issues(info):
             problems.append(Problem(where, f"{stim.file}: {msg}", sev))
         probed.append(stim.model_copy(update={k: info.get(k) for k in PROBE_FIELDS}))
+    for stim in probed:
+        if stim.captions:
+            problems.extend(_caption_problems(root, stim, name))
     problems.extend(_pair_duration_problems(probed, name))
     return probed, sorted(problems, key=_problem_order)
+
+
+def _caption_problems(root: Path, stim: Stimulus, name: str) -> list[Problem]:
+    from study.captions import vtt_problems
+
+    where = f"{name} line {stim.line}, column captions"
+    try:
+        path = captions_path(root, stim)
+    except UserError as exc:  # the file changed since the manifest was read
+        return [Problem(where, str(exc))]
+    return [Problem(where, f"{stim.captions}: {msg}", sev) for sev, msg in vtt_problems(path, stim.duration_s)]
 
 
 def _problem_order(p: Problem) -> tuple[int, int]:
@@ -628,7 +688,7 @@ def cli_stimuli(args: argparse.Namespace) -> int:
                         zip(table["width"], table["height"])],
             sha256=table["sha256"].map(lambda h: h[:12] if isinstance(h, str) else ""),
         )[["id", "source", "pair_id", "status", "container", "video_codec", "audio_codec",
-           "resolution", "duration", "size", "sha256"]].fillna("")
+           "resolution", "duration", "size", "sha256", "captions"]].fillna("")
         print(shown.to_string(index=False))
         counts = table["source"].value_counts()
         print(f"\n{len(table)} clips ({counts.get('human', 0)} human, {counts.get('ai', 0)} ai), "

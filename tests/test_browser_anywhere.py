@@ -78,7 +78,8 @@ def test_kuleshov_run_from_another_folder(tmp_path, sqlite_url):
             browser = launch(pw)
             page = browser.new_page()
             hosts = []
-            page.on("request", lambda request: hosts.append(urlparse(request.url).hostname))
+            # A components v2 script is loaded from a blob: URL of the page's own origin.
+            page.on("request", lambda request: hosts.append(urlparse(request.url.removeprefix("blob:")).hostname))
             page.goto(server.url + "/?study=kuleshov-demo")
             agree = page.locator('[data-testid="stBaseButton-primary"]').first
             agree.wait_for(timeout=60_000)

@@ -106,7 +106,7 @@ def test_researcher_logs_in_watches_live_counts_and_downloads_export(tmp_path, s
             page = browser.new_page(accept_downloads=True)
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(server.url + "/")
+            page.goto(server.url + "/researcher")
 
             # A wrong password: refused with a message, the login form stays, nothing else shows.
             log_in(page, "not-the-password")

@@ -188,7 +188,7 @@ def _failed_login_addresses(server, forged: list[str]) -> list[str]:
         for address in forged:
             context = browser.new_context(extra_http_headers={"X-Forwarded-For": address})
             page = context.new_page()
-            page.goto(server.url + "/")
+            page.goto(server.url + "/researcher")
             page.locator('input[type="password"]').wait_for(timeout=30_000)
             page.locator('input[type="password"]').fill("wrong")
             page.get_by_role("button", name="Log in").click()

@@ -45,15 +45,20 @@ def test_upgrade_from_0001_keeps_every_row(db_url):
             conn.execute(sa.text(
                 "INSERT INTO playback_events (participant_id, position, stimulus_id, seq, event, server_time)"
                 " VALUES (1, 1, 'c1', 0, 'play', :now)"), {"now": now})
-        assert store.upgrade(eng) == store.head_revision() == "0005"
+        assert store.upgrade(eng) == store.head_revision() == "0007"
         with eng.connect() as conn:
             assert conn.execute(sa.text("SELECT pseudonym, device_info FROM participants")).one() == ("P0001", None)
+            # 0005: participants from before languages existed saw English
+            assert conn.execute(sa.text("SELECT language FROM participants")).scalar_one() == "en"
             assert conn.execute(sa.text("SELECT id, spec_yaml, stimuli_dir FROM studies")).one() == ("s1", "id: s1", None)
             assert conn.execute(sa.text("SELECT value_num FROM responses")).scalar_one() == 7
             # 0004: the study's current file becomes its first frozen version
             assert conn.execute(sa.text("SELECT study_id, version, spec_yaml, spec_hash FROM study_versions")).one() == (
                 "s1", "1", "id: s1", "abc")
             assert conn.execute(sa.text("SELECT watched_share FROM trials")).scalar_one() == 0.5
+            # 0006: the playback columns exist and are empty for trials stored before them
+            assert conn.execute(sa.text("SELECT play_count, replayed, skipped, seconds_hidden, share_muted,"
+                                        " seconds_stalled, load_ms, seconds_offline FROM trials")).one() == (None,) * 8
             assert conn.execute(sa.text("SELECT count(*) FROM playback_events")).scalar_one() == 1
             indexes = {ix["name"] for ix in sa.inspect(conn).get_indexes("playback_events")}
         assert "ix_playback_events_stimulus_id_event" in indexes

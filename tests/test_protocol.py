@@ -320,6 +320,8 @@ def _unplayable_copy_of_demo(tmp_path):
     shutil.copy(DEMO.parent / "manifest.csv", tmp_path / "manifest.csv")
     for clip_file in DEMO.parent.glob("*.mp4"):
         (tmp_path / clip_file.name).write_bytes(b"not a video " * 200)
+    for captions in DEMO.parent.glob("*.vtt"):
+        shutil.copy(captions, tmp_path / captions.name)
     return tmp_path / "study.yaml"
 
 

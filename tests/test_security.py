@@ -16,6 +16,9 @@ DEMO = ROOT / "stimuli" / "demo" / "study.yaml"
 GUESSED = ["/dashboard", "/studies", "/export", "/export_page", "/app_pages/dashboard", "/participant",
            "/log_out", "/admin", "/pages/dashboard"]
 LOGIN = "Researcher login"
+# The researcher side's own paths (app.py); everything else is the participant side.
+RESEARCHER_PATHS = ["/researcher", "/researcher-studies", "/researcher-export", "/researcher-logout"]
+INCOMPLETE = "This study link is incomplete"
 
 
 # --------------------------------------------------------------------------- without a browser
@@ -75,13 +78,17 @@ def test_researcher_pages_need_password_on_fresh_server(tmp_path, sqlite_url):
             browser = launch(pw)
             page = browser.new_page()
             # The very first request to the fresh server is a guessed researcher page.
-            for path in GUESSED:
+            for path in GUESSED + RESEARCHER_PATHS:
                 page.goto(server.url + path)
-                if path.count("/") == 1:
+                if path in RESEARCHER_PATHS:
                     page.locator('input[type="password"]').wait_for(timeout=30_000)
                     page.wait_for_timeout(300)
                     assert LOGIN in page.inner_text("body"), path
                     assert page.locator('input[type="password"]').count() == 1, path
+                elif path.count("/") == 1:
+                    # Not a researcher path: the participant side's default page.
+                    page.get_by_text(INCOMPLETE).first.wait_for(timeout=30_000)
+                    assert page.locator('input[type="password"]').count() == 0, path
                 else:
                     # Nested paths load no app at all (the frontend's assets are relative): blank.
                     page.wait_for_timeout(3000)
@@ -90,7 +97,7 @@ def test_researcher_pages_need_password_on_fresh_server(tmp_path, sqlite_url):
                 assert "Dashboard" not in body and "Export" not in body, (path, body[:500])
 
             # A participant link, on any path, shows the study and never the researcher side.
-            for path in ["/", "/dashboard", "/studies"]:
+            for path in ["/", "/dashboard", "/studies", "/researcher"]:
                 page.goto(f"{server.url}{path}?study=kuleshov-demo")
                 page.locator("h3", has_text="Consent").first.wait_for(timeout=30_000)
                 assert page.locator('input[type="password"]').count() == 0
@@ -104,7 +111,7 @@ def test_researcher_pages_need_password_on_fresh_server(tmp_path, sqlite_url):
             assert LOGIN not in page.inner_text("body")
 
             # Wrong passwords are refused, then the session is locked out.
-            page.goto(server.url + "/")
+            page.goto(server.url + "/researcher")
             page.get_by_text(LOGIN).first.wait_for(timeout=30_000)
             for attempt in range(5):
                 page.locator('input[type="password"]').fill(f"wrong-{attempt}")
@@ -120,7 +127,7 @@ def test_researcher_pages_need_password_on_fresh_server(tmp_path, sqlite_url):
 
             # A new session (another browser context) with the right password gets in.
             other = browser.new_context().new_page()
-            other.goto(server.url + "/")
+            other.goto(server.url + "/researcher")
             other.get_by_text(LOGIN).first.wait_for(timeout=30_000)
             other.locator('input[type="password"]').fill(PASSWORD)
             other.get_by_role("button", name="Log in").click()

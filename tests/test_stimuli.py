@@ -507,7 +507,7 @@ def test_demo_manifest_checks_clean():
 
 def test_demo_manifest_and_disk_agree():
     rows = _demo_rows()
-    assert list(rows[0].keys()) == COLUMNS
+    assert list(rows[0].keys()) == [*COLUMNS, "title_de"]  # the German titles for the debrief
     listed = {r["file"] for r in rows}
     on_disk = {p.name for p in DEMO.glob("*.mp4")}
     assert listed == on_disk

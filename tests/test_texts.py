@@ -83,13 +83,18 @@ def test_the_consent_row_of_the_codebook_has_the_page_s_labels():
 # --------------------------------------------------------------------------- pages show only catalogue text
 
 
-def _study_strings(study, stimuli) -> set[str]:
-    """Every string a study file (and its manifest) gives the pages."""
+def _study_strings(study, stimuli, lang: str = "en") -> set[str]:
+    """Every string a study file (and its manifest) gives the pages, in `lang`."""
+    from pydantic import BaseModel
+
     out: set[str] = set()
 
     def walk(x):
         if isinstance(x, str):
-            out.add(x.strip())
+            out.add(texts.local(x, lang).strip())
+        elif isinstance(x, BaseModel):
+            for name in type(x).model_fields:
+                walk(getattr(x, name))
         elif isinstance(x, dict):
             for v in x.values():
                 walk(v)
@@ -97,23 +102,25 @@ def _study_strings(study, stimuli) -> set[str]:
             for v in x:
                 walk(v)
 
-    walk(study.model_dump())
+    walk(study)
     walk(list(stimuli.values()))
     return out
 
 
-def _catalogue_patterns() -> list[re.Pattern]:
+def _catalogue_patterns(lang: str = "en") -> list[re.Pattern]:
     pats = []
-    for words in texts.catalogue("en").values():
+    for words in texts.catalogue(lang).values():
         parts = re.split(r"\{[a-z_]+\}", words)
         pats.append(re.compile("".join(re.escape(p) + "(.+?)" for p in parts[:-1]) + re.escape(parts[-1]), re.S))
     return pats
 
 
 class _Allowed:
-    def __init__(self, study_strings: set[str]):
-        self.plain = study_strings | {v.strip() for v in texts.catalogue("en").values()}
-        self.patterns = _catalogue_patterns()
+    def __init__(self, study_strings: set[str], lang: str = "en"):
+        # The language switcher names each language in that language.
+        names = {texts.t("language.name", other) for other in texts.languages()}
+        self.plain = study_strings | names | {v.strip() for v in texts.catalogue(lang).values()}
+        self.patterns = _catalogue_patterns(lang)
 
     def __call__(self, shown: str) -> bool:
         s = re.sub(r"^#+\s*", "", shown.strip())
@@ -185,17 +192,27 @@ def _render(token: str | None, **params):
     return at
 
 
-def test_every_participant_page_shows_only_catalogue_or_study_text(page_db):
+def _english_only() -> set[str]:
+    """English catalogue wording that no other language shares (a German page must not show it)."""
+    english = {v.strip() for k, v in texts.catalogue("en").items() if k != "language.name"}
+    return english - {v.strip() for lang in texts.languages()[1:] for v in texts.catalogue(lang).values()}
+
+
+@pytest.mark.parametrize("lang", texts.languages())
+def test_every_participant_page_shows_only_catalogue_or_study_text(page_db, lang):
     from study.simulate import Bot
 
     eng, study_id = page_db
     unknown: dict[str, list[str]] = {}
+    english: dict[str, list[str]] = {}
     seen_kinds: set[str] = set()
     # Three participants: the three label conditions (none, true, swapped) in turn.
     for number in range(3):
         bot = Bot(eng, study_id, number, random.Random(number), 0.0, False)
         bot.fate, bot.stop_at = "complete", None
-        allowed = _Allowed(_study_strings(bot.state.study, bot.state.stimuli))
+        assert store.set_language(eng, bot.state.token, lang) == lang
+        bot.state = store.get_state(eng, bot.state.token)
+        allowed = _Allowed(_study_strings(bot.state.study, bot.state.stimuli, lang), lang)
         state = bot.state
         while True:
             step = state.step
@@ -203,9 +220,14 @@ def test_every_participant_page_shows_only_catalogue_or_study_text(page_db):
                 meta = bot.watch(step)  # the questions open once the clip counts as watched
             at = _render(state.token)
             seen_kinds.add(step.kind)
-            bad = [s for s in _shown(at) if not allowed(s)]
+            shown = _shown(at)
+            bad = [s for s in shown if not allowed(s)]
             if bad:
                 unknown[f"{state.label_condition} {step.key}"] = bad
+            if lang != "en":
+                leaked = [s for s in shown if s.strip() in _english_only()]
+                if leaked:
+                    english[f"{state.label_condition} {step.key}"] = leaked
             if flow.is_final(step):
                 break
             answers = bot.answers_for(step) if step.collects_data else {}
@@ -214,6 +236,7 @@ def test_every_participant_page_shows_only_catalogue_or_study_text(page_db):
             state = bot.state = result.state
     assert seen_kinds == set(flow.KINDS), f"not walked: {set(flow.KINDS) - seen_kinds}"
     assert not unknown, f"text on participant pages that is neither in the catalogue nor the study file: {unknown}"
+    assert not english, f"English text on {lang} pages: {english}"
 
 
 def test_message_pages_show_only_catalogue_text(page_db):

@@ -6,6 +6,14 @@
 // app's own /api/events route: a Streamlit rerun per event would cost a full script run each.
 // Python hears only about the few things that change the page: enough watched, ended, failed.
 // Every word it shows comes in `data` from the text catalogue (study/texts.py, keys player.*).
+//
+// What was seen and heard: a clip pauses when its page is hidden or the window loses focus,
+// and resumes only from the participant's click on Resume (so time away never counts as
+// watched); volume and mute changes, load time (source set -> canplay), stalls, offline
+// periods and replays go out as events, from which the server computes the trial's playback
+// columns (study/playback.py). With `require_sound` the clip starts with sound and pauses
+// when muted. While the ratings are open, the next clip (`next_src`) is loaded in a hidden
+// <video>, so it starts at once on the next page.
 
 const STATE = "__kuleshovPlayer";
 const FLUSH_MS = 4000;
@@ -17,8 +25,22 @@ const LOAD_TIMEOUT_MS = 20000;
 // A jump larger than this between two timeupdates is a seek, not playback.
 const MAX_STEP_S = 1.5;
 
+// The server sends `data` as one JSON string (app_pages.component_data: Streamlit scans a
+// dict's values for dataframes on every run, which cost more than the page itself).
+function unpack(data) {
+  if (data && typeof data.json === "string") {
+    try {
+      return JSON.parse(data.json);
+    } catch (e) {
+      return null;
+    }
+  }
+  return data;
+}
+
 export default function (component) {
-  const { data, parentElement, setStateValue } = component;
+  const { parentElement, setStateValue } = component;
+  const data = unpack(component.data);
   const root = parentElement.querySelector(".kp-root");
   if (!root || !data) return undefined;
   let player = root[STATE];
@@ -42,9 +64,13 @@ function createPlayer(root, data) {
   const errorBox = root.querySelector(".kp-error");
   const errorText = root.querySelector(".kp-error-text");
   const retryBtn = root.querySelector(".kp-retry");
+  const stage = root.querySelector(".kp-stage");
+  const tools = root.querySelector(".kp-tools");
+  const ccBtn = root.querySelector(".kp-cc");
 
   const minShare = Number(data.min_share ?? 1);
   const allowSeek = Boolean(data.allow_seek);
+  const requireSound = Boolean(data.require_sound);
   // seq must be unique per participant and clip (the store drops repeats), also across a
   // reload or a second tab: start from the clock in seconds x 1000, so a later instance
   // always starts above an earlier one unless it emitted > 1000 events per second.
@@ -72,6 +98,12 @@ function createPlayer(root, data) {
     failed: false,
     atEnd: false,
     disposed: false,
+    // Why the clip is paused, when the player paused it: "hidden", "blur" or "muted". Only a
+    // click on the overlay's button (Resume / sound on) plays it again.
+    pauseReason: null,
+    canplaySeen: false,
+    soundRecorded: false,
+    preloader: null,
   };
 
   // ------------------------------------------------------------------ events out
@@ -205,6 +237,7 @@ function createPlayer(root, data) {
       p.reportedEnough = true;
       record("watched", { watched_share: share() });
       report();
+      preloadIfBuffered();
     }
   }
 
@@ -226,6 +259,7 @@ function createPlayer(root, data) {
   function setSource() {
     p.srcSetAt = performance.now();
     p.loadedAt = null;
+    p.canplaySeen = false;
     const sep = data.src.includes("?") ? "&" : "?";
     video.src = p.attempt ? `${data.src}${sep}retry=${p.attempt}` : data.src;
     video.load();
@@ -257,7 +291,24 @@ function createPlayer(root, data) {
   retryBtn.textContent = data.retry_label || "";
   hint.textContent = data.start_hint || "";
   startBtn.onclick = () => {
-    record("start_click");
+    if (p.pauseReason) {
+      record("resume_click", { reason: p.pauseReason });
+      p.pauseReason = null;
+    } else record("start_click");
+    if (requireSound) {
+      // Inside the click itself, so the browser lets the sound play.
+      video.muted = false;
+      if (!(video.volume > 0)) video.volume = 1;
+    }
+    if (!p.soundRecorded) {
+      // The sound at the start; every later change comes from volumechange.
+      p.soundRecorded = true;
+      record("volume", { volume: video.volume, muted: video.muted, initial: true });
+    }
+    // The button hides once the clip plays; keep a keyboard user's place in the player.
+    // (inside a component's shadow root, document.activeElement is only the host)
+    const active = root.getRootNode().activeElement || document.activeElement;
+    if (active && root.contains(active)) p.refocus = true;
     if (video.ended) {
       p.atEnd = true;
       video.currentTime = 0;
@@ -285,6 +336,7 @@ function createPlayer(root, data) {
   const on = (name, fn) => video.addEventListener(name, fn);
   on("loadedmetadata", () => {
     p.loadedAt = performance.now();
+    applyCaptions();
     clearTimeout(p.loadTimer);
     // A retry that loads clears the page's "could not be played" notice.
     if (p.attempt && p.setStateValue && !p.failed) p.setStateValue("failure", null);
@@ -292,6 +344,11 @@ function createPlayer(root, data) {
   });
   on("play", () => {
     overlay.hidden = true;
+    if (p.refocus) {
+      p.refocus = false;
+      stage.focus({ preventScroll: true });
+    }
+    p.pauseReason = null;
     p.atEnd = false;
     p.lastT = video.currentTime;
     record("play");
@@ -299,9 +356,23 @@ function createPlayer(root, data) {
   on("pause", () => {
     // A decode error pauses the video after the error box is up: no "Continue" over it.
     if (video.ended || p.failed || video.error) return;
-    record("pause", { watched_share: share() });
+    record("pause", { watched_share: share(), reason: p.pauseReason || "participant" });
     p.lastT = null;
-    if (!video.controls) showOverlay(data.continue_label || "", "");
+    if (p.pauseReason === "muted") showOverlay(data.unmute_label || "", data.muted_text || "");
+    else if (p.pauseReason) showOverlay(data.resume_label || "", data.away_text || "");
+    else if (!video.controls) showOverlay(data.continue_label || "", "");
+  });
+  on("playing", () => record("playing"));
+  on("canplay", () => {
+    if (p.canplaySeen) return;
+    p.canplaySeen = true;
+    record("canplay", { load_ms: Math.round(performance.now() - p.srcSetAt), attempt: p.attempt });
+  });
+  on("volumechange", () => {
+    record("volume", { volume: Math.round(video.volume * 1000) / 1000, muted: video.muted });
+    if (requireSound && (video.muted || !(video.volume > 0)) && !video.paused && !video.ended) {
+      pauseFor("muted");
+    }
   });
   on("timeupdate", () => {
     const t = video.currentTime;
@@ -358,9 +429,12 @@ function createPlayer(root, data) {
       // again the participant would be stuck, since the ratings stay closed.
       showOverlay(data.replay_label || "", data.replay_text || "");
     } else if (!video.controls) showOverlay("", data.ended_text || "");
+    preloadNext();
     flush(false);
   });
   on("waiting", () => record("waiting"));
+  // The DOM's "progress": more of this clip was downloaded.
+  on("progress", () => preloadIfBuffered());
   on("stalled", () => record("stalled"));
   on("ratechange", () => record("rate", { rate: video.playbackRate }));
   on("error", () => {
@@ -368,11 +442,81 @@ function createPlayer(root, data) {
     fail(e ? `media_${e.code}` : "media", (e && e.message) || "media error");
   });
 
+  // The player pauses the clip itself (hidden page, lost focus, muted when sound is required):
+  // the pause handler shows the overlay whose button resumes.
+  // What played up to this moment was seen; nothing counts as watched from here until the
+  // next play, also if a timeupdate comes before the pause.
+  function closeStretch() {
+    const t = video.currentTime;
+    if (p.lastT !== null && !video.seeking && t - p.lastT > 0 && t - p.lastT <= MAX_STEP_S * Math.max(1, video.playbackRate)) {
+      addInterval(p.lastT, t);
+    }
+    p.lastT = null;
+  }
+  function pauseFor(reason) {
+    if (video.paused || video.ended || p.failed) return;
+    p.pauseReason = reason;
+    closeStretch();
+    video.pause();
+  }
+  function away(name, reason) {
+    if (!video.paused && !video.ended && !p.failed) closeStretch();
+    record(name, { watched_share: share() });
+    pauseFor(reason);
+    flush(false);
+  }
+  function back(name) {
+    record(name, { watched_share: share() });
+    // Never resumes by itself: the participant presses Resume (or Enter / Space on it).
+    if (p.pauseReason && p.pauseReason !== "muted" && !startBtn.hidden) startBtn.focus({ preventScroll: true });
+  }
   const onVisibility = () => {
     if (!video.isConnected) return detach();
-    record(document.hidden ? "visibility_hidden" : "visibility_visible", { watched_share: share() });
-    if (document.hidden) flush(false);
+    if (document.hidden) away("visibility_hidden", "hidden");
+    else back("visibility_visible");
   };
+  const onBlur = () => {
+    if (!video.isConnected) return detach();
+    away("window_blur", "blur");
+  };
+  const onFocus = () => {
+    if (!video.isConnected) return detach();
+    back("window_focus");
+  };
+  const onOffline = () => {
+    if (!video.isConnected) return detach();
+    record("offline");
+  };
+  const onOnline = () => {
+    if (!video.isConnected) return detach();
+    record("online");
+    flush(false);
+  };
+
+  // The next clip is requested while the participant answers this one's ratings: once the
+  // ratings are open and this clip is downloaded to its end, or else once it has ended, so it
+  // never competes for bandwidth with the clip being watched. The browser's media cache then
+  // serves the next page's <video> at once.
+  function preloadIfBuffered() {
+    if (!p.reportedEnough || p.preloader) return;
+    const d = duration();
+    const b = video.buffered;
+    if (d && b && b.length && b.end(b.length - 1) >= d - 0.25) preloadNext();
+  }
+  function preloadNext() {
+    if (p.preloader || !data.next_src || p.disposed) return;
+    const pre = document.createElement("video");
+    pre.className = "kp-preload";
+    pre.hidden = true;
+    pre.muted = true;
+    pre.preload = "auto";
+    pre.setAttribute("aria-hidden", "true");
+    pre.src = data.next_src;
+    root.appendChild(pre);
+    pre.load();
+    p.preloader = pre;
+    record("preload", { next_stimulus_id: data.next_stimulus_id ?? null });
+  }
   const onFullscreen = () => {
     if (!video.isConnected) return detach();
     record(document.fullscreenElement ? "fullscreen_enter" : "fullscreen_exit");
@@ -383,18 +527,59 @@ function createPlayer(root, data) {
   };
   function detach() {
     document.removeEventListener("visibilitychange", onVisibility);
+    window.removeEventListener("blur", onBlur);
+    window.removeEventListener("focus", onFocus);
+    window.removeEventListener("offline", onOffline);
+    window.removeEventListener("online", onOnline);
     document.removeEventListener("fullscreenchange", onFullscreen);
     window.removeEventListener("pagehide", onPageHide);
   }
   document.addEventListener("visibilitychange", onVisibility);
+  window.addEventListener("blur", onBlur);
+  window.addEventListener("focus", onFocus);
+  window.addEventListener("offline", onOffline);
+  window.addEventListener("online", onOnline);
   document.addEventListener("fullscreenchange", onFullscreen);
   window.addEventListener("pagehide", onPageHide);
+
+  // Captions: the manifest's WebVTT file as a captions track, on at first, with a toggle
+  // (a real <button>, so Tab, Enter and Space work) because the browser's own menu is gone
+  // whenever the study hides the controls.
+  let track = null;
+  p.captionsShown = true;
+  function applyCaptions() {
+    if (!track) return;
+    if (track.track) track.track.mode = p.captionsShown ? "showing" : "hidden";
+    ccBtn.setAttribute("aria-pressed", p.captionsShown ? "true" : "false");
+  }
+  if (data.captions_src) {
+    track = document.createElement("track");
+    track.kind = "captions";
+    track.label = data.captions_label || "";
+    track.src = data.captions_src;
+    track.default = true;
+    video.appendChild(track);
+    ccBtn.textContent = data.captions_toggle || "";
+    tools.hidden = false;
+    ccBtn.onclick = () => {
+      p.captionsShown = !p.captionsShown;
+      applyCaptions();
+      record("captions", { shown: p.captionsShown });
+    };
+    track.addEventListener("load", applyCaptions);
+    applyCaptions();
+  }
 
   // Continuous rating and moment marks (continuous.js, joined before this file by app_pages/player.py).
   const capture = data.capture && typeof kuleshovCapture === "function" ? kuleshovCapture(root, video, data) : null;
 
   status.textContent = "";
-  showOverlay(data.start_label || "", data.start_hint || "");
+  if (requireSound) {
+    // Never start muted (a muted attribute or a remembered volume of 0).
+    video.muted = false;
+    video.defaultMuted = false;
+  }
+  showOverlay(data.start_label || "", requireSound ? data.sound_required_text || "" : data.start_hint || "");
   setSource();
 
   return {

@@ -28,8 +28,22 @@ const FALLBACK = {
   number_hint: "",
 };
 
+// The server sends `data` as one JSON string (app_pages.component_data: Streamlit scans a
+// dict's values for dataframes on every run, which cost more than the page itself).
+function unpack(data) {
+  if (data && typeof data.json === "string") {
+    try {
+      return JSON.parse(data.json);
+    } catch (e) {
+      return null;
+    }
+  }
+  return data;
+}
+
 export default function (component) {
-  const { data, parentElement, setTriggerValue } = component;
+  const { parentElement, setTriggerValue } = component;
+  const data = unpack(component.data);
   const root = parentElement.querySelector(".kq-root");
   if (!root || !data || !Array.isArray(data.items)) return undefined;
   let q = root[STATE];

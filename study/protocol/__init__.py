@@ -52,6 +52,7 @@ from study.protocol.schema import (  # noqa: F401
     CustomItem,
     Design,
     Exclusions,
+    InstrumentChoice,
     Measures,
     Playback,
     StimuliSettings,

@@ -14,15 +14,49 @@ from study.protocol.schema import AnalysisPlan, Design, Measures, Study
 # Checks across sections. They take whichever sections validated, so that a type error in one
 # section does not hide a contradiction between two others.
 
-def _measured_per_clip(measures: Measures) -> tuple[dict[str, ins.Item], set[str]]:
+def _known_items(entry: Any) -> list[ins.Item]:
+    """The items of a measures entry that exist (an unknown id is reported on its own, and must
+    not make the entry's other items look unmeasured)."""
+    name = ins.entry_name(entry)
+    if name not in ins.INSTRUMENTS:
+        return []
+    instrument = ins.INSTRUMENTS[name]
+    own = {it.id for it in instrument.items}
+    ids = ins.entry_item_ids(entry)
+    return list(instrument.items) if ids is None else [instrument.item(i) for i in dict.fromkeys(ids) if i in own]
+
+
+def _measured_per_clip(measures: Measures) -> tuple[dict[str, ins.Item], set[str], dict[str, list[str]]]:
+    """(items asked after each clip, scales scored, scales not scored -> the items they miss)."""
     items: dict[str, ins.Item] = {}
-    scales: set[str] = set()
-    for iid in measures.per_clip:
-        if iid in ins.INSTRUMENTS:
-            items.update({it.id: it for it in ins.INSTRUMENTS[iid].items})
-            scales.update(ins.INSTRUMENTS[iid].scales)
-    items.update({c.id: c for c in measures.custom_items if c.scope == "per_clip"})
-    return items, scales
+    declared: dict[str, list[str]] = {}
+    for entry in measures.per_clip:
+        known = _known_items(entry) if entry is not None else []
+        if known:
+            items.update({it.id: it for it in known})
+            declared.update({sid: sc.items for sid, sc in ins.INSTRUMENTS[ins.entry_name(entry)].scales.items()})
+    items.update({c.id: c for c in measures.custom_items if c is not None and c.scope == "per_clip"})
+    unscored = {sid: [i for i in members if i not in items] for sid, members in declared.items()}
+    unscored = {sid: missing for sid, missing in unscored.items() if missing}
+    return items, set(declared) - set(unscored), unscored
+
+
+def _entry_problems(entry: Any, where: str) -> list[tuple[str, str]]:
+    """An instrument choice's item ids: each must be one of the instrument's own, once."""
+    ids = ins.entry_item_ids(entry)
+    name = ins.entry_name(entry)
+    if ids is None or name not in ins.INSTRUMENTS:
+        return []
+    own = [it.id for it in ins.INSTRUMENTS[name].items]
+    out = []
+    for j, item_id in enumerate(ids):
+        if item_id not in own:
+            hint = difflib.get_close_matches(item_id, own, n=1)
+            out.append((f"{where}.items[{j}]", f"instrument {name!r} has no item {item_id!r}"
+                        + (f" (did you mean {hint[0]!r}?)" if hint else "") + f"; its items are: {', '.join(own)}"))
+        elif ids.index(item_id) != j:
+            out.append((f"{where}.items[{j}]", f"item {item_id!r} of instrument {name!r} is listed twice"))
+    return out
 
 
 def cross_check(sections: dict[str, Any], partial: set[str] | frozenset[str] = frozenset()) -> list[tuple[str, str]]:
@@ -37,9 +71,12 @@ def cross_check(sections: dict[str, Any], partial: set[str] | frozenset[str] = f
     measures: Measures | None = sections.get("measures")
     if measures is not None:
         for scope in ("session_start", "per_clip", "session_end"):
-            ids = getattr(measures, scope)
+            entries = getattr(measures, scope)
+            ids = [None if e is None else ins.entry_name(e) for e in entries]
             for k, iid in enumerate(ids):
                 where = f"measures.{scope}[{k}]"
+                if iid is None:
+                    continue
                 if iid not in ins.INSTRUMENTS:
                     hint = difflib.get_close_matches(iid, list(ins.INSTRUMENTS), n=1)
                     out.append((where, f"unknown instrument {iid!r}"
@@ -54,6 +91,7 @@ def cross_check(sections: dict[str, Any], partial: set[str] | frozenset[str] = f
                     out.append((where, "demographic questions are chosen with the top-level `demographics` list"))
                 if ids.index(iid) != k:
                     out.append((where, f"instrument {iid!r} is listed twice"))
+                out += _entry_problems(entries[k], where)
         builtin = ins.builtin_item_ids()
         taken = builtin | ins.builtin_scale_ids() | set(ins.INSTRUMENTS) | ins.RESERVED_NAMES
         seen: set[str] = set()
@@ -104,11 +142,16 @@ def cross_check(sections: dict[str, Any], partial: set[str] | frozenset[str] = f
 
     plan: AnalysisPlan | None = sections.get("analysis")
     if plan is not None and measures is not None and "measures" not in partial:
-        items, scales = _measured_per_clip(measures)
+        items, scales, unscored = _measured_per_clip(measures)
         measured = sorted({i for i, it in items.items() if it.is_numeric} | scales)
 
         def check_outcome(where: str, oid: str) -> None:
             if oid in scales:
+                return
+            if oid in unscored:
+                out.append((where, f"the scale {oid!r} is not scored, because measures.per_clip asks only some of its "
+                                   f"items (not asked: {', '.join(unscored[oid])}); ask them all, or choose one of: "
+                                   f"{', '.join(measured)}"))
                 return
             if oid not in items:
                 hint = difflib.get_close_matches(oid, measured, n=1)
@@ -186,7 +229,8 @@ def design_warnings(study: Study, label: str = "study.yaml") -> list[Problem]:
     """Settings that are valid together but undermine what the study measures (warnings)."""
     out: list[Problem] = []
     # Only the attribution instrument asks it: custom items may not reuse its item ids.
-    if "true" in study.design.label_conditions and "attribution" in study.measures.per_clip:
+    if "true" in study.design.label_conditions and any(
+            it.id == "judged_source" for e in study.measures.per_clip for it in ins.chosen_items(e)):
         out.append(Problem(
             f"{label}: design.label_conditions",
             'includes "true", and measures.per_clip asks whether each clip was made by AI (attribution): '

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from study import instruments as ins
+from study import texts
 from study.protocol.loading import load_study
 from study.protocol.schema import Study
 from study.protocol.wording import _inner_model
@@ -18,9 +19,13 @@ from study.protocol.wording import _inner_model
 # ---------------------------------------------------------------------------------------------
 # Reference of every setting, for docs/study_file.md and the docs-drift test.
 
-def _type_name(annotation: Any) -> str:
+def _type_name(annotation: Any, metadata: Any = ()) -> str:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
+    if texts.TRANSLATABLE in metadata or (origin is typing.Annotated and texts.TRANSLATABLE in args[1:]):
+        return "text or {language: text}"
+    if origin is typing.Annotated:
+        return _type_name(args[0])
     if origin is Literal:
         return "one of: " + ", ".join(str(a) for a in args)
     if origin in (typing.Union, types.UnionType):
@@ -34,7 +39,7 @@ def _type_name(annotation: Any) -> str:
     if origin is dict:
         return f"mapping of {_type_name(args[0])} to {_type_name(args[1])}"
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return "section"
+        return "entry (fields below)" if annotation.__name__ == "InstrumentChoice" else "section"
     return {str: "text", int: "whole number", float: "number", bool: "true/false"}.get(annotation, str(annotation))
 
 
@@ -74,7 +79,7 @@ def settings_reference() -> list[dict[str, str]]:
     def walk(model: type[BaseModel], prefix: str) -> None:
         for name, field in model.model_fields.items():
             path = f"{prefix}{name}"
-            rows.append({"path": path, "type": _type_name(field.annotation) + _constraints(field),
+            rows.append({"path": path, "type": _type_name(field.annotation, field.metadata) + _constraints(field),
                          "default": _default_text(field), "help": field.description or ""})
             inner = _inner_model(field.annotation)
             if isinstance(inner, type) and issubclass(inner, BaseModel):

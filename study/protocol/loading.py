@@ -13,6 +13,7 @@ from study import instruments as ins
 from study.errors import Problem, UserError
 from study.protocol.checks import cross_check, design_warnings, manifest_problems
 from study.protocol.schema import Study
+from study.protocol.translations import translation_warnings
 from study.protocol.wording import (
     _adapter,
     _inner_model,
@@ -169,6 +170,7 @@ def _validate(path: Path, check_media: bool, manifest_loader: ManifestLoader | N
     study._source_path = path.resolve()
     study._source_bytes = raw
     problems += design_warnings(study, path.name)
+    problems += translation_warnings(study, path.name)
     loader = manifest_loader or _default_manifest_loader()
     stimuli = None
     manifest = study.manifest_path
@@ -243,5 +245,5 @@ def cli_validate(args: Any) -> int:
         clips = "manifest not checked"
     shown = study.design.clips_per_participant or "all"
     print(f"OK: {study.title} ({clips}; {shown} per participant; {len(per_clip)} items per clip; "
-          f"conditions {', '.join(study.design.label_conditions)})")
+          f"conditions {', '.join(study.design.label_conditions)}; languages {', '.join(study.languages)})")
     return 0

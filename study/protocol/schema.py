@@ -6,21 +6,26 @@ import hashlib
 import re
 import unicodedata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     PrivateAttr,
+    Tag,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
 
 from study import instruments as ins
-from study.texts import t
+from study import texts
+from study.completion import check_redirect_url
+from study.texts import Words, from_catalogue, t
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
@@ -40,8 +45,8 @@ def _https(value: str | None, what: str) -> str | None:
 
 
 class Consent(_Section):
-    text: str = Field(min_length=1, description="Consent information shown on the first page (markdown). Required.")
-    agree_label: str = Field(default=t("consent.agree"), min_length=1,
+    text: Words = Field(min_length=1, description="Consent information shown on the first page (markdown). Required.")
+    agree_label: Words = Field(default=from_catalogue("consent.agree"), min_length=1,
                              description="Label of the button a participant presses to consent (the other button "
                                          "declines; both labels are in the codebook's consent row).")
 
@@ -68,13 +73,38 @@ class CustomItem(ins.Item):
     )
 
 
+class InstrumentChoice(_Section):
+    """Some items of a built-in instrument, in the order given, e.g. {name: sam, items: [valence, arousal]}."""
+
+    name: str = Field(min_length=1, description="Id of the built-in instrument, e.g. `sam`.")
+    items: list[str] = Field(min_length=1,
+                             description="Ids of the instrument's items to ask, in this order (a subset or a reordering); "
+                                         "a scale whose items are not all asked is not scored.")
+
+
+def _entry_kind(value: Any) -> str:
+    return "instrument-choice" if isinstance(value, dict | InstrumentChoice) else "str"
+
+
+# An instrument id or a choice of its items; tagged, so that a wrong entry gets only its own
+# form's message (a mapping is never told it "must be text").
+InstrumentEntry = Annotated[
+    Annotated[str, Tag("str")] | Annotated[InstrumentChoice, Tag("instrument-choice")],
+    Discriminator(_entry_kind),
+]
+
+_ENTRY_HELP = (" Each entry is an instrument id (all its items) or `{name: <id>, items: [<item id>, ...]}` "
+               "(only those items, in that order).")
+
+
 class Measures(_Section):
-    session_start: list[str] = Field(default_factory=lambda: ["mood"],
-                                     description="Session-level instrument ids asked before the first clip.")
-    per_clip: list[str] = Field(default_factory=lambda: ["sam", "discrete_emotions", "moved", "attribution"],
-                                description="Instrument ids asked after every clip, in this order.")
-    session_end: list[str] = Field(default_factory=lambda: ["mood"],
-                                   description="Session-level instrument ids asked after the last clip.")
+    session_start: list[InstrumentEntry] = Field(
+        default_factory=lambda: ["mood"], description="Session-level instruments asked before the first clip." + _ENTRY_HELP)
+    per_clip: list[InstrumentEntry] = Field(
+        default_factory=lambda: ["sam", "discrete_emotions", "moved", "attribution"],
+        description="Instruments asked after every clip, in this order." + _ENTRY_HELP)
+    session_end: list[InstrumentEntry] = Field(
+        default_factory=lambda: ["mood"], description="Session-level instruments asked after the last clip." + _ENTRY_HELP)
     custom_items: list[CustomItem] = Field(default_factory=list,
                                            description="Study-specific items, declared like built-in items (see below).")
     randomize_item_order: bool = Field(default=False,
@@ -116,18 +146,18 @@ class ContinuousRating(_Section):
     mode: Literal["1d", "2d"] = Field(
         default="1d", description="1d: one slider (dimension `rating`); 2d: a valence-arousal grid (dimensions "
                                   "`valence` across, `arousal` up).")
-    item: str = Field(min_length=1, description="Question shown beside the control during playback, e.g. 'How do you feel right now?'.")
+    item: Words = Field(min_length=1, description="Question shown beside the control during playback, e.g. 'How do you feel right now?'.")
     orientation: Literal["horizontal", "vertical"] = Field(
         default="horizontal", description="1d only: a horizontal slider (low end left) or a vertical one (low end at the bottom).")
     min: float = Field(default=1, description="Lowest value (1d: the slider; 2d: the valence axis).")
     max: float = Field(default=9, description="Highest value (1d: the slider; 2d: the valence axis).")
-    min_label: str = Field(default="very negative", description="Label at the low end (1d: the slider; 2d: left, valence).")
-    max_label: str = Field(default="very positive", description="Label at the high end (1d: the slider; 2d: right, valence).")
+    min_label: Words = Field(default=from_catalogue("study.continuous.min_label"), description="Label at the low end (1d: the slider; 2d: left, valence).")
+    max_label: Words = Field(default=from_catalogue("study.continuous.max_label"), description="Label at the high end (1d: the slider; 2d: right, valence).")
     start: float | None = Field(default=None, description="Where the control starts (valence in 2d); empty = the midpoint. Recorded with the trace.")
     arousal_min: float = Field(default=1, description="2d only: lowest arousal (bottom of the grid).")
     arousal_max: float = Field(default=9, description="2d only: highest arousal (top of the grid).")
-    arousal_min_label: str = Field(default=t("capture.arousal_low"), description="2d only: label at the bottom of the grid.")
-    arousal_max_label: str = Field(default=t("capture.arousal_high"), description="2d only: label at the top of the grid.")
+    arousal_min_label: Words = Field(default=from_catalogue("capture.arousal_low"), description="2d only: label at the bottom of the grid.")
+    arousal_max_label: Words = Field(default=from_catalogue("capture.arousal_high"), description="2d only: label at the top of the grid.")
     arousal_start: float | None = Field(default=None, description="2d only: where the arousal starts; empty = the midpoint.")
     rate_hz: float = Field(default=10, ge=1, le=60,
                            description="Samples per second of video time (each sample is stamped with the video's own time).")
@@ -149,7 +179,7 @@ class ContinuousRating(_Section):
 
 class MarkPrompt(_Section):
     id: str = Field(description="Stable id of the prompt (lowercase letters, digits, _); the `mark` column of marks.csv.")
-    label: str = Field(min_length=1, description="Text of the button (and of the instruction), e.g. 'This moved me'.")
+    label: Words = Field(min_length=1, description="Text of the button (and of the instruction), e.g. 'This moved me'.")
     key: str = Field(description="One letter or digit that marks the moment from the keyboard (e.g. m).")
 
     @field_validator("id")
@@ -171,7 +201,7 @@ class Marks(_Section):
     """Moments marked during playback: a key press or a tap, stamped with the video's time."""
 
     prompts: list[MarkPrompt] = Field(min_length=1, description="What to mark, one entry per kind of moment (at least one).")
-    instruction: str | None = Field(default=None,
+    instruction: Words | None = Field(default=None,
                                     description="Sentence above the buttons; empty = a standard one naming the keys.")
 
     @model_validator(mode="after")
@@ -192,6 +222,9 @@ class Playback(_Section):
                                      description="Ratings open once this share (0-1) of the clip has actually been watched.")
     allow_skip_on_error: bool = Field(default=True,
                                       description="If a clip cannot be played, let the participant skip it after retrying.")
+    require_sound: bool = Field(default=False,
+                                description="The clips must be heard: each starts with sound on, the start screen says "
+                                            "why, and muting (or volume 0) pauses the clip until the sound is back on.")
     continuous_rating: ContinuousRating | None = Field(
         default=None, description="A control moved during playback (1d slider or 2d valence-arousal grid), sampled "
                                   "in video time, on every clip including the practice clip; empty = none.")
@@ -203,9 +236,10 @@ class Playback(_Section):
 class AttentionCheck(_Section):
     id: str = Field(description="Stable id of the check (lowercase letters, digits, _); becomes a column name.")
     after_clip: int = Field(ge=1, description="Shown after this main clip position (1-based).")
-    text: str = Field(min_length=1, description="The instruction or question.")
-    options: list[str] = Field(min_length=2, description="Answers to choose from (at least two).")
-    correct: str = Field(description="The correct answer; must be one of the options.")
+    text: Words = Field(min_length=1, description="The instruction or question.")
+    options: list[Words] = Field(min_length=2, description="Answers to choose from (at least two); the wording in the "
+                                                          "study's first language is the value stored.")
+    correct: str = Field(description="The correct answer; must be one of the options (in the study's first language).")
 
     @field_validator("id")
     @classmethod
@@ -231,20 +265,51 @@ class Exclusions(_Section):
     exclude_pilot: bool = Field(default=True, description="Leave pilot participants out of the analysis.")
     min_completion: float = Field(default=1.0, ge=0, le=1,
                                   description="Participants who completed less than this share of their main trials are excluded.")
+    # Trial-level rules on how the clip was seen and heard (trials columns, study/playback.py);
+    # empty = not applied. A trial whose column is empty (not recorded) is kept.
+    max_seconds_hidden: float | None = Field(
+        default=None, ge=0, description="Trials whose page was hidden or out of focus for more than this many seconds "
+                                        "(trials column seconds_hidden) are excluded; empty = no limit.")
+    max_share_muted: float | None = Field(
+        default=None, ge=0, le=1, description="Trials where more than this share (0-1) of the playback was muted or at "
+                                              "volume 0 (share_muted) are excluded; empty = no limit.")
+    max_seconds_stalled: float | None = Field(
+        default=None, ge=0, description="Trials whose playback stalled (buffering) for more than this many seconds in "
+                                        "all (seconds_stalled) are excluded; empty = no limit.")
+    max_seconds_offline: float | None = Field(
+        default=None, ge=0, description="Trials during which the browser was offline for more than this many seconds "
+                                        "(seconds_offline) are excluded; empty = no limit.")
+    max_load_ms: int | None = Field(
+        default=None, ge=0, description="Trials whose clip took longer than this many milliseconds to become playable "
+                                        "(load_ms) are excluded; empty = no limit.")
+    max_play_count: int | None = Field(
+        default=None, ge=1, description="Trials whose clip was started from the beginning more often than this "
+                                        "(play_count) are excluded; empty = no limit.")
+    exclude_skipped: bool = Field(default=False,
+                                  description="Exclude trials whose clip failed to play and was skipped (skipped).")
+    exclude_replayed: bool = Field(default=False,
+                                   description="Exclude trials whose clip was played more than once (replayed).")
 
 
 class Completion(_Section):
     code: str | None = Field(default=None, description="Completion code shown at the end (e.g. the Prolific completion code).")
     redirect_url: str | None = Field(
         default=None,
-        description="https address participants are sent to at the end, e.g. https://app.prolific.com/submissions/complete?cc=CODE.")
-    message: str = Field(default="Thank you for taking part. Your answers have been saved.", min_length=1,
+        description="https address participants are sent to at the end, in the same tab, e.g. "
+                    "https://app.prolific.com/submissions/complete?cc={code}. It may carry the placeholders "
+                    "{PROLIFIC_PID}, {STUDY_ID}, {SESSION_ID} (as the participant's link carried them), "
+                    "{participant} (the pseudonym) and {code} (completion.code), filled in percent-escaped, "
+                    "in the path, query or fragment only; plain http only to localhost.")
+    redirect_after_s: int = Field(default=5, ge=0, le=120,
+                                  description="Seconds the completion page counts down before the redirect "
+                                              "(0: at once); a button goes there at once.")
+    message: Words = Field(default=from_catalogue("study.completion_message"), min_length=1,
                          description="Message on the final page (markdown).")
 
     @field_validator("redirect_url")
     @classmethod
     def _redirect_https(cls, v: str | None) -> str | None:
-        return _https(v, "redirect_url")
+        return None if v is None else check_redirect_url(v)
 
     @field_validator("code", mode="before")
     @classmethod
@@ -277,10 +342,15 @@ class Study(_Section):
     title: str = Field(min_length=1, description="Title shown to participants and researchers. Required.")
     version: str = Field(default="1", description="Version of this study file; change it when the protocol changes.")
     description: str = Field(default="", description="Notes for researchers (not shown to participants).")
+    languages: list[str] = Field(
+        default_factory=lambda: [texts.DEFAULT_LANG], min_length=1,
+        description="Languages participants can take the study in, the first being the default (shipped: "
+                    + ", ".join(texts.languages()) + "). Every participant-facing text of the file (consent, "
+                    "instructions, custom items, attention checks, completion message, continuous rating) "
+                    "is then written as {language: text}, e.g. `text: {en: Hello, de: Hallo}`.")
     consent: Consent = Field(description="Consent page. Required.")
-    instructions: str = Field(
-        default="You will watch a series of short video clips. After each clip you will answer a few questions "
-                "about how it made you feel. There are no right or wrong answers.",
+    instructions: Words = Field(
+        default=from_catalogue("study.instructions"),
         description="Instructions shown before the practice clip (markdown).")
     demographics: list[str] = Field(default_factory=lambda: list(ins.DEFAULT_DEMOGRAPHICS),
                                     description="Built-in demographic item ids asked once after consent.")
@@ -304,6 +374,30 @@ class Study(_Section):
     def _version_as_text(cls, v: Any) -> Any:
         # `version: 2` or `version: 1.1` in YAML arrive as numbers; a version is a label
         return str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _in_default_language(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Study:
+        # A {language: text} mapping reads as the study's first language where one wording is needed.
+        langs = data.get("languages") if isinstance(data, dict) else None
+        first = langs[0] if isinstance(langs, list) and langs and isinstance(langs[0], str) else None
+        token = texts.STUDY_DEFAULT.set(first or texts.DEFAULT_LANG)
+        try:
+            return handler(data)
+        finally:
+            texts.STUDY_DEFAULT.reset(token)
+
+    @field_validator("languages")
+    @classmethod
+    def _shipped_languages(cls, v: list[str]) -> list[str]:
+        shipped = texts.languages()
+        for k, lang in enumerate(v):
+            if lang not in shipped:
+                raise ValueError(f"language {lang!r} (entry {k + 1}) has no text catalogue "
+                                 f"(study/locale/{lang}/LC_MESSAGES/kuleshov.po); shipped: {', '.join(shipped)}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"each language may appear only once (got {', '.join(v)})")
+        return v
 
     @field_validator("id")
     @classmethod

@@ -50,7 +50,7 @@ def _plain(error: dict[str, Any]) -> tuple[str, str]:
     got = error.get("input")
     shown = repr(got) if not isinstance(got, dict | list) else ("a mapping" if isinstance(got, dict) else "a list")
     # pydantic adds the union member or the model name into loc for some errors; drop those
-    loc = tuple(p for p in loc if not (isinstance(p, str) and (p.startswith(("function-", "literal[")) or p in ("str", "int", "float", "bool", "none"))))
+    loc = tuple(p for p in loc if not (isinstance(p, str) and (p.startswith(("function-", "literal[")) or p in ("str", "int", "float", "bool", "none", "instrument-choice"))))
     path = _path(loc)
     if kind == "extra_forbidden":
         parent = _model_at(loc[:-1])

@@ -22,14 +22,17 @@ Tables (all times UTC):
   (kind practice), positions 1..n the main clips (kind main).
 - ``trials``: one row per clip actually shown (position as in planned_trials): when it started,
   when its ratings were submitted, ``watched_share`` (0..1, the max reported), ``max_time``,
-  ``play_count`` and ``item_order`` (item ids in the order shown).
+  ``item_order`` (item ids in the order shown), and how the clip was seen and heard, computed
+  from its playback events at submit (store.metrics, study/playback.py): ``play_count``,
+  ``replayed``, ``skipped``, ``seconds_hidden``, ``share_muted``, ``seconds_stalled``,
+  ``load_ms``, ``seconds_offline``.
 - ``responses``: one row per answered item. ``step_key`` is the flow step: ``trial:<pos>`` for
   clip ratings, ``practice``, ``mood_pre``, ``mood_post``, ``demographics``, ``consent``,
   ``attention:<id>``. Unique (participant_id, step_key, item_id). ``value_num`` holds numbers,
   ``value_text`` text and choices; ``untouched`` marks a slider left at its start (value null).
 - ``playback_events`` and ``continuous_samples``: what the player reported, unique by
   (participant_id, position, seq) so a resent batch is stored once (continuous_samples holds
-  only data recorded before migration 0005).
+  only data recorded before migration 0007).
 - ``trace_batches``: continuous-rating traces and moment marks, one row per batch the player
   sent (video times ``t``, values ``x``/``y`` and ``marks`` as JSON arrays), unique by
   (participant_id, position, attempt, seq); ``attempt`` changes when a reload restarts the clip.
@@ -38,7 +41,8 @@ Tables (all times UTC):
 
 The package: tables.py (schema), engine.py (engines, transactions, migrations, backups),
 studies.py (audit, studies, versions), sessions.py (participants and pages), events.py
-(player events), traces.py (traces and marks), privacy.py (withdrawal, timeouts, deletion), server.py (the web server's reads).
+(player events), metrics.py (a trial's playback columns), traces.py (traces and marks), privacy.py
+(withdrawal, timeouts, deletion), server.py (the web server's reads).
 """
 
 from study.store.engine import (  # noqa: F401
@@ -98,6 +102,7 @@ from study.store.server import (  # noqa: F401
     _ENGINES_LOCK,
     mark_all_timed_out,
     shared_engine,
+    stimulus_captions,
     stimulus_file,
 )
 from study.store.sessions import (  # noqa: F401
@@ -127,7 +132,9 @@ from study.store.sessions import (  # noqa: F401
     _upsert_trial_stmt,
     enrol,
     get_state,
+    set_language,
     stored_watched_share,
+    study_language,
     submit_step,
 )
 from study.store.studies import (  # noqa: F401
@@ -154,6 +161,7 @@ from study.store.studies import (  # noqa: F401
     register_study,
     resolve_study_id,
     set_study_status,
+    study_status,
 )
 from study.errors import Problem, UserError  # noqa: F401  (part of the store's API since it was one module)
 from study.store.tables import (  # noqa: F401

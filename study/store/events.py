@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 from study import flow
 from study.errors import Problem, UserError
 from study.store.engine import _write
+from study.store.metrics import refresh_submitted
 from study.store.sessions import _dialect_insert, _load, _planned, _upsert_trial
 from study.store.tables import continuous_samples, participants, playback_events, utcnow
 
@@ -21,7 +22,11 @@ EVENT_TYPES = frozenset({
     "loaded", "start_click", "play", "playing", "pause", "seeking", "seeked", "timeupdate", "progress",
     "ended", "waiting", "stalled", "error", "retry", "skip", "play_rejected", "visibility_hidden",
     "visibility_visible", "fullscreen_enter", "fullscreen_exit", "volume", "rate", "watched",
+    # how the clip was seen and heard (study/playback.py): load time, focus, connection, resume
+    "canplay", "window_blur", "window_focus", "offline", "online", "resume_click", "preload",
 })
+# The participant turned the clip's captions on or off (detail {"shown": true/false}).
+EVENT_TYPES |= {"captions"}
 SAMPLE_EVENT = "sample"
 MAX_EVENTS_PER_BATCH = 1000
 MAX_DETAIL_CHARS = 2000
@@ -130,7 +135,8 @@ def record_event_batch(engine: Engine, token: str, events: list) -> EventsOutcom
     position, seq and event are required; "sample" events carry `value`). A resent batch is
     stored once (unique participant, position, seq). Each event is judged on its own, so one
     malformed event never costs the good ones beside it. `watched_share` raises the trial's
-    share, never lowers it. Raises UserError only for the batch as a whole (not a list, too
+    share, never lowers it. Events of a trial already submitted update its playback columns
+    (store.metrics). Raises UserError only for the batch as a whole (not a list, too
     long, unknown token, participant no longer recording).
     """
     if not isinstance(events, list):
@@ -187,6 +193,7 @@ def record_event_batch(engine: Engine, token: str, events: list) -> EventsOutcom
             _upsert_trial(conn, p["id"], position, planned[position], now,
                           watched_share=watched.get(position), max_time=max_time.get(position))
         if new:
+            refresh_submitted(conn, p["id"], {row["position"] for row in event_rows})
             conn.execute(participants.update().where(participants.c.id == p["id"]).values(updated_at=now))
         return EventsOutcome(new, accepted, refused)
 

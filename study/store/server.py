@@ -40,6 +40,19 @@ def stimulus_file(engine: Engine, study_id: str, stimulus_id: str) -> str | None
             stimuli.c.study_id == study_id, stimuli.c.stimulus_id == stimulus_id)).scalar()
 
 
+def stimulus_captions(engine: Engine, study_id: str, stimulus_id: str) -> str | None:
+    """The manifest's `captions` file of one registered clip (relative to the clip folder), or None."""
+    with _read(engine) as conn:
+        provenance = conn.execute(sa.select(stimuli.c.provenance).where(
+            stimuli.c.study_id == study_id, stimuli.c.stimulus_id == stimulus_id)).scalar()
+    if isinstance(provenance, str):  # a JSON column read back as text by some drivers
+        import json
+
+        provenance = json.loads(provenance)
+    captions = provenance.get("captions") if isinstance(provenance, dict) else None
+    return captions if isinstance(captions, str) and captions else None
+
+
 def mark_all_timed_out(engine: Engine, now: datetime | None = None) -> dict[str, int]:
     """mark_timed_out for every study that still takes answers (open or paused).
 

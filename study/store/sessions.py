@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection, Engine
 from study import flow
 from study.errors import UserError
 from study.store.engine import _is_pg, _read, _write
+from study.store.metrics import refresh_trial_metrics
 from study.store.studies import _CACHE_LOCK, StudyClosed, _context, _steps, _study_row
 from study.store.tables import (
     ACTIVE_STATUSES,
@@ -24,6 +25,7 @@ from study.store.tables import (
     trials,
     utcnow,
 )
+from study import texts
 from study.texts import t
 
 # --------------------------------------------------------------------------- participants
@@ -55,6 +57,9 @@ class ParticipantState:
     excluded_reason: str | None = None
     prolific_pid: str | None = None
     study_status: str = "open"
+    prolific_study_id: str | None = None
+    prolific_session_id: str | None = None
+    language: str = texts.DEFAULT_LANG  # one of the study's languages: every page is shown in it
 
     @property
     def completed(self) -> bool:
@@ -79,7 +84,16 @@ class ParticipantState:
 
     @property
     def redirect_url(self) -> str | None:
-        return getattr(self.study.completion, "redirect_url", None) if self.completed else None
+        """The study's redirect with this participant's placeholders filled (study.completion)."""
+        if not self.completed:
+            return None
+        from study.completion import redirect_for
+
+        completion = self.study.completion
+        return redirect_for(getattr(completion, "redirect_url", None), prolific_pid=self.prolific_pid,
+                            prolific_study_id=self.prolific_study_id,
+                            prolific_session_id=self.prolific_session_id, pseudonym=self.pseudonym,
+                            code=getattr(completion, "code", None))
 
     @property
     def debrief(self) -> list[dict]:
@@ -103,6 +117,8 @@ class SubmitResult:
 _P_COLUMNS = [participants.c[name] for name in (
     "id", "study_id", "token", "pseudonym", "participant_number", "prolific_pid", "label_condition",
     "list_index", "status", "excluded_reason", "attention_failed", "step_index", "step_key", "is_pilot",
+    "prolific_study_id", "prolific_session_id",
+    "language",
 )]
 # The participant's own version of the study file; the study's current file only for
 # participants of a version registered before study_versions existed (migration 0004).
@@ -194,7 +210,8 @@ def _build_state(conn: Connection, p, srow, step_index: int | None = None, statu
         item_order=flow.item_order(step, seed), answers=answers,
         attention_failed=p["attention_failed"] if attention_failed is None else attention_failed,
         excluded_reason=p["excluded_reason"] if excluded_reason is None else excluded_reason,
-        prolific_pid=p["prolific_pid"], study_status=srow["status"],
+        prolific_pid=p["prolific_pid"], study_status=srow["status"], language=p["language"] or texts.DEFAULT_LANG,
+        prolific_study_id=p["prolific_study_id"], prolific_session_id=p["prolific_session_id"],
     )
 
 
@@ -223,7 +240,8 @@ def _balance_counts(conn: Connection, study_id: str, version: str, is_pilot: boo
 
 def enrol(engine: Engine, study_id: str, *, prolific_pid: str | None = None, prolific_study_id: str | None = None,
           prolific_session_id: str | None = None, is_pilot: bool = False,
-          user_agent: str | None = None) -> ParticipantState:
+          user_agent: str | None = None, language: str | None = None,
+          accept_language: str | None = None) -> ParticipantState:
     """A new participant in a balanced cell (list x label condition), or the existing one for a PROLIFIC_PID.
 
     Counting and inserting happen in one transaction that holds the study's lock (a row lock on
@@ -249,6 +267,9 @@ def enrol(engine: Engine, study_id: str, *, prolific_pid: str | None = None, pro
         if srow["status"] == "closed" or (srow["status"] == "paused" and not is_pilot):
             raise StudyClosed(t("enrol.closed") if srow["status"] == "closed" else t("enrol.paused"))
         ctx = _context(srow)
+        # `language` (a ?lang= parameter) if the study offers it, else the browser's best, else its default
+        language = texts.choose_language(getattr(ctx.study, "languages", None) or [texts.DEFAULT_LANG],
+                                         language, accept_language)
         lists = design.build_lists(ctx.spec, ctx.clips)
         cells = _balance_counts(conn, study_id, str(srow["version"]), bool(is_pilot),
                                 getattr(ctx.study, "timeout_minutes", None))
@@ -269,7 +290,7 @@ def enrol(engine: Engine, study_id: str, *, prolific_pid: str | None = None, pro
             prolific_session_id=prolific_session_id, label_condition=condition, list_index=list_index,
             status="started", attention_failed=0, step_index=0, step_key=steps[0].key, is_pilot=bool(is_pilot),
             study_version=str(srow["version"]), user_agent=(user_agent or None) and user_agent[:500],
-            started_at=now, updated_at=now,
+            language=language, started_at=now, updated_at=now,
         ).returning(participants.c.id)).scalar_one()
         planned = [{"participant_id": pid, "position": pos, "stimulus_id": sid, "kind": "main"}
                    for pos, sid in enumerate(sequence, start=1)]
@@ -280,6 +301,30 @@ def enrol(engine: Engine, study_id: str, *, prolific_pid: str | None = None, pro
         conn.execute(studies.update().where(studies.c.id == study_id).values(participants_enrolled=number))
         p = conn.execute(sa.select(*_P_COLUMNS).where(participants.c.id == pid)).mappings().one()
         return _build_state(conn, p, srow, with_answers=False)
+
+
+def study_language(study, wanted: str | None) -> str:
+    """`wanted` if the study offers it, else the study's first (default) language."""
+    offered = list(getattr(study, "languages", None) or [texts.DEFAULT_LANG])
+    return wanted if wanted in offered else offered[0]
+
+
+def set_language(engine: Engine, token: str, language: str) -> str | None:
+    """Switch a participant's pages to `language` (one of the study's); the language now stored.
+
+    None for an unknown token. A language the study does not offer changes nothing.
+    """
+    with _write(engine) as conn:
+        loaded = _load(conn, token, lock=True)
+        if loaded is None:
+            return None
+        p, srow = loaded
+        chosen = study_language(_context(srow).study, language)
+        if chosen != language:
+            return p["language"]
+        if chosen != p["language"]:
+            conn.execute(participants.update().where(participants.c.id == p["id"]).values(language=chosen))
+        return chosen
 
 
 def get_state(engine: Engine, token: str) -> ParticipantState | None:
@@ -366,7 +411,8 @@ def submit_step(engine: Engine, token: str, step_key: str, answers: dict, trial_
     A page submitted twice (double click, reload, a second tab) is answered with the stored
     state and writes nothing (duplicate=True); a page that is not the current one is refused
     politely. Invalid answers write nothing and come back in `errors`. `trial_meta` for clip
-    steps: started_at (datetime), watched_share, max_time, play_count.
+    steps: started_at (datetime), watched_share, max_time, play_count; the trial's playback
+    columns are then computed from its stored events (store.metrics, study/playback.py).
     """
     now = utcnow()
     with _write(engine) as conn:
@@ -377,23 +423,25 @@ def submit_step(engine: Engine, token: str, step_key: str, answers: dict, trial_
         state = _build_state(conn, p, srow, with_answers=False)
         keys = [s.key for s in state.steps]
         if step_key not in keys:
-            return SubmitResult(False, state, message=t("submit.not_in_study"))
+            return SubmitResult(False, state, message=t("submit.not_in_study", state.language))
         index = keys.index(step_key)
         if index < state.step_index:
-            return SubmitResult(True, state, duplicate=True, message=t("submit.already_saved"))
+            return SubmitResult(True, state, duplicate=True, message=t("submit.already_saved", state.language))
         if state.status not in ACTIVE_STATUSES and not (state.completed and index == state.step_index):
-            return SubmitResult(False, state, message=INACTIVE_MESSAGES.get(state.status))
+            return SubmitResult(False, state, message=t(f"status.{state.status}", state.language)
+                                if state.status in INACTIVE_MESSAGES else None)
         if index > state.step_index:
-            return SubmitResult(False, state, message=t("submit.not_current"))
+            return SubmitResult(False, state, message=t("submit.not_current", state.language))
         if srow["status"] == "closed" and state.active:
-            return SubmitResult(False, state, message=CLOSED_MESSAGE)
+            return SubmitResult(False, state, message=t("study.closed", state.language))
         step = state.steps[index]
         if flow.is_final(step):
             return SubmitResult(True, state)
         answers = {k: (v if isinstance(v, flow.Answer) else flow.Answer(v)) for k, v in (answers or {}).items()}
-        errors = flow.validate_answers(step, answers)
+        with texts.active(state.language):  # the problems are sentences for this participant
+            errors = flow.validate_answers(step, answers)
         if errors:
-            return SubmitResult(False, state, errors=errors, message=t("submit.check_answers"))
+            return SubmitResult(False, state, errors=errors, message=t("submit.check_answers", state.language))
 
         trial_id = None
         if step.has_clip:
@@ -405,6 +453,7 @@ def submit_step(engine: Engine, token: str, step_key: str, answers: dict, trial_
                 max_time=flow.as_number(meta.get("max_time")),
                 play_count=play_count if isinstance(play_count, int) and not isinstance(play_count, bool) else None,
                 submitted=True, item_order=state.item_order)
+            refresh_trial_metrics(conn, p["id"], step.position)
         if step.collects_data:
             order = {item_id: i for i, item_id in enumerate(state.item_order, start=1)}
             by_id = {item.id: item for item in step.items}

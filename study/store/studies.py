@@ -92,13 +92,16 @@ def _stimulus_rows(stims) -> tuple[list[dict], list[dict]]:
     rows, snapshot = [], []
     for s in stims:
         data = s.model_dump(mode="json")
-        snapshot.append(data)
+        # A manifest without captions keeps the snapshot it had before the column existed, so
+        # registering an unchanged study again is not mistaken for a change.
+        snapshot.append({k: v for k, v in data.items() if not (k == "captions" and v is None)})
         rows.append({
             "stimulus_id": s.id, "source": s.source, "pair_id": s.pair_id or None, "title": s.title or None,
             "file": s.file, "url": s.url, "sha256": s.sha256, "duration_s": s.duration_s,
             "width": s.width, "height": s.height, "video_codec": s.video_codec,
             "provenance": {k: data.get(k) for k in
-                           ("credit", "licence", "generator", "generator_version", "prompt", "seed", "notes")},
+                           ("credit", "licence", "generator", "generator_version", "prompt", "seed", "notes",
+                            "captions")},
         })
     return rows, snapshot
 
@@ -211,6 +214,14 @@ def set_study_status(engine: Engine, study_id: str, status: str, actor: str = "c
             return
         conn.execute(studies.update().where(studies.c.id == study_id).values(status=status, updated_at=utcnow()))
         _audit(conn, actor, "study_status", study_id, detail={"from": row["status"], "to": status})
+
+
+def study_status(engine: Engine, study_id: str) -> str | None:
+    """open | paused | closed, or None for an unknown study id (one small read)."""
+    if not isinstance(study_id, str) or len(study_id) > 64:
+        return None
+    with _read(engine) as conn:
+        return conn.execute(sa.select(studies.c.status).where(studies.c.id == study_id)).scalar()
 
 
 def list_studies(engine: Engine) -> list[dict]:
@@ -350,7 +361,8 @@ def _context(row) -> _Context:
     for s in row["manifest"] or []:
         stim[s["id"]] = {"stimulus_id": s["id"], "source": s["source"], "title": s.get("title") or s["id"],
                          "file": s.get("file"), "url": s.get("url"), "duration_s": s.get("duration_s"),
-                         "pair_id": s.get("pair_id") or None}
+                         "pair_id": s.get("pair_id") or None, "titles": s.get("titles") or {},
+                         "captions": s.get("captions") or None}
     clips = tuple(Clip(id=s["stimulus_id"], source=s["source"], pair_id=s["pair_id"])
                   for sid, s in stim.items() if sid != practice_id)
     d = study.design

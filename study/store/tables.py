@@ -128,6 +128,8 @@ class ParticipantRow(Base):
     user_agent: Mapped[str | None] = mapped_column(sa.String(500))
     # screen size, touch, browser language ... as reported by the player (migration 0002)
     device_info: Mapped[Any | None] = mapped_column(sa.JSON)
+    # the language the pages were shown in, one of the study's `languages` (migration 0007)
+    language: Mapped[str] = mapped_column(sa.String(20), server_default="en")
     started_at: Mapped[datetime] = mapped_column(TS)
     updated_at: Mapped[datetime] = mapped_column(TS)
     completed_at: Mapped[datetime | None] = mapped_column(TS)
@@ -159,6 +161,15 @@ class TrialRow(Base):
     max_time: Mapped[float | None] = mapped_column(sa.Float)
     play_count: Mapped[int | None] = mapped_column(sa.Integer)
     item_order: Mapped[Any | None] = mapped_column(sa.JSON)
+    # How the clip was seen and heard, computed from its playback events (study/playback.py,
+    # migration 0006); NULL until the trial is submitted.
+    replayed: Mapped[bool | None] = mapped_column(sa.Boolean)
+    skipped: Mapped[bool | None] = mapped_column(sa.Boolean)
+    seconds_hidden: Mapped[float | None] = mapped_column(sa.Float)
+    share_muted: Mapped[float | None] = mapped_column(sa.Float)
+    seconds_stalled: Mapped[float | None] = mapped_column(sa.Float)
+    load_ms: Mapped[int | None] = mapped_column(sa.Integer)
+    seconds_offline: Mapped[float | None] = mapped_column(sa.Float)
 
 
 class ResponseRow(Base):
@@ -217,7 +228,7 @@ class ContinuousSampleRow(Base):
 
 
 class TraceBatchRow(Base):
-    """One batch of a continuous-rating trace and/or moment marks, as the player sent it (migration 0005).
+    """One batch of a continuous-rating trace and/or moment marks, as the player sent it (migration 0007).
 
     Packed: a batch (a few seconds of samples, `t`/`x`/`y` as JSON arrays of equal length) is one
     row, not one row per sample. The batch is the unit the browser sends, resends and is

@@ -1,7 +1,7 @@
 """trace_batches: continuous-rating traces and moment marks, one row per batch the player sent
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0007
+Revises: 0006
 
 See study/store/tables.py TraceBatchRow for why a batch (not a sample) is a row. The older
 continuous_samples table stays for data recorded before; nothing writes it any more.
@@ -12,8 +12,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,495 @@
+"""Real Streamlit sessions over the websocket: N concurrent participants, and a minimal app.
+
+What it drives: each bot opens `/_stcore/stream` as a browser does and sends the same
+`BackMsg` protobufs a browser sends (captured from Chromium running the demo study): a
+`rerun_script` with the query string, the page script hash, the hashes of the messages it
+has cached, and the widget states of the page: a button's trigger, the player component's
+state value (`progress`, once the clip "ended") and the questionnaire component's trigger
+value (the whole page of answers, in the component's own JSON shape). While a clip "plays",
+the bot POSTs playback events to `/api/events` in the player's batches. It reads `ForwardMsg`
+deltas to find the page's widgets (button ids, component ids and the component's data: items,
+token, position) and answers the items from their declared type and range.
+
+What is measured: "next page" latency, from sending the `rerun_script` that submits a page
+to receiving `script_finished` for it, i.e. the server's whole work for one participant
+action plus the websocket round trip. Errors: exceptions shown on a page, connection drops,
+runs that never finish (30 s). CPU seconds and resident memory of the server process (from
+/proc) over the measured window, per session.
+
+The baseline is `benchmarks/minimal_app.py`, started with the same Streamlit configuration
+(`.streamlit/config.toml`, run from the repository folder) and driven by the same bots in the
+same run: a heading, a paragraph and a button per page. The ratio Kuleshov / minimal is the
+project's own cost over the framework's.
+
+Think time between actions is uniform in [--think-min, --think-max] (default 2-5 s, a person
+reading and answering); the clip itself is watched for --watch seconds (default 3) before the
+player reports "ended". Bots start spread over --ramp seconds and repeat whole sessions
+(new participants) until --duration seconds have passed; latencies are kept from the end of
+the ramp.
+
+    python benchmarks/bench_sessions.py --participants 25,50,100,300 --duration 90
+    python benchmarks/bench_sessions.py --participants 100 --db postgresql+psycopg://postgres@127.0.0.1:5432/bench
+
+The bots run in this process (asyncio) on the same machine: with two cores they take CPU from
+the server, equally for Kuleshov and the baseline. Linux only (/proc).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import websockets
+from streamlit.proto.BackMsg_pb2 import BackMsg
+from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "stimuli" / "demo"
+MINIMAL = ROOT / "benchmarks" / "minimal_app.py"
+RUN_TIMEOUT_S = 30.0
+
+
+# --------------------------------------------------------------------------- servers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise SystemExit(f"server did not start:\n{log.read_text()[-3000:]}")
+
+
+def bench_study(workdir: Path) -> Path:
+    """The demo study under its own id, in a folder of its own (clips and manifest copied)."""
+    import shutil
+
+    folder = workdir / "study"
+    if not folder.exists():
+        shutil.copytree(DEMO, folder)
+        text = (folder / "study.yaml").read_text(encoding="utf-8")
+        (folder / "study.yaml").write_text(text.replace("id: kuleshov-demo", "id: bench-sessions", 1), encoding="utf-8")
+    return folder / "study.yaml"
+
+
+def start_kuleshov(db_url: str, workdir: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "KULESHOV_DATABASE_URL": db_url, "KULESHOV_DATA_DIR": str(workdir / "data"),
+           "KULESHOV_LOG_LEVEL": "warning"}
+    log = workdir / "kuleshov.log"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "run", "--host", "127.0.0.1", "--port", str(port),
+                             "--study", str(bench_study(workdir))], cwd=ROOT, env=env, stdout=log.open("w"),
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url + "/api/health", proc, log)
+    return proc, url
+
+
+def start_minimal(workdir: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    log = workdir / "minimal.log"
+    # Started from the repository folder, so Streamlit reads the same .streamlit/config.toml.
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(MINIMAL), "--server.port", str(port),
+                             "--server.address", "127.0.0.1"], cwd=ROOT, stdout=log.open("w"),
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url + "/_stcore/health", proc, log)
+    return proc, url
+
+
+def proc_usage(pid: int) -> tuple[float, int]:
+    """(CPU seconds user+system, resident bytes) of a process, children included for CPU."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    cpu = sum(int(fields[i]) for i in (11, 12, 13, 14)) / tick
+    rss = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) * 1024
+    return cpu, rss
+
+
+# --------------------------------------------------------------------------- answering items
+
+
+def answer_for(item: dict, rng: random.Random) -> object:
+    """A valid answer for one questionnaire item, from the type the component was given."""
+    kind = item.get("widget") or item.get("type")
+    if item.get("options"):
+        options = item["options"]
+        if item.get("correct") is not None:
+            return item["correct"]
+        choice = rng.choice(options)
+        return choice.get("value") if isinstance(choice, dict) else choice
+    if item.get("points"):
+        return rng.choice(item["points"])
+    lo, hi = item.get("min"), item.get("max")
+    if lo is not None and hi is not None:
+        step = item.get("step") or 1
+        n = int(round((float(hi) - float(lo)) / float(step)))
+        value = float(lo) + step * rng.randint(0, max(n, 0))
+        return int(value) if float(value).is_integer() else value
+    if kind in ("text", "free_text", "textarea"):
+        return f"bench answer {rng.randint(1, 999)}"
+    return 1
+
+
+def page_answers(data: dict, rng: random.Random) -> dict:
+    answers = {}
+    for pos, item in enumerate(data.get("items", []), start=1):
+        rows = item.get("rows")
+        for sub in rows if isinstance(rows, list) and rows else [item]:
+            merged = {**item, **sub} if sub is not item else item
+            item_id = merged.get("id")
+            answers[item_id] = {"value": answer_for(merged, rng), "untouched": False, "first_ms": 500,
+                                "last_ms": 900, "changes": 1, "shown_position": len(answers) + 1}
+    return answers
+
+
+# --------------------------------------------------------------------------- one bot
+
+
+@dataclass
+class Stats:
+    latencies: list[float] = field(default_factory=list)  # seconds, after the ramp
+    event_latencies: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    runs: int = 0
+    sessions_done: int = 0
+    acknowledged: int = 0  # answers of questionnaire pages the server moved on from
+    measuring: bool = False
+
+
+@dataclass
+class Page:
+    buttons: list[dict]
+    components: dict[str, dict]  # id -> {"name", "data"}
+    exception: str | None
+    query_string: str
+
+
+class Bot:
+    def __init__(self, base: str, query: str, stats: Stats, rng: random.Random, args, http: httpx.AsyncClient,
+                 t_stop: float = float("inf")):
+        self.base, self.query, self.stats, self.rng, self.args, self.http = base, query, stats, rng, args, http
+        self.t_stop = t_stop
+        self.cache: dict[str, ForwardMsg] = {}
+        self.page_hash = ""
+
+    async def run_session(self) -> None:
+        ws_url = self.base.replace("http", "ws", 1) + "/_stcore/stream"
+        async with websockets.connect(ws_url, max_size=None, open_timeout=RUN_TIMEOUT_S) as ws:
+            self.ws = ws
+            page = await self.rerun({}, measure=False)
+            for _ in range(80):
+                if time.monotonic() > self.t_stop:
+                    return  # the window closed: stop between actions, never inside one
+                if page.exception:
+                    self.stats.errors.append(f"exception on page: {page.exception[:200]}")
+                    return
+                action = await self.act(page)
+                if action is None:
+                    self.stats.sessions_done += 1
+                    return
+                widgets, measure = action
+                before = page
+                page = await self.rerun(widgets, measure=measure)
+                self.count_acknowledged(before, page)
+
+    def count_acknowledged(self, before: Page, after: Page) -> None:
+        def keys(p: Page) -> set:
+            return {c["data"].get("page_key") for c in p.components.values() if c["name"].endswith("questionnaire")}
+        for c in before.components.values():
+            if c["name"].endswith("questionnaire") and c["data"].get("page_key") not in keys(after):
+                self.stats.acknowledged += len(c.get("sent") or ())
+
+    async def think(self) -> None:
+        await asyncio.sleep(self.rng.uniform(self.args.think_min, self.args.think_max))
+
+    async def act(self, page: Page):
+        """The widget states that answer this page, or None when the session is over."""
+        q = next((c for c in page.components.values() if c["name"].endswith("questionnaire")), None)
+        player = next(((cid, c) for cid, c in page.components.items() if c["name"].endswith("player")), None)
+        if player is not None and (q is None):
+            cid, comp = player
+            data = comp["data"]
+            await self.play(data)
+            state = {"progress": {"instance": data.get("instance"), "share": 1, "enough": True, "ended": True}}
+            return {cid: ("json_value", json.dumps(state))}, True
+        if q is not None:
+            qid = next(cid for cid, c in page.components.items() if c is q)
+            await self.think()
+            q["sent"] = page_answers(q["data"], self.rng)
+            submit = [{"event": "submit", "value": {"page_key": q["data"].get("page_key"), "answers": q["sent"]}}]
+            widgets = {f"$$STREAMLIT_INTERNAL_KEY_{qid}__events": ("json_trigger_value", json.dumps(submit))}
+            if player is not None:  # the player's state is still on the page
+                cid, comp = player
+                state = {"progress": {"instance": comp["data"].get("instance"), "share": 1, "enough": True, "ended": True}}
+                widgets[cid] = ("json_value", json.dumps(state))
+            return widgets, True
+        buttons = [b for b in page.buttons if not any(w in b["label"].lower() for w in ("decline", "not want", "withdraw", "log"))]
+        if not buttons:
+            return None
+        primary = next((b for b in buttons if b.get("type") == "primary"), buttons[0])
+        await self.think()
+        return {primary["id"]: ("trigger_value", True)}, True
+
+    async def play(self, data: dict) -> None:
+        """Watch the clip for --watch seconds, POSTing playback events as the player does."""
+        token, position = data.get("token"), data.get("position")
+        seq = 0
+        t_end = time.monotonic() + self.args.watch
+        names = ["start_click", "loaded", "play"]
+        while True:
+            batch = []
+            for name in names:
+                batch.append({"position": position, "seq": seq, "event": name, "media_time": 0.0,
+                              "client_time": time.time() * 1000})
+                seq += 1
+            names = ["progress"]
+            await self.post_events(token, batch)
+            if time.monotonic() >= t_end:
+                break
+            await asyncio.sleep(min(2.0, max(0.0, t_end - time.monotonic())))
+        await self.post_events(token, [{"position": position, "seq": seq, "event": "ended", "media_time": 1.0,
+                                        "client_time": time.time() * 1000, "watched_share": 1.0},
+                                       {"position": position, "seq": seq + 1, "event": "watched", "media_time": 1.0,
+                                        "client_time": time.time() * 1000, "watched_share": 1.0}])
+
+    async def post_events(self, token, batch) -> None:
+        if not token:
+            return
+        t0 = time.perf_counter()
+        try:
+            resp = await self.http.post(self.base + "/api/events", json={"token": token, "events": batch})
+            if resp.status_code >= 500:
+                self.stats.errors.append(f"events {resp.status_code}")
+        except httpx.HTTPError as exc:
+            self.stats.errors.append(f"events: {exc!r}")
+            return
+        if self.stats.measuring:
+            self.stats.event_latencies.append(time.perf_counter() - t0)
+
+    async def rerun(self, widgets: dict, measure: bool) -> Page:
+        msg = BackMsg()
+        rs = msg.rerun_script
+        rs.query_string = self.query
+        rs.page_script_hash = self.page_hash
+        rs.cached_message_hashes.extend(self.cache.keys())
+        for wid, (kind, value) in widgets.items():
+            w = rs.widget_states.widgets.add()
+            w.id = wid
+            setattr(w, kind, value)
+        t0 = time.perf_counter()
+        await self.ws.send(msg.SerializeToString())
+        page = await self.read_run()
+        elapsed = time.perf_counter() - t0
+        self.stats.runs += 1
+        if measure and self.stats.measuring:
+            self.stats.latencies.append(elapsed)
+        return page
+
+    async def read_run(self) -> Page:
+        buttons, components, exception = [], {}, None
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while True:
+            raw = await asyncio.wait_for(self.ws.recv(), timeout=max(0.1, deadline - time.monotonic()))
+            fwd = ForwardMsg()
+            fwd.ParseFromString(raw)
+            kind = fwd.WhichOneof("type")
+            if kind == "ref_hash":
+                cached = self.cache.get(fwd.ref_hash)
+                if cached is None:
+                    raise RuntimeError("server referred to a message this bot never cached")
+                fwd = cached
+                kind = fwd.WhichOneof("type")
+            elif fwd.metadata.cacheable and fwd.hash:
+                self.cache[fwd.hash] = fwd
+            if kind == "new_session":
+                self.page_hash = fwd.new_session.page_script_hash
+            elif kind == "page_info_changed":
+                self.query = fwd.page_info_changed.query_string
+            if kind == "delta" and fwd.metadata.active_script_hash:
+                # With st.navigation the page the browser names is the one that ran (not the main script).
+                self.page_hash = fwd.metadata.active_script_hash
+            if kind == "delta" and fwd.delta.WhichOneof("type") == "new_element":
+                el = fwd.delta.new_element
+                which = el.WhichOneof("type")
+                if which == "button":
+                    buttons.append({"id": el.button.id, "label": el.button.label, "type": el.button.type})
+                elif which == "bidi_component":
+                    bc = el.bidi_component
+                    data = json.loads(bc.json) if bc.WhichOneof("data") == "json" else {}
+                    if isinstance(data, dict) and isinstance(data.get("json"), str):
+                        data = json.loads(data["json"])  # app_pages.component_data
+                    components[bc.id] = {"name": bc.component_name, "data": data}
+                elif which == "exception":
+                    exception = el.exception.message or el.exception.type
+            elif kind == "script_finished":
+                if fwd.script_finished == ForwardMsg.FINISHED_EARLY_FOR_RERUN:
+                    # st.rerun() (e.g. after the URL changed): the page is the next run's.
+                    buttons, components, exception = [], {}, None
+                    continue
+                if fwd.script_finished == ForwardMsg.FINISHED_WITH_COMPILE_ERROR:
+                    exception = "compile error"
+                return Page(buttons, components, exception, self.query)
+
+
+async def bot_loop(i: int, base: str, query: str, stats: Stats, args, t_stop: float, http) -> None:
+    rng = random.Random(i)
+    await asyncio.sleep(rng.uniform(0, args.ramp))
+    n = 0
+    while time.monotonic() < t_stop:
+        q = query.format(i=i, n=n)
+        n += 1
+        try:
+            await Bot(base, q, stats, rng, args, http, t_stop).run_session()
+        except Exception as exc:  # noqa: BLE001 - every failure of a bot is a counted error
+            stats.errors.append(f"{type(exc).__name__}: {exc}"[:200])
+            await asyncio.sleep(1.0)
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
+
+
+async def drive(base: str, query: str, n: int, args, pid: int | None) -> dict:
+    stats = Stats()
+    t0 = time.monotonic()
+    t_stop = t0 + args.ramp + args.duration
+    limits = httpx.Limits(max_connections=max(10, n), max_keepalive_connections=max(10, n))
+    async with httpx.AsyncClient(timeout=30, limits=limits) as http:
+        tasks = [asyncio.create_task(bot_loop(i, base, query, stats, args, t_stop, http)) for i in range(n)]
+        await asyncio.sleep(args.ramp)
+        stats.measuring = True
+        cpu0 = proc_usage(pid)[0] if pid else float("nan")
+        rss_max = 0
+        while time.monotonic() < t_stop:
+            await asyncio.sleep(1.0)
+            rss_max = max(rss_max, proc_usage(pid)[1]) if pid else float("nan")
+        cpu1 = proc_usage(pid)[0] if pid else float("nan")
+        stats.measuring = False
+        await asyncio.gather(*tasks, return_exceptions=True)
+    lat = [x * 1000 for x in stats.latencies]
+    ev = [x * 1000 for x in stats.event_latencies]
+    return {"participants": n, "actions": len(lat), "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95),
+            "p99_ms": pct(lat, 99), "events_p95_ms": pct(ev, 95), "errors": len(stats.errors),
+            "error_examples": sorted(set(stats.errors))[:3], "sessions_done": stats.sessions_done,
+            "acknowledged": stats.acknowledged,
+            "cpu_s_per_session_min": (cpu1 - cpu0) / max(n, 1) / (args.duration / 60),
+            "rss_mb": rss_max / 2**20, "rss_mb_per_session": rss_max / 2**20 / max(n, 1)}
+
+
+def stored_sessions(db_url: str, study_id: str = "bench-sessions") -> dict:
+    """Participants of the bench study by status, and their stored answers: the bots' sessions
+    must have gone through for real (a rejected page would be re-submitted, not counted)."""
+    import sqlalchemy as sa
+
+    from study import store
+
+    engine = store.make_engine(db_url)
+    p = store.participants.c
+    with engine.connect() as conn:
+        by_status = dict(conn.execute(sa.select(p.status, sa.func.count()).where(p.study_id == study_id)
+                                      .group_by(p.status)).all())
+        answers = conn.execute(sa.select(sa.func.count()).select_from(store.responses.join(
+            store.participants, store.responses.c.participant_id == p.id)).where(
+                p.study_id == study_id, store.responses.c.step_key != "consent")).scalar()
+    engine.dispose()
+    return {"by_status": by_status, "responses": answers}
+
+
+def row(label: str, r: dict, base: dict | None) -> str:
+    ratio = f"{r['p95_ms'] / base['p95_ms']:.1f}x" if base and base["p95_ms"] > 0 else ""
+    return (f"| {label} | {r['participants']} | {r['actions']} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | "
+            f"{r['p99_ms']:.0f} | {r['errors']} | {r['cpu_s_per_session_min']:.2f} | {r['rss_mb']:.0f} | {ratio} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--participants", default="25,50,100", help="comma-separated concurrency levels")
+    ap.add_argument("--db", action="append", default=None,
+                    help="database URL(s) for Kuleshov (default: a fresh SQLite file); repeatable")
+    ap.add_argument("--duration", type=float, default=60.0, help="measured seconds per level")
+    ap.add_argument("--ramp", type=float, default=10.0, help="seconds over which bots start")
+    ap.add_argument("--think-min", type=float, default=2.0)
+    ap.add_argument("--think-max", type=float, default=5.0)
+    ap.add_argument("--watch", type=float, default=3.0, help="seconds each clip 'plays' before it ends")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--url", help="drive a server already running here (e.g. the nginx pair of "
+                    "deploy/nginx.conf) instead of starting one; --db is then its database, for the "
+                    "stored-answers check, and --study-id the study it serves")
+    ap.add_argument("--study-id", default="bench-sessions")
+    args = ap.parse_args(argv)
+    levels = [int(x) for x in args.participants.split(",") if x.strip()]
+    work = Path(tempfile.mkdtemp(prefix="kuleshov-bench-"))
+    dbs = args.db or [f"sqlite:///{work}/bench.db"]
+    results = []
+    print(f"# bench_sessions: {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}, think "
+          f"{args.think_min}-{args.think_max} s, {args.duration:.0f} s measured per level", flush=True)
+    print("| app | participants | actions | p50 ms | p95 ms | p99 ms | errors | CPU s/session/min | RSS MB | p95 vs minimal |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
+    for n in levels:
+        proc, url = start_minimal(work)
+        try:
+            base = asyncio.run(drive(url, "n={i}-{n}", n, args, proc.pid))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+        print(row("minimal Streamlit app", base, None), flush=True)
+        results.append({"app": "minimal", **base})
+        for db in dbs:
+            query = f"study={args.study_id}&PROLIFIC_PID=bench-{{i}}-{{n}}-{time.time_ns()}"
+            if args.url:
+                r = asyncio.run(drive(args.url.rstrip("/"), query, n, args, None))
+            else:
+                proc, url = start_kuleshov(db, work)
+                try:
+                    r = asyncio.run(drive(url, query, n, args, proc.pid))
+                finally:
+                    proc.terminate()
+                    proc.wait(timeout=20)
+            r["stored"] = stored_sessions(db, args.study_id)
+            label = "Kuleshov, " + db.split(":", 1)[0].split("+")[0]
+            print(row(label, r, base), flush=True)
+            print(f"  stored: {r['stored']}; answers acknowledged to bots: {r['acknowledged']}; "
+                  f"whole sessions finished by bots: {r['sessions_done']}", flush=True)
+            if r["errors"]:
+                print(f"  errors: {r['error_examples']}", flush=True)
+            results.append({"app": label, **r, "ratio_p95": r["p95_ms"] / base["p95_ms"] if base["p95_ms"] else None})
+    print(f"# load at end {os.getloadavg()[0]:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
