@@ -57,6 +57,8 @@ def _add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--effect", type=float, default=0.0,
                        help="planted human-minus-AI difference in scale points (default 0)")
         p.add_argument("--seed", type=int, default=1)
+        p.add_argument("--trace-agreement", type=float, default=0.6,
+                       help="continuous ratings: share of each trace's variance all raters share, 0-1 (default 0.6)")
         p.add_argument("--url", help="database URL")
     elif name == "delete-participant":
         p.add_argument("study", help="study id or study file")

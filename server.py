@@ -4,6 +4,7 @@
                                            Last-Modified (304), Cache-Control
     GET  /captions/{study_id}/{stimulus_id}  its WebVTT captions (text/vtt), checked the same way
     POST /api/events                       the player's batched playback events
+    POST /api/traces                       continuous-rating traces and moment marks, in batches
 
 Clips are served as files rather than through `st.video(path)`, which re-reads the file on
 every script run and keeps it in the process's memory. Events arrive in batches on their own
@@ -50,6 +51,8 @@ STREAMLIT_CONFIG = ROOT / ".streamlit" / "config.toml"
 
 MAX_EVENTS_BYTES = 256 * 1024
 MAX_EVENTS_PER_BATCH = 500
+# 50 batches of 3 s at 10 Hz with marks are ~40 KB; an offline backlog is sent in several requests.
+MAX_TRACES_BYTES = 512 * 1024
 CLIP_CACHE_CONTROL = "public, max-age=86400"
 # Only media (and subtitles) leave this route: a manifest pointing at an .html file must never
 # turn the app's own origin into a place that serves researcher-supplied pages.
@@ -337,6 +340,107 @@ def _events_route(engine: Any):
     return post_events
 
 
+def parse_traces_payload(body: bytes) -> tuple[str, list]:
+    """Check the shape of a traces POST as a whole ({token, batches}); raises UserError."""
+    payload = parse_json_strictly(body)
+    if not isinstance(payload, dict):
+        raise UserError("the body must be a JSON object with 'token' and 'batches'")
+    token, batches = payload.get("token"), payload.get("batches")
+    if not isinstance(token, str) or not token:
+        raise UserError("'token' must be a non-empty string")
+    if not isinstance(batches, list):
+        raise UserError("'batches' must be a list")
+    if len(batches) > store.MAX_BATCHES_PER_REQUEST:
+        raise UserError(f"at most {store.MAX_BATCHES_PER_REQUEST} batches per request, got {len(batches)}")
+    return token, batches
+
+
+class TraceWriter:
+    """One thread per process that writes trace batches, many requests per transaction.
+
+    A request that arrives while a commit is under way waits for the next one together with
+    every other request that arrived meanwhile (store.record_trace_requests), so at 100
+    participants sending a batch every 3 s the commits (an fsync each on SQLite with
+    synchronous=FULL) are shared instead of queued one by one on the write lock.
+    """
+
+    MAX_GROUP = 200
+
+    def __init__(self, engine: Any) -> None:
+        import queue
+
+        self.engine = engine
+        self._queue: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, token: str, batches: list):
+        from concurrent.futures import Future
+
+        future: Future = Future()
+        self._queue.put((token, batches, future))
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="kuleshov-traces", daemon=True)
+                self._thread.start()
+        return future
+
+    def _loop(self) -> None:
+        import queue
+
+        while True:
+            group = [self._queue.get()]
+            while len(group) < self.MAX_GROUP:
+                try:
+                    group.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                outcomes = store.record_trace_requests(self.engine, [(tok, b) for tok, b, _ in group])
+            except Exception as exc:  # the database failed: every request of the group may retry
+                for _, _, future in group:
+                    future.set_exception(exc)
+                continue
+            for (_, _, future), outcome in zip(group, outcomes):
+                future.set_result(outcome)
+
+
+def _traces_route(engine: Any):
+    import asyncio
+
+    writer = TraceWriter(engine)
+
+    async def post_traces(request: Request) -> Response:
+        try:
+            body = await _read_limited(request, MAX_TRACES_BYTES)
+        except _TooLarge:
+            return JSONResponse({"error": f"request larger than {MAX_TRACES_BYTES} bytes"}, status_code=413)
+        try:
+            token, batches = parse_traces_payload(body)
+        except UserError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        try:
+            outcome = await asyncio.wrap_future(writer.submit(token, batches))
+        except Exception as exc:
+            print(f"kuleshov: storing trace batches failed ({exc.__class__.__name__}: {exc})", file=sys.stderr)
+            return JSONResponse({"error": "the batches could not be stored now; send them again"}, status_code=503)
+        if isinstance(outcome, UserError):
+            # The shape was checked above: what is left is the token (unknown, withdrawn, closed).
+            return JSONResponse({"error": str(outcome)}, status_code=403)
+        answer: dict[str, Any] = {
+            "received": len(batches), "recorded": outcome.recorded, "accepted": outcome.accepted,
+            "refused": [{"index": i, "reason": f"batches[{i}]: {why}"} for i, why in sorted(outcome.refused.items())],
+        }
+        if not outcome.refused:
+            return JSONResponse(answer)
+        # 400 says "do not send these again"; the accepted ones are stored all the same.
+        answer["error"] = (f"{len(outcome.refused)} of {len(batches)} batches refused (the others were stored); "
+                           f"first: {answer['refused'][0]['reason']}")
+        return JSONResponse(answer, status_code=400)
+
+    return post_traces
+
+
 async def _health(_request: Request) -> Response:
     return PlainTextResponse("ok")
 
@@ -380,6 +484,7 @@ def make_routes(engine: Any, resolver: ClipResolver) -> list[Route]:
         Route("/clips/{study_id}/{stimulus_id}", _clip_route(resolver), methods=["GET", "HEAD"]),
         Route("/captions/{study_id}/{stimulus_id}", _clip_route(resolver, "captions"), methods=["GET", "HEAD"]),
         Route("/api/events", _events_route(engine), methods=["POST"]),
+        Route("/api/traces", _traces_route(engine), methods=["POST"]),
         Route("/api/health", _health, methods=["GET"]),
     ]
 

@@ -772,3 +772,171 @@ def monitoring(engine: Engine, study_id: str) -> Monitoring:
                                             for i in range(len(keys))]})
     fingerprint = f"{study_id}:{info.spec_hash}:{latest[0]}:{latest[1]}:{n_answers}"
     return Monitoring(participants=people, funnel=funnel, clips=clips, outcome=outcome, fingerprint=fingerprint)
+
+
+# --------------------------------------------------------------------------- traces and marks (h11)
+
+TRACE_COLUMNS = ["participant", "trial", "clip", "source", "dimension", "video_time", "value", "clip_duration",
+                 "partial"]
+MARK_COLUMNS = ["participant", "trial", "clip", "source", "mark", "video_time", "clip_duration"]
+TRACE_ATTEMPT_COLUMNS = ["participant", "trial", "clip", "source", "attempt", "mode", "partial", "n_samples",
+                         "n_marks", "start_value", "start_arousal", "moved", "first_move_time", "last_video_time",
+                         "clip_duration"]
+# 1d traces are one dimension; a 2d grid gives two rows per sample.
+TRACE_DIMENSIONS = {"1d": (("rating", "x"),), "2d": (("valence", "x"), ("arousal", "y"))}
+
+
+def _json_value(v):
+    # SQLite hands JSON back as text through some paths, PostgreSQL always decoded.
+    return json.loads(v) if isinstance(v, str) else v
+
+
+def _trace_batches(engine: Engine, study_id: str, include_pilot: bool, include_practice: bool):
+    """(batch rows with pseudonym, source and clip duration, attempts table) of a study."""
+    tb, p, s = store.trace_batches.c, store.participants.c, store.stimuli.c
+    stmt = (sa.select(p.pseudonym, p.is_pilot, p.participant_number, tb.position, tb.attempt, tb.seq,
+                      tb.stimulus_id, tb.mode, tb.final, tb.t, tb.x, tb.y, tb.marks, tb.start_x, tb.start_y,
+                      tb.first_move_t, tb.server_time, tb.client_time)
+            .select_from(store.trace_batches.join(store.participants, p.id == tb.participant_id))
+            .where(p.study_id == study_id))
+    if not include_practice:
+        stmt = stmt.where(tb.position >= 1)
+    if not include_pilot:
+        stmt = stmt.where(p.is_pilot.is_(False))
+    with engine.connect() as conn:
+        _study_exists(conn, study_id)
+        rows = _frame(conn, stmt.order_by(p.participant_number, tb.position, tb.attempt, tb.seq))
+        stim = _frame(conn, sa.select(s.stimulus_id, s.source, s.duration_s).where(s.study_id == study_id))
+    source = dict(zip(stim["stimulus_id"], stim["source"]))
+    duration = {k: (float(v) if v is not None else np.nan) for k, v in zip(stim["stimulus_id"], stim["duration_s"])}
+    if rows.empty:
+        return rows, pd.DataFrame(columns=TRACE_ATTEMPT_COLUMNS + ["akey"])
+    rows["key"] = list(zip(rows["pseudonym"], rows["position"], rows["attempt"]))
+    rows["server_time"] = _utc(rows["server_time"])
+    # Attempts in the order they began; the first one that reached the clip's end is the trial's
+    # trace, every other attempt (interrupted by a reload, or a later replay) is partial.
+    first = rows.groupby("key", sort=False).agg(
+        participant=("pseudonym", "first"), number=("participant_number", "first"), trial=("position", "first"),
+        clip=("stimulus_id", "first"), mode=("mode", "first"), began=("server_time", "min"),
+        client=("client_time", "min"), final=("final", "any"),
+        start_value=("start_x", "first"), start_arousal=("start_y", "first"),
+        first_move_time=("first_move_t", "min"),
+    ).reset_index()
+    # Attempts in the order the browser began them (its clock): batches kept offline reach the
+    # server late, so arrival order could put an interrupted attempt after the one that followed.
+    began_ms = first["began"].map(lambda d: d.timestamp() * 1000).astype("float64")
+    first["order"] = pd.to_numeric(first["client"], errors="coerce").astype("float64").fillna(began_ms)
+    first = first.sort_values(["number", "trial", "order", "began"], kind="stable").reset_index(drop=True)
+    first["attempt"] = first.groupby(["participant", "trial"]).cumcount() + 1
+    complete = first[first["final"]].groupby(["participant", "trial"])["key"].first()
+    chosen = set(complete.tolist())
+    first["partial"] = ~first["key"].isin(chosen)
+    first["source"] = first["clip"].map(source)
+    first["clip_duration"] = first["clip"].map(duration).astype("float64")
+    attempts = first.rename(columns={"key": "akey"})
+    return rows, attempts
+
+
+def _explode(rows: pd.DataFrame, attempts: pd.DataFrame) -> tuple[dict, dict]:
+    """Per attempt key: (times, {column: values}) of samples, and its marks [(time, prompt)]."""
+    samples: dict = {}
+    marks: dict = {}
+    for key, t, x, y, m in zip(rows["key"], rows["t"], rows["x"], rows["y"], rows["marks"]):
+        entry = samples.setdefault(key, ([], [], []))
+        t, x, y = _json_value(t) or [], _json_value(x) or [], _json_value(y) or []
+        entry[0].extend(t)
+        entry[1].extend(x)
+        entry[2].extend(y)
+        for when, prompt in _json_value(m) or []:
+            marks.setdefault(key, []).append((float(when), str(prompt)))
+    return samples, marks
+
+
+def load_trace_attempts(engine: Engine, study_id: str, include_pilot: bool = False,
+                        include_practice: bool = False) -> pd.DataFrame:
+    """One row per participant x clip x attempt (TRACE_ATTEMPT_COLUMNS): where the control started,
+    whether and when (video time) it first moved, how many samples and marks, partial or not."""
+    rows, attempts = _trace_batches(engine, study_id, include_pilot, include_practice)
+    if rows.empty:
+        return pd.DataFrame({c: pd.Series([], dtype=object) for c in TRACE_ATTEMPT_COLUMNS})
+    samples, marks = _explode(rows, attempts)
+    attempts["n_samples"] = [len(samples.get(k, ([],))[0]) for k in attempts["akey"]]
+    attempts["n_marks"] = [len(marks.get(k, [])) for k in attempts["akey"]]
+    attempts["last_video_time"] = [max(samples[k][0]) if samples.get(k) and samples[k][0] else np.nan
+                                   for k in attempts["akey"]]
+    attempts["moved"] = attempts["first_move_time"].notna()
+    out = attempts[TRACE_ATTEMPT_COLUMNS].copy()
+    for c in ("trial", "attempt", "n_samples", "n_marks"):
+        out[c] = out[c].astype("int64")
+    for c in ("start_value", "start_arousal", "first_move_time", "last_video_time", "clip_duration"):
+        out[c] = pd.to_numeric(out[c], errors="coerce").astype("float64")
+    out["partial"] = out["partial"].astype(bool)
+    out["moved"] = out["moved"].astype(bool)
+    return out.reset_index(drop=True)
+
+
+def load_traces(engine: Engine, study_id: str, include_pilot: bool = False,
+                include_practice: bool = False) -> pd.DataFrame:
+    """Continuous-rating traces in long format (TRACE_COLUMNS): one row per sample and dimension.
+
+    `video_time` is the clip's own time when the sample was taken (seconds), so pauses and stalls
+    do not shift it; rows are sorted by participant, trial, attempt and video time. `partial` is
+    True for every attempt but the first that reached the clip's end (a reload restarts the clip
+    as a new attempt; the interrupted one is kept). The practice clip (trial 0) is left out unless
+    `include_practice`.
+    """
+    rows, attempts = _trace_batches(engine, study_id, include_pilot, include_practice)
+    # Whole columns at once (one DataFrame per attempt cost ~1 ms each, most of the read).
+    parts: dict[str, list] = {c: [] for c in TRACE_COLUMNS}
+    if not rows.empty:
+        samples, _ = _explode(rows, attempts)
+        for a in attempts.itertuples(index=False):
+            t, x, y = samples.get(a.akey, ([], [], []))
+            if not t or a.mode not in TRACE_DIMENSIONS:
+                continue
+            times = np.asarray(t, dtype="float64")
+            order = np.argsort(times, kind="stable")
+            values = {"x": x, "y": y}
+            for dimension, column in TRACE_DIMENSIONS[a.mode]:
+                n = len(times)
+                parts["participant"].append(np.repeat(np.asarray([a.participant], dtype=object), n))
+                parts["trial"].append(np.full(n, int(a.trial), dtype="int64"))
+                parts["clip"].append(np.repeat(np.asarray([a.clip], dtype=object), n))
+                parts["source"].append(np.repeat(np.asarray([a.source], dtype=object), n))
+                parts["dimension"].append(np.repeat(np.asarray([dimension], dtype=object), n))
+                parts["video_time"].append(times[order])
+                parts["value"].append(np.asarray(values[column], dtype="float64")[order])
+                parts["clip_duration"].append(np.full(n, a.clip_duration, dtype="float64"))
+                parts["partial"].append(np.full(n, bool(a.partial), dtype=bool))
+    dtypes = {"trial": "int64", "video_time": "float64", "value": "float64", "clip_duration": "float64",
+              "partial": bool}
+    return pd.DataFrame({c: (np.concatenate(v) if v else np.asarray([], dtype=dtypes.get(c, object)))
+                         for c, v in parts.items()})[TRACE_COLUMNS]
+
+
+def load_marks(engine: Engine, study_id: str, include_pilot: bool = False, include_practice: bool = False,
+               include_partial: bool = False) -> pd.DataFrame:
+    """Moment marks in long format (MARK_COLUMNS): one row per mark, `mark` the prompt id and
+    `video_time` the clip's time when it was pressed, sorted by participant, trial and time.
+
+    Marks of partial attempts (see load_traces) are left out unless `include_partial`, because
+    a reload replays the clip and the same moments would be marked twice; a trial whose clip
+    never reached its end keeps the marks of its latest attempt.
+    """
+    rows, attempts = _trace_batches(engine, study_id, include_pilot, include_practice)
+    out: list[tuple] = []
+    if not rows.empty:
+        _, marks = _explode(rows, attempts)
+        latest = attempts.groupby(["participant", "trial"])["attempt"].transform("max")
+        has_complete = (~attempts["partial"].astype(bool)).groupby([attempts["participant"], attempts["trial"]]).transform("any")
+        for a, last, complete in zip(attempts.itertuples(index=False), latest, has_complete):
+            keep = include_partial or not a.partial or (not complete and a.attempt == last)
+            if not keep:
+                continue
+            for when, prompt in sorted(marks.get(a.akey, [])):
+                out.append((a.participant, int(a.trial), a.clip, a.source, prompt, when, a.clip_duration))
+    df = pd.DataFrame(out, columns=MARK_COLUMNS)
+    df["trial"] = df["trial"].astype("int64")
+    df["video_time"] = df["video_time"].astype("float64")
+    df["clip_duration"] = df["clip_duration"].astype("float64")
+    return df

@@ -20,7 +20,7 @@ import streamlit as st
 
 from app_pages import browser_session, get_engine, page_language, questionnaire, ui
 from app_pages.player import player
-from study import flow, store, texts
+from study import capture, flow, store, texts
 from study.errors import UserError
 from study.texts import keys as text_keys
 from study.texts import local, t
@@ -302,6 +302,9 @@ def _skip_event(engine, state, message: str | None) -> None:
 
 
 def _practice(engine, state) -> None:
+    # The practice clip teaches the control used during playback (continuous rating, marks).
+    for note in capture.practice_notes(state.study):
+        st.markdown(note)
     _clip(engine, state, with_label=False)
 
 
@@ -316,11 +319,6 @@ def _clip(engine, state, with_label: bool) -> None:
     if label:
         st.markdown(label)
     stim = state.stimuli.get(step.stimulus_id) or {}
-    continuous = None
-    cr = getattr(playback, "continuous_rating", None)
-    if cr is not None:
-        continuous = {"label": local(cr.item), "min": cr.min, "max": cr.max, "low_label": local(cr.min_label),
-                      "high_label": local(cr.max_label), "interval_ms": 500}
     upcoming = next_clip(state)
     status = player(
         key=f"player-{step.key}",
@@ -334,7 +332,7 @@ def _clip(engine, state, with_label: bool) -> None:
         allow_seek=playback.allow_seek,
         min_share=playback.min_watched_share,
         duration=stim.get("duration_s"),
-        continuous=continuous,
+        capture=capture.player_config(state.study),
         texts={key.removeprefix("player."): t(key) for key in text_keys("player.")},
         require_sound=getattr(playback, "require_sound", False),
         next_src=clip_url(state, upcoming.stimulus_id) if upcoming else None,

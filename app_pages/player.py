@@ -1,7 +1,8 @@
 """Python side of the clip player (components/player, Streamlit components v2).
 
 The browser code lives in plain files next to each other and is passed inline: components v2
-then needs no build step and no asset manifest. The strings are multi-line on purpose, since a
+then needs no build step and no asset manifest. continuous.js (continuous rating and moment
+marks) is joined before player.js into one module, which calls it once per clip. The strings are multi-line on purpose, since a
 one-line css/js string containing '/' is taken for an asset path.
 """
 
@@ -25,8 +26,8 @@ def _read(name: str) -> str:
 _player = st.components.v2.component(
     "kuleshov.player",
     html=_read("player.html"),
-    css=_read("player.css"),
-    js=_read("player.js"),
+    css=_read("player.css") + "\n" + _read("continuous.css"),
+    js=_read("continuous.js") + "\n" + _read("player.js"),
 )
 
 
@@ -74,7 +75,7 @@ def player(
     allow_seek: bool,
     min_share: float,
     duration: float | None = None,
-    continuous: dict | None = None,
+    capture: dict | None = None,
     captions: str | None = None,
     texts: dict[str, str] | None = None,
     require_sound: bool = False,
@@ -98,7 +99,8 @@ def player(
         "allow_seek": bool(allow_seek),
         "min_share": float(min_share),
         "duration": duration,
-        "continuous": continuous,
+        "capture": capture,
+        "traces_url": (capture or {}).get("traces_url"),
         "captions_src": captions,
         "require_sound": bool(require_sound),
         "next_src": next_src,

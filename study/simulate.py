@@ -13,6 +13,21 @@ is added for human clips and subtracted for AI clips on valence and feeling-move
 (reverse-keyed items get the opposite sign, so scale scores show the planted difference).
 Attribution judgments are right 65% of the time. A few bots decline consent, fail the
 attention check, drop out, or withdraw (rates below, all seeded).
+
+When the study asks for a continuous rating or moment marks, each bot also sends them through
+store.record_traces, batch by batch as the player does. Every clip has a known curve per
+dimension (`trace_truth`: a baseline, one peak at a known time and height, a known end level);
+a bot's trace is
+
+    midpoint + sd * (sqrt(agreement) * curve(t) + sqrt(1 - agreement) * smooth noise(t)) +- effect / 2
+
+sampled at the study's rate in video time, held at the start value until the bot first moves
+it (0.3-2 s in), clipped to the scale; `agreement` is the share of a trace's variance that all
+raters share (so it sets their agreement), `effect` the same planted human-minus-AI difference
+as for the ratings (rating and valence dimensions only). For marks, every clip has one known
+moment per prompt (`mark_truth`); a bot marks it with probability MARK_HIT_RATE, 0.3 s late on
+average, plus a few marks at random times. A few bots reload mid-clip (trace_reload): the
+interrupted attempt stays, partial, and the clip is played again from the start.
 """
 
 from __future__ import annotations
@@ -20,6 +35,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -33,7 +49,13 @@ RATES = {
     "withdraw": 0.02,  # presses Withdraw at a random step
     "partial_watch": 0.08,  # watches only part of a clip
     "slider_untouched": 0.05,  # leaves an optional slider where it was
+    "trace_reload": 0.03,  # reloads the page mid-clip: a partial trace, then the clip again
 }
+TRACE_AGREEMENT = 0.6
+TRACE_BATCH_S = 3.0
+MARK_HIT_RATE = 0.8
+MARK_DELAY_S = (0.3, 0.25)  # mean and sd of how late a mark comes after its moment
+MARK_FALSE_PER_CLIP = 0.3
 ATTRIBUTION_ACCURACY = 0.65
 PLANTED_ITEMS = ("valence",)  # item ids, plus every item of the instruments below
 PLANTED_INSTRUMENTS = ("moved",)
@@ -55,11 +77,57 @@ def _snap(item, value: float) -> float:
     return float(value)
 
 
+@dataclass(frozen=True)
+class TraceTruth:
+    """The known curve of one clip on one dimension, in standard units (times in seconds)."""
+
+    base: float
+    peak_time: float
+    peak_height: float
+    width: float
+    end: float
+    duration: float
+
+    def at(self, t):
+        """curve(t): baseline, plus a Gaussian peak, drifting linearly to the end level."""
+        import numpy as np
+
+        t = np.asarray(t, dtype="float64")
+        drift = (self.end - self.base) * np.clip(t / self.duration, 0, 1)
+        return self.base + drift + self.peak_height * np.exp(-0.5 * ((t - self.peak_time) / self.width) ** 2)
+
+
+def trace_truth(study_seed: int, stimulus_id: str, dimension: str, duration: float) -> TraceTruth:
+    """The clip's known curve (the same for every bot and run with this design seed)."""
+    r = random.Random(f"trace:{study_seed}:{stimulus_id}:{dimension}")
+    return TraceTruth(base=r.uniform(-0.6, 0.2), peak_time=r.uniform(0.35, 0.75) * duration,
+                      peak_height=r.uniform(1.2, 2.0), width=max(0.3, 0.08 * duration),
+                      end=r.uniform(-0.8, 0.8), duration=float(duration))
+
+
+def mark_truth(study_seed: int, stimulus_id: str, prompt_id: str, duration: float) -> float:
+    """The video time of the clip's one known moment for this prompt."""
+    return random.Random(f"mark:{study_seed}:{stimulus_id}:{prompt_id}").uniform(0.2, 0.85) * float(duration)
+
+
+def _smooth_noise(rng: random.Random, n: int, rate_hz: float, timescale_s: float = 1.5) -> list[float]:
+    """Unit-variance AR(1) noise whose correlation falls to 1/e over `timescale_s`."""
+    phi = math.exp(-1.0 / (rate_hz * timescale_s))
+    scale = math.sqrt(1 - phi * phi)
+    value, out = rng.gauss(0, 1), []
+    for _ in range(n):
+        out.append(value)
+        value = phi * value + scale * rng.gauss(0, 1)
+    return out
+
+
 class Bot:
-    def __init__(self, engine, study_id: str, number: int, rng: random.Random, effect: float, is_pilot: bool):
+    def __init__(self, engine, study_id: str, number: int, rng: random.Random, effect: float, is_pilot: bool,
+                 agreement: float = TRACE_AGREEMENT):
         self.engine = engine
         self.rng = rng
         self.effect = effect
+        self.agreement = agreement
         self.person = rng.gauss(0, 1.0)
         self.fate = self._draw_fate()
         self.state = store.enrol(engine, study_id, prolific_pid=f"sim{rng.getrandbits(80):020x}",
@@ -164,7 +232,80 @@ class Bot:
                        "event": "ended" if share >= 1.0 else "pause", "media_time": end,
                        "client_time": clock + 30 + end * 1000, "watched_share": share})
         store.record_events(self.engine, self.state.token, events)
+        self.capture(step, duration, share)
         return {"watched_share": share, "max_time": end, "play_count": 1}
+
+    def capture(self, step, duration: float, share: float) -> None:
+        """Send the continuous trace and marks of one clip, if the study asks for them."""
+        from study.capture import mode as capture_mode
+
+        mode = capture_mode(self.state.study)
+        if mode is None:
+            return
+        # Its own generator: a study with traces gives the same ratings as one without.
+        rng = random.Random(f"capture:{self.state.study.design.seed}:{self.state.pseudonym}:{step.position}")
+        if rng.random() < RATES["trace_reload"]:
+            self._attempt(rng, mode, step, duration, rng.uniform(0.2, 0.7) * share, final=False)
+        self._attempt(rng, mode, step, duration, share, final=share >= 1.0)
+
+    def _attempt(self, rng: random.Random, mode: str, step, duration: float, share: float, final: bool) -> None:
+        study = self.state.study
+        cr, marks = study.playback.continuous_rating, study.playback.marks
+        seed = study.design.seed
+        attempt = rng.getrandbits(31)
+        end = duration * share
+        source = self.state.stimuli.get(step.stimulus_id, {}).get("source")
+        sign = (1 if source == "human" else -1) if source in ("human", "ai") else 0
+        batches: list[dict] = []
+        times: list[float] = []
+        axes: dict[str, list[float]] = {}
+        starts: dict[str, float] = {}
+        first_move = None
+        if cr is not None:
+            rate = float(cr.rate_hz)
+            n = int(end * rate) + 1
+            times = [round(min(k / rate, end), 3) for k in range(n)]
+            times = sorted(set(times))
+            first_move = round(min(rng.uniform(0.3, 2.0), end), 3)
+            dims = [("rating", "x", cr.min, cr.max, cr.start)] if cr.mode == "1d" else [
+                ("valence", "x", cr.min, cr.max, cr.start),
+                ("arousal", "y", cr.arousal_min, cr.arousal_max, cr.arousal_start)]
+            for dimension, column, low, high, start in dims:
+                truth = trace_truth(seed, step.stimulus_id, dimension, duration).at(times)
+                noise = _smooth_noise(rng, len(times), rate)
+                mid, sd = (low + high) / 2, (high - low) / 6
+                shift = sign * self.effect / 2 if dimension in ("rating", "valence") else 0.0
+                start_value = mid if start is None else start
+                starts[column] = start_value
+                values = []
+                for t, c, e in zip(times, truth, noise):
+                    v = mid + sd * (math.sqrt(self.agreement) * c + math.sqrt(1 - self.agreement) * e) + shift
+                    v = start_value if t < first_move else min(max(v, low), high)
+                    values.append(round(v, 3))
+                axes[column] = values
+        pressed: list[list] = []
+        if marks is not None:
+            for prompt in marks.prompts:
+                moment = mark_truth(seed, step.stimulus_id, prompt.id, duration)
+                if rng.random() < MARK_HIT_RATE:
+                    pressed.append([moment + max(0.05, rng.gauss(*MARK_DELAY_S)), prompt.id])
+                if rng.random() < MARK_FALSE_PER_CLIP:
+                    pressed.append([rng.uniform(0, duration), prompt.id])
+            pressed = sorted([round(t, 3), p] for t, p in pressed if t <= end)
+        n_batches = max(1, math.ceil(end / TRACE_BATCH_S))
+        for k in range(n_batches):
+            lo, hi = k * TRACE_BATCH_S, (k + 1) * TRACE_BATCH_S
+            last = k == n_batches - 1
+            idx = [i for i, t in enumerate(times) if lo <= t < hi or (last and t >= hi)]
+            batch = {"position": step.position, "attempt": attempt, "seq": k, "mode": mode, "final": final and last,
+                     "t": [times[i] for i in idx], "x": [axes["x"][i] for i in idx] if "x" in axes else [],
+                     "marks": [m for m in pressed if lo <= m[0] < hi or (last and m[0] >= hi)],
+                     "start_x": starts.get("x"), "first_move_t": first_move if first_move is not None and first_move < hi else None}
+            if "y" in axes:
+                batch["y"] = [axes["y"][i] for i in idx]
+                batch["start_y"] = starts["y"]
+            batches.append(batch)
+        store.record_traces(self.engine, self.state.token, batches)
 
     # ------------------------------------------------------------------ walking
 
@@ -190,10 +331,12 @@ class Bot:
 
 
 def simulate(engine, study_id_or_path: str | Path, n: int, effect: float = 0.0, seed: int = 1,
-             is_pilot: bool = False) -> list[str]:
+             is_pilot: bool = False, agreement: float = TRACE_AGREEMENT) -> list[str]:
     """Run `n` bots through the study; returns their tokens. A study file is registered first."""
     if n < 0:
         raise UserError(f"The number of simulated participants must be 0 or more, not {n}.")
+    if not 0 <= agreement <= 1:
+        raise UserError(f"The trace agreement must be between 0 and 1, not {agreement}.")
     target = str(study_id_or_path)
     if target.endswith((".yaml", ".yml")) or Path(target).is_file():
         study_id = store.register_study(engine, target, actor="simulate")
@@ -205,7 +348,7 @@ def simulate(engine, study_id_or_path: str | Path, n: int, effect: float = 0.0, 
     rng = random.Random(f"simulate:{study_id}:{seed}:{already}")
     tokens = []
     for number in range(already, already + n):
-        bot = Bot(engine, study_id, number, random.Random(rng.getrandbits(64)), effect, is_pilot)
+        bot = Bot(engine, study_id, number, random.Random(rng.getrandbits(64)), effect, is_pilot, agreement)
         tokens.append(bot.run())
     return tokens
 
@@ -215,7 +358,8 @@ def cli_simulate(args) -> int:
     try:
         store.upgrade(engine)
         started = time.perf_counter()
-        tokens = simulate(engine, args.study, args.participants, effect=args.effect, seed=args.seed)
+        tokens = simulate(engine, args.study, args.participants, effect=args.effect, seed=args.seed,
+                          agreement=getattr(args, "trace_agreement", TRACE_AGREEMENT))
         took = time.perf_counter() - started
         study_id = store.resolve_study_id(args.study)
         row = next((r for r in store.list_studies(engine) if r["id"] == study_id), None)

@@ -35,7 +35,8 @@ LIVE_DEADLINE_S = 45
 EXPECTED_FILES = {"datapackage.json", "dataset_description.json", "codebook.csv", "README.txt", "study.yaml",
                   "study_hash.txt", "provenance.json"} | {
     f"{name}.{ext}" for name in ("participants", "trials", "responses", "scores", "playback_events",
-                                 "continuous_samples", "stimuli", "exclusions") for ext in ("csv", "parquet")}
+                                 "continuous_samples", "traces", "marks", "trace_attempts", "stimuli", "exclusions")
+    for ext in ("csv", "parquet")}
 
 
 def live_counts(page) -> tuple[str, str]:

@@ -64,8 +64,6 @@ function createPlayer(root, data) {
   const errorBox = root.querySelector(".kp-error");
   const errorText = root.querySelector(".kp-error-text");
   const retryBtn = root.querySelector(".kp-retry");
-  const ratingBox = root.querySelector(".kp-rating");
-  const ratingInput = root.querySelector(".kp-rating-input");
   const stage = root.querySelector(".kp-stage");
   const tools = root.querySelector(".kp-tools");
   const ccBtn = root.querySelector(".kp-cc");
@@ -97,7 +95,6 @@ function createPlayer(root, data) {
     srcSetAt: 0,
     attempt: 0,
     loadTimer: null,
-    sampleTimer: null,
     failed: false,
     atEnd: false,
     disposed: false,
@@ -573,26 +570,8 @@ function createPlayer(root, data) {
     applyCaptions();
   }
 
-  // Continuous rating (CARMA-style): sampled at a fixed rate while the clip plays.
-  const cont = data.continuous;
-  if (cont) {
-    ratingBox.hidden = false;
-    // The label names the slider for screen readers (the ids are unique per player instance).
-    const ratingId = `kp-rating-${String(data.instance).replace(/[^A-Za-z0-9_-]/g, "_")}`;
-    ratingInput.id = ratingId;
-    root.querySelector(".kp-rating-label").htmlFor = ratingId;
-    root.querySelector(".kp-rating-label").textContent = cont.label || "";
-    root.querySelector(".kp-anchor-low").textContent = cont.low_label || "";
-    root.querySelector(".kp-anchor-high").textContent = cont.high_label || "";
-    ratingInput.min = String(cont.min ?? 0);
-    ratingInput.max = String(cont.max ?? 100);
-    ratingInput.value = String(cont.start ?? ((Number(ratingInput.min) + Number(ratingInput.max)) / 2));
-    const every = Math.max(100, Number(cont.interval_ms) || 500);
-    p.sampleTimer = setInterval(() => {
-      if (!video.isConnected) return clearInterval(p.sampleTimer);
-      if (!video.paused && !video.ended) record("sample", null, { value: Number(ratingInput.value) });
-    }, every);
-  }
+  // Continuous rating and moment marks (continuous.js, joined before this file by app_pages/player.py).
+  const capture = data.capture && typeof kuleshovCapture === "function" ? kuleshovCapture(root, video, data) : null;
 
   status.textContent = "";
   if (requireSound) {
@@ -616,7 +595,7 @@ function createPlayer(root, data) {
       flush(true);
       p.disposed = true;
       clearTimeout(p.loadTimer);
-      clearInterval(p.sampleTimer);
+      if (capture) capture.dispose();
       detach();
       video.pause();
     },

@@ -237,6 +237,13 @@ def design_warnings(study: Study, label: str = "study.yaml") -> list[Problem]:
             "participants in the true condition were told the answer with the clip, so their judgments "
             'measure reading the label, not telling the sources apart. Analyse attribution only in the "none" '
             'condition, or drop "true" (or attribution) from the study', "warning"))
+    capture = [name for name in ("continuous_rating", "marks") if getattr(study.playback, name, None) is not None]
+    if capture and not study.stimuli.practice:
+        out.append(Problem(
+            f"{label}: stimuli.practice",
+            f"is empty, but playback.{' and playback.'.join(capture)} asks participants to answer while a clip "
+            "plays: without a practice clip they learn the control on the first real clip, whose trace then "
+            "records the learning. Name a practice clip (e.g. practice: practice)", "warning"))
     return out
 
 

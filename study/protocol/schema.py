@@ -141,18 +141,77 @@ class Design(_Section):
 
 
 class ContinuousRating(_Section):
-    item: Words = Field(min_length=1, description="Question shown beside the slider during playback, e.g. 'How do you feel right now?'.")
-    min: float = Field(default=1, description="Lowest slider value.")
-    max: float = Field(default=9, description="Highest slider value.")
-    min_label: Words = Field(default=from_catalogue("study.continuous.min_label"),
-                             description="Label at the low end of the slider.")
-    max_label: Words = Field(default=from_catalogue("study.continuous.max_label"),
-                             description="Label at the high end of the slider.")
+    """A control moved while the clip plays (CARMA/DARMA-style), sampled at `rate_hz` in video time."""
+
+    mode: Literal["1d", "2d"] = Field(
+        default="1d", description="1d: one slider (dimension `rating`); 2d: a valence-arousal grid (dimensions "
+                                  "`valence` across, `arousal` up).")
+    item: Words = Field(min_length=1, description="Question shown beside the control during playback, e.g. 'How do you feel right now?'.")
+    orientation: Literal["horizontal", "vertical"] = Field(
+        default="horizontal", description="1d only: a horizontal slider (low end left) or a vertical one (low end at the bottom).")
+    min: float = Field(default=1, description="Lowest value (1d: the slider; 2d: the valence axis).")
+    max: float = Field(default=9, description="Highest value (1d: the slider; 2d: the valence axis).")
+    min_label: Words = Field(default=from_catalogue("study.continuous.min_label"), description="Label at the low end (1d: the slider; 2d: left, valence).")
+    max_label: Words = Field(default=from_catalogue("study.continuous.max_label"), description="Label at the high end (1d: the slider; 2d: right, valence).")
+    start: float | None = Field(default=None, description="Where the control starts (valence in 2d); empty = the midpoint. Recorded with the trace.")
+    arousal_min: float = Field(default=1, description="2d only: lowest arousal (bottom of the grid).")
+    arousal_max: float = Field(default=9, description="2d only: highest arousal (top of the grid).")
+    arousal_min_label: Words = Field(default=from_catalogue("capture.arousal_low"), description="2d only: label at the bottom of the grid.")
+    arousal_max_label: Words = Field(default=from_catalogue("capture.arousal_high"), description="2d only: label at the top of the grid.")
+    arousal_start: float | None = Field(default=None, description="2d only: where the arousal starts; empty = the midpoint.")
+    rate_hz: float = Field(default=10, ge=1, le=60,
+                           description="Samples per second of video time (each sample is stamped with the video's own time).")
+    key_steps: int = Field(default=20, ge=2, le=1000,
+                           description="How many arrow-key presses cross the whole range (keyboard control).")
 
     @model_validator(mode="after")
     def _range(self) -> ContinuousRating:
         if self.min >= self.max:
             raise ValueError(f"min ({self.min:g}) must be smaller than max ({self.max:g})")
+        if self.arousal_min >= self.arousal_max:
+            raise ValueError(f"arousal_min ({self.arousal_min:g}) must be smaller than arousal_max ({self.arousal_max:g})")
+        if self.start is not None and not self.min <= self.start <= self.max:
+            raise ValueError(f"start ({self.start:g}) must lie between min ({self.min:g}) and max ({self.max:g})")
+        if self.arousal_start is not None and not self.arousal_min <= self.arousal_start <= self.arousal_max:
+            raise ValueError(f"arousal_start ({self.arousal_start:g}) must lie between arousal_min and arousal_max")
+        return self
+
+
+class MarkPrompt(_Section):
+    id: str = Field(description="Stable id of the prompt (lowercase letters, digits, _); the `mark` column of marks.csv.")
+    label: Words = Field(min_length=1, description="Text of the button (and of the instruction), e.g. 'This moved me'.")
+    key: str = Field(description="One letter or digit that marks the moment from the keyboard (e.g. m).")
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not ins.ID_PATTERN.match(v):
+            raise ValueError(f"id {v!r} {ins.ID_RULE}")
+        return v
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, v: str) -> str:
+        if len(v) != 1 or not v.isalnum() or not v.isascii():
+            raise ValueError(f"key {v!r} must be one letter or digit (the arrows, space and enter are taken)")
+        return v.lower()
+
+
+class Marks(_Section):
+    """Moments marked during playback: a key press or a tap, stamped with the video's time."""
+
+    prompts: list[MarkPrompt] = Field(min_length=1, description="What to mark, one entry per kind of moment (at least one).")
+    instruction: Words | None = Field(default=None,
+                                    description="Sentence above the buttons; empty = a standard one naming the keys.")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Marks:
+        ids = [p.id for p in self.prompts]
+        keys = [p.key for p in self.prompts]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"prompt ids must be distinct (got {', '.join(ids)})")
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"prompt keys must be distinct (got {', '.join(keys)})")
         return self
 
 
@@ -167,7 +226,11 @@ class Playback(_Section):
                                 description="The clips must be heard: each starts with sound on, the start screen says "
                                             "why, and muting (or volume 0) pauses the clip until the sound is back on.")
     continuous_rating: ContinuousRating | None = Field(
-        default=None, description="A slider moved during playback (CARMA-style), sampled over time; empty = none.")
+        default=None, description="A control moved during playback (1d slider or 2d valence-arousal grid), sampled "
+                                  "in video time, on every clip including the practice clip; empty = none.")
+    marks: Marks | None = Field(
+        default=None, description="Moments marked during playback by key or button, on every clip including the "
+                                  "practice clip; alone or with continuous_rating; empty = none.")
 
 
 class AttentionCheck(_Section):

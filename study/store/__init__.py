@@ -31,7 +31,11 @@ Tables (all times UTC):
   ``attention:<id>``. Unique (participant_id, step_key, item_id). ``value_num`` holds numbers,
   ``value_text`` text and choices; ``untouched`` marks a slider left at its start (value null).
 - ``playback_events`` and ``continuous_samples``: what the player reported, unique by
-  (participant_id, position, seq) so a resent batch is stored once.
+  (participant_id, position, seq) so a resent batch is stored once (continuous_samples holds
+  only data recorded before migration 0008).
+- ``trace_batches``: continuous-rating traces and moment marks, one row per batch the player
+  sent (video times ``t``, values ``x``/``y`` and ``marks`` as JSON arrays), unique by
+  (participant_id, position, attempt, seq); ``attempt`` changes when a reload restarts the clip.
 - ``audit_log``: researcher and system actions; ``actor`` is the researcher's username (or
   "researcher" in single-password mode, "cli", "system", "participant"); ``participant_ref`` is a
   hash of the pseudonym, never a raw id.
@@ -41,7 +45,8 @@ Tables (all times UTC):
 
 The package: tables.py (schema), engine.py (engines, transactions, migrations, backups),
 studies.py (audit, studies, versions), sessions.py (participants and pages), events.py
-(player events), metrics.py (a trial's playback columns), privacy.py (withdrawal, timeouts, deletion), researchers.py (accounts, login, permissions), server.py (the web server's reads).
+(player events), metrics.py (a trial's playback columns), traces.py (traces and marks), privacy.py
+(withdrawal, timeouts, deletion), researchers.py (accounts, login, permissions), server.py (the web server's reads).
 """
 
 from study.store.engine import (  # noqa: F401
@@ -64,6 +69,16 @@ from study.store.engine import (  # noqa: F401
     make_engine,
     normalise_url,
     upgrade,
+)
+from study.store.traces import (  # noqa: F401
+    MAX_BATCHES_PER_REQUEST,
+    MAX_SAMPLES_PER_BATCH,
+    CaptureSpec,
+    TracesOutcome,
+    capture_spec,
+    record_trace_batch,
+    record_trace_requests,
+    record_traces,
 )
 from study.store.events import (  # noqa: F401
     _SAFE_INT,
@@ -194,9 +209,11 @@ from study.store.tables import (  # noqa: F401
     StimulusRow,
     StudyRow,
     StudyVersionRow,
+    TraceBatchRow,
     TrialRow,
     audit_log,
     continuous_samples,
+    trace_batches,
     participants,
     planned_trials,
     playback_events,

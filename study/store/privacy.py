@@ -30,6 +30,7 @@ from study.store.tables import (
     planned_trials,
     playback_events,
     responses,
+    trace_batches,
     trials,
     utcnow,
 )
@@ -91,7 +92,7 @@ def delete_participant(engine: Engine, study_id: str, ref: str, actor: str = "cl
                             "P0001, or a Prolific ID).")
         pref = participant_ref(study_id, p.pseudonym)
         deleted = 0
-        for table in (responses, continuous_samples, playback_events, trials, planned_trials):
+        for table in (responses, continuous_samples, trace_batches, playback_events, trials, planned_trials):
             deleted += conn.execute(table.delete().where(table.c.participant_id == p.id)).rowcount
         conn.execute(audit_log.delete().where(audit_log.c.study_id == study_id, audit_log.c.participant_ref == pref))
         deleted += conn.execute(participants.delete().where(c.id == p.id)).rowcount
