@@ -55,6 +55,8 @@ class ParticipantState:
     excluded_reason: str | None = None
     prolific_pid: str | None = None
     study_status: str = "open"
+    device_info: Any = None  # participants.device_info: server-side only (its seed makes the sound test)
+    study_version: str | None = None
 
     @property
     def completed(self) -> bool:
@@ -103,6 +105,7 @@ class SubmitResult:
 _P_COLUMNS = [participants.c[name] for name in (
     "id", "study_id", "token", "pseudonym", "participant_number", "prolific_pid", "label_condition",
     "list_index", "status", "excluded_reason", "attention_failed", "step_index", "step_key", "is_pilot",
+    "device_info",
 )]
 # The participant's own version of the study file; the study's current file only for
 # participants of a version registered before study_versions existed (migration 0004).
@@ -194,7 +197,8 @@ def _build_state(conn: Connection, p, srow, step_index: int | None = None, statu
         item_order=flow.item_order(step, seed), answers=answers,
         attention_failed=p["attention_failed"] if attention_failed is None else attention_failed,
         excluded_reason=p["excluded_reason"] if excluded_reason is None else excluded_reason,
-        prolific_pid=p["prolific_pid"], study_status=srow["status"],
+        prolific_pid=p["prolific_pid"], study_status=srow["status"], device_info=p["device_info"],
+        study_version=srow["version"],
     )
 
 
@@ -269,6 +273,8 @@ def enrol(engine: Engine, study_id: str, *, prolific_pid: str | None = None, pro
             prolific_session_id=prolific_session_id, label_condition=condition, list_index=list_index,
             status="started", attention_failed=0, step_index=0, step_key=steps[0].key, is_pilot=bool(is_pilot),
             study_version=str(srow["version"]), user_agent=(user_agent or None) and user_agent[:500],
+            # The device check's sounds follow from this seed; it never leaves the server.
+            device_info={"seed": secrets.token_hex(8)},
             started_at=now, updated_at=now,
         ).returning(participants.c.id)).scalar_one()
         planned = [{"participant_id": pid, "position": pos, "stimulus_id": sid, "kind": "main"}
@@ -354,7 +360,8 @@ def _upsert_trial(conn: Connection, participant_id: int, position: int, stimulus
     return conn.execute(_upsert_trial_stmt(conn, submitted), values).scalar_one()
 
 
-INACTIVE_MESSAGES = {status: t(f"status.{status}") for status in ("withdrawn", "declined", "timed_out", "completed")}
+INACTIVE_MESSAGES = {status: t(f"status.{status}")
+                     for status in ("withdrawn", "declined", "timed_out", "completed", "ineligible_device")}
 CLOSED_MESSAGE = t("study.closed")
 INVALID_LINK_MESSAGE = t("link.invalid")
 
@@ -410,7 +417,9 @@ def submit_step(engine: Engine, token: str, step_key: str, answers: dict, trial_
             by_id = {item.id: item for item in step.items}
             rows = []
             for item_id, answer in answers.items():
-                item = by_id[item_id]
+                item = by_id.get(item_id)
+                if item is None:  # a step's own report (the device check), not an item's answer
+                    continue
                 num, text = flow.stored_value(item, answer)
                 rows.append({"participant_id": p["id"], "trial_id": trial_id, "step_key": step.key,
                              "instrument_id": item.instrument, "item_id": item_id, "value_num": num,
@@ -420,7 +429,8 @@ def submit_step(engine: Engine, token: str, step_key: str, answers: dict, trial_
             _insert_ignore(conn, responses, rows, ["participant_id", "step_key", "item_id"])
         session = flow.Session(status=state.status, step_index=index, attention_failed=state.attention_failed,
                                excluded_reason=state.excluded_reason,
-                               max_failed_attention=getattr(state.study.exclusions, "max_failed_attention_checks", None))
+                               max_failed_attention=getattr(state.study.exclusions, "max_failed_attention_checks", None),
+                               study=state.study, device_info=state.device_info, token=state.token)
         outcome = flow.advance(session, state.steps, answers)
         new_index, new_status = outcome.new_index, outcome.status
         attention_failed, excluded_reason = outcome.attention_failed, outcome.excluded_reason
@@ -431,7 +441,11 @@ def submit_step(engine: Engine, token: str, step_key: str, answers: dict, trial_
             values["excluded_reason"] = excluded_reason
         new_step = state.steps[new_index]
         values.update(step_index=new_index, step_key=new_step.key, status=new_status)
+        if outcome.device_info is not None:
+            values["device_info"] = outcome.device_info
         conn.execute(participants.update().where(participants.c.id == p["id"]).values(**values))
+        if outcome.device_info is not None:
+            p = {**p, "device_info": outcome.device_info}
         new_state = _build_state(conn, p, srow, step_index=new_index, status=new_status,
                                  attention_failed=attention_failed, excluded_reason=excluded_reason,
                                  with_answers=False)
