@@ -210,9 +210,10 @@ class DeviceCheck(_Section):
     enabled: bool = Field(default=True,
                           description="Check the participant's browser and device before consent; a participant who "
                                       "fails is told why and what to do, and the session ends (status ineligible_device).")
-    min_width: int = Field(default=800, ge=0, le=10000,
-                           description="Smallest browser window width in CSS pixels (0 = no limit).")
-    min_height: int = Field(default=500, ge=0, le=10000,
+    min_width: int = Field(default=360, ge=0, le=10000,
+                           description="Smallest browser window width in CSS pixels (0 = no limit). The default lets "
+                                       "phones in portrait take part; e.g. 1024 keeps to computers and tablets.")
+    min_height: int = Field(default=400, ge=0, le=10000,
                             description="Smallest browser window height in CSS pixels (0 = no limit).")
     audio_test: bool = Field(default=True,
                              description="A short sound test: three groups of beeps, made on the server, whose counts the "
