@@ -362,3 +362,58 @@ def _mime_cached(path: str, sha256: str) -> str | None:
             _MIME_CACHE.clear()
         _MIME_CACHE[key] = codec_mime(path)
     return _MIME_CACHE[key]
+
+
+# --------------------------------------------------------------------------- export
+
+# participants.csv columns from device_info: (column, device_info key, type, description).
+# The seed, the full user agent and the expected digits stay in the database.
+EXPORT_COLUMNS: list[tuple[str, str, str, str]] = [
+    ("device_check_passed", "passed", "boolean", "Whether the device check before consent was passed."),
+    ("device_check_failed", "failed", "string", "Why the device check failed: codec, window, connection, audio, "
+                                                "headphones (several separated by ';')."),
+    ("device_browser", "browser", "string", "Browser and major version, from the user agent (e.g. Chrome 156)."),
+    ("device_platform", "platform", "string", "Operating system as the browser reports it."),
+    ("device_language", "language", "string", "The browser's language setting."),
+    ("device_screen_width", "screen_width", "integer", "Screen width in CSS pixels."),
+    ("device_screen_height", "screen_height", "integer", "Screen height in CSS pixels."),
+    ("device_window_width", "window_width", "integer", "Browser window (viewport) width in CSS pixels at the check."),
+    ("device_window_height", "window_height", "integer", "Browser window (viewport) height in CSS pixels at the check."),
+    ("device_pixel_ratio", "pixel_ratio", "number", "Device pixels per CSS pixel (2 = a high-density screen)."),
+    ("device_touch", "touch", "boolean", "Whether the device has a touch screen."),
+    ("device_codecs_ok", "codecs_ok", "boolean", "Whether the browser said it can play every codec string of the "
+                                                 "study's clips (canPlayType or MediaSource.isTypeSupported)."),
+    ("device_codecs", "codecs", "json", "Per codec string: canPlayType's answer (probably, maybe or empty) and "
+                                        "MediaSource.isTypeSupported's (JSON list)."),
+    ("device_speed_kbps", "speed_kbps", "number", "Download speed of a ranged fetch of the first clip, kbit/s."),
+    ("device_speed_needed_kbps", "speed_needed_kbps", "number", "The speed needed: min_speed_factor x the clips' "
+                                                                "highest bitrate, kbit/s."),
+    ("device_audio_attempts", "audio_attempts", "count", "How many times the sound test was answered."),
+    ("device_audio_ok", "audio_ok", "boolean", "Whether the last answer to the sound test was right."),
+    ("device_headphone_right", "headphone_right", "integer", "Headphone check: trials (of 6) where the quietest "
+                                                             "tone was picked."),
+    ("device_headphone_ok", "headphone_ok", "boolean", "Headphone check passed (at least 5 of 6)."),
+]
+
+
+def export_values(device_info: Any) -> dict[str, Any]:
+    """One participant's device_info as EXPORT_COLUMNS values (None where not measured)."""
+    import json
+
+    info = device_info if isinstance(device_info, dict) else {}
+    if isinstance(device_info, str):  # some drivers hand JSON back as text
+        try:
+            info = json.loads(device_info)
+        except ValueError:
+            info = {}
+    out: dict[str, Any] = {}
+    for column, key, kind, _ in EXPORT_COLUMNS:
+        value = info.get(key)
+        if kind == "count":
+            value = len(value) if isinstance(value, list) else None
+        elif kind == "json":
+            value = json.dumps(value, sort_keys=True) if value is not None else None
+        elif kind == "string" and isinstance(value, list):
+            value = ";".join(map(str, value)) if value else None
+        out[column] = value
+    return out

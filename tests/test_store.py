@@ -13,7 +13,7 @@ from study import flow, store
 from study.errors import UserError
 from study.flow import Answer
 
-from conftest import DEMO_STUDY, enrol
+from conftest import DEMO_STUDY, enrol, pass_device_check
 
 
 @pytest.fixture
@@ -40,6 +40,10 @@ def advance(engine, state, until_key=None, steps=None):
     """Submit valid pages until the current step is `until_key` (or `steps` pages)."""
     n = 0
     while state.step.key != until_key and (steps is None or n < steps):
+        if state.step.kind == "device_check":
+            state = pass_device_check(engine, state)
+            n += 1
+            continue
         meta = {"watched_share": 1.0, "max_time": 8.0, "play_count": 1} if state.step.has_clip else None
         result = store.submit_step(engine, state.token, state.step.key, valid_answers(state.step), meta)
         assert result.ok, (state.step.key, result.errors, result.message)
