@@ -400,8 +400,9 @@ def exclusions(trials: pd.DataFrame, participants: pd.DataFrame | None, study: A
         rules = rules.model_copy(update={"exclude_pilot": False})
     withdrawn = pd.DataFrame(columns=EXCLUDED_COLUMNS)
     if participants is not None and "status" in participants.columns:
-        # Declining at consent leaves no data to exclude; listing them would inflate the count.
-        participants = participants[participants["status"] != "declined"]
+        # Declining at consent, or failing the device check before it, leaves no data to exclude;
+        # listing them would inflate the count.
+        participants = participants[~participants["status"].isin(["declined", "ineligible_device"])]
         gone = participants.loc[participants["status"] == "withdrawn", "participant_id"]
         withdrawn = pd.DataFrame({"level": "participant", "participant_id": gone.to_numpy(),
                                   "stimulus_id": None, "position": pd.NA,

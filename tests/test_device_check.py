@@ -14,6 +14,7 @@ import wave
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
@@ -294,3 +295,28 @@ def test_passing_moves_on_to_consent_and_bots_pass(engine, demo):
     bot_state = store.enrol(engine, demo)
     answers = flow.kind_of(bot_state.step).bot_answers(SimpleNamespace(state=bot_state), bot_state.step)
     assert store.submit_step(engine, bot_state.token, "device_check", answers).state.step.key == "consent"
+
+
+def test_the_measurements_reach_participants_csv_and_failures_are_not_exclusions(engine, demo):
+    from analysis import load
+
+    passed = store.enrol(engine, demo)
+    seed = dc.seed_of(passed.device_info, passed.token)
+    submit(engine, passed, good_report(audio={"typed": dc.digits(seed, 0), "plays": 2, "error": None}))
+    failed = store.enrol(engine, demo)
+    submit(engine, failed, good_report(codecs=[{"mime": MIME, "can_play": "", "mse": False}]))
+    untouched = store.enrol(engine, demo)  # still on the check
+    people = load.load_participants(engine, demo).set_index("participant_id")
+    ok, bad, new = (people.loc[s.pseudonym] for s in (passed, failed, untouched))
+    assert (ok["device_check_passed"], ok["device_browser"], ok["device_window_width"], ok["device_pixel_ratio"]) == \
+        (True, "Chrome 156", 1280, 2.0)
+    assert (ok["device_audio_attempts"], ok["device_audio_ok"], ok["device_speed_kbps"]) == (1, True, 8388.6)
+    assert json.loads(ok["device_codecs"]) == [{"can_play": "probably", "mime": MIME, "mse": True}]
+    assert pd.isna(ok["device_check_failed"]) and pd.isna(ok["device_headphone_ok"])
+    assert (bad["status"], bad["device_check_passed"], bad["device_check_failed"], bad["device_codecs_ok"]) == \
+        ("ineligible_device", False, "codec", False)
+    assert pd.isna(bad["device_audio_attempts"]) is False and bad["device_audio_attempts"] == 0
+    assert pd.isna(new["device_check_passed"]) and pd.isna(new["device_browser"])
+    assert "seed" not in " ".join(people.columns) and passed.device_info["seed"] not in people.to_csv()
+    _, excluded = load.exclusions(pd.DataFrame(columns=load.TRIAL_META_COLUMNS), people.reset_index(), None)
+    assert failed.pseudonym not in set(excluded["participant_id"])
