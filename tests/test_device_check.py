@@ -320,3 +320,34 @@ def test_the_measurements_reach_participants_csv_and_failures_are_not_exclusions
     assert "seed" not in " ".join(people.columns) and passed.device_info["seed"] not in people.to_csv()
     _, excluded = load.exclusions(pd.DataFrame(columns=load.TRIAL_META_COLUMNS), people.reset_index(), None)
     assert failed.pseudonym not in set(excluded["participant_id"])
+
+
+def test_the_retry_and_ineligible_pages_show_only_catalogue_text_with_the_reason(tmp_path, monkeypatch):
+    from test_texts import _Allowed, _render, _shown
+
+    from study import texts
+
+    url = f"sqlite:///{tmp_path / 'pages.db'}"
+    monkeypatch.setenv("KULESHOV_DATABASE_URL", url)
+    eng = store.make_engine(url)
+    store.upgrade(eng)
+    study_id = store.register_study(eng, str(DEMO_STUDY), actor="test")
+    try:
+        allowed = _Allowed({texts.t("step.device_check.title")})
+        state = store.enrol(eng, study_id, prolific_pid="dev-page-1")
+        submit(eng, state, good_report(audio={"typed": "000", "plays": 1, "error": None}))
+        retry = _shown(_render(state.token))
+        assert texts.t("device.retry", attempt=2, total=3) in retry
+        assert [s for s in retry if not allowed(s)] == []
+        submit(eng, state, good_report(window={"width": 200, "height": 300}))
+        shown = _shown(_render(state.token))
+        assert texts.t("status.ineligible_device") in shown and texts.t("device.prolific") in shown
+        assert texts.t("device.reason.window", min_width=360, min_height=400) in " ".join(shown)
+        assert [s for s in shown if not allowed(s) and not s.startswith("- ")] == []
+        # Without a Prolific ID there is no Prolific wording.
+        other = store.enrol(eng, study_id)
+        submit(eng, other, good_report(codecs=[{"mime": MIME, "can_play": "", "mse": None}]))
+        shown = _shown(_render(other.token))
+        assert texts.t("device.prolific") not in shown and texts.t("device.reason.codec") in " ".join(shown)
+    finally:
+        eng.dispose()
