@@ -98,21 +98,26 @@ def participant_token(page, timeout_ms: int = 30_000) -> str:
     return page.url.split("t=", 1)[1].split("&")[0]
 
 
-def device_check_answer(db_url: str, token: str) -> str:
+DEVICE_CHECK_TITLE = "a quick check of your browser"
+
+
+def device_check_answer(db, token: str) -> str:
     """The digits the sound test is playing now, as only the server knows them (the participant's
-    seed in participants.device_info): what a participant who hears the beeps would type."""
+    seed in participants.device_info): what a participant who hears the beeps would type.
+    `db`: a database URL or an engine."""
     from study import device_check, store
 
-    engine = store.make_engine(db_url)
+    engine = store.make_engine(db) if isinstance(db, str) else db
     try:
         state = store.get_state(engine, token)
     finally:
-        engine.dispose()
+        if isinstance(db, str):
+            engine.dispose()
     attempt = len((state.device_info or {}).get("audio_attempts") or [])
     return device_check.digits(device_check.seed_of(state.device_info, token), attempt)
 
 
-def pass_device_check(page, db_url: str, timeout_ms: int = 30_000) -> str:
+def pass_device_check(page, db_url, timeout_ms: int = 30_000) -> str:
     """Get past the device check before consent in the real component (codecs, window and connection
     are measured by Chromium; the sound test is answered with the digits it plays); returns the token."""
     token = participant_token(page, timeout_ms)

@@ -351,3 +351,26 @@ def test_the_retry_and_ineligible_pages_show_only_catalogue_text_with_the_reason
         assert texts.t("device.prolific") not in shown and texts.t("device.reason.codec") in " ".join(shown)
     finally:
         eng.dispose()
+
+
+def test_any_json_gets_a_sentence_or_a_verdict_never_an_exception():
+    from hypothesis import given, settings as hsettings
+    from hypothesis import strategies as st
+
+    leaf = st.none() | st.booleans() | st.integers(-10**20, 10**20) | st.floats() | st.text(max_size=30)
+    json_like = st.recursive(leaf, lambda inner: st.lists(inner, max_size=4)
+                             | st.dictionaries(st.text(max_size=12), inner, max_size=5), max_leaves=20)
+    keys = st.sampled_from(sorted(good_report()))
+
+    @hsettings(max_examples=300, deadline=None)
+    @given(st.one_of(json_like, st.tuples(keys, json_like)))
+    def check(case):
+        report = good_report(**{case[0]: case[1]}) if isinstance(case, tuple) else case
+        problem = dc.report_problem(report, list(EXPECT.codecs))
+        if problem is None:
+            verdict = dc.judge(report, settings(headphone_check=True), EXPECT, SEED)
+            json.dumps(verdict.device_info, allow_nan=False)  # storable as JSON on both databases
+        else:
+            assert isinstance(problem, str) and problem
+
+    check()
