@@ -52,6 +52,7 @@ def server(tmp_path_factory):
     store.register_study(engine, variant(tmp, "device-codec", f"  codecs: ['{UNPLAYABLE}']\n"))
     store.register_study(engine, variant(tmp, "device-strict", "  min_width: 1000\n  min_height: 700\n"
                                                                "  audio_attempts: 2\n"))
+    store.register_study(engine, variant(tmp, "device-phones", "  audio_test: false\n  headphone_check: true\n"))
     srv = start_server(url, tmp, DEMO)
     yield srv, engine
     engine.dispose()
@@ -183,3 +184,31 @@ def test_a_failed_sound_test_may_be_retried_then_ends_at_a_page_saying_so(server
 
     with engine.connect() as conn:
         assert _balance_counts(conn, "device-strict", "1", False, 120) == {}
+
+
+def test_the_headphone_check_is_answered_round_by_round_from_the_keyboard(server, browser):
+    from study import device_check
+
+    srv, engine = server
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{srv.url}/?study=device-phones")
+    token = participant_token(page)
+    page.locator('.kd-root[data-state="ready"]').wait_for(timeout=TIMEOUT_MS)
+    assert page.locator(".kd-answer").is_hidden()  # no sound test in this study
+    page.get_by_role("button", name="Play round 1").click()
+    page.locator(".kd-continue").click()  # not every round answered: told so, nothing sent
+    page.get_by_text("Please play every round").first.wait_for(timeout=TIMEOUT_MS)
+    assert row(engine, token)["device_info"] == {"seed": row(engine, token)["device_info"]["seed"]}
+    plan = device_check.headphone_plan(row(engine, token)["device_info"]["seed"])
+    for i, (quiet, _) in enumerate(plan):
+        group = page.locator(f'input[data-round="{i}"]')
+        assert group.count() == 3
+        group.nth(quiet).focus()
+        page.keyboard.press("Space")
+        box = page.locator("label.kd-tone").nth(3 * i + quiet).bounding_box()
+        assert box["height"] >= 44
+    page.locator(".kd-continue").click()
+    page.locator("h3", has_text="Consent").first.wait_for(timeout=TIMEOUT_MS)
+    info = row(engine, token)["device_info"]
+    assert info["headphone_picks"] == [q for q, _ in plan] and info["headphone_right"] == 6
+    assert info["headphone_ok"] is True and info["audio_ok"] is None and info["passed"] is True
