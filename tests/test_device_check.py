@@ -374,3 +374,15 @@ def test_any_json_gets_a_sentence_or_a_verdict_never_an_exception():
             assert isinstance(problem, str) and problem
 
     check()
+
+
+def test_the_expectations_come_from_the_probed_clips_unless_the_study_names_codecs(engine, demo):
+    info = store.get_study(engine, demo)
+    expect = dc.expectations(info.manifest, info.manifest_dir, settings())
+    assert expect.codecs == (MIME,)  # every demo clip: H.264 Main level 3.0 with AAC-LC, read from the avcC box
+    rates = [c["size_bytes"] * 8 / 1000 / c["duration_s"] for c in info.manifest]
+    assert expect.bitrate_kbps == round(max(rates), 1) and expect.bitrate_kbps > 0
+    named = dc.expectations(info.manifest, info.manifest_dir, settings(codecs=['video/webm; codecs="vp9, opus"']))
+    assert named.codecs == ('video/webm; codecs="vp9, opus"',)
+    with pytest.raises(ValueError, match="is not a MIME type"):
+        settings(codecs=["avc1.64001e"])
