@@ -149,7 +149,14 @@ def _num(value: Any, low: float, high: float) -> bool:
 
 
 def _text(value: Any, limit: int = _MAX_TEXT) -> bool:
-    return isinstance(value, str) and len(value) <= limit and "\x00" not in value
+    """Text either database stores: bounded, no NUL, no lone surrogate (PostgreSQL refuses both)."""
+    if not isinstance(value, str) or len(value) > limit or "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def report_problem(report: Any, expected_codecs: list[str]) -> str | None:

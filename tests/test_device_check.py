@@ -61,6 +61,7 @@ HOSTILE = [
     (good_report(touch="yes"), "touch must be true or false"),
     (good_report(user_agent="x" * 501), "user_agent must be text of at most 500"),
     (good_report(language="en\x00"), "language must be text"),
+    (good_report(platform="\ud800"), "platform must be text"),
     (good_report(codecs="all"), "codecs must be a list"),
     (good_report(codecs=[{"mime": MIME, "can_play": "yes", "mse": True}]), "codecs[0].can_play must be one of"),
     (good_report(codecs=[{"mime": MIME, "can_play": "", "mse": "no"}]), "codecs[0].mse must be"),
