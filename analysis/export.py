@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 from sqlalchemy.engine import Engine
 
 from analysis import load
+from study import device_check as _device_check
 from analysis.formatting import FORMULA_START, csv_safe
 from study import store
 from study.errors import UserError
@@ -82,7 +83,8 @@ COLUMNS: dict[str, tuple[str, str, str, str, str, str]] = {
                  "Whether the participant came through the pilot (test) link."),
     "status": ("Participant status", "string", "",
                "started = consent not yet given; in_progress; completed; withdrawn; declined = refused consent; "
-               "timed_out = inactive past the study's timeout", "never missing",
+               "timed_out = inactive past the study's timeout; ineligible_device = failed the device check before "
+               "consent (see device_check_failed)", "never missing",
                "Where the participant's session ended up (at export time)."),
     "language": ("Language", "string", "", "a language code of the study file's `languages` (en = English, "
                  "de = German ...)", "never missing",
@@ -244,6 +246,15 @@ COLUMNS: dict[str, tuple[str, str, str, str, str, str]] = {
     "last_video_time": ("Last sample", "number", "seconds", "0 to the clip's duration", "empty = no samples",
                         "Video time of the attempt's last sample (how far the trace goes)."),
 }
+# participants.device_info, flattened (study/device_check.py declares the columns)
+_DEVICE_TYPES = {"count": "integer", "json": "string"}
+_DEVICE_VALUES = {"boolean": "true; false", "integer": "0 or more", "number": "0 or more", "count": "0 or more"}
+for _name, _key, _kind, _text in _device_check.EXPORT_COLUMNS:
+    COLUMNS[_name] = (_name.removeprefix("device_").replace("_", " ").capitalize(), _DEVICE_TYPES.get(_kind, _kind),
+                      {"speed_kbps": "kbit/s", "speed_needed_kbps": "kbit/s"}.get(_key, ""),
+                      "JSON list" if _kind == "json" else _DEVICE_VALUES.get(_kind, "free text"),
+                      "empty = not measured (check switched off, failed earlier, or participant enrolled before it)",
+                      _text)
 # the codebook describes itself too (it is a resource of the data package)
 for _name, _text in {
     "file": "Data file (without extension) the column is in; for kind item of session answers: responses.",

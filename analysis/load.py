@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from analysis.formatting import unneutralise
+from study import device_check as _device_check
 from study import store
 from study.errors import Problem, UserError
 from study.playback import PLAYBACK_METRICS
@@ -36,7 +37,8 @@ LONG_COLUMNS = ["participant_id", "stimulus_id", "source", "pair_id", "label_con
 PARTICIPANT_COLUMNS = ["participant_id", "pseudonym", "status", "label_condition", "list_index", "study_version",
                        "language", "is_pilot",
                        "started_at", "completed_at", "duration_s", "step_key", "n_planned", "n_completed",
-                       "failed_attention", "excluded_reason"]
+                       "failed_attention", "excluded_reason",
+                       *(column for column, *_ in _device_check.EXPORT_COLUMNS)]
 TRIAL_META_COLUMNS = ["participant_id", "stimulus_id", "source", "pair_id", "label_condition", "position",
                       "watched_share", "is_pilot"]
 # Trial-level file of the export (what happened when the clip was shown, no answers).
@@ -138,7 +140,7 @@ def _participant_rows(conn, study_id: str) -> pd.DataFrame:
     stmt = (sa.select(p.id.label("pid"), p.pseudonym, p.status, p.label_condition, p.list_index, p.study_version,
                       p.language, p.is_pilot,
                       p.started_at, p.completed_at, p.step_key, planned.c.n_planned, done.c.n_completed,
-                      p.attention_failed.label("failed_attention"), p.excluded_reason)
+                      p.attention_failed.label("failed_attention"), p.excluded_reason, p.device_info)
             .select_from(store.participants.outerjoin(planned, planned.c.participant_id == p.id)
                          .outerjoin(done, done.c.participant_id == p.id))
             .where(p.study_id == study_id).order_by(p.participant_number))
@@ -150,7 +152,19 @@ def _participant_rows(conn, study_id: str) -> pd.DataFrame:
         df[c] = df[c].fillna(0).astype("int64")
     df["is_pilot"] = df["is_pilot"].astype(bool)
     df.insert(1, "participant_id", df["pseudonym"])
+    _device_columns(df)
     return df
+
+
+_DTYPES = {"boolean": "boolean", "integer": "Int64", "count": "Int64", "number": "float64"}
+
+
+def _device_columns(df: pd.DataFrame) -> None:
+    """participants.device_info flattened into the device_* columns (study.device_check.EXPORT_COLUMNS)."""
+    values = [_device_check.export_values(info) for info in df.pop("device_info")] if "device_info" in df else []
+    for column, _key, kind, _ in _device_check.EXPORT_COLUMNS:
+        col = pd.Series([v[column] for v in values], index=df.index, dtype="object")
+        df[column] = col.astype(_DTYPES[kind]) if kind in _DTYPES else col
 
 
 def load_participants(engine: Engine, study_id: str) -> pd.DataFrame:
@@ -425,8 +439,9 @@ def exclusions(trials: pd.DataFrame, participants: pd.DataFrame | None, study: A
         rules = rules.model_copy(update={"exclude_pilot": False})
     withdrawn = pd.DataFrame(columns=EXCLUDED_COLUMNS)
     if participants is not None and "status" in participants.columns:
-        # Declining at consent leaves no data to exclude; listing them would inflate the count.
-        participants = participants[participants["status"] != "declined"]
+        # Declining at consent, or failing the device check before it, leaves no data to exclude;
+        # listing them would inflate the count.
+        participants = participants[~participants["status"].isin(["declined", "ineligible_device"])]
         gone = participants.loc[participants["status"] == "withdrawn", "participant_id"]
         withdrawn = pd.DataFrame({"level": "participant", "participant_id": gone.to_numpy(),
                                   "stimulus_id": None, "position": pd.NA,

@@ -17,7 +17,8 @@ from study import store  # noqa: E402
 from study.errors import UserError  # noqa: E402
 
 REFRESH_S = 3
-STATUS_ORDER = ["started", "in_progress", "completed", "withdrawn", "declined", "timed_out", "excluded"]
+STATUS_ORDER = ["started", "in_progress", "completed", "withdrawn", "declined", "timed_out", "ineligible_device",
+                "excluded"]
 
 engine = get_engine()
 st.title("Dashboard")
@@ -35,7 +36,8 @@ def live(study_id: str) -> None:
     m = load.monitoring(engine, study_id)
     people = m.participants
     counts = people["status"].value_counts().to_dict()
-    counts["excluded"] = int(people["excluded_reason"].notna().sum())
+    # Failing the device check is counted under its own status, not again as an exclusion.
+    counts["excluded"] = int((people["excluded_reason"].notna() & (people["status"] != "ineligible_device")).sum())
     st.caption(f"Updates every {REFRESH_S} s · {len(people)} participants enrolled")
     cols = st.columns(len(STATUS_ORDER))
     for col, status in zip(cols, STATUS_ORDER):

@@ -151,6 +151,9 @@ def _message(text: str) -> None:
 
 
 def render(engine, state) -> None:
+    if state.status == "ineligible_device":
+        _ineligible(state)
+        return
     if state.status in ("withdrawn", "declined", "timed_out"):
         _message(t(f"status.{state.status}"))
         return
@@ -217,6 +220,35 @@ def _submit_on_click(engine, state, answers: dict) -> None:
 def _continue(engine, state, label_key: str = "button.continue") -> None:
     st.button(t(label_key), key=f"submit|{state.step.key}", type="primary",
               on_click=_submit_on_click, args=(engine, state, {}))
+
+
+def _device_check(engine, state) -> None:
+    from app_pages import device_check
+
+    st.markdown(t("device.intro"))
+    made = device_check.attempts_made(state)
+    if made:
+        st.warning(t("device.retry", attempt=made + 1, total=state.study.device_check.audio_attempts))
+    for problem in _errors(state.step).values():
+        st.error(problem)
+    first = state.sequence[0] if state.sequence else state.practice_id
+    speed_url = clip_url(state, first) if first else None
+    device_check.show(engine, state, speed_url, lambda answers: _submit(engine, state, answers))
+
+
+def _ineligible(state) -> None:
+    """The polite end of a failed device check: why, what to do, and Prolific's way out."""
+    info = state.device_info if isinstance(state.device_info, dict) else {}
+    st.markdown(f"### {t('message.title')}")
+    st.info(store.INACTIVE_MESSAGES["ineligible_device"])
+    settings = state.study.device_check
+    reasons = [t(f"device.reason.{reason}", min_width=settings.min_width, min_height=settings.min_height)
+               for reason in info.get("failed") or []]
+    if reasons:
+        st.markdown(t("device.reasons_intro"))
+        st.markdown("\n".join(f"- {line}" for line in reasons))
+    if state.prolific_pid:
+        st.warning(t("device.prolific"))
 
 
 def _instructions(engine, state) -> None:
@@ -418,6 +450,7 @@ def _withdraw_box(engine, state) -> None:
 
 # How each kind of step (flow.KINDS) is shown; a new kind of step adds its renderer here.
 RENDERERS = {
+    "device_check": _device_check,
     "consent": _consent,
     "demographics": _items_page,
     "questions": _items_page,

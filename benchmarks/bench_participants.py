@@ -145,7 +145,12 @@ def run(n: int, url: str, think: tuple[float, float], seed: int) -> dict:
                         raise RuntimeError(f"events: {resp.status_code} {resp.text[:200]}")
                     with lock:
                         event_ms.append(dt)
-                answers = bot_answers(step, state.item_order, rng) if step.collects_data else {}
+                if step.kind == "device_check":  # answered as simulate's bots do (study/flow.py)
+                    from types import SimpleNamespace
+
+                    answers = flow.kind_of(step).bot_answers(SimpleNamespace(state=state), step)
+                else:
+                    answers = bot_answers(step, state.item_order, rng) if step.collects_data else {}
                 t0 = time.perf_counter()
                 if flow.validate_answers(step, answers) if step.collects_data else {}:
                     raise RuntimeError(f"bot answers invalid on {step.key}")

@@ -8,7 +8,7 @@ its answers are checked, how a bot answers it and what submitting it does to the
 persists; the participant page keeps its own table kind -> renderer (app_pages/participant.py).
 Step keys are stable and stored with every response:
 
-    consent, demographics, mood_pre, instructions, practice, trial:<pos>, attention:<id>,
+    device_check, consent, demographics, mood_pre, instructions, practice, trial:<pos>, attention:<id>,
     mood_post, debrief, complete
 """
 
@@ -79,6 +79,9 @@ class Session:
     attention_failed: int = 0
     excluded_reason: str | None = None
     max_failed_attention: int | None = None  # study.exclusions.max_failed_attention_checks
+    study: Any = None  # the participant's protocol.Study (rules that read its settings)
+    device_info: Any = None  # participants.device_info as stored so far
+    token: str = ""
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,7 @@ class Outcome:
     attention_failed: int
     excluded_reason: str | None
     stamps: tuple[str, ...] = ()
+    device_info: Any = None  # when not None: the new participants.device_info
 
 
 def _no_change(session: Session, step: Step, answers: dict, outcome: Outcome) -> Outcome:
@@ -448,10 +452,71 @@ def _attention_rule(session: Session, step: Step, answers: dict, outcome: Outcom
     return replace(outcome, attention_failed=failed, excluded_reason=reason)
 
 
+DEVICE_REPORT = "device_report"
+
+
+def _device_steps(plan: Plan) -> list[Step]:
+    settings = getattr(plan.study, "device_check", None)
+    if settings is None or not settings.enabled:
+        return []
+    return [Step("device_check", "device_check", title=from_catalogue("step.device_check.title"))]
+
+
+def _device_parts(answers: dict) -> tuple[Any, Any]:
+    """(the browser's report, the server's Expectations) from a device-check submit."""
+    value = getattr(answers.get(DEVICE_REPORT), "value", None)
+    if isinstance(value, dict):
+        return value.get("report"), value.get("expect")
+    return None, None
+
+
+def _validate_device(step: Step, answers: dict) -> dict[str, str]:
+    from study import device_check
+
+    report, expect = _device_parts(answers)
+    if set(answers) != {DEVICE_REPORT} or not isinstance(expect, device_check.Expectations):
+        return {DEVICE_REPORT: t("device.bad_report", problem="the page sent no device report")}
+    problem = device_check.report_problem(report, list(expect.codecs))
+    return {DEVICE_REPORT: t("device.bad_report", problem=problem)} if problem else {}
+
+
+def _device_rule(session: Session, step: Step, answers: dict, outcome: Outcome) -> Outcome:
+    """Passing moves on to consent; a wrong sound test may be tried again; failing ends the session."""
+    from study import device_check
+
+    report, expect = _device_parts(answers)
+    seed = device_check.seed_of(session.device_info, session.token)
+    verdict = device_check.judge(report, session.study.device_check, expect, seed, session.device_info)
+    if verdict.passed:
+        return replace(outcome, device_info=verdict.device_info)
+    if verdict.retry_audio:
+        return replace(outcome, new_index=session.step_index, device_info=verdict.device_info)
+    return replace(outcome, new_index=session.step_index, status="ineligible_device",
+                   excluded_reason=device_check.excluded_reason(verdict.failed), device_info=verdict.device_info)
+
+
+def _bot_device_report(bot, step: Step) -> dict[str, Answer]:
+    """A bot's device: a desktop Chrome that plays everything and hears the beeps."""
+    from study import device_check
+
+    state = bot.state
+    seed = device_check.seed_of(getattr(state, "device_info", None), state.token)
+    codecs = list(getattr(bot, "device_codecs", ()) or ())
+    report = {"version": device_check.REPORT_VERSION, "screen": {"width": 1920, "height": 1080},
+              "window": {"width": 1280, "height": 800}, "pixel_ratio": 1, "touch": False, "max_touch_points": 0,
+              "user_agent": "kuleshov-simulate", "platform": "simulated", "language": "en",
+              "codecs": [{"mime": m, "can_play": "probably", "mse": True} for m in codecs],
+              "speed": None, "audio": {"typed": device_check.digits(seed, 0), "plays": 1},
+              "headphones": {"picks": [q for q, _ in device_check.headphone_plan(seed)]}}
+    return {DEVICE_REPORT: Answer({"report": report, "expect": device_check.Expectations(codecs=tuple(codecs))})}
+
+
 def _bot_consents(bot, step: Step) -> dict[str, Answer]:
     return {item.id: bot.consent() for item in step.items}
 
 
+register(StepKind("device_check", withdrawable=False, shows_progress=False, slots={"device_check": _device_steps},
+                  validate=_validate_device, bot_answers=_bot_device_report, on_submit=_device_rule))
 register(StepKind("consent", withdrawable=False, slots={"consent": _consent_steps}, bot_answers=_bot_consents,
                   on_submit=_consent_rule))
 register(StepKind("demographics", slots={"demographics": _items_steps("demographics", "demographics", "demographics",
@@ -468,5 +533,5 @@ register(StepKind("debrief", collects_data=False, shows_progress=False, marks_co
 register(StepKind("complete", collects_data=False, shows_progress=False, marks_completion=True, final=True,
                   slots={"complete": _plain_step("complete")}))
 # The session order of the slots above (a kind registered later names the slot it follows).
-SESSION[:] = ["consent", "demographics", "mood_pre", "instructions", "practice", "clips", "mood_post", "debrief",
+SESSION[:] = ["device_check", "consent", "demographics", "mood_pre", "instructions", "practice", "clips", "mood_post", "debrief",
               "complete"]

@@ -525,6 +525,51 @@ def browser_playable(info: dict) -> tuple[bool, str]:
     return ok, "; ".join(msg for _, msg in issues) or "plays in current browsers"
 
 
+_AAC_OBJECT = {"LC": 2, "HE-AAC": 5, "HE-AACv2": 29, "Main": 1, "LTP": 4}
+_CONTAINER_MIME = {"mp4": "video/mp4", "mov": "video/mp4", "webm": "video/webm", "ogg": "video/ogg"}
+
+
+def codec_mime(path: str | Path) -> str | None:
+    """The MIME type with RFC 6381 codec strings a browser is asked about, e.g.
+    'video/mp4; codecs="avc1.4D401E, mp4a.40.2"' (H.264 profile and level read from the avcC
+    box), or None when the file cannot be read. Used by the device check before consent
+    (study/device_check.py), which asks the participant's browser `canPlayType` with it.
+    """
+    import av
+
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            mime = _CONTAINER_MIME.get(_container_name(container.format.name, Path(path)))
+            if mime is None or not container.streams.video:
+                return None
+            codecs = []
+            cc = container.streams.video[0].codec_context
+            extra = bytes(cc.extradata or b"")
+            if cc.name == "h264":
+                codecs.append(f"avc1.{extra[1]:02X}{extra[2]:02X}{extra[3]:02X}" if len(extra) >= 4 and extra[0] == 1
+                              else "avc1.42E01E")
+            elif cc.name == "hevc":
+                codecs.append("hvc1.1.6.L93.B0")
+            elif cc.name in ("vp8", "vp9"):
+                codecs.append(cc.name)
+            elif cc.name == "av1":
+                codecs.append("av01.0.05M.08")
+            else:
+                codecs.append(cc.name)
+            if container.streams.audio:
+                audio = container.streams.audio[0]
+                name = audio.codec_context.name
+                if name == "aac":
+                    codecs.append(f"mp4a.40.{_AAC_OBJECT.get(audio.profile or 'LC', 2)}")
+                elif name == "mp3":
+                    codecs.append("mp4a.6B" if mime == "video/mp4" else "mp3")
+                else:
+                    codecs.append(name)
+            return f'{mime}; codecs="{", ".join(codecs)}"'
+    except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
 # ---------------------------------------------------------------- whole manifest
 
 PROBE_FIELDS = ["sha256", "duration_s", "width", "height", "video_codec", "audio_codec",

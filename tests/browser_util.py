@@ -90,3 +90,38 @@ def start_server(db_url: str, tmp_path: Path, study_file: Path | None = None,
 
 def launch(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+
+
+def participant_token(page, timeout_ms: int = 30_000) -> str:
+    """The participant token the page put into the URL at enrolment."""
+    page.wait_for_url("**/?t=*", timeout=timeout_ms)
+    return page.url.split("t=", 1)[1].split("&")[0]
+
+
+DEVICE_CHECK_TITLE = "a quick check of your browser"
+
+
+def device_check_answer(db, token: str) -> str:
+    """The digits the sound test is playing now, as only the server knows them (the participant's
+    seed in participants.device_info): what a participant who hears the beeps would type.
+    `db`: a database URL or an engine."""
+    from study import device_check, store
+
+    engine = store.make_engine(db) if isinstance(db, str) else db
+    try:
+        state = store.get_state(engine, token)
+    finally:
+        if isinstance(db, str):
+            engine.dispose()
+    attempt = len((state.device_info or {}).get("audio_attempts") or [])
+    return device_check.digits(device_check.seed_of(state.device_info, token), attempt)
+
+
+def pass_device_check(page, db_url, timeout_ms: int = 30_000) -> str:
+    """Get past the device check before consent in the real component (codecs, window and connection
+    are measured by Chromium; the sound test is answered with the digits it plays); returns the token."""
+    token = participant_token(page, timeout_ms)
+    page.locator('.kd-root[data-state="ready"]').wait_for(timeout=timeout_ms)
+    page.locator(".kd-answer").fill(device_check_answer(db_url, token))
+    page.locator(".kd-continue").click()
+    return token

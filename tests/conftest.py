@@ -23,6 +23,31 @@ PG_URL = setting("KULESHOV_TEST_PG_URL")
 REQUIRE_PG = setting("KULESHOV_REQUIRE_POSTGRES") == "1"
 
 
+def pass_device_check(engine, state):
+    """Answer the device check before consent as a working desktop browser would; returns the new state.
+
+    For tests about the steps after it: the check itself is tested in test_device_check.py and
+    test_browser_device_check.py. A participant past the check (or without one) is returned as is.
+    """
+    from types import SimpleNamespace
+
+    from study import flow, store
+
+    if state is None or state.step.kind != "device_check" or not state.active:
+        return state
+    answers = flow.kind_of(state.step).bot_answers(SimpleNamespace(state=state), state.step)
+    result = store.submit_step(engine, state.token, state.step.key, answers)
+    assert result.ok and result.state.step.kind != "device_check", (result.errors, result.message)
+    return result.state
+
+
+def enrol(engine, study_id, **kw):
+    """store.enrol, then past the device check (see pass_device_check)."""
+    from study import store
+
+    return pass_device_check(engine, store.enrol(engine, study_id, **kw))
+
+
 def pytest_collection_modifyitems(config, items):
     """Mark every PostgreSQL variant `postgres`, so `-m "not postgres"` runs none of them.
 

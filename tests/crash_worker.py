@@ -42,15 +42,26 @@ def valid_answers(step) -> dict:
     return out
 
 
+def answers_for(state) -> dict:
+    """valid_answers, and for the device check before consent what a working browser reports."""
+    if state.step.kind == "device_check":
+        from types import SimpleNamespace
+
+        return flow.kind_of(state.step).bot_answers(SimpleNamespace(state=state), state.step)
+    return valid_answers(state.step)
+
+
 def walk(engine, state) -> None:
     """Submit valid pages until the participant completes (or the process is killed)."""
     while state.active:
         meta = {"watched_share": 1.0, "max_time": 8.0, "play_count": 1} if state.step.has_clip else None
-        answers = valid_answers(state.step)
+        answers = answers_for(state)
         result = store.submit_step(engine, state.token, state.step.key, answers, meta)
         if not result.ok:
             raise RuntimeError(f"{state.step.key}: {result.errors} {result.message}")
-        say(f"ack {state.token} {state.step.key} {len(answers)}")
+        # The device check stores device_info, no response rows: 0 items to find.
+        items = 0 if state.step.kind == "device_check" else len(answers)
+        say(f"ack {state.token} {state.step.key} {items}")
         state = result.state
 
 

@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from browser_util import ROOT, launch, require_chromium, start_server
+from browser_util import ROOT, launch, pass_device_check, require_chromium, start_server
 
 DEMO = ROOT / "stimuli" / "demo" / "study.yaml"
 KULESHOV = Path(sys.executable).parent / "kuleshov"  # the venv's console script, as a user runs it
@@ -78,9 +78,11 @@ def test_kuleshov_run_from_another_folder(tmp_path, sqlite_url):
             browser = launch(pw)
             page = browser.new_page()
             hosts = []
-            # A components v2 script is loaded from a blob: URL of the page's own origin.
-            page.on("request", lambda request: hosts.append(urlparse(request.url.removeprefix("blob:")).hostname))
+            # A blob: URL (components v2 load their inline script that way) names its origin inside.
+            page.on("request", lambda request: hosts.append(
+                urlparse(request.url.removeprefix("blob:")).hostname or request.url[:60]))
             page.goto(server.url + "/?study=kuleshov-demo")
+            pass_device_check(page, server.db_url)
             agree = page.locator('[data-testid="stBaseButton-primary"]').first
             agree.wait_for(timeout=60_000)
             page.wait_for_timeout(1500)  # the toolbar and any telemetry call come after the first render

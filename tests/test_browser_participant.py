@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from browser_util import launch, require_chromium, start_server  # noqa: E402
+from browser_util import launch, pass_device_check, require_chromium, start_server  # noqa: E402
 from study import store  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -118,6 +118,7 @@ def run_whole_study(server, db_url):
         errors = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.goto(f"{server.url}/?study={STUDY_ID}&PROLIFIC_PID=pid-browser-1&STUDY_ID=ps1&SESSION_ID=ss1")
+        pass_device_check(page, db_url)
         wait_title(page, "Consent")
         page.get_by_role("button", name="I have read this and agree").click()
         page.wait_for_url("**/?t=*", timeout=STEP_TIMEOUT_MS)
@@ -250,6 +251,7 @@ def test_reload_double_click_and_second_tab(browser_ready, tmp_path, sqlite_url)
             context = browser.new_context()
             page = context.new_page()
             page.goto(f"{server.url}/?study={STUDY_ID}")
+            pass_device_check(page, sqlite_url)
             wait_title(page, "Consent")
             # Double click on the consent button: one participant, consent stored once.
             page.get_by_role("button", name="I have read this and agree").dblclick()

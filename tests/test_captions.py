@@ -4,6 +4,7 @@ toggle are checked in Chromium in tests/test_browser_keyboard.py."""
 
 from __future__ import annotations
 
+import csv
 import shutil
 from pathlib import Path
 
@@ -168,8 +169,12 @@ def test_registering_an_unchanged_caption_free_manifest_is_no_change(tmp_path, s
     folder = tmp_path / "study"
     shutil.copytree(DEMO_DIR, folder)
     manifest = folder / "manifest.csv"
-    lines = manifest.read_text().splitlines()
-    manifest.write_text("\n".join(line.rsplit(",", 1)[0] for line in lines) + "\n")
+    rows = list(csv.DictReader(manifest.open(newline="")))
+    fields = [f for f in rows[0] if f != "captions"]
+    with manifest.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
     engine = store.make_engine(sqlite_url)
     store.upgrade(engine)
     study_id = store.register_study(engine, folder / "study.yaml")

@@ -36,6 +36,9 @@ def _drop_out(engine, state, how: str) -> None:
     """Decline at the consent page, or give consent and withdraw a page later."""
     from study import flow
 
+    from conftest import pass_device_check
+
+    state = pass_device_check(engine, state)
     consent = state.step
     assert consent.kind == "consent"
     if how == "decline":

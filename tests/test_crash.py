@@ -29,7 +29,7 @@ from study import store
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from browser_util import start_server  # noqa: E402
-from crash_worker import valid_answers  # noqa: E402
+from crash_worker import answers_for  # noqa: E402
 
 DEMO = ROOT / "stimuli" / "demo" / "study.yaml"
 PLAYERS = 4
@@ -179,7 +179,7 @@ def test_store_writer_killed_mid_burst_of_pages(db_url, tmp_path):
             assert state.step.key not in done  # never asked again for an acknowledged page
         while state.active:
             meta = {"watched_share": 1.0, "max_time": 8.0, "play_count": 1} if state.step.has_clip else None
-            result = store.submit_step(engine, token, state.step.key, valid_answers(state.step), meta)
+            result = store.submit_step(engine, token, state.step.key, answers_for(state), meta)
             assert result.ok, (state.step.key, result.errors, result.message)
             state = result.state
         assert state.completed

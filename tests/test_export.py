@@ -76,6 +76,8 @@ def test_files_present_and_round_trip_with_declared_types(exported):
             assert check(arrow.field(field["name"]).type), (name, field, arrow.field(field["name"]).type)
             if field["type"] == "integer":  # pandas reads nullable integers from Parquet as floats
                 parquet[field["name"]] = parquet[field["name"]].astype("Int64")
+            if field["type"] == "boolean":  # ... and an all-empty boolean column as objects (None)
+                parquet[field["name"]] = parquet[field["name"]].astype("boolean")
         pd.testing.assert_frame_equal(csv, parquet, check_dtype=False, obj=name)
     scores = pd.read_parquet(folder / "scores.parquet")
     participants = pd.read_parquet(folder / "participants.parquet")

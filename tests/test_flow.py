@@ -35,25 +35,28 @@ def keys(steps):
 def test_demo_step_order(study):
     steps = flow.build_steps(study, SEQ, "practice")
     assert keys(steps) == [
-        "consent", "demographics", "mood_pre", "instructions", "practice",
+        "device_check", "consent", "demographics", "mood_pre", "instructions", "practice",
         "trial:1", "trial:2", "trial:3", "attention:attn_colour", "trial:4", "trial:5", "trial:6",
         "mood_post", "debrief", "complete",
     ]
     trials = [s for s in steps if s.kind == "trial"]
     assert [(s.position, s.stimulus_id) for s in trials] == list(enumerate(SEQ, start=1))
-    practice = steps[4]
+    practice = steps[5]
     assert (practice.kind, practice.position, practice.stimulus_id) == ("practice", 0, "practice")
     assert [i.id for i in practice.items] == [i.id for i in trials[0].items]
     assert "valence" in [i.id for i in trials[0].items]
-    assert [i.id for i in steps[2].items][:2] == ["mood_valence", "mood_arousal"]
-    assert steps[0].items[0].id == "consent"
+    assert [i.id for i in steps[3].items][:2] == ["mood_valence", "mood_arousal"]
+    assert steps[1].items[0].id == "consent"
 
 
 def test_no_practice_and_no_demographics(study):
     s = with_changes(study, demographics=[], measures={"session_start": [], "session_end": []})
     steps = flow.build_steps(s, SEQ[:2], None)
-    assert keys(steps) == ["consent", "instructions", "trial:1", "trial:2", "attention:attn_colour",
+    assert keys(steps) == ["device_check", "consent", "instructions", "trial:1", "trial:2", "attention:attn_colour",
                            "debrief", "complete"]
+    # The device check is on by default and goes when the study switches it off.
+    off = with_changes(s, device_check={"enabled": False})
+    assert keys(flow.build_steps(off, SEQ[:2], None))[0] == "consent"
 
 
 def test_attention_checks_after_their_clip_and_clamped_to_last(study):
@@ -152,7 +155,7 @@ def test_attention_and_consent(study):
     assert not flow.attention_passed(step, {})
     assert flow.consent_given({"consent": Answer("agree")})
     assert not flow.consent_given({"consent": Answer("decline")})
-    consent = flow.build_steps(study, SEQ, None)[0]
+    consent = flow.build_steps(study, SEQ, None)[1]
     assert flow.validate_answers(consent, {"consent": Answer("maybe")}) == {
         "consent": "Please choose one of the options shown."}
 

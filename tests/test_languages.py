@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import cli
+from conftest import enrol  # noqa: E402
 from study import flow, store, texts
 from study.instruments import INSTRUMENTS, items_for
 from study.protocol import Study, load_study, validate_study_file
@@ -193,7 +194,7 @@ def test_enrolment_stores_the_language_and_only_an_offered_one_can_be_set(demo_e
 
 def test_the_store_answers_in_the_participant_s_language(demo_engine):
     engine, study_id = demo_engine
-    state = store.enrol(engine, study_id, prolific_pid="p-msg", language="de")
+    state = enrol(engine, study_id, prolific_pid="p-msg", language="de")  # past the device check
     result = store.submit_step(engine, state.token, "consent", {})
     assert not result.ok
     assert result.message == "Bitte prüfen Sie die unten markierten Antworten."
@@ -212,7 +213,7 @@ def test_link_messages_speak_the_link_s_language(page_db):
     assert texts.t("link.incomplete") in _shown(_render(None))
     eng, study_id = page_db
     at = _render(None, study=study_id, lang="de", PROLIFIC_PID="p-apptest")
-    assert "Einwilligung" in _shown(at)
+    assert texts.t("step.device_check.title", "de") in _shown(at)  # the first page, before consent
     token = at.query_params["t"]
     token = token[0] if isinstance(token, list) else token
     assert store.get_state(eng, token).language == "de"

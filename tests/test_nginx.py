@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
-from browser_util import free_port, launch, require_chromium, start_server  # noqa: E402
+from browser_util import free_port, launch, pass_device_check, require_chromium, start_server  # noqa: E402
 from study import store  # noqa: E402
 from test_browser_participant import STUDY_ID, answer_page, click_continue, play_clip, wait_title  # noqa: E402
 
@@ -94,6 +94,7 @@ class Participant:
         self.page = self.context.new_page()
         self.engine, self.rng = engine, random.Random(seed)
         self.page.goto(f"{url}/?study={STUDY_ID}")
+        pass_device_check(self.page, engine)
         wait_title(self.page, "Consent")
         self.page.get_by_role("button", name="I have read this and agree").click()
         self.page.wait_for_url("**/?t=*", timeout=30_000)

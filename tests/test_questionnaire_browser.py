@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from browser_util import launch, require_chromium, start_server  # noqa: E402
+from browser_util import launch, pass_device_check, require_chromium, start_server  # noqa: E402
 from test_browser_participant import (  # noqa: E402
     DEMO, STEP_TIMEOUT_MS, STUDY_ID, answer_item, answer_page, click_continue, item_css, play_clip, wait_title)
 
@@ -151,6 +151,7 @@ def wait_step_change(engine, token: str, key: str) -> None:
 def enter(page, server, engine) -> str:
     """Open the study link and give consent; returns the participant's token."""
     page.goto(f"{server.url}/?study={STUDY_ID}")
+    pass_device_check(page, server.db_url)
     wait_title(page, "Consent")
     page.get_by_role("button", name="I have read this and agree").click()
     page.wait_for_url("**/?t=*", timeout=STEP_TIMEOUT_MS)
@@ -459,6 +460,7 @@ def test_axe_finds_no_serious_problem(quick_server, browser, viewport):
     server, engine = quick_server
     page = browser.new_page(viewport=viewport)
     page.goto(f"{server.url}/?study={STUDY_ID}")
+    pass_device_check(page, server.db_url)
     wait_title(page, "Consent")
     settle(page)
     assert serious_violations(page) == [], "consent page"

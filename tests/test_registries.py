@@ -109,7 +109,7 @@ def study_file(tmp_path, declared):
 def test_the_declarations_reach_steps_checks_and_codebook(study_file):
     study = load_study(study_file)
     steps = flow.build_steps(study, ["h1", "a1"], "practice")
-    assert [s.key for s in steps[:3]] == ["consent", "screening", "demographics"]
+    assert [s.key for s in steps[:4]] == ["device_check", "consent", "screening", "demographics"]
     trial = next(s for s in steps if s.key == "trial:1")
     stars = next(i for i in trial.items if i.id == "stars_rating")
     assert (stars.min, stars.max, stars.step) == (1, 5, 1)
@@ -118,10 +118,10 @@ def test_the_declarations_reach_steps_checks_and_codebook(study_file):
     assert "stars" in item_types.numeric_type_names()
     row = codebook(study).set_index("name").loc["stars_rating"]
     assert (row["type"], row["response_type"], row["allowed_values"]) == ("integer", "stars", "1 to 5 stars")
-    session = flow.Session(status="in_progress", step_index=1)
+    session = flow.Session(status="in_progress", step_index=2)
     said_no = flow.advance(session, steps, {"adult": flow.Answer("no")})
-    assert (said_no.status, said_no.new_index, said_no.stamps) == ("declined", 1, ("withdrawn_at",))
-    assert flow.advance(session, steps, {"adult": flow.Answer("yes")}).new_index == 2
+    assert (said_no.status, said_no.new_index, said_no.stamps) == ("declined", 2, ("withdrawn_at",))
+    assert flow.advance(session, steps, {"adult": flow.Answer("yes")}).new_index == 3
 
 
 def test_an_unknown_item_type_is_refused_with_the_known_ones():

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parent.parent
 
-from browser_util import PASSWORD, launch, require_chromium, start_server  # noqa: E402
+from browser_util import DEVICE_CHECK_TITLE, PASSWORD, launch, require_chromium, start_server  # noqa: E402
 
 DEMO = ROOT / "stimuli" / "demo" / "study.yaml"
 GUESSED = ["/dashboard", "/studies", "/export", "/export_page", "/app_pages/dashboard", "/participant",
@@ -100,7 +100,7 @@ def test_researcher_pages_need_password_on_fresh_server(tmp_path, sqlite_url):
             # A participant link, on any path, shows the study and never the researcher side.
             for path in ["/", "/dashboard", "/studies", "/researcher"]:
                 page.goto(f"{server.url}{path}?study=kuleshov-demo")
-                page.locator("h3", has_text="Consent").first.wait_for(timeout=30_000)
+                page.locator("h3", has_text=DEVICE_CHECK_TITLE).first.wait_for(timeout=30_000)
                 assert page.locator('input[type="password"]').count() == 0
                 assert LOGIN not in page.inner_text("body")
             token_page = browser.new_page()
@@ -108,7 +108,7 @@ def test_researcher_pages_need_password_on_fresh_server(tmp_path, sqlite_url):
             token_page.wait_for_url("**/?t=*", timeout=30_000)
             token = token_page.url.split("t=", 1)[1]
             page.goto(f"{server.url}/dashboard?t={token}")
-            page.locator("h3", has_text="Consent").first.wait_for(timeout=30_000)
+            page.locator("h3", has_text=DEVICE_CHECK_TITLE).first.wait_for(timeout=30_000)
             assert LOGIN not in page.inner_text("body")
 
             # Wrong passwords are refused, then the session is locked out.

@@ -13,7 +13,7 @@ from study import flow, store
 from study.errors import UserError
 from study.flow import Answer
 
-from conftest import DEMO_STUDY
+from conftest import DEMO_STUDY, enrol, pass_device_check
 
 
 @pytest.fixture
@@ -40,6 +40,10 @@ def advance(engine, state, until_key=None, steps=None):
     """Submit valid pages until the current step is `until_key` (or `steps` pages)."""
     n = 0
     while state.step.key != until_key and (steps is None or n < steps):
+        if state.step.kind == "device_check":
+            state = pass_device_check(engine, state)
+            n += 1
+            continue
         meta = {"watched_share": 1.0, "max_time": 8.0, "play_count": 1} if state.step.has_clip else None
         result = store.submit_step(engine, state.token, state.step.key, valid_answers(state.step), meta)
         assert result.ok, (state.step.key, result.errors, result.message)
@@ -92,7 +96,7 @@ def test_changed_study_needs_a_new_version_once_participants_exist(engine, tmp_p
     # no real participants yet: an edit is taken in place
     store.register_study(engine, studies_yaml(tmp_path, **{"code: KULDEMO1": "code: KULDEMO2"}))
     assert store.get_study(engine, study_id).study.completion.code == "KULDEMO2"
-    store.enrol(engine, study_id)
+    enrol(engine, study_id)
     changed = studies_yaml(tmp_path, **{"code: KULDEMO1": "code: OTHER"})
     with pytest.raises(UserError, match="Change `version`"):
         store.register_study(engine, changed)
@@ -104,7 +108,7 @@ def test_changed_study_needs_a_new_version_once_participants_exist(engine, tmp_p
 
 
 def test_enrol_assigns_and_plans(engine, demo):
-    state = store.enrol(engine, demo, prolific_pid="PID1", prolific_study_id="S", prolific_session_id="X",
+    state = enrol(engine, demo, prolific_pid="PID1", prolific_study_id="S", prolific_session_id="X",
                         user_agent="test")
     assert state.status == "started" and state.step.key == "consent" and state.pseudonym == "P0001"
     assert len(state.token) >= 32
@@ -113,16 +117,16 @@ def test_enrol_assigns_and_plans(engine, demo):
     assert state.label_condition in ("none", "true", "swapped")
     assert count(engine, store.planned_trials, participant_id=state.participant_id) == 7
     # the same Prolific participant gets the same session back, not a second one
-    again = store.enrol(engine, demo, prolific_pid="PID1")
+    again = enrol(engine, demo, prolific_pid="PID1")
     assert again.token == state.token
-    other = store.enrol(engine, demo, prolific_pid="PID2")
+    other = enrol(engine, demo, prolific_pid="PID2")
     assert other.pseudonym == "P0002" and other.token != state.token
     assert store.get_state(engine, state.token).pseudonym == "P0001"
     assert store.get_state(engine, "no-such-token") is None
 
 
 def test_full_session_resumes_and_completes(engine, demo):
-    state = store.enrol(engine, demo)
+    state = enrol(engine, demo)
     state = advance(engine, state, until_key="trial:2")
     # a reload: the state read back from the database is the same place
     resumed = store.get_state(engine, state.token)
@@ -158,7 +162,7 @@ def test_full_session_resumes_and_completes(engine, demo):
 
 
 def test_invalid_answers_write_nothing(engine, demo):
-    state = advance(engine, store.enrol(engine, demo), until_key="trial:1")
+    state = advance(engine, enrol(engine, demo), until_key="trial:1")
     answers = valid_answers(state.step)
     answers["valence"] = Answer(12)
     result = store.submit_step(engine, state.token, "trial:1", answers, {"watched_share": 1.0})
@@ -169,7 +173,7 @@ def test_invalid_answers_write_nothing(engine, demo):
 
 
 def test_double_submit_and_out_of_order(engine, demo):
-    state = advance(engine, store.enrol(engine, demo), until_key="mood_pre")
+    state = advance(engine, enrol(engine, demo), until_key="mood_pre")
     answers = valid_answers(state.step)
     first = store.submit_step(engine, state.token, "mood_pre", answers)
     second = store.submit_step(engine, state.token, "mood_pre", answers)
@@ -183,7 +187,7 @@ def test_double_submit_and_out_of_order(engine, demo):
 
 
 def test_two_tabs_submitting_at_once_store_one_set(engine, demo):
-    state = advance(engine, store.enrol(engine, demo), until_key="trial:1")
+    state = advance(engine, enrol(engine, demo), until_key="trial:1")
     answers = valid_answers(state.step)
     results, errors = [], []
     barrier = threading.Barrier(4)
@@ -208,7 +212,7 @@ def test_two_tabs_submitting_at_once_store_one_set(engine, demo):
 
 
 def test_consent_declined_ends_participation(engine, demo):
-    state = store.enrol(engine, demo)
+    state = enrol(engine, demo)
     result = store.submit_step(engine, state.token, "consent", {"consent": Answer("decline")})
     assert result.ok and result.state.status == "declined" and not result.state.active
     later = store.submit_step(engine, state.token, "consent", {"consent": Answer("agree")})
@@ -216,7 +220,7 @@ def test_consent_declined_ends_participation(engine, demo):
 
 
 def test_withdrawn_participant_cannot_submit(engine, demo):
-    state = advance(engine, store.enrol(engine, demo), until_key="trial:1")
+    state = advance(engine, enrol(engine, demo), until_key="trial:1")
     out = store.withdraw(engine, state.token)
     assert out.status == "withdrawn"
     result = store.submit_step(engine, state.token, "trial:1", valid_answers(state.step))
@@ -228,7 +232,7 @@ def test_withdrawn_participant_cannot_submit(engine, demo):
 
 
 def test_attention_failure_counts_and_excludes(engine, demo):
-    state = advance(engine, store.enrol(engine, demo), until_key="attention:attn_colour")
+    state = advance(engine, enrol(engine, demo), until_key="attention:attn_colour")
     result = store.submit_step(engine, state.token, "attention:attn_colour", {"attn_colour": Answer("Red")})
     assert result.ok and result.state.attention_failed == 1
     assert result.state.excluded_reason == "failed 1 attention check(s) (at most 0 allowed)"
@@ -238,12 +242,12 @@ def test_attention_failure_counts_and_excludes(engine, demo):
 def test_closed_and_paused_study_refuse_enrolment_politely(engine, demo):
     store.set_study_status(engine, demo, "paused", actor="test")
     with pytest.raises(store.StudyClosed, match="paused"):
-        store.enrol(engine, demo)
-    pilot = store.enrol(engine, demo, is_pilot=True)
+        enrol(engine, demo)
+    pilot = enrol(engine, demo, is_pilot=True)
     assert pilot.is_pilot
     store.set_study_status(engine, demo, "closed", actor="test")
     with pytest.raises(store.StudyClosed, match="Thank you for your interest. This study has closed"):
-        store.enrol(engine, demo, is_pilot=True)
+        enrol(engine, demo, is_pilot=True)
     result = store.submit_step(engine, pilot.token, "consent", {"consent": Answer("agree")})
     assert not result.ok and result.message == store.CLOSED_MESSAGE
     assert [r["action"] for r in audit_rows(engine)].count("study_status") == 2
@@ -257,7 +261,7 @@ def audit_rows(engine):
 
 
 def test_record_events_idempotent_and_validated(engine, demo):
-    state = advance(engine, store.enrol(engine, demo), until_key="trial:1")
+    state = advance(engine, enrol(engine, demo), until_key="trial:1")
     batch = [
         {"position": 1, "seq": 0, "event": "play", "media_time": 0.0, "client_time": 1.7e12},
         {"position": 1, "seq": 1, "event": "timeupdate", "media_time": 4.0, "watched_share": 0.5},
@@ -298,8 +302,8 @@ def test_record_events_idempotent_and_validated(engine, demo):
 
 
 def test_timeouts(engine, demo):
-    active = advance(engine, store.enrol(engine, demo), until_key="trial:1")
-    done = advance(engine, store.enrol(engine, demo), until_key="debrief")
+    active = advance(engine, enrol(engine, demo), until_key="trial:1")
+    done = advance(engine, enrol(engine, demo), until_key="debrief")
     assert store.mark_timed_out(engine, demo) == 0
     later = store.utcnow() + timedelta(minutes=121)
     assert store.mark_timed_out(engine, demo, later) == 1
@@ -316,13 +320,13 @@ def test_balance_counts_only_sessions_that_can_still_yield_data(engine, demo):
         with engine.connect() as conn:
             return store._balance_counts(conn, demo, "1", is_pilot, 120, now=now)
 
-    done = advance(engine, store.enrol(engine, demo), until_key="debrief")
-    active = advance(engine, store.enrol(engine, demo), until_key="trial:1")
-    declined = store.enrol(engine, demo)
+    done = advance(engine, enrol(engine, demo), until_key="debrief")
+    active = advance(engine, enrol(engine, demo), until_key="trial:1")
+    declined = enrol(engine, demo)
     store.submit_step(engine, declined.token, "consent", {"consent": Answer(flow.CONSENT_DECLINE)})
-    store.withdraw(engine, advance(engine, store.enrol(engine, demo), until_key="mood_pre").token)
-    timed = store.enrol(engine, demo)
-    pilot = store.enrol(engine, demo, is_pilot=True)
+    store.withdraw(engine, advance(engine, enrol(engine, demo), until_key="mood_pre").token)
+    timed = enrol(engine, demo)
+    pilot = enrol(engine, demo, is_pilot=True)
     with engine.begin() as conn:
         conn.execute(store.participants.update().where(store.participants.c.token == timed.token)
                      .values(status="timed_out"))
@@ -340,15 +344,15 @@ def test_balance_counts_only_sessions_that_can_still_yield_data(engine, demo):
 def test_a_dropout_frees_its_cell_for_the_next_participant(engine, tmp_path):
     one_list = studies_yaml(tmp_path, **{'label_conditions: [none, "true", swapped]': "label_conditions: [none, swapped]"})
     study_id = store.register_study(engine, one_list)
-    first = store.enrol(engine, study_id)
+    first = enrol(engine, study_id)
     store.submit_step(engine, first.token, "consent", {"consent": Answer(flow.CONSENT_DECLINE)})
     # The demo has one list: with the declined session not counted, its cell is empty again.
-    assert store.enrol(engine, study_id).label_condition == first.label_condition
+    assert enrol(engine, study_id).label_condition == first.label_condition
 
 
 def test_delete_participant_leaves_only_an_audit_entry(engine, demo):
-    keep = advance(engine, store.enrol(engine, demo, prolific_pid="KEEP"), until_key="trial:2")
-    gone = advance(engine, store.enrol(engine, demo, prolific_pid="GONE"), until_key="trial:2")
+    keep = advance(engine, enrol(engine, demo, prolific_pid="KEEP"), until_key="trial:2")
+    gone = advance(engine, enrol(engine, demo, prolific_pid="GONE"), until_key="trial:2")
     store.record_events(engine, gone.token, [{"position": 2, "seq": 0, "event": "play"},
                                              {"position": 2, "seq": 1, "event": "sample", "value": 1.0}])
     store.withdraw(engine, gone.token)
@@ -368,7 +372,7 @@ def test_delete_participant_leaves_only_an_audit_entry(engine, demo):
     assert "GONE" not in text and gone.token not in text and gone.pseudonym not in text
     # by pseudonym too; numbers are never reused
     store.delete_participant(engine, demo, keep.pseudonym)
-    assert store.enrol(engine, demo).pseudonym == "P0003"
+    assert enrol(engine, demo).pseudonym == "P0003"
 
 
 def test_cli_study_and_delete(db_url, capsys):

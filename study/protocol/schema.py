@@ -334,6 +334,41 @@ class AnalysisPlan(_Section):
                                                           "outcome on its own p and the secondary outcomes on the adjusted p.")
 
 
+class DeviceCheck(_Section):
+    """The device and browser check before consent (study/device_check.py, components/device_check)."""
+
+    enabled: bool = Field(default=True,
+                          description="Check the participant's browser and device before consent; a participant who "
+                                      "fails is told why and what to do, and the session ends (status ineligible_device).")
+    min_width: int = Field(default=360, ge=0, le=10000,
+                           description="Smallest browser window width in CSS pixels (0 = no limit). The default lets "
+                                       "phones in portrait take part; e.g. 1024 keeps to computers and tablets.")
+    min_height: int = Field(default=400, ge=0, le=10000,
+                            description="Smallest browser window height in CSS pixels (0 = no limit).")
+    audio_test: bool = Field(default=True,
+                             description="A short sound test: three groups of beeps, made on the server, whose counts the "
+                                         "participant types back (e.g. 3-1-4).")
+    audio_attempts: int = Field(default=3, ge=1, le=5,
+                                description="How many tries the sound test allows before the participant fails it.")
+    headphone_check: bool = Field(default=False,
+                                  description="The antiphase headphone check of Woods et al. (2017): six trials of three "
+                                              "tones, pick the quietest; passed with at least 5 of 6 right.")
+    min_speed_factor: float = Field(default=1.5, ge=0, le=100,
+                                    description="The connection must download a part of the first clip at least this many "
+                                                "times faster than the clips' highest bitrate (0 = no speed check).")
+    codecs: list[str] = Field(default_factory=list,
+                              description="MIME types with codecs to test, e.g. 'video/mp4; codecs=\"avc1.64001e, "
+                                          "mp4a.40.2\"'; empty = the codec strings the probe found in the study's clips.")
+
+    @field_validator("codecs")
+    @classmethod
+    def _codec_strings(cls, v: list[str]) -> list[str]:
+        for text in v:
+            if not text.strip() or len(text) > 200 or "/" not in text.split(";")[0]:
+                raise ValueError(f"{text!r} is not a MIME type such as video/mp4; codecs=\"avc1.64001e\"")
+        return [text.strip() for text in v]
+
+
 class Study(_Section):
     """A whole study file."""
 
@@ -348,6 +383,8 @@ class Study(_Section):
                     + ", ".join(texts.languages()) + "). Every participant-facing text of the file (consent, "
                     "instructions, custom items, attention checks, completion message, continuous rating) "
                     "is then written as {language: text}, e.g. `text: {en: Hello, de: Hallo}`.")
+    device_check: DeviceCheck = Field(default_factory=DeviceCheck,
+                                      description="The device and browser check shown before consent.")
     consent: Consent = Field(description="Consent page. Required.")
     instructions: Words = Field(
         default=from_catalogue("study.instructions"),

@@ -60,6 +60,8 @@ class ParticipantState:
     prolific_study_id: str | None = None
     prolific_session_id: str | None = None
     language: str = texts.DEFAULT_LANG  # one of the study's languages: every page is shown in it
+    device_info: Any = None  # participants.device_info: server-side only (its seed makes the sound test)
+    study_version: str | None = None
 
     @property
     def completed(self) -> bool:
@@ -119,6 +121,7 @@ _P_COLUMNS = [participants.c[name] for name in (
     "list_index", "status", "excluded_reason", "attention_failed", "step_index", "step_key", "is_pilot",
     "prolific_study_id", "prolific_session_id",
     "language",
+    "device_info",
 )]
 # The participant's own version of the study file; the study's current file only for
 # participants of a version registered before study_versions existed (migration 0004).
@@ -212,6 +215,7 @@ def _build_state(conn: Connection, p, srow, step_index: int | None = None, statu
         excluded_reason=p["excluded_reason"] if excluded_reason is None else excluded_reason,
         prolific_pid=p["prolific_pid"], study_status=srow["status"], language=p["language"] or texts.DEFAULT_LANG,
         prolific_study_id=p["prolific_study_id"], prolific_session_id=p["prolific_session_id"],
+        device_info=p["device_info"], study_version=srow["version"],
     )
 
 
@@ -290,7 +294,10 @@ def enrol(engine: Engine, study_id: str, *, prolific_pid: str | None = None, pro
             prolific_session_id=prolific_session_id, label_condition=condition, list_index=list_index,
             status="started", attention_failed=0, step_index=0, step_key=steps[0].key, is_pilot=bool(is_pilot),
             study_version=str(srow["version"]), user_agent=(user_agent or None) and user_agent[:500],
-            language=language, started_at=now, updated_at=now,
+            language=language,
+            # The device check's sounds follow from this seed; it never leaves the server.
+            device_info={"seed": secrets.token_hex(8)},
+            started_at=now, updated_at=now,
         ).returning(participants.c.id)).scalar_one()
         planned = [{"participant_id": pid, "position": pos, "stimulus_id": sid, "kind": "main"}
                    for pos, sid in enumerate(sequence, start=1)]
@@ -399,7 +406,8 @@ def _upsert_trial(conn: Connection, participant_id: int, position: int, stimulus
     return conn.execute(_upsert_trial_stmt(conn, submitted), values).scalar_one()
 
 
-INACTIVE_MESSAGES = {status: t(f"status.{status}") for status in ("withdrawn", "declined", "timed_out", "completed")}
+INACTIVE_MESSAGES = {status: t(f"status.{status}")
+                     for status in ("withdrawn", "declined", "timed_out", "completed", "ineligible_device")}
 CLOSED_MESSAGE = t("study.closed")
 INVALID_LINK_MESSAGE = t("link.invalid")
 
@@ -459,7 +467,9 @@ def submit_step(engine: Engine, token: str, step_key: str, answers: dict, trial_
             by_id = {item.id: item for item in step.items}
             rows = []
             for item_id, answer in answers.items():
-                item = by_id[item_id]
+                item = by_id.get(item_id)
+                if item is None:  # a step's own report (the device check), not an item's answer
+                    continue
                 num, text = flow.stored_value(item, answer)
                 rows.append({"participant_id": p["id"], "trial_id": trial_id, "step_key": step.key,
                              "instrument_id": item.instrument, "item_id": item_id, "value_num": num,
@@ -469,7 +479,8 @@ def submit_step(engine: Engine, token: str, step_key: str, answers: dict, trial_
             _insert_ignore(conn, responses, rows, ["participant_id", "step_key", "item_id"])
         session = flow.Session(status=state.status, step_index=index, attention_failed=state.attention_failed,
                                excluded_reason=state.excluded_reason,
-                               max_failed_attention=getattr(state.study.exclusions, "max_failed_attention_checks", None))
+                               max_failed_attention=getattr(state.study.exclusions, "max_failed_attention_checks", None),
+                               study=state.study, device_info=state.device_info, token=state.token)
         outcome = flow.advance(session, state.steps, answers)
         new_index, new_status = outcome.new_index, outcome.status
         attention_failed, excluded_reason = outcome.attention_failed, outcome.excluded_reason
@@ -480,7 +491,11 @@ def submit_step(engine: Engine, token: str, step_key: str, answers: dict, trial_
             values["excluded_reason"] = excluded_reason
         new_step = state.steps[new_index]
         values.update(step_index=new_index, step_key=new_step.key, status=new_status)
+        if outcome.device_info is not None:
+            values["device_info"] = outcome.device_info
         conn.execute(participants.update().where(participants.c.id == p["id"]).values(**values))
+        if outcome.device_info is not None:
+            p = {**p, "device_info": outcome.device_info}
         new_state = _build_state(conn, p, srow, step_index=new_index, status=new_status,
                                  attention_failed=attention_failed, excluded_reason=excluded_reason,
                                  with_answers=False)

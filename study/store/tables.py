@@ -12,8 +12,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from study import flow
 
 STUDY_STATUSES = ("open", "paused", "closed")
-# started: enrolled, consent not yet given; declined: said no at consent.
-STATUSES = ("started", "in_progress", "completed", "withdrawn", "declined", "timed_out")
+# started: enrolled, consent not yet given; declined: said no at consent; ineligible_device:
+# failed the device check before consent (device_info says why).
+STATUSES = ("started", "in_progress", "completed", "withdrawn", "declined", "timed_out", "ineligible_device")
 ACTIVE_STATUSES = flow.ACTIVE_STATUSES
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
