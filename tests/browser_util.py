@@ -125,3 +125,12 @@ def pass_device_check(page, db_url, timeout_ms: int = 30_000) -> str:
     page.locator(".kd-answer").fill(device_check_answer(db_url, token))
     page.locator(".kd-continue").click()
     return token
+
+
+def pass_device_check_by_keyboard(page, db_url, timeout_ms: int = 30_000) -> str:
+    """pass_device_check without a pointer event: the answer typed into its field, Enter on Continue."""
+    token = participant_token(page, timeout_ms)
+    page.locator('.kd-root[data-state="ready"]').wait_for(timeout=timeout_ms)
+    page.locator(".kd-answer").fill(device_check_answer(db_url, token))
+    page.locator(".kd-continue").press("Enter")
+    return token

@@ -36,7 +36,7 @@ WAIT_MS = 30_000
 
 def _study(folder: Path, study_id: str, continuous: dict, marks: dict | None) -> Path:
     raw = yaml.safe_load(DEMO.read_text(encoding="utf-8"))
-    raw.update(id=study_id, demographics=[], attention_checks=[])
+    raw.update(id=study_id, demographics=[], attention_checks=[], device_check={"enabled": False})
     raw["stimuli"]["manifest"] = str(DEMO.parent / "manifest.csv")
     raw["measures"].update(session_start=[], session_end=[], per_clip=["sam"])
     raw["analysis"]["secondary_outcomes"] = ["arousal"]

@@ -18,7 +18,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from browser_util import launch, require_chromium, start_server
+from browser_util import launch, pass_device_check, pass_device_check_by_keyboard, require_chromium, start_server
 from test_browser_participant import DEMO, STEP_TIMEOUT_MS, STUDY_ID, answer_page, click_continue, play_clip, wait_title
 from test_questionnaire_browser import PHONE, RunCounter, quick_study, settle, wait_step_change
 
@@ -161,6 +161,7 @@ def test_the_demo_study_with_the_keyboard_alone(tmp_path, browser):
         keys = Keys(page)
         rng = random.Random(12)
         page.goto(f"{server.url}/?study={STUDY_ID}")
+        pass_device_check_by_keyboard(page, server.db_url)
         wait_title(page, "Consent")
         settle(page)
         keys.button("I have read this and agree to take part in the demonstration")
@@ -219,8 +220,9 @@ def test_the_demo_study_with_the_keyboard_alone(tmp_path, browser):
         # script runs while each page was showing, from its first display to the next page's
         per_page = {key: later - at for (key, at), (_, later) in zip(shown_at, shown_at[1:])}
         # one per page submitted, the first load, the browser's answer on the first visit (the
-        # token it kept for this study, app_pages/browser_session) and the player's two reports per clip
-        budget = pages + 2 + 2 * clips
+        # token it kept for this study, app_pages/browser_session), the device check's one submit
+        # (before the pages counted here) and the player's two reports per clip
+        budget = pages + 3 + 2 * clips
         print(f"keyboard run: {keys.presses} key presses, {finished} script runs for {pages} pages "
               f"and {clips} clips (budget {budget}): {per_page}")
         assert finished <= budget, (finished, budget, per_page)
@@ -276,9 +278,13 @@ def test_every_control_on_every_page_is_44px_on_a_phone(tmp_path, browser):
         page = browser.new_page(viewport=PHONE, is_mobile=True, has_touch=True)
         rng = random.Random(6)
         page.goto(f"{server.url}/?study={STUDY_ID}")
+        page.locator('.kd-root[data-state="ready"]').wait_for(timeout=STEP_TIMEOUT_MS)
+        settle(page)
+        seen: dict[str, list] = {"device_check": small_targets(page)}
+        pass_device_check(page, server.db_url)
         wait_title(page, "Consent")
         settle(page)
-        seen: dict[str, list] = {"consent": small_targets(page)}
+        seen["consent"] = small_targets(page)
         page.get_by_role("button", name="I have read this and agree").tap()
         page.wait_for_url("**/?t=*", timeout=STEP_TIMEOUT_MS)
         token = page.url.split("t=", 1)[1].split("&")[0]
@@ -340,6 +346,7 @@ def test_the_continuous_rating_is_named_and_moved_with_the_keyboard(tmp_path, br
         page = browser.new_page()
         keys = Keys(page)
         page.goto(f"{server.url}/?study={STUDY_ID}")
+        pass_device_check_by_keyboard(page, server.db_url)
         wait_title(page, "Consent")
         settle(page)
         keys.button("I have read this and agree to take part in the demonstration")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_util import launch, require_chromium, start_server
+from browser_util import launch, pass_device_check, require_chromium, start_server
 from study import store, texts
 from study.protocol import load_study
 from test_browser_participant import STEP_TIMEOUT_MS, answer_page, play_clip
@@ -78,6 +78,7 @@ def test_whole_demo_study_in_german(german_server, tmp_path):
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.goto(f"{server.url}/?study={STUDY_ID}&lang=de&PROLIFIC_PID=pid-de-1")
+        pass_device_check(page, server.db_url)
         wait_heading(page, "Einwilligung")
         page.get_by_text("Dies ist eine Demonstration der Studienplattform Kuleshov.").wait_for(timeout=STEP_TIMEOUT_MS)
         body = page.inner_text("body")
@@ -157,6 +158,7 @@ def test_browser_language_and_the_consent_page_switcher(german_server):
         context = browser.new_context(locale="de-CH")
         page = context.new_page()
         page.goto(f"{server.url}/?study={STUDY_ID}&PROLIFIC_PID=pid-de-2")
+        pass_device_check(page, server.db_url)
         wait_heading(page, "Einwilligung")
         page.wait_for_url("**/?t=*", timeout=STEP_TIMEOUT_MS)
         token = page.url.split("t=", 1)[1].split("&")[0]
@@ -174,6 +176,7 @@ def test_browser_language_and_the_consent_page_switcher(german_server):
         context = browser.new_context(locale="fr-FR")
         page = context.new_page()
         page.goto(f"{server.url}/?study={STUDY_ID}&PROLIFIC_PID=pid-fr-1")
+        pass_device_check(page, server.db_url)
         wait_heading(page, "Consent")
         assert re.search(r"[?&]t=", page.url)
         browser.close()

@@ -48,6 +48,8 @@ def nav_study(tmp_path: Path, redirect: str) -> Path:
         assert old in text, old
         text = text.replace(old, new)
     text = text.split("attention_checks:")[0] + "exclusions:" + text.split("exclusions:", 1)[1]
+    # Navigation is about the pages after it; the device check has its own tests.
+    text += "\ndevice_check:\n  enabled: false\n"
     path = tmp_path / "study.yaml"
     path.write_text(text)
     return path

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from browser_util import launch, require_chromium, start_server
+from browser_util import launch, pass_device_check, require_chromium, start_server
 from study import store
 from test_browser_participant import STEP_TIMEOUT_MS, answer_page, click_continue, wait_title
 
@@ -122,6 +122,7 @@ def trial_row(engine, participant_id: int, position: int) -> dict:
 
 def enrol(page, server, study_id: str, engine) -> str:
     page.goto(f"{server.url}/?study={study_id}")
+    pass_device_check(page, server.db_url)
     wait_title(page, "Consent")
     page.get_by_role("button", name="I agree").click()
     page.wait_for_url("**/?t=*", timeout=STEP_TIMEOUT_MS)
