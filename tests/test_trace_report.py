@@ -175,3 +175,37 @@ def test_sources_without_traces(monkeypatch, tmp_path):
     monkeypatch.delattr(load, "load_marks", raising=False)
     # no loader: not even the database is opened
     assert trace_report.time_courses_for_source("kuleshov-demo", url="sqlite:////nonexistent/x.db") == (None, None, {})
+
+
+def test_report_on_a_simulated_continuous_study_with_stored_traces(sqlite_url, tmp_path):
+    """The whole path with nothing faked: bots rate continuously and mark moments through the
+    real flow and store (study/simulate.py), the loaders read the stored batches back, and
+    `kuleshov report` shows mean curves by source, the peak-end model and mark densities with
+    still frames taken from the demo clips."""
+    from study import simulate, store
+
+    study = DEMO / "study_continuous.yaml"
+    engine = store.make_engine(sqlite_url)
+    try:
+        store.upgrade(engine)
+        simulate.simulate(engine, str(study), 16, effect=1.0, seed=5)
+        traces = load.load_traces(engine, "kuleshov-demo-continuous")
+        clips = sorted(traces["clip"].unique())
+    finally:
+        engine.dispose()
+    assert len(clips) == 6 and traces["participant"].nunique() >= 12  # some bots decline or drop out
+    out = tmp_path / "continuous.html"
+    assert cli.main(["report", str(study), "--out", str(out), "--url", sqlite_url]) == 0
+    page = out.read_text(encoding="utf-8")
+    doc = check_self_contained(page)
+    assert doc.sections["traces"] == "shown" and doc.sections["marks"] == "shown"
+    names = {t.get("name") for t in json.JSONDecoder().raw_decode(
+        page, re.search(r'Plotly\.newPlot\(\s*"chart-traces-source-rating",\s*', page).end())[0]}
+    assert {"Human-made", "AI-generated"} <= names
+    pe = re.search(r'<table class="results" id="peak-end-table">.*?</table>', section(page, "traces"), re.S).group(0)
+    for term in ("z_peak", "z_end", "z_mean"):
+        assert f"<td>{term}</td>" in pe
+    marks = section(page, "marks")
+    table = re.search(r'<table class="results" id="mark-peaks-table">.*?</table>', marks, re.S).group(0)
+    stills = re.findall(r'<img class="still" alt="([^"]+)" src="data:image/jpeg;base64,', table)
+    assert len(stills) == table.count("<tr>") - 1 > 0
