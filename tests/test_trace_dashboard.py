@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 from analysis import load, trace_synthetic
 
 ROOT = Path(__file__).resolve().parent.parent
-SESSION_KEY = "_kuleshov_researcher"  # app_pages.auth.SESSION_KEY: logged in
+SESSION_KEY = "_kuleshov_researcher"  # app_pages.auth.SESSION_KEY: logged in (single-password mode)
 
 
 def _dashboard(sqlite_url, monkeypatch, with_traces: bool) -> AppTest:
@@ -38,7 +38,7 @@ def _dashboard(sqlite_url, monkeypatch, with_traces: bool) -> AppTest:
         monkeypatch.delattr(load, "load_marks", raising=False)
     st.cache_data.clear()
     at = AppTest.from_file(str(ROOT / "app_pages" / "dashboard.py"), default_timeout=120)
-    at.session_state[SESSION_KEY] = True
+    at.session_state[SESSION_KEY] = store.SHARED  # the one-person lab's shared-password login
     at.run()
     assert not at.exception
     return at
