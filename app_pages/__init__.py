@@ -7,6 +7,8 @@ Pages get the process's database engine with `from app_pages import get_engine` 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 
@@ -42,3 +44,19 @@ def component_data(data: dict) -> dict[str, str]:
     import json
 
     return {"json": json.dumps(data, separators=(",", ":"))}
+
+
+COMPONENTS = Path(__file__).resolve().parent.parent / "components"
+
+
+def browser_component(name: str, folder: str, html: str, css: tuple[str, ...] = (), js: tuple[str, ...] = ()):
+    """A components v2 component from files of components/<folder>, with components/common.js
+    joined before its scripts (the helpers every component shares). The code is passed inline:
+    components v2 then needs no build step and no asset manifest (the strings are multi-line, so
+    Streamlit never takes them for a file path)."""
+    def read(file: str) -> str:
+        return (COMPONENTS / folder / file).read_text(encoding="utf-8")
+
+    script = "\n".join([(COMPONENTS / "common.js").read_text(encoding="utf-8"), *(read(f) for f in js)])
+    style = "\n".join(read(f) for f in css) or None
+    return st.components.v2.component(name, html=read(html), css=style, js=script)

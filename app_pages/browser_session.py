@@ -15,22 +15,18 @@ Pure part, tested without a browser: `resumable`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
-COMPONENT_DIR = Path(__file__).resolve().parent.parent / "components" / "session"
+from app_pages import browser_component
+
 KEEPER_KEY = "kuleshov-participant-token"
 
 
-def _read(name: str) -> str:
-    return (COMPONENT_DIR / name).read_text(encoding="utf-8")
-
-
-_keeper = st.components.v2.component("kuleshov.token", html=_read("keeper.html"), js=_read("keeper.js"))
-_redirect = st.components.v2.component("kuleshov.redirect", html=_read("redirect.html"),
-                                       css=_read("redirect.css"), js=_read("redirect.js"))
+_keeper = browser_component("kuleshov.token", "session", "keeper.html", js=("keeper.js",))
+_redirect = browser_component("kuleshov.redirect", "session", "redirect.html", css=("redirect.css",),
+                              js=("redirect.js",))
 
 
 def _noop() -> None:

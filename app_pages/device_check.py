@@ -10,29 +10,21 @@ browser), and passes the browser's one report, with those expectations, to the u
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
 import streamlit as st
+
+from app_pages import browser_component, component_data
 
 from study import device_check, store
 from study import texts as catalogue
 from study.flow import DEVICE_REPORT, Answer
 
-COMPONENT_DIR = Path(__file__).resolve().parent.parent / "components" / "device_check"
 TEXT_PREFIX = "device_ui."
 SPEED_BYTES = 512 * 1024
 
 
-def _read(name: str) -> str:
-    return (COMPONENT_DIR / name).read_text(encoding="utf-8")
-
-
-_component = st.components.v2.component(
-    "kuleshov.device_check",
-    html=_read("device_check.html"),
-    css=_read("device_check.css"),
-    js=_read("device_check.js"),
-)
+_component = browser_component("kuleshov.device_check", "device_check", "device_check.html",
+                               css=("device_check.css",), js=("device_check.js",))
 
 
 def ui_texts() -> dict[str, str]:
@@ -110,4 +102,4 @@ def show(engine, state, speed_url: str | None, submit: Callable[[dict], None]) -
         except RerunException:
             pass
 
-    _component(key=key, data=data, on_submit_change=on_submit)
+    _component(key=key, data=component_data(data), on_submit_change=on_submit)

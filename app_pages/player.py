@@ -9,26 +9,15 @@ one-line css/js string containing '/' is taken for an asset path.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import streamlit as st
-from app_pages import component_data
+from app_pages import browser_component, component_data
 
-COMPONENT_DIR = Path(__file__).resolve().parent.parent / "components" / "player"
 EVENTS_URL = "/api/events"
 
 
-def _read(name: str) -> str:
-    return (COMPONENT_DIR / name).read_text(encoding="utf-8")
-
-
-_player = st.components.v2.component(
-    "kuleshov.player",
-    html=_read("player.html"),
-    css=_read("player.css") + "\n" + _read("continuous.css"),
-    js=_read("continuous.js") + "\n" + _read("player.js"),
-)
+_player = browser_component("kuleshov.player", "player", "player.html", css=("player.css", "continuous.css"),
+                            js=("continuous.js", "player.js"))
 
 
 @dataclass(frozen=True)

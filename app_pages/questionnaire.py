@@ -19,18 +19,16 @@ import hashlib
 import itertools
 import math
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
-from app_pages import component_data
+from app_pages import browser_component, component_data
 
 from study import texts as catalogue
 from study import item_types
 from study.flow import TEXT_MAX_CHARS, Answer
 
-COMPONENT_DIR = Path(__file__).resolve().parent.parent / "components" / "questionnaire"
 # The browser's widget for each response type (study/item_types.py declares the types; this is
 # the page's side of them). "points": a row of buttons, one per scale point; with `grid`, a run
 # of such items on one scale is drawn as one compact grid; with pictures, the picture is the button.
@@ -69,16 +67,8 @@ def ui_texts(lang: str | None = None) -> dict[str, str]:
             for key in catalogue.keys(TEXT_PREFIX)}
 
 
-def _read(name: str) -> str:
-    return (COMPONENT_DIR / name).read_text(encoding="utf-8")
-
-
-_questionnaire = st.components.v2.component(
-    "kuleshov.questionnaire",
-    html=_read("questionnaire.html"),
-    css=_read("questionnaire.css"),
-    js=_read("questionnaire.js"),
-)
+_questionnaire = browser_component("kuleshov.questionnaire", "questionnaire", "questionnaire.html",
+                                   css=("questionnaire.css",), js=("questionnaire.js",))
 
 
 # --------------------------------------------------------------------------- items -> browser

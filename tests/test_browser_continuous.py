@@ -345,7 +345,7 @@ def test_offline_batches_wait_in_the_browser_and_a_reload_keeps_the_partial_trac
 
 
 def test_touch_sets_the_slider_and_taps_mark_without_the_app():
-    """The component alone (continuous.js + player.js, as app_pages/player.py joins them) on a
+    """The component alone (common.js + continuous.js + player.js, as app_pages/player.py joins them) on a
     touch screen: a tap on the track moves the slider there, a tap on a mark button marks."""
     require_chromium()
     from playwright.sync_api import sync_playwright
@@ -355,7 +355,8 @@ def test_touch_sets_the_slider_and_taps_mark_without_the_app():
     html = (f"<!doctype html><html><head><style>{(player_dir / 'player.css').read_text()}"
             f"{(player_dir / 'continuous.css').read_text()}</style></head><body>"
             f"{(player_dir / 'player.html').read_text()}<script type='module' src='/bundle.js'></script></body></html>")
-    bundle = (player_dir / "continuous.js").read_text() + "\n" + (player_dir / "player.js").read_text()
+    bundle = "\n".join((p.read_text() for p in (ROOT / "components" / "common.js", player_dir / "continuous.js",
+                                                 player_dir / "player.js")))
     bundle = bundle.replace("export default function (component) {", "window.kpMountPlayer = function (component) {")
     posts: list[dict] = []
     with sync_playwright() as pw:

@@ -38,7 +38,9 @@ def page():
         page.clock.install()
         page.route(f"{ORIGIN}/", lambda route: route.fulfill(body=PAGE, content_type="text/html"))
         page.route(f"{ORIGIN}/player.js", lambda route: route.fulfill(
-            body=(PLAYER / "player.js").read_text(), content_type="text/javascript"))
+            # joined as app_pages/player.py joins them (app_pages.browser_component)
+            body="\n".join(p.read_text() for p in (PLAYER.parent / "common.js", PLAYER / "continuous.js",
+                                                      PLAYER / "player.js")), content_type="text/javascript"))
         page.route(f"{ORIGIN}/clip.mp4", lambda route: None)  # never answers: no load error to flush
         yield page
         browser.close()

@@ -36,7 +36,8 @@ const FALLBACK = {
 };
 
 export default function (component) {
-  const { data, parentElement, setTriggerValue } = component;
+  const { parentElement, setTriggerValue } = component;
+  const data = unpack(component.data);
   const root = parentElement.querySelector(".kd-root");
   if (!root || !data || !Array.isArray(data.codecs)) return undefined;
   let d = root[STATE];
@@ -49,10 +50,6 @@ export default function (component) {
   d.setTrigger = setTriggerValue;
   d.update(data);
   return undefined;
-}
-
-function fill(template, values) {
-  return String(template).replace(/\{(\w+)\}/g, (m, k) => (k in values ? String(values[k]) : m));
 }
 
 function el(tag, attrs, ...children) {

@@ -25,19 +25,6 @@ const LOAD_TIMEOUT_MS = 20000;
 // A jump larger than this between two timeupdates is a seek, not playback.
 const MAX_STEP_S = 1.5;
 
-// The server sends `data` as one JSON string (app_pages.component_data: Streamlit scans a
-// dict's values for dataframes on every run, which cost more than the page itself).
-function unpack(data) {
-  if (data && typeof data.json === "string") {
-    try {
-      return JSON.parse(data.json);
-    } catch (e) {
-      return null;
-    }
-  }
-  return data;
-}
-
 export default function (component) {
   const { parentElement, setStateValue } = component;
   const data = unpack(component.data);

@@ -28,19 +28,6 @@ const FALLBACK = {
   number_hint: "",
 };
 
-// The server sends `data` as one JSON string (app_pages.component_data: Streamlit scans a
-// dict's values for dataframes on every run, which cost more than the page itself).
-function unpack(data) {
-  if (data && typeof data.json === "string") {
-    try {
-      return JSON.parse(data.json);
-    } catch (e) {
-      return null;
-    }
-  }
-  return data;
-}
-
 export default function (component) {
   const { parentElement, setTriggerValue } = component;
   const data = unpack(component.data);
@@ -59,10 +46,6 @@ export default function (component) {
 }
 
 // ------------------------------------------------------------------ small helpers
-
-function fill(template, values) {
-  return String(template).replace(/\{(\w+)\}/g, (m, k) => (k in values ? String(values[k]) : m));
-}
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);

@@ -4,10 +4,6 @@
 
 const TIMER = "__kuleshovRedirect";
 
-function fill(template, values) {
-  return String(template).replace(/\{(\w+)\}/g, (m, k) => (k in values ? String(values[k]) : m));
-}
-
 function safeUrl(url) {
   try {
     const parsed = new URL(String(url), window.location.href);

@@ -1,0 +1,20 @@
+// Helpers shared by Kuleshov's components, joined before each component's own script
+// (app_pages.browser_component): components v2 take one inline script, so there is no import.
+
+// The server sends `data` as one JSON string (app_pages.component_data: Streamlit scans a
+// dict's values for dataframes on every run, which cost more than the page itself).
+function unpack(data) {
+  if (data && typeof data.json === "string") {
+    try {
+      return JSON.parse(data.json);
+    } catch (e) {
+      return null;
+    }
+  }
+  return data;
+}
+
+// "{name} of {max}" with values; an unknown {key} is left as it is.
+function fill(template, values) {
+  return String(template).replace(/\{(\w+)\}/g, (m, k) => (k in values ? String(values[k]) : m));
+}
