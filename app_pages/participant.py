@@ -282,7 +282,8 @@ def _language_switcher(engine, state) -> None:
     for col, lang in zip(st.columns(len(offered)), offered, strict=True):
         with col:
             current = lang == state.language
-            st.button(t("language.name", lang), key=f"language|{lang}", type="primary" if current else "secondary",
+            # Secondary, the current one disabled: the page's primary button stays its own action.
+            st.button(t("language.name", lang), key=f"language|{lang}", type="secondary",
                       disabled=current, on_click=switch, args=(lang,))
 
 
