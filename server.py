@@ -300,18 +300,26 @@ def _seq_of(ev: Any) -> int | None:
     return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
 
 
+async def _parsed_body(request: Request, limit: int, parse):
+    """The POST body read within `limit` bytes and parsed, or the 413/400 answer that says why not."""
+    try:
+        body = await _read_limited(request, limit)
+    except _TooLarge:
+        return JSONResponse({"error": f"request larger than {limit} bytes"}, status_code=413)
+    try:
+        return parse(body)
+    except UserError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+
+
 def _events_route(engine: Any):
     from study import store
 
     async def post_events(request: Request) -> Response:
-        try:
-            body = await _read_limited(request, MAX_EVENTS_BYTES)
-        except _TooLarge:
-            return JSONResponse({"error": f"request larger than {MAX_EVENTS_BYTES} bytes"}, status_code=413)
-        try:
-            token, events = parse_events_payload(body)
-        except UserError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+        parsed = await _parsed_body(request, MAX_EVENTS_BYTES, parse_events_payload)
+        if isinstance(parsed, Response):
+            return parsed
+        token, events = parsed
         refused = {i: why for i, ev in enumerate(events) if (why := _shape_problem(ev))}
         kept = [i for i in range(len(events)) if i not in refused]
         recorded, accepted = 0, []
@@ -411,14 +419,10 @@ def _traces_route(engine: Any):
     writer = TraceWriter(engine)
 
     async def post_traces(request: Request) -> Response:
-        try:
-            body = await _read_limited(request, MAX_TRACES_BYTES)
-        except _TooLarge:
-            return JSONResponse({"error": f"request larger than {MAX_TRACES_BYTES} bytes"}, status_code=413)
-        try:
-            token, batches = parse_traces_payload(body)
-        except UserError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+        parsed = await _parsed_body(request, MAX_TRACES_BYTES, parse_traces_payload)
+        if isinstance(parsed, Response):
+            return parsed
+        token, batches = parsed
         try:
             outcome = await asyncio.wrap_future(writer.submit(token, batches))
         except Exception as exc:
