@@ -88,6 +88,21 @@ def start_server(db_url: str, tmp_path: Path, study_file: Path | None = None,
     raise RuntimeError(f"server did not answer within 90 s:\n{log.read_text()}")
 
 
+def wait_until(condition, timeout_s: float, what: str, show=None, every_s: float = 0.2):
+    """Poll `condition` until it returns something truthy (returned); fail after `timeout_s` with
+    `what` and, if given, `show()` (what there was instead). For the browser tests' waits on data:
+    a fixed sleep is too short on a loaded machine and too long on an idle one."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = condition()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            seen = f"; instead: {show()!r}" if show else ""
+            raise AssertionError(f"{what}: not seen within {timeout_s:g} s{seen}")
+        time.sleep(every_s)
+
+
 def launch(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
 

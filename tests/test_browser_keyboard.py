@@ -18,7 +18,8 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from browser_util import launch, pass_device_check, pass_device_check_by_keyboard, require_chromium, start_server
+from browser_util import (launch, pass_device_check, pass_device_check_by_keyboard, require_chromium, start_server,
+                          wait_until)
 from test_browser_participant import DEMO, STEP_TIMEOUT_MS, STUDY_ID, answer_page, click_continue, play_clip, wait_title
 from test_questionnaire_browser import PHONE, RunCounter, quick_study, settle, wait_step_change
 
@@ -371,20 +372,37 @@ def test_the_continuous_rating_is_named_and_moved_with_the_keyboard(tmp_path, br
         start = float(slider.get_attribute("aria-valuenow"))
         keys.tab_to(lambda f: "kp-start" in f["cls"], "the Start button")
         keys.press("Enter")
-        keys.tab_to(lambda f: "kc-area" in f["cls"], "the continuous rating")
+        # Start hands the focus to the rating control (no Tab needed, and none taken back later)
+        focus = wait_until(lambda: (f := keys.focused()) and "kc-area" in f["cls"] and f, 20,
+                           "the focus on the continuous rating after Start", lambda: keys.focused())
+        assert focus["outline"] not in ("none", "") and focus["outlineWidth"] >= 2, focus
+        video = page.locator(".kp-video:visible")
+        pressed_at = wait_until(lambda: video.evaluate("v => !v.paused && v.currentTime > 0 && v.currentTime"), 30,
+                                "the clip playing", lambda: video.evaluate("v => [v.paused, v.currentTime]"))
         for _ in range(3):
             keys.press("ArrowRight")
         raised = float(slider.get_attribute("aria-valuenow"))
         assert raised > start, (start, raised)
-        page.wait_for_timeout(1500)  # sampled while the clip plays
+        # sampled while the clip plays: a second of video time later, however slow the machine
+        wait_until(lambda: video.evaluate("v => v.currentTime") > pressed_at + 1.0, 60, "a second more of the clip",
+                   lambda: video.evaluate("v => [v.paused, v.currentTime, v.ended]"))
+        assert focus == keys.focused()  # still there: the player never took the focus back
         keys.press("Home")
         assert float(slider.get_attribute("aria-valuenow")) == 1.0
         page.locator('.kq-root[data-page="practice"]').wait_for(timeout=STEP_TIMEOUT_MS)
-        page.wait_for_timeout(5000)  # the last batch goes out at the end of the clip
         from analysis import load
 
-        values = load.load_traces(engine, STUDY_ID, include_practice=True)["value"].tolist()
+        def stored():
+            """The trace, once its last batch (sent at the end of the clip) is in."""
+            with engine.connect() as conn:
+                done = conn.execute(sa.select(sa.func.count()).select_from(store.trace_batches)
+                                    .where(store.trace_batches.c.final.is_(True))).scalar_one()
+            return done and load.load_traces(engine, STUDY_ID, include_practice=True)["value"].tolist()
+
+        values = wait_until(stored, 90, "the final trace batch",
+                            lambda: load.load_traces(engine, STUDY_ID, include_practice=True)["value"].tolist())
         assert raised in values and values[-1] == 1.0, values
+        assert values.index(raised) < len(values) - 1 and values[0] == start, values
         assert keys.invisible == [], keys.invisible
     finally:
         engine.dispose()

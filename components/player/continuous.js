@@ -270,10 +270,23 @@ function kuleshovCapture(root, video, data) {
   }, flushMs);
 
   const on = (name, fn) => video.addEventListener(name, fn);
+  // Start or Resume pressed: the rating control takes the focus from where the player left it
+  // (its stage or button, or nowhere), so the arrow keys work at once. This happens at "play",
+  // which follows the press at once; at "playing", which waits for data (and comes again after
+  // every stall), a keyboard user may already have moved on (to the captions toggle, a mark
+  // button, out of the page), and taking the focus back then made a Tab go round the page and
+  // out of the window, whose blur pauses the clip: the keys moved a control that was not sampled.
+  const onPlay = () => {
+    if (!control) return;
+    const inShadow = root.getRootNode().activeElement; // null when the focus is outside this component
+    const active = inShadow || document.activeElement;
+    if (active === control) return;
+    const leftByPlayer = !active || active === document.body || (stage && stage.contains(active));
+    if (leftByPlayer) control.focus({ preventScroll: true });
+  };
   const onPlaying = () => {
     s.started = true;
     push(video.currentTime);
-    if (control && document.activeElement !== control) control.focus({ preventScroll: true });
   };
   const onPause = () => {
     if (video.ended) return;
@@ -288,6 +301,7 @@ function kuleshovCapture(root, video, data) {
     }
     send();
   };
+  on("play", onPlay);
   on("playing", onPlaying);
   on("pause", onPause);
   on("ended", onEnded);
@@ -418,6 +432,7 @@ function kuleshovCapture(root, video, data) {
     document.removeEventListener("keydown", onDocKey);
     window.removeEventListener("online", onOnline);
     window.removeEventListener("pagehide", onPageHide);
+    video.removeEventListener("play", onPlay);
     video.removeEventListener("playing", onPlaying);
     video.removeEventListener("pause", onPause);
     video.removeEventListener("ended", onEnded);
