@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from browser_util import launch, pass_device_check, require_chromium, start_server
+from browser_util import launch, pass_device_check, require_chromium, start_server, wait_until
 from study import store
 from test_browser_participant import STEP_TIMEOUT_MS, answer_page, click_continue, wait_title
 
@@ -90,6 +90,12 @@ def wait_media_time(page, at_least: float) -> float:
             return t
         assert time.monotonic() < deadline, f"the clip never reached {at_least} s (at {t})"
         page.wait_for_timeout(50)
+
+
+def wait_video(page, expr: str, what: str, timeout_s: float = 30):
+    """Wait until `expr` (over the visible player's video `v`) is true: a state the player must
+    reach, however slow the machine (a fixed wait would race it)."""
+    return wait_until(lambda: video(page, expr), timeout_s, what, lambda: video(page, "[v.paused, v.currentTime]"))
 
 
 def start_clip(page) -> None:
@@ -193,8 +199,7 @@ def test_hidden_muted_unfocused_and_preloaded(tmp_path, sqlite_url):
               return Boolean(el && el.classList.contains('kp-start'));
             }""")
             page.keyboard.press("Enter")
-            page.wait_for_timeout(300)
-            assert video(page, "v.paused") is False
+            wait_video(page, "!v.paused", "the clip resumed by Enter")
             continued = {1: rate_and_continue(page, engine, token, rng)}
             wait_step(engine, token, "trial:2")
 
@@ -215,8 +220,7 @@ def test_hidden_muted_unfocused_and_preloaded(tmp_path, sqlite_url):
             wait_media_time(page, 1.0)
             other = context.new_page()
             other.bring_to_front()
-            page.wait_for_timeout(1500)
-            assert video(page, "v.paused") is True
+            wait_video(page, "v.paused", "the clip paused when the window lost its focus")
             page.bring_to_front()
             page.wait_for_timeout(300)
             assert video(page, "v.paused") is True
@@ -305,14 +309,12 @@ def test_required_sound_starts_unmuted_pauses_when_muted_and_offline_is_recorded
             assert video(page, "v.muted") is False
             # Muting mid-clip pauses it until the sound is back on.
             video(page, "(v.muted = true)")
-            page.wait_for_timeout(800)
-            assert video(page, "v.paused") is True
+            wait_video(page, "v.paused", "the clip paused when muted")
             button = page.locator(".kp-start:visible")
             assert button.inner_text() == "Turn the sound on and continue"
             assert "sound was turned off" in page.locator(".kp-hint:visible").inner_text()
             button.click()
-            page.wait_for_timeout(300)
-            assert video(page, "v.paused") is False and video(page, "v.muted") is False
+            wait_video(page, "!v.paused && !v.muted", "the clip playing with sound again")
             # The connection drops for about 1.5 s: the period is recorded, the events wait.
             page.context.set_offline(True)
             went_offline = time.monotonic()
