@@ -18,3 +18,17 @@ function unpack(data) {
 function fill(template, values) {
   return String(template).replace(/\{(\w+)\}/g, (m, k) => (k in values ? String(values[k]) : m));
 }
+
+// A DOM element: attrs "class" and "text" set className and textContent, any other is an
+// attribute (true: present and empty; null, undefined or false: left out); then the children.
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else node.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const child of children) if (child) node.append(child);
+  return node;
+}

@@ -52,18 +52,6 @@ export default function (component) {
   return undefined;
 }
 
-function el(tag, attrs, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (v === null || v === undefined || v === false) continue;
-    if (k === "class") node.className = v;
-    else if (k === "text") node.textContent = v;
-    else node.setAttribute(k, v === true ? "" : String(v));
-  }
-  for (const child of children) if (child) node.append(child);
-  return node;
-}
-
 function codecSupport(mime) {
   let canPlay = "";
   try {

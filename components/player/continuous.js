@@ -55,7 +55,7 @@ function kuleshovCapture(root, video, data) {
   box.className = "kc-root";
   const stage = root.querySelector(".kp-stage");
   (stage || root.firstChild).after(box);
-  const live = el("div", "kc-live");
+  const live = el("div", { class: "kc-live" });
   live.setAttribute("role", "status");
   live.setAttribute("aria-live", "polite");
 
@@ -67,46 +67,40 @@ function kuleshovCapture(root, video, data) {
   render();
 
   // ------------------------------------------------------------------ control
-  function el(tag, cls, text) {
-    const node = document.createElement(tag);
-    if (cls) node.className = cls;
-    if (text) node.textContent = text;
-    return node;
-  }
-
+  // (el() is common.js's: el(tag, {class, text, ...attributes}, ...children))
   function buildControl() {
-    const wrap = el("div", `kc-control kc-${mode}` + (mode === "1d" ? ` kc-${cap.orientation || "horizontal"}` : ""));
+    const wrap = el("div", { class: `kc-control kc-${mode}` + (mode === "1d" ? ` kc-${cap.orientation || "horizontal"}` : "") });
     const itemId = `kc-item-${attempt}`;
     const hintId = `kc-hint-${attempt}`;
-    const item = el("p", "kc-item", cap.item || "");
+    const item = el("p", { class: "kc-item", text: cap.item || "" });
     item.id = itemId;
     wrap.appendChild(item);
-    control = el("div", "kc-area");
+    control = el("div", { class: "kc-area" });
     control.tabIndex = 0;
     control.setAttribute("role", "slider");
     control.setAttribute("aria-labelledby", itemId);
     control.setAttribute("aria-describedby", hintId);
-    thumb = el("div", "kc-thumb");
+    thumb = el("div", { class: "kc-thumb" });
     control.appendChild(thumb);
     if (mode === "1d") {
       const vertical = cap.orientation === "vertical";
       control.setAttribute("aria-orientation", vertical ? "vertical" : "horizontal");
       control.setAttribute("aria-valuemin", String(xr[0]));
       control.setAttribute("aria-valuemax", String(xr[1]));
-      const low = el("span", "kc-low", cap.min_label || "");
-      const high = el("span", "kc-high", cap.max_label || "");
-      const row = el("div", "kc-row");
+      const low = el("span", { class: "kc-low", text: cap.min_label || "" });
+      const high = el("span", { class: "kc-high", text: cap.max_label || "" });
+      const row = el("div", { class: "kc-row" });
       if (vertical) row.append(high, control, low);
       else row.append(low, control, high);
       wrap.appendChild(row);
     } else {
       if (texts.grid_role) control.setAttribute("aria-roledescription", texts.grid_role);
-      const grid = el("div", "kc-grid");
-      grid.append(el("span", "kc-top", cap.arousal_max_label || ""), el("span", "kc-left", cap.min_label || ""),
-        control, el("span", "kc-right", cap.max_label || ""), el("span", "kc-bottom", cap.arousal_min_label || ""));
+      const grid = el("div", { class: "kc-grid" });
+      grid.append(el("span", { class: "kc-top", text: cap.arousal_max_label || "" }), el("span", { class: "kc-left", text: cap.min_label || "" }),
+        control, el("span", { class: "kc-right", text: cap.max_label || "" }), el("span", { class: "kc-bottom", text: cap.arousal_min_label || "" }));
       wrap.appendChild(grid);
     }
-    const hint = el("p", "kc-hint", mode === "1d" ? texts.slider_hint : texts.grid_hint);
+    const hint = el("p", { class: "kc-hint", text: mode === "1d" ? texts.slider_hint : texts.grid_hint });
     hint.id = hintId;
     wrap.appendChild(hint);
     box.appendChild(wrap);
@@ -200,11 +194,11 @@ function kuleshovCapture(root, video, data) {
   function buildMarks() {
     const prompts = cap.prompts || [];
     if (!prompts.length) return [];
-    const wrap = el("div", "kc-marks");
-    wrap.appendChild(el("p", "kc-marks-hint", cap.marks_hint || ""));
-    const row = el("div", "kc-mark-row");
+    const wrap = el("div", { class: "kc-marks" });
+    wrap.appendChild(el("p", { class: "kc-marks-hint", text: cap.marks_hint || "" }));
+    const row = el("div", { class: "kc-mark-row" });
     const buttons = prompts.map((p) => {
-      const b = el("button", "kc-mark", p.text || p.label);
+      const b = el("button", { class: "kc-mark", text: p.text || p.label });
       b.type = "button";
       b.dataset.prompt = p.id;
       b.setAttribute("aria-keyshortcuts", p.key);

@@ -47,18 +47,6 @@ export default function (component) {
 
 // ------------------------------------------------------------------ small helpers
 
-function el(tag, attrs, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (v === null || v === undefined || v === false) continue;
-    if (k === "class") node.className = v;
-    else if (k === "text") node.textContent = v;
-    else node.setAttribute(k, v === true ? "" : String(v));
-  }
-  for (const child of children) if (child) node.append(child);
-  return node;
-}
-
 // Item texts may use **bold** and *italics* (study files are markdown): draw them, never show
 // (or let a screen reader read out) the asterisks. Everything else stays plain text.
 function richText(text) {
