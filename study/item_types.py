@@ -4,8 +4,8 @@ An item's `type` names one `ItemType` here. Everything that differs by response 
 that declaration: whether values are numbers (stored in value_num, scored, charted), whether it
 has a scale (min/max, reverse keying) or options, how an answer is checked, how a simulated
 participant answers it, and what the codebook says about it. The participant page keeps its
-own table type -> widget (app_pages/ui.py RENDERERS). A new response type is one
-`register(ItemType(...))` plus, for the page, one renderer.
+own table type -> widget (app_pages/questionnaire.py WIDGETS). A new response type is one
+`register(ItemType(...))` plus, for the page, one WIDGETS entry.
 
 Pure: no Streamlit, no database.
 """

@@ -66,28 +66,18 @@ def _render_screening(engine, state):
     participant.RENDERERS["demographics"](engine, state)  # a plain items page
 
 
-def _render_stars(item, label, key, box, args):
-    import streamlit as st
-
-    from app_pages import ui
-
-    st.radio(label, [1, 2, 3, 4, 5], index=None, horizontal=True, key=key, format_func=lambda n: "★" * n,
-             on_change=ui._mark, args=args)
-
-
 @pytest.fixture
 def declared():
-    from app_pages import participant, questionnaire, ui
+    from app_pages import participant, questionnaire
 
     item_types.register(STARS)
     questionnaire.WIDGETS["stars"] = {"widget": "points"}
     flow.register(SCREENING, after="consent")
     participant.RENDERERS["screening"] = _render_screening
-    ui.RENDERERS["stars"] = _render_stars
     try:
         yield
     finally:
-        del participant.RENDERERS["screening"], ui.RENDERERS["stars"], questionnaire.WIDGETS["stars"]
+        del participant.RENDERERS["screening"], questionnaire.WIDGETS["stars"]
         flow.unregister("screening")
         item_types.unregister("stars")
 
@@ -157,25 +147,17 @@ def test_bots_walk_the_new_kind_and_type_into_the_database(engine, study_file):
         assert sum(1 for pid, _, _ in stars if pid == r.id) == trials_of[r.id]
 
 
-def test_the_new_type_renders_through_its_renderer(declared):
-    from streamlit.testing.v1 import AppTest
+def test_the_new_type_reaches_the_page_through_its_widget(declared):
+    """The page draws items in the browser (components/questionnaire): the new type goes there as
+    the widget its WIDGETS entry names, with its scale's points, and its answer comes back checked."""
+    from app_pages import questionnaire
 
-    def script():
-        import streamlit as st
-
-        from app_pages import ui
-        from study.instruments import Item
-
-        item = Item(id="stars_rating", text="How many stars?", type="stars", description="d")
-        ui.render_items([item], ["stars_rating"], "trial:1")
-        st.session_state["collected"] = ui.collect([item], ["stars_rating"], "trial:1")
-
-    at = AppTest.from_function(script, default_timeout=30)
-    at.run()
-    assert not at.exception
-    assert at.radio[0].options == ["★", "★★", "★★★", "★★★★", "★★★★★"]
-    at.radio[0].set_value(4).run()
-    assert at.session_state["collected"]["stars_rating"].value == 4
+    item = Item(id="stars_rating", text="How many stars?", type="stars", description="d")
+    spec = questionnaire.item_spec(item, 1)
+    assert (spec["type"], spec["widget"], spec["points"]) == ("stars", "points", [1, 2, 3, 4, 5])
+    answers = questionnaire.answers_from_submission(
+        {"page_key": "trial:1", "answers": {"stars_rating": {"value": 4}}}, [item], ["stars_rating"], "trial:1")
+    assert answers is not None and answers["stars_rating"].value == 4
 
 
 def test_the_new_type_reaches_the_browser_questionnaire(declared):
