@@ -34,8 +34,16 @@ _ACTIVE: contextvars.ContextVar[str] = contextvars.ContextVar("kuleshov_language
 
 def languages() -> list[str]:
     """The shipped languages (folders with a catalogue), English first."""
-    found = sorted(p.parent.parent.name for p in LOCALE_DIR.glob(f"*/LC_MESSAGES/{DOMAIN}.po"))
-    return sorted(found, key=lambda lang: lang != DEFAULT_LANG)
+    return list(_languages_in(LOCALE_DIR))
+
+
+@functools.lru_cache(maxsize=8)
+def _languages_in(folder: Path) -> tuple[str, ...]:
+    # Read once per folder: a participant page asks several times per script run, and the glob
+    # (a stat per folder) cost about 1 ms a run on a loaded server. Shipped files never change
+    # while a process runs; a test that points LOCALE_DIR elsewhere gets that folder's own list.
+    found = sorted(p.parent.parent.name for p in folder.glob(f"*/LC_MESSAGES/{DOMAIN}.po"))
+    return tuple(sorted(found, key=lambda lang: lang != DEFAULT_LANG))
 
 
 @functools.lru_cache(maxsize=None)

@@ -14,7 +14,7 @@ from study import flow
 from study.errors import UserError
 from study.store.engine import _is_pg, _read, _write
 from study.store.metrics import refresh_trial_metrics
-from study.store.studies import _CACHE_LOCK, StudyClosed, _context, _steps, _study_row
+from study.store.studies import _CACHE_LOCK, _CONTEXTS, StudyClosed, _context, _steps, _study_row
 from study.store.tables import (
     ACTIVE_STATUSES,
     participants,
@@ -128,16 +128,23 @@ _P_COLUMNS = [participants.c[name] for name in (
 _V = study_versions
 _S_COLUMNS = [studies.c.id.label("s_id"), studies.c.status.label("s_status"),
               participants.c.study_version.label("s_version"),
-              sa.func.coalesce(_V.c.spec_yaml, studies.c.spec_yaml).label("s_yaml"),
               sa.func.coalesce(_V.c.spec_hash, studies.c.spec_hash).label("s_hash"),
-              sa.func.coalesce(_V.c.registered_at, studies.c.updated_at).label("s_updated"),
-              sa.case((_V.c.version.is_(None), studies.c.manifest), else_=_V.c.manifest).label("s_manifest")]
+              sa.func.coalesce(_V.c.registered_at, studies.c.updated_at).label("s_updated")]
+# The version's study file and manifest, read only when this process has not parsed them yet
+# (studies._context caches them per version): every page used to fetch both, and decode the
+# manifest's JSON, to find them in the cache.
+_SPEC_COLUMNS = [sa.func.coalesce(_V.c.spec_yaml, studies.c.spec_yaml).label("s_yaml"),
+                 sa.case((_V.c.version.is_(None), studies.c.manifest), else_=_V.c.manifest).label("s_manifest")]
 
 
-_LOAD = (sa.select(*_P_COLUMNS, *_S_COLUMNS).join(studies, studies.c.id == participants.c.study_id)
-         .outerjoin(_V, (_V.c.study_id == participants.c.study_id) & (_V.c.version == participants.c.study_version))
-         .where(participants.c.token == sa.bindparam("token")))
+def _joined(*columns):
+    return (sa.select(*columns).join(studies, studies.c.id == participants.c.study_id)
+            .outerjoin(_V, (_V.c.study_id == participants.c.study_id) & (_V.c.version == participants.c.study_version)))
+
+
+_LOAD = _joined(*_P_COLUMNS, *_S_COLUMNS).where(participants.c.token == sa.bindparam("token"))
 _LOAD_FOR_UPDATE = _LOAD.with_for_update(of=participants)
+_LOAD_SPEC = _joined(*_SPEC_COLUMNS).where(participants.c.id == sa.bindparam("pid"))
 
 
 def _load(conn: Connection, token: str, lock: bool = False):
@@ -153,8 +160,13 @@ def _load(conn: Connection, token: str, lock: bool = False):
     p = conn.execute(q, {"token": token}).mappings().first()
     if p is None:
         return None
-    srow = {"id": p["s_id"], "status": p["s_status"], "version": p["s_version"], "spec_yaml": p["s_yaml"],
-            "spec_hash": p["s_hash"], "updated_at": p["s_updated"], "manifest": p["s_manifest"]}
+    srow = {"id": p["s_id"], "status": p["s_status"], "version": p["s_version"],
+            "spec_hash": p["s_hash"], "updated_at": p["s_updated"]}
+    ctx = _CONTEXTS.get(_ctx_key(srow))
+    if ctx is None:  # parsed once per version and process; studies._context caches it
+        srow["spec_yaml"], srow["manifest"] = conn.execute(_LOAD_SPEC, {"pid": p["id"]}).one()
+        ctx = _context(srow)
+    srow["context"] = ctx  # studies._context takes it from here
     return p, srow
 
 
@@ -184,12 +196,17 @@ def _planned(conn: Connection, participant_id: int, token: str) -> tuple[tuple[s
     return value
 
 
+_STORED_ANSWERS = (sa.select(responses.c.item_id, responses.c.value_num, responses.c.value_text,
+                             responses.c.untouched, responses.c.response_time_ms, responses.c.shown_position)
+                   .where(responses.c.participant_id == sa.bindparam("pid"),
+                          responses.c.step_key == sa.bindparam("step_key")))
+
+
 def _stored_answers(conn: Connection, participant_id: int, step_key: str) -> dict:
     from study.flow import Answer
 
-    rows = conn.execute(sa.select(responses.c.item_id, responses.c.value_num, responses.c.value_text,
-                                  responses.c.untouched, responses.c.response_time_ms, responses.c.shown_position)
-                        .where(responses.c.participant_id == participant_id, responses.c.step_key == step_key)).all()
+    # One statement built at import (as _LOAD): building it per call cost more than running it.
+    rows = conn.execute(_STORED_ANSWERS, {"pid": participant_id, "step_key": step_key}).all()
     return {r.item_id: Answer(value=r.value_num if r.value_num is not None else r.value_text,
                               untouched=bool(r.untouched), response_time_ms=r.response_time_ms,
                               shown_position=r.shown_position) for r in rows}

@@ -351,6 +351,9 @@ _CACHE_MAX = 256
 def _context(row) -> _Context:
     from study.design import Clip, DesignSpec
 
+    ctx = row.get("context")  # sessions._load found it in the cache already
+    if ctx is not None:
+        return ctx
     key = (row["id"], row["spec_hash"], str(row["updated_at"]))
     ctx = _CONTEXTS.get(key)
     if ctx is not None:
