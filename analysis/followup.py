@@ -215,8 +215,6 @@ def feeling_change(fu1: pd.DataFrame, long: pd.DataFrame | None):
                          f"({FEELINGS[item]} answers matched to session-1 {item})")
             continue
         d["s"] = np.where(d["session"] == 1, -0.5, 0.5)
-        d["x"] = source_code(d["source"])
-        d["xs"] = d["x"] * d["s"]
         d["pair"] = d["participant_id"] + "\x1f" + d["stimulus_id"]
         for (src, sess), g in d.groupby(["source", "session"]):
             v = g["value"].to_numpy(float)
@@ -227,6 +225,8 @@ def feeling_change(fu1: pd.DataFrame, long: pd.DataFrame | None):
                           "ci_low": v.mean() - q * se, "ci_high": v.mean() + q * se})
         terms = [RandomTerm("participant_id"), RandomTerm("stimulus_id"), RandomTerm("pair")]
         try:
+            d["x"] = source_code(d["source"])
+            d["xs"] = d["x"] * d["s"]
             if d["x"].nunique() < 2:
                 raise UserError("clips of only one source were rated in both sessions")
             counts = lmm.clip_counts(d)
@@ -432,7 +432,7 @@ def section_html(fu: pd.DataFrame | None, long: pd.DataFrame | None, *, table_ht
     return "\n".join(parts)
 
 
-def followup_for_source(source, url: str | None = None) -> pd.DataFrame | None:
+def followup_for_source(source, url: str | None = None, include_pilot: bool = False) -> pd.DataFrame | None:
     """The follow-up frame for a `kuleshov report` source in the database (None for a folder or
     a CSV, or when the loader finds no follow-up rows)."""
     from pathlib import Path
@@ -452,7 +452,7 @@ def followup_for_source(source, url: str | None = None) -> pd.DataFrame | None:
         study_id = store.resolve_study_id(text) if path.suffix.lower() in (".yaml", ".yml") else text
     try:
         study_id = study_id or load._only_study(engine)
-        frame = fn(engine, study_id)
+        frame = fn(engine, study_id, include_pilot=include_pilot)
         return frame if isinstance(frame, pd.DataFrame) and len(frame) else None
     finally:
         engine.dispose()

@@ -337,7 +337,7 @@ def cli_report(args: Any) -> int:
     check_writable(out, "report")
     data = load_source(args)
     traces, marks, files = trace_report.time_courses_for_source(args.study, getattr(args, "url", None))
-    followup = fup.followup_for_source(args.study, getattr(args, "url", None))
+    followup = fup.followup_for_source(args.study, getattr(args, "url", None), include_pilot=include_pilot)
     page = build_report(data.trials, study=data.study, participants=data.participants, excluded=data.excluded,
                         codebook=data.codebook, include_pilot=include_pilot if data.pilot_known else None,
                         data_source=str(args.study), outcomes=outcomes_arg(args),

@@ -148,3 +148,12 @@ def test_report_leaves_out_excluded_participants(planted):
     kept = trials[trials.participant_id != "P001"]
     html = followup.section_html(fu, None, table_html=report.table_html, chart_html=report.chart_html, trials=kept)
     assert "1 follow-up participant(s) not in the session-1 data" in html
+
+
+def test_unknown_source_value_is_named_not_raised():
+    fu, long = make_followup(n_participants=20, seed=8)
+    fu.loc[fu.index[:5], "source"] = "robot"
+    (r,) = followup.analyse(fu, long)
+    text = " ".join(r.messages)
+    assert "source must be 'human' or 'ai'" in text
+    assert r.linger is not None
