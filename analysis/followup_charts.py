@@ -109,5 +109,5 @@ def linger_chart(linger: pd.DataFrame, followup: str) -> go.Figure:
     fig.add_hline(y=0, line=dict(color=NEUTRAL, dash="dot"))
     fig.update_layout(template=TEMPLATE, title=title, height=420,
                       xaxis=dict(title="Recall rate", range=[-0.02, 1.02]),
-                      yaxis=dict(title=f"Mean change in felt {ycol.split('_')[0]} (follow-up minus session 1)"))
+                      yaxis=dict(title=f"Change in {ycol.split('_')[0]} (follow-up - session 1)"))
     return fig

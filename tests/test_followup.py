@@ -157,3 +157,20 @@ def test_unknown_source_value_is_named_not_raised():
     text = " ".join(r.messages)
     assert "source must be 'human' or 'ai'" in text
     assert r.linger is not None
+
+
+def test_charts(planted):
+    from analysis import followup_charts as fc
+
+    (r,) = planted[2]
+    fig = fc.recall_chart(r.recall_proportions, r.recall_model, "day1")
+    bars = {t.meta["source"]: t.y[0] for t in fig.data}
+    assert bars == pytest.approx(r.recall_proportions.set_index("source")["proportion"].to_dict())
+    fig = fc.feeling_chart(r.feeling_means, r.feeling_models, "day1")
+    assert {(t.meta["source"], t.meta["outcome"]) for t in fig.data} == {
+        (s, o) for s in ("human", "ai") for o in ("valence", "arousal")}
+    assert len(fc.recognition_chart(r.recognition_sdt, r.recognition_summary, "day1").data) == 4
+    assert len(fc.linger_chart(r.linger, "day1").data) == 2
+    for fig in (fc.recall_chart(None, None, "x"), fc.recognition_chart(None, None, "x"),
+                fc.feeling_chart(None, None, "x"), fc.linger_chart(r.linger.drop(columns="recall_rate"), "x")):
+        assert fig.layout.meta["not_measured"]
