@@ -955,3 +955,15 @@ def load_marks(engine: Engine, study_id: str, include_pilot: bool = False, inclu
     df["video_time"] = df["video_time"].astype("float64")
     df["clip_duration"] = df["clip_duration"].astype("float64")
     return df
+
+
+# --- followup-analysis: stub, replaced by the follow-up helper's loader at merge ---
+FOLLOWUP_COLUMNS = ["participant_id", "followup", "session_number", "delay_hours", "late", "stimulus_id", "source",
+                    "seen", "measure", "value"]
+
+
+def load_followup(engine: Engine, study_id: str, include_pilot: bool = False) -> pd.DataFrame:
+    """One row per per-clip answer in a follow-up session (FOLLOWUP_COLUMNS); empty until
+    follow-up sessions are stored."""
+    dtypes = {"session_number": "int64", "delay_hours": "float64", "late": "bool", "seen": "bool", "value": "float64"}
+    return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, "str")) for c in FOLLOWUP_COLUMNS})

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis import charts, load, trace_report
+from analysis import charts, followup as fup, load, trace_report
 from analysis.formatting import format_number, p_equals, plain_number, plural
 from analysis.methods import exclusion_sentence, methods_html, single_label_note, software_versions
 from analysis.results import (CORRECTIONS, Plan, analyze, bootstrap_arg, clips_phrase, counts, decision_p,
@@ -207,14 +207,19 @@ def build_report(trials: pd.DataFrame, *, study: Any = None, participants: pd.Da
                  include_pilot: bool | None = None,
                  data_source: str | None = None, traces: pd.DataFrame | None = None,
                  marks: pd.DataFrame | None = None, clip_files: Mapping[str, Path] | None = None,
-                 bootstrap: int = 0, seed: int = 1, progress=None) -> str:
+                 bootstrap: int = 0, seed: int = 1, progress=None, followup: pd.DataFrame | None = None,
+                 session1: pd.DataFrame | None = None) -> str:
     """The whole report as one self-contained HTML string (plotly.js inlined once, no network).
 
     Pass `results` from `analyze` to avoid computing twice. `interim=True` adds a banner saying
     the data collection is still running. Every section in SECTIONS is present, by its id; a
     section whose data were not collected says so instead of showing a chart. With `traces`
     (analysis.load.load_traces) or `marks` (load_marks), the sections of analysis.trace_report
-    follow the emotions; `clip_files` (clip id -> file) gives them their still frames."""
+    follow the emotions; `clip_files` (clip id -> file) gives them their still frames. With `followup`
+    (analysis.load.load_followup) holding rows, the section of analysis.followup ("Does it linger?")
+    comes before the software, compared with `session1` (the long frame, load_long; by default the
+    valence and arousal of `trials`, so session 1's exclusions apply); without follow-up rows the
+    report says nothing about follow-ups."""
     import plotly.offline
 
     if isinstance(trials, pd.DataFrame) and trials.empty:
@@ -298,6 +303,10 @@ def build_report(trials: pd.DataFrame, *, study: Any = None, participants: pd.Da
     if extra:
         at = [sid for sid, _ in order].index(trace_report.AFTER) + 1
         order[at:at] = [(sid, h) for sid, h in trace_report.SECTIONS if sid in extra]
+    linger = fup.section_html(followup, session1, table_html=table_html, chart_html=chart_html, trials=trials)
+    if linger is not None:
+        body[fup.SECTION[0]] = linger
+        order.insert([sid for sid, _ in order].index("software"), fup.SECTION)
     sections = []
     for sid, heading in order:
         if sid in body:
@@ -328,11 +337,12 @@ def cli_report(args: Any) -> int:
     check_writable(out, "report")
     data = load_source(args)
     traces, marks, files = trace_report.time_courses_for_source(args.study, getattr(args, "url", None))
+    followup = fup.followup_for_source(args.study, getattr(args, "url", None), include_pilot=include_pilot)
     page = build_report(data.trials, study=data.study, participants=data.participants, excluded=data.excluded,
                         codebook=data.codebook, include_pilot=include_pilot if data.pilot_known else None,
                         data_source=str(args.study), outcomes=outcomes_arg(args),
                         interim=bool(getattr(args, "interim", False)), traces=traces, marks=marks,
-                        clip_files=files, **bootstrap_arg(args, data.trials))
+                        clip_files=files, followup=followup, **bootstrap_arg(args, data.trials))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
