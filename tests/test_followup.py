@@ -1,0 +1,232 @@
+"""Follow-up sessions: eligibility, timing (with the injectable clock), exactly-once storage,
+personal links, deletion of every session, bad links (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from study import followup as fup
+from study import store
+from study.store import followups
+
+from conftest import DEMO_STUDY
+from test_store import advance, count
+
+FOLLOW_UPS = """
+follow_ups:
+  - name: day1
+    delay_hours: 24
+    window_hours: 48
+    completion: {code: FU1CODE}
+  - name: day7
+    delay_hours: 168
+    invite_excluded: true
+    ask: {foils: 1, vividness: false, watch_more: false}
+"""
+
+
+def followup_study(tmp_path, extra: str = FOLLOW_UPS, clips: int = 4) -> str:
+    """The demo study with `clips` clips per participant and follow-ups, written to tmp_path."""
+    text = DEMO_STUDY.read_text(encoding="utf-8")
+    text = text.replace("clips_per_participant: null   # all six main clips",
+                        f"clips_per_participant: {clips}").replace("pairs: both", "pairs: ignore")
+    text = text.replace("manifest: manifest.csv", f"manifest: {DEMO_STUDY.parent / 'manifest.csv'}")
+    assert f"clips_per_participant: {clips}" in text
+    path = tmp_path / "study.yaml"
+    path.write_text(text + extra, encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture
+def fu_study(engine, tmp_path):
+    return store.register_study(engine, followup_study(tmp_path))
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """The follow-up clock, moved by hand: clock.hours = 30 is 30 hours from the real now."""
+    class Clock:
+        hours = 0.0
+
+    c = Clock()
+    base = fup.datetime.now(fup.timezone.utc)
+    monkeypatch.setattr(fup, "now", lambda: base + timedelta(hours=c.hours))
+    return c
+
+
+def session_one(engine, study_id, **kw):
+    from conftest import enrol
+
+    state = enrol(engine, study_id, **kw)
+    state = advance(engine, state, until_key="complete")
+    assert state.completed
+    return state
+
+
+def take(engine, fstate, answers_for=None):
+    """Answer every page of a follow-up; returns the final state."""
+    while not fstate.page.final:
+        answers = answers_for(fstate.page) if answers_for else good_answers(fstate.page)
+        result = followups.submit(engine, fstate.session_id, fstate.page.key, answers)
+        assert result.ok and not result.errors, result.errors
+        fstate = result.state
+    return fstate
+
+
+def good_answers(page):
+    if page.kind == "recall":
+        return {fup.RECALL_ITEM: "I remember the water at dawn and a city at night."}
+    if page.kind == "recognition":
+        out = {}
+        for sid in page.stills:
+            out[fup.old_item(sid)] = 1
+            out[fup.confidence_item(sid)] = 4
+        return out
+    return {s.id: s.high for s in page.scales}
+
+
+def test_too_early_then_open_then_late(engine, fu_study, clock):
+    p1 = session_one(engine, fu_study, prolific_pid="PIDA")
+    clock.hours = 2
+    access = followups.find(engine, fu_study, "day1", prolific_pid="PIDA")
+    assert access.outcome == "early"
+    assert fup.hours_until(access.timing.opens_at, fup.now()) == pytest.approx(22, abs=0.05)
+    assert followups.start(engine, fu_study, "day1", prolific_pid="PIDA") [1] is None
+    assert count(engine, store.tables.followup_sessions) == 0
+    clock.hours = 30
+    access, state = followups.start(engine, fu_study, "day1", prolific_pid="PIDA")
+    assert access.outcome == "open" and state.session_number == 2 and not state.late
+    assert state.delay_hours == pytest.approx(30, abs=0.05)
+    # day7 is too early still, and too late is allowed but flagged
+    assert followups.find(engine, fu_study, "day7", prolific_pid="PIDA").outcome == "early"
+    clock.hours = 24 * 20
+    access, late = followups.start(engine, fu_study, "day7", prolific_pid="PIDA")
+    assert access.outcome == "late" and late.late and late.session_number == 3
+    assert late.delay_hours == pytest.approx(480, abs=0.05)
+    assert p1.participant_id == late.participant_id == state.participant_id
+
+
+def test_pages_store_exactly_once_and_complete(engine, fu_study, clock):
+    session_one(engine, fu_study, prolific_pid="PIDB")
+    clock.hours = 25
+    _, state = followups.start(engine, fu_study, "day1", prolific_pid="PIDB")
+    assert [p.kind for p in state.pages][:3] == ["intro", "recall", "recognition"]
+    recog = state.pages[2]
+    # 4 seen + 2 foils (the default), shuffled and stored: the same order on every load
+    assert len(recog.stills) == 6
+    assert followups.get_state(engine, state.session_id).pages[2].stills == recog.stills
+    # the recall page refuses an empty text and stores nothing
+    state = followups.submit(engine, state.session_id, "intro", {}).state
+    bad = followups.submit(engine, state.session_id, "recall", {fup.RECALL_ITEM: "  "})
+    assert not bad.ok and fup.RECALL_ITEM in bad.errors
+    assert count(engine, store.tables.followup_answers) == 0
+    good = followups.submit(engine, state.session_id, "recall", {fup.RECALL_ITEM: "water at dawn"})
+    assert good.ok and not good.duplicate
+    again = followups.submit(engine, state.session_id, "recall", {fup.RECALL_ITEM: "something else"})
+    assert again.ok and again.duplicate
+    with engine.connect() as conn:
+        texts = conn.execute(sa.select(store.tables.followup_answers.c.value_text)).scalars().all()
+    assert texts == ["water at dawn"]
+    # a later page than the current one is refused
+    assert followups.submit(engine, state.session_id, "complete", {}).message == "not_current"
+    final = take(engine, good.state)
+    assert final.completed and final.completion_code == "FU1CODE"
+    # 1 recall + 6 stills x 2 + 4 clips x 5 scales
+    assert count(engine, store.tables.followup_answers) == 1 + 12 + 20
+    assert followups.find(engine, fu_study, "day1", prolific_pid="PIDB").outcome == "completed"
+    # starting again finds the same, completed session
+    _, again_state = followups.start(engine, fu_study, "day1", prolific_pid="PIDB")
+    assert again_state.session_id == final.session_id and again_state.completed
+
+
+def test_only_completed_and_not_excluded_are_eligible(engine, fu_study, clock):
+    from conftest import enrol
+
+    enrol(engine, fu_study, prolific_pid="HALF")  # never finishes session 1
+    done = session_one(engine, fu_study, prolific_pid="EXCL")
+    with engine.begin() as conn:
+        conn.execute(store.tables.participants.update().where(
+            store.tables.participants.c.id == done.participant_id).values(excluded_reason="failed attention checks"))
+    clock.hours = 200
+    assert followups.find(engine, fu_study, "day1", prolific_pid="HALF").outcome == "not_eligible"
+    assert followups.find(engine, fu_study, "day1", prolific_pid="EXCL").outcome == "not_eligible"
+    # day7 says invite_excluded: true
+    assert followups.find(engine, fu_study, "day7", prolific_pid="EXCL").outcome == "open"
+    assert followups.find(engine, fu_study, "day1", prolific_pid="NOBODY").outcome == "not_eligible"
+    assert followups.find(engine, fu_study, "nosuch", prolific_pid="EXCL").outcome == "unknown"
+    assert followups.find(engine, "nostudy", "day1", prolific_pid="EXCL").outcome == "unknown"
+    listed = followups.eligible(engine, fu_study, "day1")
+    assert [r["prolific_pid"] for r in listed] == []
+    assert [r["prolific_pid"] for r in followups.eligible(engine, fu_study, "day7")] == ["EXCL"]
+
+
+def test_personal_link_and_bad_tokens(engine, fu_study, clock):
+    anon = session_one(engine, fu_study)
+    prolific = session_one(engine, fu_study, prolific_pid="PIDC")
+    link = followups.personal_link_token(engine, anon.token)
+    assert link and len(link) >= 30 and link != anon.token
+    assert followups.personal_link_token(engine, anon.token) == link  # the same on every ask
+    assert followups.personal_link_token(engine, prolific.token) is None  # Prolific invites them
+    assert followups.personal_link_token(engine, "nope") is None
+    clock.hours = 26
+    _, state = followups.start(engine, fu_study, "day1", link_token=link)
+    assert state.participant_id == anon.participant_id
+    for bad in ("", "x" * 65, "not-a-token", anon.token):
+        assert followups.find(engine, fu_study, "day1", link_token=bad).outcome == "unknown"
+    # the session-1 token is no follow-up link, and a follow-up link is no session-1 link
+    assert store.get_state(engine, link) is None
+
+
+def test_deletion_removes_every_session(engine, fu_study, clock):
+    anon = session_one(engine, fu_study)
+    other = session_one(engine, fu_study)
+    link = followups.personal_link_token(engine, anon.token)
+    followups.personal_link_token(engine, other.token)
+    clock.hours = 25
+    _, state = followups.start(engine, fu_study, "day1", link_token=link)
+    take(engine, state)
+    assert count(engine, store.tables.followup_sessions) == 1
+    store.delete_participant(engine, fu_study, link)  # found by the personal link too
+    for table in (store.tables.followup_sessions, store.tables.followup_answers):
+        assert count(engine, table) == 0
+    assert count(engine, store.tables.followup_links) == 1  # the other participant's
+    assert count(engine, store.tables.participants) == 1
+
+
+def test_validate_follow_ups(tmp_path):
+    from study.protocol import load_study
+    from study.errors import UserError
+
+    bad = FOLLOW_UPS.replace("delay_hours: 168", "delay_hours: 50")
+    with pytest.raises(UserError, match=r"follow_ups\[1\]\.delay_hours.*overlap"):
+        load_study(followup_study(tmp_path, bad))
+    with pytest.raises(UserError, match=r"follow_ups\[0\]\.delay_hours.*greater than 0"):
+        load_study(followup_study(tmp_path, FOLLOW_UPS.replace("delay_hours: 24", "delay_hours: -1")))
+    with pytest.raises(UserError, match=r"follow_ups\[1\]\.name.*twice"):
+        load_study(followup_study(tmp_path, FOLLOW_UPS.replace("name: day7", "name: day1")))
+
+
+def test_recall_keywords():
+    words = fup.recall_keywords("Dawn over the water (demonstration clip)", None)
+    assert words == ["dawn", "water"]
+    assert fup.recall_keywords("x", "red car; Berlin ") == ["red car", "berlin"]
+    assert fup.recalled("I saw WATER, then a car", words)
+    assert not fup.recalled("waterfall and dawns", words)  # whole words only
+    assert fup.recalled("a Red  Car".replace("  ", " "), ["red car"])
+
+
+def test_clock_offset_setting(monkeypatch, tmp_path):
+    monkeypatch.setenv("KULESHOV_CLOCK_OFFSET_HOURS", "10")
+    assert fup.clock_offset_hours() == 10
+    file = tmp_path / "clock"
+    file.write_text("2.5")
+    monkeypatch.setenv("KULESHOV_CLOCK_FILE", str(file))
+    assert fup.clock_offset_hours() == 12.5
+    monkeypatch.setenv("KULESHOV_MODE", "production")
+    from study.errors import UserError
+
+    with pytest.raises(UserError, match="production"):
+        fup.now()
