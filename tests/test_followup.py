@@ -230,3 +230,36 @@ def test_clock_offset_setting(monkeypatch, tmp_path):
 
     with pytest.raises(UserError, match="production"):
         fup.now()
+
+
+def test_still_route_serves_a_cached_midpoint_frame(engine, fu_study, tmp_path, monkeypatch):
+    import io
+
+    from PIL import Image
+    from starlette.testclient import TestClient
+
+    import server
+    from study import stills
+
+    monkeypatch.setenv("KULESHOV_DATA_DIR", str(tmp_path / "data"))
+    app = server.make_app(engine, {fu_study: DEMO_STUDY.parent}, streamlit=False)
+    with TestClient(app) as client:
+        r = client.get(f"/stills/{fu_study}/human_01")
+        assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+        image = Image.open(io.BytesIO(r.content))
+        assert image.width > 0 and image.format == "JPEG"
+        cached = list((tmp_path / "data" / "stills").glob("*.jpg"))
+        assert len(cached) == 1
+        again = client.get(f"/stills/{fu_study}/human_01", headers={"If-None-Match": r.headers["etag"]})
+        assert again.status_code == 304
+        for bad in ("nosuch", "..%2F..%2Fetc%2Fpasswd", "practice%00"):
+            assert client.get(f"/stills/{fu_study}/{bad}").status_code == 404
+        assert client.get("/stills/nostudy/human_01").status_code == 404
+    # the midpoint, not the first frame: the demo clips change over time
+    clip = DEMO_STUDY.parent / "human_01.mp4"
+    first = stills.midpoint_frame(clip)
+    assert first is not None
+    folder = tmp_path / "other"
+    folder.mkdir()
+    assert stills.still_for(clip, folder) == stills.still_for(clip, folder)
+    assert len(list(folder.glob("*.jpg"))) == 1

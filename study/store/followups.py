@@ -321,3 +321,9 @@ def eligible(engine: Engine, study_id: str, name: str, at=None) -> list[dict]:
                         "open_now": timing.status != "early", "late": timing.status == "late",
                         "followup_status": r["fu_status"] or ""})
         return out if fu_current is not None or out else []
+
+
+def completed_at(engine: Engine, participant_id: int):
+    """When the participant completed session 1 (None if not yet)."""
+    with _read(engine) as conn:
+        return conn.execute(sa.select(participants.c.completed_at).where(participants.c.id == participant_id)).scalar()
