@@ -49,7 +49,8 @@ def _message(text: str) -> None:
 
 
 def still_url(study_id: str, stimulus_id: str) -> str:
-    return f"/stills/{quote(study_id, safe='')}/{quote(stimulus_id, safe='')}"
+    # absolute: st.image takes a relative string for a file on the server
+    return f"{_base_url()}/stills/{quote(study_id, safe='')}/{quote(stimulus_id, safe='')}"
 
 
 def render(engine, state) -> None:
@@ -125,7 +126,7 @@ def _recognition(engine, state) -> None:
         for n, sid in enumerate(stills, start=1):
             with st.container(border=True):
                 st.caption(t("followup.recognition.still", n=n, total=len(stills)))
-                st.image(still_url(state.study_id, sid), width="stretch")
+                st.image(still_url(state.study_id, sid), width=480)
                 old = st.radio(t("followup.recognition.old"), [1, 0], index=None, horizontal=True,
                                format_func=lambda v: t("followup.recognition.yes") if v else t("followup.recognition.no"),
                                key=f"fu|{state.page.key}|old|{n}")
@@ -188,13 +189,13 @@ def personal_link_box(engine, state) -> None:
         opens = fup.timing(fu, done, done).opens_at if done else None
         st.info(t("followup.personal_link", when=fup.when_text(opens, state.language) if opens else "",
                   window=f"{fu.window_hours:g}"))
-        st.code(f"{base}/?{query}", language=None)
+        st.code(f"{base}/?{query}", language=None, wrap_lines=True)
 
 
 def _base_url() -> str:
     try:
         url = st.context.url  # the page's own address, as the browser sees it
         parts = urlsplit(url)
-        return f"{parts.scheme}://{parts.netloc}"
+        return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
     except Exception:
         return ""

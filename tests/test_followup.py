@@ -35,6 +35,8 @@ def followup_study(tmp_path, extra: str = FOLLOW_UPS, clips: int = 4) -> str:
                         f"clips_per_participant: {clips}").replace("pairs: both", "pairs: ignore")
     text = text.replace("manifest: manifest.csv", f"manifest: {DEMO_STUDY.parent / 'manifest.csv'}")
     assert f"clips_per_participant: {clips}" in text
+    # the attention checks sit after clip 3; excluded participants are made by hand below
+    text = text.split("attention_checks:")[0] + "exclusions:" + text.split("exclusions:", 1)[1]
     path = tmp_path / "study.yaml"
     path.write_text(text + extra, encoding="utf-8")
     return str(path)
