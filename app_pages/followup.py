@@ -44,7 +44,7 @@ def page(engine, params, lang: str) -> str:
 
 
 def _message(text: str) -> None:
-    st.markdown(f"### {t('message.title')}")
+    st.markdown(f"### {t('followup.title')}")
     st.info(text)
 
 

@@ -47,7 +47,7 @@ def fu_server(tmp_path_factory):
     study = short_study(tmp)
     server = start_server(url, tmp, Path(study), extra_env={"KULESHOV_CLOCK_FILE": str(clock)})
     engine = store.make_engine(url)
-    yield server, engine, clock, os.environ.get("KULESHOV_CLOCK_FILE")
+    yield server, engine, clock
     engine.dispose()
     server.stop()
 
@@ -102,7 +102,7 @@ def take_followup(page, n_seen: int, n_stills: int, name: str = "") -> None:
 def test_followup_by_personal_and_prolific_link(fu_server, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    server, engine, clock, _ = fu_server
+    server, engine, clock = fu_server
     study_id = "kuleshov-demo"
     anon = session_one(engine, study_id)
     prolific = session_one(engine, study_id, prolific_pid="PROLIFICPID1")

@@ -4,6 +4,7 @@ personal links, deletion of every session, bad links (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -265,3 +266,45 @@ def test_still_route_serves_a_cached_midpoint_frame(engine, fu_study, tmp_path, 
     folder.mkdir()
     assert stills.still_for(clip, folder) == stills.still_for(clip, folder)
     assert len(list(folder.glob("*.jpg"))) == 1
+
+
+def test_export_links_both_sessions(engine, fu_study, clock, tmp_path):
+    import pandas as pd
+
+    from analysis import export
+    from analysis.load import FOLLOWUP_COLUMNS, load_followup
+
+    a = session_one(engine, fu_study, prolific_pid="PIDE")
+    session_one(engine, fu_study, prolific_pid="PIDF")  # never comes back
+    clock.hours = 30
+    _, state = followups.start(engine, fu_study, "day1", prolific_pid="PIDE")
+    state = followups.submit(engine, state.session_id, "intro", {}).state
+    # a recall text a spreadsheet would run as a formula, naming one clip by its title words
+    first_title = state.stimuli[state.pages[-2].stimulus_id]["title"]
+    keyword = fup.recall_keywords(first_title, None)[0]
+    state = followups.submit(engine, state.session_id, "recall", {fup.RECALL_ITEM: f"=HYPERLINK() {keyword}"}).state
+    take(engine, state)
+    frame = load_followup(engine, fu_study)
+    assert list(frame.columns) == FOLLOWUP_COLUMNS
+    assert frame.dtypes["session_number"] == "int64" and frame.dtypes["late"] == bool
+    assert set(frame.measure) == {"recalled", "recognised", "recognition_confidence", "vividness", "intrusions",
+                                  "valence_now", "arousal_now", "watch_more"}
+    recalled = frame[frame.measure == "recalled"].set_index("stimulus_id")["value"]
+    assert len(recalled) == 4 and recalled[state.pages[-2].stimulus_id] == 1.0
+    assert frame[frame.measure == "recognised"].seen.value_counts().to_dict() == {True: 4, False: 2}
+    assert set(frame.source) <= {"human", "ai"}
+    out = export.export_dataset(engine, fu_study, tmp_path / "ds")
+    folder = Path(out) if not isinstance(out, Path) else out
+    folder = folder if (folder / "followup.csv").exists() else tmp_path / "ds"
+    parts = pd.read_csv(folder / "participants.csv")
+    row = parts.set_index("participant_id").loc[a.pseudonym]
+    assert row["n_followup_sessions"] == 1 and row["followups_completed"] == "day1"
+    sess = pd.read_csv(folder / "followup_sessions.csv")
+    assert sess.recall_text.iloc[0].startswith("'=HYPERLINK()")  # neutralised like every CSV text
+    assert sess.session_number.iloc[0] == 2 and sess.delay_hours.iloc[0] == pytest.approx(30, abs=0.1)
+    assert len(pd.read_csv(folder / "followup.csv")) == len(frame)
+    codebook = pd.read_csv(folder / "codebook.csv", keep_default_na=False)
+    documented = set(zip(codebook["file"], codebook["name"]))
+    for name in ("followup", "followup_sessions", "participants"):
+        for col in pd.read_csv(folder / f"{name}.csv", nrows=0).columns:
+            assert (name, col) in documented, (name, col)
