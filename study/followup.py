@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -42,9 +44,24 @@ def clock_offset_hours() -> float:
     return offset
 
 
+_FIXED: list[datetime] = []  # set by `clock_at` (kuleshov simulate): the clock stands at this moment
+
+
 def now() -> datetime:
     """The follow-up clock: UTC now, moved forward by the configured offset (see the module doc)."""
+    if _FIXED:
+        return _FIXED[-1]
     return datetime.now(timezone.utc) + timedelta(hours=clock_offset_hours())
+
+
+@contextmanager
+def clock_at(moment: datetime) -> Iterator[None]:
+    """Within the block, the follow-up clock reads `moment` (one thread: `kuleshov simulate`)."""
+    _FIXED.append(_aware(moment))
+    try:
+        yield
+    finally:
+        _FIXED.pop()
 
 
 def _aware(moment: datetime) -> datetime:

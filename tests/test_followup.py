@@ -308,3 +308,27 @@ def test_export_links_both_sessions(engine, fu_study, clock, tmp_path):
     for name in ("followup", "followup_sessions", "participants"):
         for col in pd.read_csv(folder / f"{name}.csv", nrows=0).columns:
             assert (name, col) in documented, (name, col)
+
+
+def test_simulate_runs_follow_ups_with_a_planted_linger(sqlite_url, tmp_path):
+    from analysis.load import load_followup, load_followup_sessions
+    from study.simulate import simulate
+
+    engine = store.make_engine(sqlite_url)
+    store.upgrade(engine)
+    try:
+        simulate(engine, followup_study(tmp_path), 24, seed=3, linger=3.0)
+        frame = load_followup(engine, "kuleshov-demo")
+        sessions = load_followup_sessions(engine, "kuleshov-demo")
+        assert set(sessions.followup) == {"day1", "day7"} and set(sessions.session_number) == {2, 3}
+        assert (sessions.status == "completed").all()
+        day1 = sessions[sessions.followup == "day1"]
+        assert (day1.delay_hours >= 24).all() and day1.late.any() and not day1.late.all()
+        assert (day1[day1.late].delay_hours > 72).all() and (day1[~day1.late].delay_hours <= 72).all()
+        means = frame[frame.seen].groupby(["measure", "source"]).value.mean().unstack()
+        for measure in ("recalled", "recognised", "vividness", "intrusions", "arousal_now"):
+            assert means.loc[measure, "human"] > means.loc[measure, "ai"], measure
+        simulate(engine, "kuleshov-demo", 10, seed=4, followups=False)
+        assert len(load_followup_sessions(engine, "kuleshov-demo")) == len(sessions)
+    finally:
+        engine.dispose()
