@@ -332,3 +332,26 @@ def test_simulate_runs_follow_ups_with_a_planted_linger(sqlite_url, tmp_path):
         assert len(load_followup_sessions(engine, "kuleshov-demo")) == len(sessions)
     finally:
         engine.dispose()
+
+
+def test_researcher_list_of_eligible_prolific_ids(engine, fu_study, clock):
+    from app_pages import actions
+    from study.recruitment import eligible_csv, followup_recruitment
+
+    session_one(engine, fu_study, prolific_pid="AAA111")
+    session_one(engine, fu_study, prolific_pid="=BAD()")
+    clock.hours = 30
+    owner = store.Researcher(username="r", role="owner", account=False)
+    rows = actions.followup_invitations(engine, owner, fu_study, "day1")
+    assert [r["prolific_pid"] for r in rows] == ["AAA111", "=BAD()"] and all(r["open_now"] for r in rows)
+    text = eligible_csv(rows)
+    assert text.splitlines()[0].startswith("prolific_pid,participant_id,opens_at")
+    assert "\n'=BAD()," in text and "AAA111,P0001," in text
+    fu = store.get_study(engine, fu_study).study.follow_ups[0]
+    r = followup_recruitment("https://x.org", fu_study, fu)
+    assert r.prolific_link == ("https://x.org/?study=kuleshov-demo&followup=day1&PROLIFIC_PID={{%PROLIFIC_PID%}}"
+                               "&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}")
+    assert r.completion_code == "FU1CODE"
+    viewer = store.Researcher(username="v", role="viewer", account=True)
+    with pytest.raises(store.Forbidden):
+        actions.followup_invitations(engine, viewer, fu_study, "day1")
