@@ -59,6 +59,12 @@ def _add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--seed", type=int, default=1)
         p.add_argument("--trace-agreement", type=float, default=0.6,
                        help="continuous ratings: share of each trace's variance all raters share, 0-1 (default 0.6)")
+        p.add_argument("--plant-linger", type=float, default=0.0, metavar="D",
+                       help="follow-ups: planted lingering effect (human-made clips recalled, recognised and still "
+                            "felt more than AI ones; logits for recall, scale points for ratings; default 0)")
+        p.add_argument("--no-followups", action="store_true",
+                       help="do not run the study's follow-ups (by default each bot that completed session 1 "
+                            "takes them, at simulated times on the follow-up clock)")
         p.add_argument("--url", help="database URL")
     elif name == "delete-participant":
         p.add_argument("study", help="study id or study file")

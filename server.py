@@ -3,6 +3,8 @@
     GET  /clips/{study_id}/{stimulus_id}   a clip file: range requests (206), ETag and
                                            Last-Modified (304), Cache-Control
     GET  /captions/{study_id}/{stimulus_id}  its WebVTT captions (text/vtt), checked the same way
+    GET  /stills/{study_id}/{stimulus_id}    a JPEG still of the clip's midpoint (follow-ups; cached on
+                                           disk, study/stills.py), the clip found the same way
     POST /api/events                       the player's batched playback events
     POST /api/traces                       continuous-rating traces and moment marks, in batches
 
@@ -185,6 +187,33 @@ def _clip_route(resolver: ClipResolver, what: str = "clip"):
         return response
 
     return clip
+
+
+def _still_route(resolver: ClipResolver):
+    """A clip's still (study/stills.py): the clip is found exactly as the clip route finds it
+    (the folder checked at every request), then its cached midpoint frame is served."""
+    from study import stills
+
+    async def still(request: Request) -> Response:
+        study_id = request.path_params["study_id"]
+        stimulus_id = request.path_params["stimulus_id"]
+        path = await run_in_threadpool(resolver.resolve, study_id, stimulus_id)
+        if path is None or not path.is_file():
+            return PlainTextResponse("no such still", status_code=404)
+        if not (mimetypes.guess_type(path.name)[0] or "").startswith("video/"):
+            return PlainTextResponse("no such still", status_code=404)
+        image = await run_in_threadpool(stills.still_for, path)
+        if image is None:
+            return PlainTextResponse("no such still", status_code=404)
+        response = FileResponse(image, media_type="image/jpeg",
+                                headers={"Cache-Control": CLIP_CACHE_CONTROL, "X-Content-Type-Options": "nosniff"},
+                                stat_result=await run_in_threadpool(os.stat, image))
+        if _not_modified(request, response):
+            keep = ("etag", "last-modified", "cache-control")
+            return Response(status_code=304, headers={k: response.headers[k] for k in keep})
+        return response
+
+    return still
 
 
 # --------------------------------------------------------------------------- events
@@ -487,6 +516,7 @@ def make_routes(engine: Any, resolver: ClipResolver) -> list[Route]:
     return [
         Route("/clips/{study_id}/{stimulus_id}", _clip_route(resolver), methods=["GET", "HEAD"]),
         Route("/captions/{study_id}/{stimulus_id}", _clip_route(resolver, "captions"), methods=["GET", "HEAD"]),
+        Route("/stills/{study_id}/{stimulus_id}", _still_route(resolver), methods=["GET", "HEAD"]),
         Route("/api/events", _events_route(engine), methods=["POST"]),
         Route("/api/traces", _traces_route(engine), methods=["POST"]),
         Route("/api/health", _health, methods=["GET"]),

@@ -47,7 +47,7 @@ PAYMENTS_FILE = "PAYMENTS_contains_identifiers.csv"
 PACKAGE_PROFILE = "kuleshov-dataset"
 FORMAT_VERSION = "1"
 DATA_FILES = ["participants", "trials", "responses", "scores", "playback_events", "continuous_samples",
-              "traces", "marks", "trace_attempts", "stimuli", "exclusions"]
+              "traces", "marks", "trace_attempts", "stimuli", "exclusions", "followup", "followup_sessions"]
 CODEBOOK_FIELDS = ["file", "name", "kind", "label", "type", "response_type", "unit", "allowed_values", "missing",
                    "instrument", "scope", "reverse", "subscale", "description"]
 KEY_PACKAGES = ("pandas", "numpy", "pyarrow", "sqlalchemy", "scipy", "statsmodels", "pydantic", "streamlit")
@@ -246,6 +246,62 @@ COLUMNS: dict[str, tuple[str, str, str, str, str, str]] = {
     "last_video_time": ("Last sample", "number", "seconds", "0 to the clip's duration", "empty = no samples",
                         "Video time of the attempt's last sample (how far the trace goes)."),
 }
+# follow-up sessions (study/followup.py, analysis/load.py load_followup and load_followup_sessions)
+_FU_NAME = ("Follow-up", "string", "", "a name of follow_ups in study.yaml", "never missing",
+            "Which follow-up session (study file follow_ups[].name).")
+_FU_NUMBER = ("Session number", "integer", "", "2, 3 ... (session 1 is the first visit)", "never missing",
+              "Number of the session: 2 for the first follow-up declared in the study file, 3 for the second ...")
+_FU_DELAY = ("Actual delay", "number", "hours", "0 or more", "never missing",
+             "Hours from the participant's completion of session 1 to the start of this follow-up session "
+             "(the actual delay, not the planned one).")
+_FU_LATE = ("Late", "boolean", "", "true; false", "never missing",
+            "The follow-up was started after its window (delay_hours + window_hours of the study file) had closed.")
+COLUMNS.update({
+    "followup.followup": _FU_NAME, "followup_sessions.followup": _FU_NAME,
+    "followup.session_number": _FU_NUMBER, "followup_sessions.session_number": _FU_NUMBER,
+    "followup.delay_hours": _FU_DELAY, "followup_sessions.delay_hours": _FU_DELAY,
+    "followup.late": _FU_LATE, "followup_sessions.late": _FU_LATE,
+    "followup.stimulus_id": ("Clip", "string", "", "a clip id of stimuli.csv", "never missing",
+                             "The clip the answer is about: a clip seen in session 1, or (recognition only) a foil "
+                             "clip the participant did not see."),
+    "followup.seen": ("Seen in session 1", "boolean", "", "true; false", "never missing",
+                      "The clip was shown in the participant's session 1 (false: a foil of the recognition page)."),
+    "followup.measure": ("Measure", "string", "",
+                         "recalled; recognised; recognition_confidence; vividness; intrusions; valence_now; "
+                         "arousal_now; watch_more", "never missing",
+                         "What the value is. recalled: 1 if the free recall text names the clip, by the manifest's "
+                         "recall_keywords (semicolon-separated) or else the words of its title, matched "
+                         "case-insensitively as whole words (an automatic score; researchers can re-code "
+                         "recall_text in followup_sessions.csv by hand); one row per clip seen. recognised: 1 = "
+                         "'I saw it' for the clip's still, 0 = 'I did not', one row per still shown (seen clips "
+                         "and foils). recognition_confidence: how sure, 1 (guessing) to 5 (completely sure). "
+                         "vividness: how vividly remembered, 1-7. intrusions: how often it came back to mind "
+                         "since session 1, 0 never, 1 once, 2 a few times, 3 often, 4 very often. valence_now, "
+                         "arousal_now: the feeling when thinking of it now, 1-9 as the session-1 items valence "
+                         "and arousal. watch_more: would watch more of it, 1 (not at all) to 5 (very much)."),
+    "followup.value": ("Value", "number", "", "see measure", "never missing", "The measure's value (see measure)."),
+    "followup_sessions.status": ("Follow-up status", "string", "", "started; completed", "never missing",
+                                 "started = opened but not finished; completed = every page answered."),
+    "followup_sessions.language": ("Language", "string", "", "a language code of the study file's `languages`",
+                                   "never missing", "The language the follow-up pages were shown in."),
+    "followup_sessions.started_at": ("Started at", "datetime", "UTC", "ISO 8601 date and time", "never missing",
+                                     "When the participant opened the follow-up."),
+    "followup_sessions.completed_at": ("Completed at", "datetime", "UTC", "ISO 8601 date and time",
+                                       "empty = not completed", "When the follow-up's last page was stored."),
+    "followup_sessions.n_recalled": ("Clips recalled", "integer", "", "0 to the number of clips seen",
+                                     "empty = no free recall answered",
+                                     "How many of the clips seen in session 1 the free recall names (the automatic "
+                                     "keyword score, as measure recalled of followup.csv)."),
+    "followup_sessions.recall_text": ("Free recall", "string", "", "free text", "empty = no free recall answered",
+                                      "The free recall as typed ('describe the clips you remember'), for coding "
+                                      "by hand. " + CSV_TEXT_NOTE),
+    "participants.n_followup_sessions": ("Follow-up sessions", "integer", "", "0 or more", "never missing",
+                                         "How many follow-up sessions the participant started (see "
+                                         "followup_sessions.csv, linked by participant_id)."),
+    "participants.followups_completed": ("Follow-ups completed", "string", "",
+                                         "names of follow_ups, separated by ;", "empty = none completed",
+                                         "The follow-ups the participant completed, in session order."),
+})
 # participants.device_info, flattened (study/device_check.py declares the columns)
 _DEVICE_TYPES = {"count": "integer", "json": "string"}
 _DEVICE_VALUES = {"boolean": "true; false", "integer": "0 or more", "number": "0 or more", "count": "0 or more"}
@@ -309,7 +365,10 @@ def file_fields(study: Any, codebook: pd.DataFrame) -> dict[str, list[tuple[str,
     numeric, text, scales = load.item_kinds(study, codebook)
     return {
         "participants": _column_fields([c for c in load.PARTICIPANT_COLUMNS if c != "pseudonym"]
-                                       + ["analysis_exclusion"], "participants"),
+                                       + ["analysis_exclusion", "n_followup_sessions", "followups_completed"],
+                                       "participants"),
+        "followup": _column_fields(load.FOLLOWUP_COLUMNS, "followup"),
+        "followup_sessions": _column_fields(load.FOLLOWUP_SESSION_COLUMNS, "followup_sessions"),
         "trials": _column_fields(load.TRIAL_COLUMNS, "trials"),
         "responses": _column_fields(load.LONG_COLUMNS, "responses"),
         "scores": _column_fields(load.TRIAL_META_COLUMNS, "scores") + [(c, "number") for c in numeric]
@@ -541,6 +600,11 @@ RESOURCE_DESCRIPTIONS = {
              "the study asked for none). Marks of partial attempts left out.",
     "trace_attempts": "One row per clip x attempt of continuous rating or marking: where the control started, "
                       "whether and when it first moved, samples, marks, partial or not.",
+    "followup": "Follow-up sessions, long format: one row per answer about a clip (measure, value), with the "
+                "session number, the actual delay since session 1 and whether the clip was seen in session 1 "
+                "(empty when the study has no follow_ups).",
+    "followup_sessions": "One row per follow-up session of a participant: number, actual delay, late flag, status "
+                         "and the free recall text.",
     "stimuli": "The clips, with checksums and provenance.",
     "exclusions": "Participants and trials left out of the analysis under the study's rules, each with its reason.",
     "codebook": "Every column of every file, and every item, with label, type, unit, allowed values and "
@@ -704,6 +768,15 @@ def _write_data(engine: Engine, info: store.StudyInfo, folder: Path, fields, cb_
     _, excluded = load.exclusions(keys, participants, study, include_pilot=include_pilot)
     reasons = excluded[excluded["level"] == "participant"].set_index("participant_id")["reason"]
     participants["analysis_exclusion"] = participants["participant_id"].map(reasons)
+    fu_sessions = load.load_followup_sessions(engine, info.id, include_pilot=include_pilot)
+    started = fu_sessions.groupby("participant_id").size()
+    done = (fu_sessions[fu_sessions["status"] == "completed"].sort_values("session_number")
+            .groupby("participant_id")["followup"].agg(";".join))
+    participants["n_followup_sessions"] = participants["participant_id"].map(started).fillna(0).astype("int64")
+    participants["followups_completed"] = participants["participant_id"].map(done)
+    counts["followup_sessions"] = _write_all(folder, "followup_sessions", fields["followup_sessions"], fu_sessions)
+    counts["followup"] = _write_all(folder, "followup", fields["followup"],
+                                    load.load_followup(engine, info.id, include_pilot=include_pilot))
     counts["participants"] = _write_all(folder, "participants", fields["participants"], participants)
     counts["stimuli"] = _write_all(folder, "stimuli", fields["stimuli"], load.load_stimuli(engine, info.id))
     for name, loader in (("traces", load.load_traces), ("marks", load.load_marks),

@@ -957,13 +957,125 @@ def load_marks(engine: Engine, study_id: str, include_pilot: bool = False, inclu
     return df
 
 
-# --- followup-analysis: stub, replaced by the follow-up helper's loader at merge ---
+# --------------------------------------------------------------------------- follow-up sessions
+
 FOLLOWUP_COLUMNS = ["participant_id", "followup", "session_number", "delay_hours", "late", "stimulus_id", "source",
                     "seen", "measure", "value"]
+FOLLOWUP_SESSION_COLUMNS = ["participant_id", "followup", "session_number", "status", "language", "started_at",
+                            "completed_at", "delay_hours", "late", "is_pilot", "n_recalled", "recall_text"]
+# follow-up item ids (study/followup.py) -> measure names of load_followup
+_FOLLOWUP_MEASURES = {"vividness": "vividness", "intrusions": "intrusions", "valence_now": "valence_now",
+                      "arousal_now": "arousal_now", "watch_more": "watch_more"}
+FOLLOWUP_MEASURES = ("recalled", "recognised", "recognition_confidence", *_FOLLOWUP_MEASURES.values())
+
+
+def _followup_rows(conn, study_id: str, include_pilot: bool):
+    """(sessions, answers, seen clips by participant, pseudonym by pid, manifest by clip id) of a study."""
+    fs, p, a, pt = store.followup_sessions.c, store.participants.c, store.followup_answers.c, store.planned_trials.c
+    where = [p.study_id == study_id] + ([] if include_pilot else [p.is_pilot.is_(False)])
+    sessions = _frame(conn, sa.select(fs.id, fs.participant_id.label("pid"), p.pseudonym, p.is_pilot, fs.followup,
+                                      fs.session_number, fs.status, fs.language, fs.started_at, fs.completed_at,
+                                      fs.delay_hours, fs.late)
+                      .join(store.participants, p.id == fs.participant_id).where(*where)
+                      .order_by(p.participant_number, fs.session_number))
+    ids = [int(i) for i in sessions["id"]] if len(sessions) else []
+    answers = _frame(conn, sa.select(a.followup_session_id, a.step_key, a.item_id, a.stimulus_id, a.value_num,
+                                     a.value_text, a.shown_position)
+                     .where(a.followup_session_id.in_(ids)).order_by(a.followup_session_id, a.step_key, a.item_id)) \
+        if ids else pd.DataFrame(columns=["followup_session_id", "step_key", "item_id", "stimulus_id", "value_num",
+                                          "value_text", "shown_position"])
+    pids = sorted({int(x) for x in sessions["pid"]}) if len(sessions) else []
+    seen: dict[int, list[str]] = {}
+    if pids:
+        for pid, sid in conn.execute(sa.select(pt.participant_id, pt.stimulus_id).where(
+                pt.participant_id.in_(pids), pt.kind == "main").order_by(pt.participant_id, pt.position)):
+            seen.setdefault(pid, []).append(sid)
+    manifest = conn.execute(sa.select(store.studies.c.manifest).where(store.studies.c.id == study_id)).scalar() or []
+    clips = {m["id"]: m for m in manifest}
+    return sessions, answers, seen, clips
 
 
 def load_followup(engine: Engine, study_id: str, include_pilot: bool = False) -> pd.DataFrame:
-    """One row per per-clip answer in a follow-up session (FOLLOWUP_COLUMNS); empty until
-    follow-up sessions are stored."""
-    dtypes = {"session_number": "int64", "delay_hours": "float64", "late": "bool", "seen": "bool", "value": "float64"}
-    return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, "str")) for c in FOLLOWUP_COLUMNS})
+    """Follow-up answers in long format, FOLLOWUP_COLUMNS: one row per per-clip answer in a follow-up session.
+
+    measure: recalled (0/1 per clip seen in session 1: the free recall names it, by the manifest's
+    recall_keywords or the words of its title, case-insensitive whole words; study.followup.recalled),
+    recognised (0/1 "seen it" per still shown, seen clips and foils), recognition_confidence (1-5),
+    vividness (1-7), intrusions (0-4), valence_now, arousal_now (1-9), watch_more (1-5). `seen`: the
+    clip was shown in the participant's session 1; `delay_hours`: actual hours from session-1
+    completion to the start of the follow-up; `late`: started after its window.
+    """
+    from study import followup as fup
+
+    with engine.connect() as conn:
+        _study_exists(conn, study_id)
+        sessions, answers, seen, clips = _followup_rows(conn, study_id, include_pilot)
+    out: dict[str, list] = {c: [] for c in FOLLOWUP_COLUMNS}
+    by_session = {k: g for k, g in answers.groupby("followup_session_id")} if len(answers) else {}
+
+    def add(s, sid: str, seen_it: bool, measure: str, value: float) -> None:
+        for col, v in (("participant_id", s["pseudonym"]), ("followup", s["followup"]),
+                       ("session_number", int(s["session_number"])), ("delay_hours", float(s["delay_hours"])),
+                       ("late", bool(s["late"])), ("stimulus_id", sid),
+                       ("source", (clips.get(sid) or {}).get("source")), ("seen", seen_it), ("measure", measure),
+                       ("value", float(value))):
+            out[col].append(v)
+
+    for _, s in sessions.iterrows():
+        got = by_session.get(s["id"])
+        if got is None:
+            continue
+        shown = seen.get(int(s["pid"]), [])
+        recall = got[got["item_id"] == fup.RECALL_ITEM]
+        if len(recall):
+            text = recall["value_text"].iloc[0]
+            for sid in shown:
+                clip = clips.get(sid) or {}
+                keys = fup.recall_keywords(clip.get("title"), clip.get("recall_keywords"))
+                add(s, sid, True, "recalled", 1.0 if fup.recalled(text, keys) else 0.0)
+        for _, r in got.iterrows():
+            item, sid = r["item_id"], r["stimulus_id"]
+            if sid is None or r["value_num"] is None:
+                continue
+            if item.startswith("old:"):
+                add(s, sid, sid in shown, "recognised", r["value_num"])
+            elif item.startswith("confidence:"):
+                add(s, sid, sid in shown, "recognition_confidence", r["value_num"])
+            elif item in _FOLLOWUP_MEASURES:
+                add(s, sid, sid in shown, _FOLLOWUP_MEASURES[item], r["value_num"])
+    df = pd.DataFrame(out, columns=FOLLOWUP_COLUMNS)
+    return df.astype({"participant_id": "str", "followup": "str", "session_number": "int64",
+                      "delay_hours": "float64", "late": "bool", "stimulus_id": "str", "source": "str",
+                      "seen": "bool", "measure": "str", "value": "float64"}).reset_index(drop=True)
+
+
+def load_followup_sessions(engine: Engine, study_id: str, include_pilot: bool = False) -> pd.DataFrame:
+    """One row per follow-up session (FOLLOWUP_SESSION_COLUMNS), with the free recall text as typed
+    and how many seen clips it names (n_recalled)."""
+    from study import followup as fup
+
+    with engine.connect() as conn:
+        _study_exists(conn, study_id)
+        sessions, answers, seen, clips = _followup_rows(conn, study_id, include_pilot)
+    recall = answers[answers["item_id"] == fup.RECALL_ITEM].set_index("followup_session_id")["value_text"] \
+        if len(answers) else pd.Series(dtype=object)
+    rows = []
+    for _, s in sessions.iterrows():
+        text = recall.get(s["id"]) if len(recall) else None
+        n = None
+        if text is not None:
+            n = sum(fup.recalled(text, fup.recall_keywords((clips.get(sid) or {}).get("title"),
+                                                           (clips.get(sid) or {}).get("recall_keywords")))
+                    for sid in seen.get(int(s["pid"]), []))
+        rows.append({"participant_id": s["pseudonym"], "followup": s["followup"],
+                     "session_number": int(s["session_number"]), "status": s["status"], "language": s["language"],
+                     "started_at": s["started_at"], "completed_at": s["completed_at"],
+                     "delay_hours": float(s["delay_hours"]), "late": bool(s["late"]), "is_pilot": bool(s["is_pilot"]),
+                     "n_recalled": n, "recall_text": text})
+    df = pd.DataFrame(rows, columns=FOLLOWUP_SESSION_COLUMNS)
+    df["started_at"] = _utc(df["started_at"])
+    df["completed_at"] = _utc(df["completed_at"])
+    df["n_recalled"] = _int(df["n_recalled"])
+    df["late"] = df["late"].astype(bool)
+    df["is_pilot"] = df["is_pilot"].astype(bool)
+    return df

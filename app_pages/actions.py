@@ -55,6 +55,18 @@ def export(engine, who: store.Researcher, study_id: str, include_pilot: bool = F
     return export_zip(engine, study_id, include_pilot=include_pilot, actor=now.username)
 
 
+def followup_invitations(engine, who: store.Researcher, study_id: str, name: str) -> list[dict]:
+    """Participants eligible for a follow-up, with their Prolific IDs (like the payments table: any
+    role with access to the study)."""
+    now = store.authorize(engine, who, "view", study_id)
+    from study.store import followups
+
+    rows = followups.eligible(engine, study_id, name)
+    store.audit(engine, now.username, "followup_invitations_viewed", study_id, detail={"followup": name,
+                                                                                     "rows": len(rows)})
+    return rows
+
+
 def view(engine, who: store.Researcher, study_id: str) -> store.Researcher:
     """Dashboard, payments and results of a study: any role with access."""
     return store.authorize(engine, who, "view", study_id)

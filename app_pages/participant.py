@@ -37,6 +37,12 @@ def page() -> None:
     # Until a participant (and their study's languages) is known: any shipped language.
     lang = texts.choose_language(texts.languages(), params.get("lang"), _browser_languages())
     try:
+        if params.get("followup"):
+            # a follow-up link names its participant itself (study/store/followups.py)
+            from app_pages import followup
+
+            lang = followup.page(engine, params, lang)
+            return
         with texts.active(lang):
             if not token:
                 study_id = params.get("study")
@@ -415,12 +421,15 @@ def _title(state, row) -> str:
     return titles.get(state.language) or row["title"]
 
 
-def _complete(state) -> None:
+def _complete(engine, state) -> None:
+    from app_pages import followup
+
     completion = state.study.completion
     st.markdown(local(completion.message))
     if completion.code:
         st.markdown(t("complete.code"))
         st.code(completion.code, language=None)
+    followup.personal_link_box(engine, state)
     url = state.redirect_url
     if url:
         prolific = (urlsplit(url).hostname or "").endswith("prolific.com")
@@ -460,5 +469,5 @@ RENDERERS = {
     "practice": _practice,
     "trial": _trial,
     "debrief": _debrief,
-    "complete": lambda engine, state: _complete(state),
+    "complete": _complete,
 }

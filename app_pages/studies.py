@@ -14,7 +14,7 @@ from app_pages import actions, get_engine  # noqa: E402
 from study import store  # noqa: E402
 from study.access import pilot_key  # noqa: E402
 from study.errors import UserError  # noqa: E402
-from study.recruitment import recruitment  # noqa: E402
+from study.recruitment import eligible_csv, followup_recruitment, recruitment  # noqa: E402
 
 engine = get_engine()
 st.title("Studies")
@@ -54,6 +54,40 @@ def _recruitment_help(study_id: str) -> None:
         if r.anonymous_completion_url:
             st.markdown("Anonymous participants are sent to:")
             st.code(r.anonymous_completion_url, language=None)
+        for note in r.notes:
+            st.caption(note)
+    for fu in getattr(info.study, "follow_ups", None) or []:
+        _followup_help(study_id, fu)
+
+
+def _followup_help(study_id: str, fu) -> None:
+    """Per follow-up: its Prolific link and completion, and the Prolific IDs now eligible."""
+    r = followup_recruitment(base, study_id, fu)
+    with st.expander(f"Follow-up `{fu.name}`: who to invite, link and completion", expanded=False):
+        try:
+            rows = actions.followup_invitations(engine, me, study_id, fu.name)
+        except UserError as exc:
+            st.error(str(exc))
+            return
+        due = [row for row in rows if row["open_now"] and row["followup_status"] != "completed"]
+        waiting = sum(not row["open_now"] for row in rows)
+        done = sum(row["followup_status"] == "completed" for row in rows)
+        st.markdown(f"**Eligible now**: {len(due)} (of whom late: {sum(row['late'] for row in due)}) · "
+                    f"not yet open: {waiting} · completed: {done}")
+        pids = [row["prolific_pid"] for row in due if row["prolific_pid"]]
+        st.markdown("**Prolific IDs eligible now** (paste into the follow-up study's allowlist):")
+        st.code(", ".join(pids) if pids else "(none yet)", language=None, wrap_lines=True)
+        st.download_button("Download the list (CSV)", eligible_csv(rows), file_name=f"{study_id}-{fu.name}-eligible.csv",
+                           mime="text/csv", key=f"fu-csv-{study_id}-{fu.name}")
+        st.markdown("**Study URL for the Prolific follow-up study** (finds each participant's session by PROLIFIC_PID):")
+        st.code(r.prolific_link, language=None)
+        st.markdown("**Completion code of the follow-up:**")
+        st.code(r.completion_code or "(none set in this follow-up's completion.code)", language=None)
+        if r.completion_url:
+            st.markdown("Follow-up participants are sent to:")
+            st.code(r.completion_url, language=None)
+        st.markdown("Anonymous participants get their own link at the end of session 1, of this form:")
+        st.code(r.personal_link, language=None)
         for note in r.notes:
             st.caption(note)
 

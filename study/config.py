@@ -49,6 +49,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("KULESHOV_APP_PROCESSES", "1",
             "How many app processes share the database; each checks at start-up that processes x its pool "
             "(10 connections) stay within PostgreSQL's max_connections.", kind=int),
+    Setting("KULESHOV_CLOCK_OFFSET_HOURS", "0",
+            "Moves the follow-up clock (study/followup.py `now`) forward by this many hours, so a follow-up "
+            "can be tried without waiting for its delay (demos, `kuleshov simulate`). Refused in production "
+            "mode.", kind=float),
+    Setting("KULESHOV_CLOCK_FILE", "",
+            "A file holding a number of hours, re-read at every use and added to the follow-up clock: lets a "
+            "test move a running server's clock forward. Refused in production mode.", scope="tests"),
     Setting("KULESHOV_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test",
             "PostgreSQL server for the test suite; each test creates and drops its own database there.",
             scope="tests"),

@@ -65,3 +65,49 @@ def _fill_code(template: str, code: str | None, keep: bool) -> str:
         elif name is not None and keep:
             out.append(f"<{name}>")
     return "".join(out)
+
+
+@dataclass(frozen=True)
+class FollowupRecruitment:
+    name: str
+    prolific_link: str  # finds the participant's session by PROLIFIC_PID
+    personal_link: str  # the form of the personal links shown at the end of session 1 (anonymous links)
+    completion_code: str | None
+    completion_url: str | None
+    notes: list[str] = field(default_factory=list)
+
+
+def followup_recruitment(base: str, study_id: str, follow_up) -> FollowupRecruitment:
+    """What to paste into Prolific for one follow-up (study file follow_ups entry): its own study
+    URL, which finds each participant's earlier session by PROLIFIC_PID, and its own completion."""
+    link = f"{base.rstrip('/')}/?study={quote(study_id, safe='')}&followup={quote(follow_up.name, safe='')}"
+    completion = follow_up.completion
+    notes = [f"Opens {follow_up.delay_hours:g} h after a participant completed session 1, for {follow_up.window_hours:g} h "
+             "(later is still accepted and flagged late). In Prolific, make it a separate study whose allowlist "
+             "holds the participant IDs listed as eligible."]
+    url = _fill_code(completion.redirect_url, completion.code, keep=True) if completion.redirect_url else None
+    if not completion.code and not completion.redirect_url:
+        notes.append(f"follow_ups ({follow_up.name}) sets neither completion.code nor completion.redirect_url: "
+                     "Prolific cannot tell who finished the follow-up.")
+    return FollowupRecruitment(follow_up.name, f"{link}&{PROLIFIC_QUERY}", f"{link}&f=<personal token>",
+                               completion.code, url, notes)
+
+
+def eligible_csv(rows: list[dict]) -> str:
+    """The eligible participants as CSV (Prolific ID, pseudonym, when the follow-up opens and closes, status)."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["prolific_pid", "participant_id", "opens_at", "closes_at", "open_now", "late", "followup_status"])
+    for r in rows:
+        writer.writerow([_safe_cell(r["prolific_pid"] or ""), r["pseudonym"], r["opens_at"].strftime("%Y-%m-%dT%H:%M:%SZ"),
+                         r["closes_at"].strftime("%Y-%m-%dT%H:%M:%SZ"), r["open_now"], r["late"],
+                         r["followup_status"] or "not started"])
+    return out.getvalue()
+
+
+def _safe_cell(text: str) -> str:
+    # a Prolific ID is hex; anything else that a spreadsheet would run as a formula is defused
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

@@ -330,8 +330,97 @@ class Bot:
         return state.token
 
 
+def _sigmoid(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+# Share of simulated follow-up sessions started after their window closed (flagged late).
+LATE_RATE = 0.1
+FOLLOWUP_RETURN_RATE = 0.85
+
+
+class FollowupBot:
+    """A simulated participant coming back for a follow-up, at a time set on the follow-up clock.
+
+    `linger` plants a lingering effect, in logits for recall and recognition and in scale points
+    for the ratings: human-made clips (+linger/2) against AI-generated ones (-linger/2) are
+    recalled and recognised more often, come back to mind more often, are remembered more
+    vividly and still felt more strongly (arousal now, and valence now further from the midpoint).
+    """
+
+    def __init__(self, engine, bot: Bot, rng: random.Random, linger: float):
+        self.engine, self.bot, self.rng, self.linger = engine, bot, rng, linger
+        self.memory = rng.gauss(0, 0.7)
+
+    def _sign(self, state, sid: str) -> float:
+        return 0.5 if (state.stimuli.get(sid) or {}).get("source") == "human" else -0.5
+
+    def answers(self, state, page) -> dict:
+        from study import followup as fup
+
+        rng = self.rng
+        if page.kind == "recall":
+            named = []
+            for p in state.pages:
+                if p.kind != "clip":
+                    continue
+                if rng.random() < _sigmoid(-0.2 + self.memory + self.linger * self._sign(state, p.stimulus_id)):
+                    info = state.stimuli.get(p.stimulus_id) or {}
+                    words = fup.recall_keywords(info.get("title"), info.get("recall_keywords"))
+                    if words:
+                        named.append(rng.choice(words))
+            return {fup.RECALL_ITEM: ("I remember " + ", ".join(named)) if named else "I do not remember much."}
+        if page.kind == "recognition":
+            seen = {p.stimulus_id for p in state.pages if p.kind == "clip"} or set(self.bot.state.sequence)
+            out = {}
+            for sid in page.stills:
+                logit = (1.5 + self.memory + self.linger * self._sign(state, sid)) if sid in seen else -1.5
+                old = rng.random() < _sigmoid(logit)
+                out[fup.old_item(sid)] = int(old)
+                out[fup.confidence_item(sid)] = max(1, min(5, round(3 + abs(logit) / 1.5 + rng.gauss(0, 0.8))))
+            return out
+        out = {}
+        for scale in page.scales:
+            mid = (scale.low + scale.high) / 2
+            sd = (scale.high - scale.low) / 6
+            push = self.linger * self._sign(state, page.stimulus_id)
+            value = mid + sd * (self.memory + rng.gauss(0, 0.8))
+            if scale.id == "valence_now":
+                value = mid + (abs(value - mid) + push) * (1 if rng.random() < 0.5 else -1)
+            else:
+                value += push
+            out[scale.id] = max(scale.low, min(scale.high, round(value)))
+        return out
+
+    def run(self, fu) -> bool:
+        """Take follow-up `fu` at a simulated time; False if this bot does not come back."""
+        from study import followup as fup
+        from study.store import followups
+
+        rng = self.rng
+        if rng.random() > FOLLOWUP_RETURN_RATE:
+            return False
+        done = followups.completed_at(self.engine, self.bot.state.participant_id)
+        late = rng.random() < LATE_RATE
+        hours = fu.delay_hours + (fu.window_hours * (1 + rng.random()) if late else fu.window_hours * rng.random())
+        with fup.clock_at(fup._aware(done) + timedelta(hours=hours)):
+            access, state = followups.start(self.engine, self.bot.state.study_id, fu.name,
+                                            prolific_pid=self.bot.state.prolific_pid)
+            if state is None:
+                return False
+            while not state.page.final:
+                result = followups.submit(self.engine, state.session_id, state.page.key,
+                                          self.answers(state, state.page))
+                if not result.ok:
+                    raise UserError(f"simulated follow-up {fu.name} of {state.pseudonym} was refused at "
+                                    f"{state.page.key}: {result.errors or result.message}")
+                state = result.state
+        return True
+
+
 def simulate(engine, study_id_or_path: str | Path, n: int, effect: float = 0.0, seed: int = 1,
-             is_pilot: bool = False, agreement: float = TRACE_AGREEMENT) -> list[str]:
+             is_pilot: bool = False, agreement: float = TRACE_AGREEMENT, linger: float = 0.0,
+             followups: bool = True) -> list[str]:
     """Run `n` bots through the study; returns their tokens. A study file is registered first."""
     if n < 0:
         raise UserError(f"The number of simulated participants must be 0 or more, not {n}.")
@@ -346,10 +435,21 @@ def simulate(engine, study_id_or_path: str | Path, n: int, effect: float = 0.0, 
     # new Prolific ids) instead of finding the first run's; a fresh database repeats exactly.
     already = store.get_study(engine, study_id).participants_enrolled
     rng = random.Random(f"simulate:{study_id}:{seed}:{already}")
-    tokens = []
+    tokens, bots = [], []
     for number in range(already, already + n):
         bot = Bot(engine, study_id, number, random.Random(rng.getrandbits(64)), effect, is_pilot, agreement)
         tokens.append(bot.run())
+        bots.append(bot)
+    # Follow-ups after everyone's session 1, each at its own simulated time (the follow-up clock):
+    # nobody waits a day.
+    if followups:
+        for bot in bots:
+            fus = getattr(bot.state.study, "follow_ups", None) or []
+            if not bot.state.completed or not fus:
+                continue
+            fbot = FollowupBot(engine, bot, random.Random(rng.getrandbits(64)), linger)
+            for fu in fus:
+                fbot.run(fu)
     return tokens
 
 
@@ -359,7 +459,9 @@ def cli_simulate(args) -> int:
         store.upgrade(engine)
         started = time.perf_counter()
         tokens = simulate(engine, args.study, args.participants, effect=args.effect, seed=args.seed,
-                          agreement=getattr(args, "trace_agreement", TRACE_AGREEMENT))
+                          agreement=getattr(args, "trace_agreement", TRACE_AGREEMENT),
+                          linger=getattr(args, "plant_linger", 0.0) or 0.0,
+                          followups=not getattr(args, "no_followups", False))
         took = time.perf_counter() - started
         study_id = store.resolve_study_id(args.study)
         row = next((r for r in store.list_studies(engine) if r["id"] == study_id), None)

@@ -82,6 +82,9 @@ class Stimulus(BaseModel):
     pair_id: str | None = Field(None, description="ties an AI clip to the human clip it matches")
     notes: str = Field("", description="anything else")
     captions: str | None = Field(None, description="WebVTT caption file, relative to the manifest's folder")
+    recall_keywords: str = Field("", description="follow-ups: words or phrases (semicolon-separated) whose mention "
+                                                 "in a free recall counts as recalling the clip; empty = the words "
+                                                 "of its title")
     line: int | None = Field(None, exclude=True, description="manifest line (for messages)")
     # filled in by probing
     sha256: str | None = None

@@ -1,176 +1,357 @@
-"""The follow-up analysis (analysis/followup.py) on synthetic data with known answers
-(analysis/followup_synthetic.py), its messages for data it cannot analyse, and its report
-section. The logistic model itself is pinned to glmer in tests/test_glmm.py, the linear one to
-lmer in tests/test_lmm*.py."""
+"""Follow-up sessions: eligibility, timing (with the injectable clock), exactly-once storage,
+personal links, deletion of every session, bad links (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
+from datetime import timedelta
+from pathlib import Path
+
 import pytest
+import sqlalchemy as sa
 
-from analysis import followup, report
-from analysis.followup_synthetic import make_followup, session1_trials
-from analysis.load import FOLLOWUP_COLUMNS, load_followup
-from study.errors import UserError
+from study import followup as fup
+from study import store
+from study.store import followups
 
-PLANTED = dict(recall_log_or=1.0, arousal_linger=0.8)
+from conftest import DEMO_STUDY
+from test_store import advance, count
 
-
-@pytest.fixture(scope="module")
-def planted():
-    fu, long = make_followup(n_participants=100, n_human=12, n_ai=12, seen_per_source=6, seed=3, **PLANTED)
-    return fu, long, followup.analyse(fu, long)
-
-
-@pytest.fixture(scope="module")
-def null():
-    fu, long = make_followup(n_participants=100, n_human=12, n_ai=12, seen_per_source=6, seed=4)
-    return fu, long, followup.analyse(fu, long)
-
-
-def test_planted_effects_recovered_with_ci_covering_truth(planted):
-    (r,) = planted[2]
-    m = r.recall_model.iloc[0]
-    assert m["p"] < 0.05
-    assert m["or_ci_low"] < np.exp(PLANTED["recall_log_or"]) < m["or_ci_high"]
-    assert m["or_ci_low"] > 1
-    a = r.feeling_models.set_index("outcome").loc["arousal"]
-    assert a["p"] < 0.05 and a["ci_low"] > 0
-    assert a["ci_low"] < PLANTED["arousal_linger"] < a["ci_high"]
-    # the planted fade is -1 for both sources, the human clips fade 0.8 less
-    assert a["change_human"] - a["change_ai"] == pytest.approx(a["interaction"])
-    v = r.feeling_models.set_index("outcome").loc["valence"]
-    assert v["ci_low"] < 0 < v["ci_high"]  # nothing planted on valence
+FOLLOW_UPS = """
+follow_ups:
+  - name: day1
+    delay_hours: 24
+    window_hours: 48
+    completion: {code: FU1CODE}
+  - name: day7
+    delay_hours: 168
+    invite_excluded: true
+    ask: {foils: 1, vividness: false, watch_more: false}
+"""
 
 
-def test_null_not_significant(null):
-    (r,) = null[2]
-    assert r.recall_model.iloc[0]["p"] > 0.05
-    assert r.recall_model.iloc[0]["or_ci_low"] < 1 < r.recall_model.iloc[0]["or_ci_high"]
-    for m in r.feeling_models.itertuples():
-        assert m.p > 0.05 and m.ci_low < 0 < m.ci_high
+def followup_study(tmp_path, extra: str = FOLLOW_UPS, clips: int = 4) -> str:
+    """The demo study with `clips` clips per participant and follow-ups, written to tmp_path."""
+    text = DEMO_STUDY.read_text(encoding="utf-8")
+    text = text.replace("clips_per_participant: null   # all six main clips",
+                        f"clips_per_participant: {clips}").replace("pairs: both", "pairs: ignore")
+    text = text.replace("manifest: manifest.csv", f"manifest: {DEMO_STUDY.parent / 'manifest.csv'}")
+    assert f"clips_per_participant: {clips}" in text
+    # the attention checks sit after clip 3; excluded participants are made by hand below
+    text = text.split("attention_checks:")[0] + "exclusions:" + text.split("exclusions:", 1)[1]
+    path = tmp_path / "study.yaml"
+    path.write_text(text + extra, encoding="utf-8")
+    return str(path)
 
 
-def test_recall_proportions_and_recognition_by_hand(planted):
-    fu, _, (r,) = planted
-    rec = fu[(fu.measure == "recalled") & fu.seen]
-    want = rec.groupby("source")["value"].mean()
-    got = r.recall_proportions.set_index("source")["proportion"]
-    assert got["human"] == pytest.approx(want["human"]) and got["ai"] == pytest.approx(want["ai"])
-    # one participant's d' for human clips, by hand (log-linear correction)
-    pid = r.recognition_sdt["participant_id"].iloc[0]
-    g = fu[(fu.participant_id == pid) & (fu.measure == "recognised") & (fu.source == "human")]
-    h = (g.loc[g.seen, "value"].sum() + 0.5) / (g.seen.sum() + 1)
-    f = (g.loc[~g.seen, "value"].sum() + 0.5) / ((~g.seen).sum() + 1)
-    from scipy.stats import norm
-    row = r.recognition_sdt[(r.recognition_sdt.participant_id == pid) & (r.recognition_sdt.source == "human")].iloc[0]
-    assert row["dprime"] == pytest.approx(norm.ppf(h) - norm.ppf(f))
-    paired = r.recognition_summary.set_index("comparison").loc["human - ai"]
-    assert 0 <= paired["p"] <= 1 and paired["n"] > 50
+@pytest.fixture
+def fu_study(engine, tmp_path):
+    return store.register_study(engine, followup_study(tmp_path))
 
 
-def test_linger_table(planted):
-    fu, long, (r,) = planted
-    t = r.linger.set_index("stimulus_id")
-    clip = "human_01"
-    seen = fu[(fu.stimulus_id == clip) & fu.seen]
-    assert t.loc[clip, "n"] == seen.participant_id.nunique()
-    assert t.loc[clip, "recall_rate"] == pytest.approx(seen[seen.measure == "recalled"]["value"].mean())
-    assert t.loc[clip, "intrusions"] == pytest.approx(seen[seen.measure == "intrusions"]["value"].mean())
-    now = seen[seen.measure == "arousal_now"].set_index("participant_id")["value"]
-    s1 = long[(long.stimulus_id == clip) & (long.item_id == "arousal")].set_index("participant_id")["value"]
-    assert t.loc[clip, "arousal_change"] == pytest.approx((now - s1.reindex(now.index)).mean())
-    assert set(t["source"]) == {"human", "ai"}
+@pytest.fixture
+def clock(monkeypatch):
+    """The follow-up clock, moved by hand: clock.hours = 30 is 30 hours from the real now."""
+    class Clock:
+        hours = 0.0
+
+    c = Clock()
+    base = fup.datetime.now(fup.timezone.utc)
+    monkeypatch.setattr(fup, "now", lambda: base + timedelta(hours=c.hours))
+    return c
 
 
-def test_several_followups_each_reported():
-    fu, long = make_followup(n_participants=30, seed=5, followups=(("day1", 24.0), ("week1", 168.0)))
-    res = followup.analyse(fu, long)
-    assert [r.followup for r in res] == ["day1", "week1"]
-    assert [r.session_number for r in res] == [2, 3]
-    assert res[1].delay_hours.iloc[0]["median_delay_h"] > 160
-    html = followup.section_html(fu, long, table_html=report.table_html, chart_html=report.chart_html)
-    assert 'id="followup-day1"' in html and 'id="followup-week1"' in html
-    assert "chart-followup-recall-week1" in html
+def session_one(engine, study_id, **kw):
+    from conftest import enrol
+
+    state = enrol(engine, study_id, **kw)
+    state = advance(engine, state, until_key="complete")
+    assert state.completed
+    return state
 
 
-def test_tiny_data_messages_not_tracebacks():
-    fu, long = make_followup(n_participants=2, seed=6, n_human=2, n_ai=2, seen_per_source=1, foils_per_source=1,
-                             dropout=0.0)
-    (r,) = followup.analyse(fu, long)
-    text = " ".join(r.messages)
-    assert "recall model not estimated" in text
-    assert "session x source model not estimated" in text
-    assert r.linger is not None and len(r.linger) == 4
-    html = followup.section_html(fu, long, table_html=report.table_html, chart_html=report.chart_html)
-    assert "not estimated" in html
+def take(engine, fstate, answers_for=None):
+    """Answer every page of a follow-up; returns the final state."""
+    while not fstate.page.final:
+        answers = answers_for(fstate.page) if answers_for else good_answers(fstate.page)
+        result = followups.submit(engine, fstate.session_id, fstate.page.key, answers)
+        assert result.ok and not result.errors, result.errors
+        fstate = result.state
+    return fstate
 
 
-def test_missing_measures_are_named():
-    fu, long = make_followup(n_participants=20, seed=7)
-    only = fu[fu.measure.isin(["recognised", "recognition_confidence"])]
-    (r,) = followup.analyse(only, long)
-    text = " ".join(r.messages)
-    assert "recall: not asked" in text
-    assert "valence: no clip rated both" in text and "arousal: no clip rated both" in text
-    assert r.recall_model is None and r.feeling_models is None and r.recognition_sdt is not None
-    # no session-1 data at all
-    (r,) = followup.analyse(fu, None)
-    assert r.feeling_models is None and "arousal: no clip rated both" in " ".join(r.messages)
+def good_answers(page):
+    if page.kind == "recall":
+        return {fup.RECALL_ITEM: "I remember the water at dawn and a city at night."}
+    if page.kind == "recognition":
+        out = {}
+        for sid in page.stills:
+            out[fup.old_item(sid)] = 1
+            out[fup.confidence_item(sid)] = 4
+        return out
+    return {s.id: s.high for s in page.scales}
 
 
-def test_bad_frame_is_named():
-    with pytest.raises(UserError, match="lacks the columns measure"):
-        followup.check_frame(pd.DataFrame({c: [] for c in FOLLOWUP_COLUMNS if c != "measure"}))
-    bad = pd.DataFrame({"participant_id": ["a"]})
-    html = followup.section_html(bad, None, table_html=report.table_html, chart_html=report.chart_html)
-    assert "could not be analysed" in html and "lacks the columns" in html
+def test_too_early_then_open_then_late(engine, fu_study, clock):
+    p1 = session_one(engine, fu_study, prolific_pid="PIDA")
+    clock.hours = 2
+    access = followups.find(engine, fu_study, "day1", prolific_pid="PIDA")
+    assert access.outcome == "early"
+    assert fup.hours_until(access.timing.opens_at, fup.now()) == pytest.approx(22, abs=0.05)
+    assert followups.start(engine, fu_study, "day1", prolific_pid="PIDA") [1] is None
+    assert count(engine, store.tables.followup_sessions) == 0
+    clock.hours = 30
+    access, state = followups.start(engine, fu_study, "day1", prolific_pid="PIDA")
+    assert access.outcome == "open" and state.session_number == 2 and not state.late
+    assert state.delay_hours == pytest.approx(30, abs=0.05)
+    # day7 is too early still, and too late is allowed but flagged
+    assert followups.find(engine, fu_study, "day7", prolific_pid="PIDA").outcome == "early"
+    clock.hours = 24 * 20
+    access, late = followups.start(engine, fu_study, "day7", prolific_pid="PIDA")
+    assert access.outcome == "late" and late.late and late.session_number == 3
+    assert late.delay_hours == pytest.approx(480, abs=0.05)
+    assert p1.participant_id == late.participant_id == state.participant_id
 
 
-def test_report_section_only_with_followup_data(planted):
-    fu, long, _ = planted
-    trials = session1_trials(long)
-    page = report.build_report(trials, outcomes=["arousal"], followup=fu)
-    assert '<section id="followup" data-status="shown">' in page
-    assert page.index('id="followup"') < page.index('id="software"')
-    assert "Does it linger?" in page and "chart-followup-feeling-day1" in page
-    empty = load_followup(None, "any")
-    assert list(empty.columns) == FOLLOWUP_COLUMNS and empty.empty
-    for none in (None, empty):
-        page = report.build_report(trials, outcomes=["arousal"], followup=none)
-        assert 'id="followup"' not in page and "Does it linger" not in page
+def test_pages_store_exactly_once_and_complete(engine, fu_study, clock):
+    session_one(engine, fu_study, prolific_pid="PIDB")
+    clock.hours = 25
+    _, state = followups.start(engine, fu_study, "day1", prolific_pid="PIDB")
+    assert [p.kind for p in state.pages][:3] == ["intro", "recall", "recognition"]
+    recog = state.pages[2]
+    # 4 seen + 2 foils (the default), shuffled and stored: the same order on every load
+    assert len(recog.stills) == 6
+    assert followups.get_state(engine, state.session_id).pages[2].stills == recog.stills
+    # the recall page refuses an empty text and stores nothing
+    state = followups.submit(engine, state.session_id, "intro", {}).state
+    bad = followups.submit(engine, state.session_id, "recall", {fup.RECALL_ITEM: "  "})
+    assert not bad.ok and fup.RECALL_ITEM in bad.errors
+    assert count(engine, store.tables.followup_answers) == 0
+    good = followups.submit(engine, state.session_id, "recall", {fup.RECALL_ITEM: "water at dawn"})
+    assert good.ok and not good.duplicate
+    again = followups.submit(engine, state.session_id, "recall", {fup.RECALL_ITEM: "something else"})
+    assert again.ok and again.duplicate
+    with engine.connect() as conn:
+        texts = conn.execute(sa.select(store.tables.followup_answers.c.value_text)).scalars().all()
+    assert texts == ["water at dawn"]
+    # a later page than the current one is refused
+    assert followups.submit(engine, state.session_id, "complete", {}).message == "not_current"
+    final = take(engine, good.state)
+    assert final.completed and final.completion_code == "FU1CODE"
+    # 1 recall + 6 stills x 2 + 4 clips x 5 scales
+    assert count(engine, store.tables.followup_answers) == 1 + 12 + 20
+    assert followups.find(engine, fu_study, "day1", prolific_pid="PIDB").outcome == "completed"
+    # starting again finds the same, completed session
+    _, again_state = followups.start(engine, fu_study, "day1", prolific_pid="PIDB")
+    assert again_state.session_id == final.session_id and again_state.completed
 
 
-def test_report_leaves_out_excluded_participants(planted):
-    fu, long, _ = planted
-    trials = session1_trials(long)
-    kept = trials[trials.participant_id != "P001"]
-    html = followup.section_html(fu, None, table_html=report.table_html, chart_html=report.chart_html, trials=kept)
-    assert "1 follow-up participant(s) not in the session-1 data" in html
+def test_only_completed_and_not_excluded_are_eligible(engine, fu_study, clock):
+    from conftest import enrol
+
+    enrol(engine, fu_study, prolific_pid="HALF")  # never finishes session 1
+    done = session_one(engine, fu_study, prolific_pid="EXCL")
+    with engine.begin() as conn:
+        conn.execute(store.tables.participants.update().where(
+            store.tables.participants.c.id == done.participant_id).values(excluded_reason="failed attention checks"))
+    clock.hours = 200
+    assert followups.find(engine, fu_study, "day1", prolific_pid="HALF").outcome == "not_eligible"
+    assert followups.find(engine, fu_study, "day1", prolific_pid="EXCL").outcome == "not_eligible"
+    # day7 says invite_excluded: true
+    assert followups.find(engine, fu_study, "day7", prolific_pid="EXCL").outcome == "open"
+    assert followups.find(engine, fu_study, "day1", prolific_pid="NOBODY").outcome == "not_eligible"
+    assert followups.find(engine, fu_study, "nosuch", prolific_pid="EXCL").outcome == "unknown"
+    assert followups.find(engine, "nostudy", "day1", prolific_pid="EXCL").outcome == "unknown"
+    listed = followups.eligible(engine, fu_study, "day1")
+    assert [r["prolific_pid"] for r in listed] == []
+    assert [r["prolific_pid"] for r in followups.eligible(engine, fu_study, "day7")] == ["EXCL"]
 
 
-def test_unknown_source_value_is_named_not_raised():
-    fu, long = make_followup(n_participants=20, seed=8)
-    fu.loc[fu.index[:5], "source"] = "robot"
-    (r,) = followup.analyse(fu, long)
-    text = " ".join(r.messages)
-    assert "source must be 'human' or 'ai'" in text
-    assert r.linger is not None
+def test_personal_link_and_bad_tokens(engine, fu_study, clock):
+    anon = session_one(engine, fu_study)
+    prolific = session_one(engine, fu_study, prolific_pid="PIDC")
+    link = followups.personal_link_token(engine, anon.token)
+    assert link and len(link) >= 30 and link != anon.token
+    assert followups.personal_link_token(engine, anon.token) == link  # the same on every ask
+    assert followups.personal_link_token(engine, prolific.token) is None  # Prolific invites them
+    assert followups.personal_link_token(engine, "nope") is None
+    clock.hours = 26
+    _, state = followups.start(engine, fu_study, "day1", link_token=link)
+    assert state.participant_id == anon.participant_id
+    for bad in ("", "x" * 65, "not-a-token", anon.token):
+        assert followups.find(engine, fu_study, "day1", link_token=bad).outcome == "unknown"
+    # the session-1 token is no follow-up link, and a follow-up link is no session-1 link
+    assert store.get_state(engine, link) is None
 
 
-def test_charts(planted):
-    from analysis import followup_charts as fc
+def test_deletion_removes_every_session(engine, fu_study, clock):
+    anon = session_one(engine, fu_study)
+    other = session_one(engine, fu_study)
+    link = followups.personal_link_token(engine, anon.token)
+    followups.personal_link_token(engine, other.token)
+    clock.hours = 25
+    _, state = followups.start(engine, fu_study, "day1", link_token=link)
+    take(engine, state)
+    assert count(engine, store.tables.followup_sessions) == 1
+    store.delete_participant(engine, fu_study, link)  # found by the personal link too
+    for table in (store.tables.followup_sessions, store.tables.followup_answers):
+        assert count(engine, table) == 0
+    assert count(engine, store.tables.followup_links) == 1  # the other participant's
+    assert count(engine, store.tables.participants) == 1
 
-    (r,) = planted[2]
-    fig = fc.recall_chart(r.recall_proportions, r.recall_model, "day1")
-    bars = {t.meta["source"]: t.y[0] for t in fig.data}
-    assert bars == pytest.approx(r.recall_proportions.set_index("source")["proportion"].to_dict())
-    fig = fc.feeling_chart(r.feeling_means, r.feeling_models, "day1")
-    assert {(t.meta["source"], t.meta["outcome"]) for t in fig.data} == {
-        (s, o) for s in ("human", "ai") for o in ("valence", "arousal")}
-    assert len(fc.recognition_chart(r.recognition_sdt, r.recognition_summary, "day1").data) == 4
-    assert len(fc.linger_chart(r.linger, "day1").data) == 2
-    for fig in (fc.recall_chart(None, None, "x"), fc.recognition_chart(None, None, "x"),
-                fc.feeling_chart(None, None, "x"), fc.linger_chart(r.linger.drop(columns="recall_rate"), "x")):
-        assert fig.layout.meta["not_measured"]
+
+def test_validate_follow_ups(tmp_path):
+    from study.protocol import load_study
+    from study.errors import UserError
+
+    bad = FOLLOW_UPS.replace("delay_hours: 168", "delay_hours: 50")
+    with pytest.raises(UserError, match=r"follow_ups\[1\]\.delay_hours.*overlap"):
+        load_study(followup_study(tmp_path, bad))
+    with pytest.raises(UserError, match=r"follow_ups\[0\]\.delay_hours.*greater than 0"):
+        load_study(followup_study(tmp_path, FOLLOW_UPS.replace("delay_hours: 24", "delay_hours: -1")))
+    with pytest.raises(UserError, match=r"follow_ups\[1\]\.name.*twice"):
+        load_study(followup_study(tmp_path, FOLLOW_UPS.replace("name: day7", "name: day1")))
+
+
+def test_recall_keywords():
+    words = fup.recall_keywords("Dawn over the water (demonstration clip)", None)
+    assert words == ["dawn", "water"]
+    assert fup.recall_keywords("x", "red car; Berlin ") == ["red car", "berlin"]
+    assert fup.recalled("I saw WATER, then a car", words)
+    assert not fup.recalled("waterfall and dawns", words)  # whole words only
+    assert fup.recalled("a Red  Car".replace("  ", " "), ["red car"])
+
+
+def test_clock_offset_setting(monkeypatch, tmp_path):
+    monkeypatch.setenv("KULESHOV_CLOCK_OFFSET_HOURS", "10")
+    assert fup.clock_offset_hours() == 10
+    file = tmp_path / "clock"
+    file.write_text("2.5")
+    monkeypatch.setenv("KULESHOV_CLOCK_FILE", str(file))
+    assert fup.clock_offset_hours() == 12.5
+    monkeypatch.setenv("KULESHOV_MODE", "production")
+    from study.errors import UserError
+
+    with pytest.raises(UserError, match="production"):
+        fup.now()
+
+
+def test_still_route_serves_a_cached_midpoint_frame(engine, fu_study, tmp_path, monkeypatch):
+    import io
+
+    from PIL import Image
+    from starlette.testclient import TestClient
+
+    import server
+    from study import stills
+
+    monkeypatch.setenv("KULESHOV_DATA_DIR", str(tmp_path / "data"))
+    app = server.make_app(engine, {fu_study: DEMO_STUDY.parent}, streamlit=False)
+    with TestClient(app) as client:
+        r = client.get(f"/stills/{fu_study}/human_01")
+        assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+        image = Image.open(io.BytesIO(r.content))
+        assert image.width > 0 and image.format == "JPEG"
+        cached = list((tmp_path / "data" / "stills").glob("*.jpg"))
+        assert len(cached) == 1
+        again = client.get(f"/stills/{fu_study}/human_01", headers={"If-None-Match": r.headers["etag"]})
+        assert again.status_code == 304
+        for bad in ("nosuch", "..%2F..%2Fetc%2Fpasswd", "practice%00"):
+            assert client.get(f"/stills/{fu_study}/{bad}").status_code == 404
+        assert client.get("/stills/nostudy/human_01").status_code == 404
+    # the midpoint, not the first frame: the demo clips change over time
+    clip = DEMO_STUDY.parent / "human_01.mp4"
+    first = stills.midpoint_frame(clip)
+    assert first is not None
+    folder = tmp_path / "other"
+    folder.mkdir()
+    assert stills.still_for(clip, folder) == stills.still_for(clip, folder)
+    assert len(list(folder.glob("*.jpg"))) == 1
+
+
+def test_export_links_both_sessions(engine, fu_study, clock, tmp_path):
+    import pandas as pd
+
+    from analysis import export
+    from analysis.load import FOLLOWUP_COLUMNS, load_followup
+
+    a = session_one(engine, fu_study, prolific_pid="PIDE")
+    session_one(engine, fu_study, prolific_pid="PIDF")  # never comes back
+    clock.hours = 30
+    _, state = followups.start(engine, fu_study, "day1", prolific_pid="PIDE")
+    state = followups.submit(engine, state.session_id, "intro", {}).state
+    # a recall text a spreadsheet would run as a formula, naming one clip by its title words
+    first_title = state.stimuli[state.pages[-2].stimulus_id]["title"]
+    keyword = fup.recall_keywords(first_title, None)[0]
+    state = followups.submit(engine, state.session_id, "recall", {fup.RECALL_ITEM: f"=HYPERLINK() {keyword}"}).state
+    take(engine, state)
+    frame = load_followup(engine, fu_study)
+    assert list(frame.columns) == FOLLOWUP_COLUMNS
+    assert frame.dtypes["session_number"] == "int64" and frame.dtypes["late"] == bool
+    assert set(frame.measure) == {"recalled", "recognised", "recognition_confidence", "vividness", "intrusions",
+                                  "valence_now", "arousal_now", "watch_more"}
+    recalled = frame[frame.measure == "recalled"].set_index("stimulus_id")["value"]
+    assert len(recalled) == 4 and recalled[state.pages[-2].stimulus_id] == 1.0
+    assert frame[frame.measure == "recognised"].seen.value_counts().to_dict() == {True: 4, False: 2}
+    assert set(frame.source) <= {"human", "ai"}
+    out = export.export_dataset(engine, fu_study, tmp_path / "ds")
+    folder = Path(out) if not isinstance(out, Path) else out
+    folder = folder if (folder / "followup.csv").exists() else tmp_path / "ds"
+    parts = pd.read_csv(folder / "participants.csv")
+    row = parts.set_index("participant_id").loc[a.pseudonym]
+    assert row["n_followup_sessions"] == 1 and row["followups_completed"] == "day1"
+    sess = pd.read_csv(folder / "followup_sessions.csv")
+    assert sess.recall_text.iloc[0].startswith("'=HYPERLINK()")  # neutralised like every CSV text
+    assert sess.session_number.iloc[0] == 2 and sess.delay_hours.iloc[0] == pytest.approx(30, abs=0.1)
+    assert len(pd.read_csv(folder / "followup.csv")) == len(frame)
+    codebook = pd.read_csv(folder / "codebook.csv", keep_default_na=False)
+    documented = set(zip(codebook["file"], codebook["name"]))
+    for name in ("followup", "followup_sessions", "participants"):
+        for col in pd.read_csv(folder / f"{name}.csv", nrows=0).columns:
+            assert (name, col) in documented, (name, col)
+
+
+def test_simulate_runs_follow_ups_with_a_planted_linger(sqlite_url, tmp_path):
+    from analysis.load import load_followup, load_followup_sessions
+    from study.simulate import simulate
+
+    engine = store.make_engine(sqlite_url)
+    store.upgrade(engine)
+    try:
+        simulate(engine, followup_study(tmp_path), 24, seed=3, linger=3.0)
+        frame = load_followup(engine, "kuleshov-demo")
+        sessions = load_followup_sessions(engine, "kuleshov-demo")
+        assert set(sessions.followup) == {"day1", "day7"} and set(sessions.session_number) == {2, 3}
+        assert (sessions.status == "completed").all()
+        day1 = sessions[sessions.followup == "day1"]
+        assert (day1.delay_hours >= 24).all() and day1.late.any() and not day1.late.all()
+        assert (day1[day1.late].delay_hours > 72).all() and (day1[~day1.late].delay_hours <= 72).all()
+        means = frame[frame.seen].groupby(["measure", "source"]).value.mean().unstack()
+        for measure in ("recalled", "recognised", "vividness", "intrusions", "arousal_now"):
+            assert means.loc[measure, "human"] > means.loc[measure, "ai"], measure
+        simulate(engine, "kuleshov-demo", 10, seed=4, followups=False)
+        assert len(load_followup_sessions(engine, "kuleshov-demo")) == len(sessions)
+    finally:
+        engine.dispose()
+
+
+def test_researcher_list_of_eligible_prolific_ids(engine, fu_study, clock):
+    from app_pages import actions
+    from study.recruitment import eligible_csv, followup_recruitment
+
+    session_one(engine, fu_study, prolific_pid="AAA111")
+    session_one(engine, fu_study, prolific_pid="=BAD()")
+    clock.hours = 30
+    owner = store.Researcher(username="r", role="owner", account=False)
+    rows = actions.followup_invitations(engine, owner, fu_study, "day1")
+    assert [r["prolific_pid"] for r in rows] == ["AAA111", "=BAD()"] and all(r["open_now"] for r in rows)
+    text = eligible_csv(rows)
+    assert text.splitlines()[0].startswith("prolific_pid,participant_id,opens_at")
+    assert "\n'=BAD()," in text and "AAA111,P0001," in text
+    fu = store.get_study(engine, fu_study).study.follow_ups[0]
+    r = followup_recruitment("https://x.org", fu_study, fu)
+    assert r.prolific_link == ("https://x.org/?study=kuleshov-demo&followup=day1&PROLIFIC_PID={{%PROLIFIC_PID%}}"
+                               "&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}")
+    assert r.completion_code == "FU1CODE"
+    viewer = store.Researcher(username="v", role="viewer", account=True)
+    with pytest.raises(store.Forbidden):
+        actions.followup_invitations(engine, viewer, fu_study, "day1")

@@ -45,7 +45,7 @@ def test_upgrade_from_0001_keeps_every_row(db_url):
             conn.execute(sa.text(
                 "INSERT INTO playback_events (participant_id, position, stimulus_id, seq, event, server_time)"
                 " VALUES (1, 1, 'c1', 0, 'play', :now)"), {"now": now})
-        assert store.upgrade(eng) == store.head_revision() == "0008"
+        assert store.upgrade(eng) == store.head_revision() == "0009"
         with eng.connect() as conn:
             assert conn.execute(sa.text("SELECT pseudonym, device_info FROM participants")).one() == ("P0001", None)
             # 0005: participants from before languages existed saw English

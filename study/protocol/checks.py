@@ -140,6 +140,8 @@ def cross_check(sections: dict[str, Any], partial: set[str] | frozenset[str] = f
                                 f"is {check.after_clip}, but each participant sees only "
                                 f"{design.clips_per_participant} clips (design.clips_per_participant)"))
 
+    out += _follow_up_problems(sections.get("follow_ups"))
+
     plan: AnalysisPlan | None = sections.get("analysis")
     if plan is not None and measures is not None and "measures" not in partial:
         items, scales, unscored = _measured_per_clip(measures)
@@ -166,6 +168,32 @@ def cross_check(sections: dict[str, Any], partial: set[str] | frozenset[str] = f
             check_outcome(f"analysis.secondary_outcomes[{k}]", oid)
             if oid == plan.primary_outcome:
                 out.append((f"analysis.secondary_outcomes[{k}]", f"{oid!r} is already the primary outcome"))
+    return out
+
+
+def _follow_up_problems(follow_ups: list | None) -> list[tuple[str, str]]:
+    """Follow-ups: distinct names, windows that do not overlap (a link names one follow-up, but a
+    participant invited to two at once would not know which to take first)."""
+    out: list[tuple[str, str]] = []
+    if not follow_ups:
+        return out
+    names: set[str] = set()
+    for k, fu in enumerate(follow_ups):
+        if fu is None:
+            continue
+        if fu.name in names:
+            out.append((f"follow_ups[{k}].name", f"follow-up name {fu.name!r} is used twice"))
+        names.add(fu.name)
+    valid = sorted(((fu.delay_hours, k, fu) for k, fu in enumerate(follow_ups) if fu is not None), key=lambda x: x[:2])
+    for (_, _, a), (_, k, b) in zip(valid, valid[1:]):
+        if b.delay_hours < a.closes_hours:
+            out.append((f"follow_ups[{k}].delay_hours",
+                        f"is {b.delay_hours:g}, so follow-up {b.name!r} opens before follow-up {a.name!r} closes "
+                        f"({a.delay_hours:g} + {a.window_hours:g} = {a.closes_hours:g} hours); the windows must not overlap"))
+    for k, fu in enumerate(follow_ups):
+        if fu is not None and not any(getattr(fu.ask, q) for q in ("free_recall", "recognition", "vividness",
+                                                                   "intrusions", "feeling_now", "watch_more")):
+            out.append((f"follow_ups[{k}].ask", "asks nothing; switch on at least one question"))
     return out
 
 
@@ -219,6 +247,15 @@ def manifest_problems(study: Study, stimuli: list[Any], label: str = "study.yaml
                                "clips, so the Latin square's lists cannot all hold as many of each", "warning")
     if not any(p.where.split(": ", 1)[-1].startswith("design.") and p.severity == "error" for p in out):
         out += _design_problems(study, pool, label)
+    for k, fu in enumerate(getattr(study, "follow_ups", None) or []):
+        if fu.ask.recognition and fu.ask.foils:
+            unseen = len(pool) - shown
+            if unseen < fu.ask.foils:
+                add(f"follow_ups[{k}].ask.foils",
+                    f"is {fu.ask.foils}, but each participant sees {shown} of the {len(pool)} main clips, so "
+                    + ("no clip is left to serve as a foil (recognition with no possible foils); "
+                       "lower design.clips_per_participant or set foils: 0"
+                       if unseen <= 0 else f"only {unseen} unseen clip(s) can serve as foils"))
     for k, check in enumerate(study.attention_checks):
         if check.after_clip > shown:
             add(f"attention_checks[{k}].after_clip", f"is {check.after_clip}, but each participant sees only {shown} clips")

@@ -369,6 +369,63 @@ class DeviceCheck(_Section):
         return [text.strip() for text in v]
 
 
+class FollowUpAsk(_Section):
+    """What a follow-up session asks, in this order: free recall, cued recognition, then per seen clip."""
+
+    free_recall: bool = Field(default=True,
+                              description="Free recall first, before any still is shown: one text box, "
+                                          "'describe the clips you remember'. Scored by keywords in the export "
+                                          "(manifest column recall_keywords).")
+    recognition: bool = Field(default=True,
+                              description="Cued recognition: a still frame of every clip the participant saw, mixed "
+                                          "with `foils` stills of the study's clips they did not see, in a random order "
+                                          "(stored); for each: seen before? (yes/no) and how sure (1-5).")
+    foils: int = Field(default=2, ge=0, le=50,
+                       description="How many stills of unseen main clips the recognition page mixes in; the manifest "
+                                   "must have that many main clips a participant does not see.")
+    vividness: bool = Field(default=True, description="Per seen clip: how vividly it is remembered (1-7).")
+    intrusions: bool = Field(default=True,
+                             description="Per seen clip: how often it came back to mind since (0 never .. 4 very often).")
+    feeling_now: bool = Field(default=True,
+                              description="Per seen clip: the feeling when thinking of it now, on the same valence and "
+                                          "arousal items (1-9) as session 1.")
+    watch_more: bool = Field(default=True, description="Per seen clip: would watch more of it (1 not at all .. 5 very much).")
+
+
+class FollowUp(_Section):
+    """A later session for participants who completed session 1, e.g. one day after it."""
+
+    name: str = Field(description="Stable id of the follow-up (lowercase letters, digits, _), e.g. `day1`; in the "
+                                  "follow-up link (`&followup=day1`) and the export's `followup` column.")
+    delay_hours: float = Field(gt=0, le=24 * 366,
+                               description="Hours after a participant completed session 1 that the follow-up opens.")
+    window_hours: float = Field(default=48, gt=0, le=24 * 366,
+                                description="Hours it stays open after that. Later is still allowed, and flagged "
+                                            "(`late`, with the actual delay).")
+    invite_excluded: bool = Field(default=False,
+                                  description="Also invite participants excluded in session 1 (failed attention "
+                                              "checks); by default they are not eligible.")
+    ask: FollowUpAsk = Field(default_factory=FollowUpAsk, description="What the follow-up asks.")
+    intro: Words = Field(default=from_catalogue("followup.intro"), min_length=1,
+                         description="Text of the follow-up's first page (markdown).")
+    recall_prompt: Words = Field(default=from_catalogue("followup.recall.prompt"), min_length=1,
+                                 description="The free recall question.")
+    completion: Completion = Field(default_factory=lambda: Completion(message=from_catalogue("followup.completion_message")),
+                                   description="The follow-up's own completion code, redirect and message (as "
+                                               "`completion` of session 1).")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not ins.ID_PATTERN.match(v):
+            raise ValueError(f"name {v!r} {ins.ID_RULE}")
+        return v
+
+    @property
+    def closes_hours(self) -> float:
+        return self.delay_hours + self.window_hours
+
+
 class Study(_Section):
     """A whole study file."""
 
@@ -400,6 +457,10 @@ class Study(_Section):
     exclusions: Exclusions = Field(default_factory=Exclusions, description="Pre-registered exclusion rules.")
     completion: Completion = Field(default_factory=Completion, description="What participants get at the end.")
     analysis: AnalysisPlan = Field(default_factory=AnalysisPlan, description="The pre-registered analysis plan.")
+    follow_ups: list[FollowUp] = Field(
+        default_factory=list,
+        description="Later sessions of the same participants (e.g. after 1 day and after 7 days): free recall, "
+                    "recognition, vividness, intrusions, feeling now; empty = none.")
     timeout_minutes: int = Field(default=120, ge=1,
                                  description="A session unfinished after this many minutes counts as abandoned.")
 

@@ -42,6 +42,11 @@ Tables (all times UTC):
 - ``researchers``: one row per researcher account (username, argon2id ``password_hash``, role
   owner | editor | viewer, ``locked``, ``failed_logins``); ``researcher_study_access``: which
   studies an editor or viewer may see (see researchers.py).
+- ``followup_links`` (a personal follow-up token per anonymous participant, shown at the end of
+  session 1), ``followup_sessions`` (one row per participant and follow-up: session_number 2, 3 ...,
+  the actual ``delay_hours`` since session 1 was completed, ``late``, the recognition
+  ``still_order``) and ``followup_answers`` (one row per answered item, unique by session, step and
+  item): written only by followups.py (migration 0009).
 
 The package: tables.py (schema), engine.py (engines, transactions, migrations, backups),
 studies.py (audit, studies, versions), sessions.py (participants and pages), events.py
@@ -213,6 +218,9 @@ from study.store.tables import (  # noqa: F401
     TrialRow,
     audit_log,
     continuous_samples,
+    followup_answers,
+    followup_links,
+    followup_sessions,
     trace_batches,
     participants,
     planned_trials,

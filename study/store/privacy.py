@@ -26,6 +26,9 @@ from study.store.tables import (
     ACTIVE_STATUSES,
     audit_log,
     continuous_samples,
+    followup_answers,
+    followup_links,
+    followup_sessions,
     participants,
     planned_trials,
     playback_events,
@@ -75,7 +78,8 @@ def mark_timed_out(engine: Engine, study_id: str, now: datetime | None = None) -
 
 
 def delete_participant(engine: Engine, study_id: str, ref: str, actor: str = "cli") -> int:
-    """Delete every row of one participant (found by token, pseudonym or Prolific ID); returns rows deleted.
+    """Delete every row of one participant, all their sessions (session 1 and follow-ups) included,
+    found by token, pseudonym, Prolific ID or personal follow-up token; returns rows deleted.
 
     What remains is one audit entry holding a hash of the pseudonym; earlier audit entries about
     the participant are removed too.
@@ -86,13 +90,20 @@ def delete_participant(engine: Engine, study_id: str, ref: str, actor: str = "cl
         _study_row(conn, study_id, lock=True)
         c = participants.c
         p = conn.execute(sa.select(c.id, c.pseudonym).where(
-            c.study_id == study_id, sa.or_(c.token == ref, c.pseudonym == ref, c.prolific_pid == ref))).first()
+            c.study_id == study_id, sa.or_(c.token == ref, c.pseudonym == ref, c.prolific_pid == ref,
+                                           c.id.in_(sa.select(followup_links.c.participant_id).where(
+                                               followup_links.c.token == ref))))).first()
         if p is None:
             raise UserError(f"No participant {ref!r} in study {study_id!r} (give a token, a pseudonym such as "
                             "P0001, or a Prolific ID).")
         pref = participant_ref(study_id, p.pseudonym)
         deleted = 0
-        for table in (responses, continuous_samples, trace_batches, playback_events, trials, planned_trials):
+        # every session of the person: the follow-ups' answers first (they hang off followup_sessions)
+        sessions = sa.select(followup_sessions.c.id).where(followup_sessions.c.participant_id == p.id)
+        deleted += conn.execute(followup_answers.delete().where(
+            followup_answers.c.followup_session_id.in_(sessions))).rowcount
+        for table in (followup_sessions, followup_links, responses, continuous_samples, trace_batches,
+                      playback_events, trials, planned_trials):
             deleted += conn.execute(table.delete().where(table.c.participant_id == p.id)).rowcount
         conn.execute(audit_log.delete().where(audit_log.c.study_id == study_id, audit_log.c.participant_ref == pref))
         deleted += conn.execute(participants.delete().where(c.id == p.id)).rowcount

@@ -94,7 +94,8 @@ def _stimulus_rows(stims) -> tuple[list[dict], list[dict]]:
         data = s.model_dump(mode="json")
         # A manifest without captions keeps the snapshot it had before the column existed, so
         # registering an unchanged study again is not mistaken for a change.
-        snapshot.append({k: v for k, v in data.items() if not (k == "captions" and v is None)})
+        snapshot.append({k: v for k, v in data.items() if not (k == "captions" and v is None)
+                         and not (k == "recall_keywords" and not v)})
         rows.append({
             "stimulus_id": s.id, "source": s.source, "pair_id": s.pair_id or None, "title": s.title or None,
             "file": s.file, "url": s.url, "sha256": s.sha256, "duration_s": s.duration_s,

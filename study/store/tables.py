@@ -263,6 +263,63 @@ class TraceBatchRow(Base):
     server_time: Mapped[datetime] = mapped_column(TS)
 
 
+class FollowupLinkRow(Base):
+    """A participant's personal follow-up link (migration 0009): an unguessable token shown at the
+    end of session 1 to participants who came by an anonymous link. It identifies the study
+    record, never the person; deleting the participant deletes it."""
+
+    __tablename__ = "followup_links"
+
+    participant_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("participants.id", ondelete="CASCADE"), primary_key=True
+    )
+    token: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(TS)
+
+
+class FollowupSessionRow(Base):
+    """One follow-up session of a participant (migration 0009): session_number 2, 3 ... in the order
+    of the study's follow_ups; delay_hours is the actual time since session 1 was completed when
+    the follow-up was started, late whether that was after its window."""
+
+    __tablename__ = "followup_sessions"
+    __table_args__ = (sa.UniqueConstraint("participant_id", "followup"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    participant_id: Mapped[int] = mapped_column(sa.ForeignKey("participants.id", ondelete="CASCADE"))
+    followup: Mapped[str] = mapped_column(sa.String(64))
+    session_number: Mapped[int] = mapped_column(sa.Integer)
+    status: Mapped[str] = mapped_column(sa.String(20), default="started")  # started | completed
+    step_index: Mapped[int] = mapped_column(sa.Integer, default=0)
+    still_order: Mapped[Any] = mapped_column(sa.JSON)  # recognition: stimulus ids in the order shown
+    language: Mapped[str] = mapped_column(sa.String(20))
+    delay_hours: Mapped[float] = mapped_column(sa.Float)
+    late: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    started_at: Mapped[datetime] = mapped_column(TS)
+    updated_at: Mapped[datetime] = mapped_column(TS)
+    completed_at: Mapped[datetime | None] = mapped_column(TS)
+
+
+class FollowupAnswerRow(Base):
+    """One answered item of a follow-up page (migration 0009), stored once: a resubmitted page
+    finds its key taken and writes nothing. step_key: recall | recognition | clip:<stimulus id>;
+    item_id: recall_text, old:<id>, confidence:<id>, vividness, intrusions, valence_now,
+    arousal_now, watch_more."""
+
+    __tablename__ = "followup_answers"
+
+    followup_session_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("followup_sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    step_key: Mapped[str] = mapped_column(sa.String(150), primary_key=True)
+    item_id: Mapped[str] = mapped_column(sa.String(150), primary_key=True)
+    stimulus_id: Mapped[str | None] = mapped_column(sa.String(100))
+    value_num: Mapped[float | None] = mapped_column(sa.Float)
+    value_text: Mapped[str | None] = mapped_column(sa.Text)
+    shown_position: Mapped[int | None] = mapped_column(sa.Integer)
+    created_at: Mapped[datetime] = mapped_column(TS)
+
+
 class AuditRow(Base):
     __tablename__ = "audit_log"
     __table_args__ = (sa.Index(None, "study_id", "at"),)
@@ -316,6 +373,9 @@ playback_events = PlaybackEventRow.__table__
 continuous_samples = ContinuousSampleRow.__table__
 trace_batches = TraceBatchRow.__table__
 audit_log = AuditRow.__table__
+followup_links = FollowupLinkRow.__table__
+followup_sessions = FollowupSessionRow.__table__
+followup_answers = FollowupAnswerRow.__table__
 researchers = ResearcherRow.__table__
 researcher_study_access = ResearcherAccessRow.__table__
 
