@@ -155,8 +155,11 @@ class StoreWriter:
 
     The renderers below reach the store only through a writer, so the same page code runs for
     a researcher's preview against app_pages.preview.PreviewWriter, which stores nothing.
-    `engine` is for reads (the device check's expectations).
+    `engine` is for reads (the device check's expectations); `redirects`: the completion page
+    sends the browser on to the study's redirect URL.
     """
+
+    redirects = True
 
     def __init__(self, engine):
         self.engine = engine
@@ -442,14 +445,16 @@ def _title(state, row) -> str:
     return titles.get(state.language) or row["title"]
 
 
-def _complete(state) -> None:
+def _complete(writer, state) -> None:
     completion = state.study.completion
     st.markdown(local(completion.message))
     if completion.code:
         st.markdown(t("complete.code"))
         st.code(completion.code, language=None)
     url = state.redirect_url
-    if url:
+    if url and not writer.redirects:
+        st.caption(t("preview.redirect", url=url))
+    elif url:
         prolific = (urlsplit(url).hostname or "").endswith("prolific.com")
         browser_session.redirect(url, getattr(completion, "redirect_after_s", 5), {
             "countdown": t("complete.redirect.countdown"),
@@ -487,5 +492,5 @@ RENDERERS = {
     "practice": _practice,
     "trial": _trial,
     "debrief": _debrief,
-    "complete": lambda writer, state: _complete(state),
+    "complete": _complete,
 }

@@ -73,6 +73,8 @@ class PreviewWriter:
     """participant.StoreWriter's counterpart that stores nothing: a submit moves the preview on
     (the query's step, the walk's status in the session), everything else is dropped."""
 
+    redirects = False  # the completion page names the participant's redirect, never follows it
+
     def __init__(self, engine, plan: store.PreviewPlan):
         self.engine = engine  # reads only (the device check's expectations)
         self.plan = plan
@@ -162,18 +164,33 @@ def page() -> None:
 
 
 def controls(plan: store.PreviewPlan, state) -> None:
-    """The banner and the pickers: every step, label condition, list, version and language."""
-    st.warning(f"**{t('preview.banner')}**", icon=":material/visibility:")
-    with st.container(border=True, key="preview-controls"):
-        st.caption(t("preview.banner_detail", study=plan.study_id, version=plan.version,
-                     condition=state.label_condition, list=state.list_index))
-        if plan.study_status != "open":
-            st.caption(t("preview.study_status", status=plan.study_status))
-        keys = [s.key for s in state.steps]
-        titles = {s.key: local(s.title) or s.key for s in state.steps}
+    """The banner and the pickers: every step, label condition, list, version and language.
+
+    Kept short (banner, one row for the step, the rest folded away), so that the participant's
+    page itself starts within the first screen of a phone too.
+    """
+    with st.container(border=False, key="preview-banner"):
+        st.warning(f"**{t('preview.banner')}** · " + t("preview.banner_detail", study=plan.study_id,
+                   version=plan.version, condition=state.label_condition, list=state.list_index),
+                   icon=":material/visibility:")
+    keys = [s.key for s in state.steps]
+    titles = {s.key: local(s.title) or s.key for s in state.steps}
+    index = state.step_index
+    back, picker, forward = st.columns([1, 4, 1], vertical_alignment="bottom")
+    with back:
+        st.button(t("preview.back"), key="preview|back", disabled=index == 0, icon=":material/arrow_back:",
+                  on_click=_jump, kwargs={"step": keys[max(0, index - 1)]}, width="stretch")
+    with picker:
         st.session_state["preview|step"] = state.step.key
         st.selectbox(t("preview.step"), keys, key="preview|step", format_func=lambda k: f"{titles[k]} ({k})",
                      on_change=_picked, args=("preview|step", "step"))
+    with forward:
+        st.button(t("preview.next"), key="preview|next", disabled=index >= len(keys) - 1,
+                  icon=":material/arrow_forward:", on_click=_jump,
+                  kwargs={"step": keys[min(len(keys) - 1, index + 1)]}, width="stretch")
+    with st.expander(t("preview.options"), icon=":material/tune:"):
+        if plan.study_status != "open":
+            st.caption(t("preview.study_status", status=plan.study_status))
         left, right = st.columns(2)
         with left:
             st.session_state["preview|condition"] = state.label_condition
@@ -184,26 +201,15 @@ def controls(plan: store.PreviewPlan, state) -> None:
             st.selectbox(t("preview.list"), list(range(len(plan.lists))), key="preview|list",
                          format_func=lambda i: f"{i}: {', '.join(plan.lists[i])}",
                          on_change=_picked, args=("preview|list", "list"))
-        if len(plan.versions) > 1 or len(plan.languages) > 1:
-            left, right = st.columns(2)
-            if len(plan.versions) > 1:
-                with left:
-                    st.session_state["preview|version"] = plan.version
-                    st.selectbox(t("preview.version"), list(plan.versions), key="preview|version",
-                                 on_change=_picked, args=("preview|version", "version"))
-            if len(plan.languages) > 1:
-                with right:
-                    st.session_state["preview|lang"] = state.language
-                    st.selectbox(t("preview.language"), list(plan.languages), key="preview|lang",
-                                 format_func=lambda code: t("language.name", code),
-                                 on_change=_picked, args=("preview|lang", "lang"))
+        left, right = st.columns(2)
+        with left:
+            st.session_state["preview|version"] = plan.version
+            st.selectbox(t("preview.version"), list(plan.versions), key="preview|version",
+                         disabled=len(plan.versions) < 2, on_change=_picked, args=("preview|version", "version"))
+        with right:
+            st.session_state["preview|lang"] = state.language
+            st.selectbox(t("preview.language"), list(plan.languages), key="preview|lang",
+                         format_func=lambda code: t("language.name", code), disabled=len(plan.languages) < 2,
+                         on_change=_picked, args=("preview|lang", "lang"))
         st.checkbox(t("preview.show_questions"), key=SHOW_QUESTIONS_KEY)
-        back, forward = st.columns(2)
-        index = state.step_index
-        with back:
-            st.button(t("preview.back"), key="preview|back", disabled=index == 0, icon=":material/arrow_back:",
-                      on_click=_jump, kwargs={"step": keys[max(0, index - 1)]})
-        with forward:
-            st.button(t("preview.next"), key="preview|next", disabled=index >= len(keys) - 1,
-                      icon=":material/arrow_forward:", on_click=_jump,
-                      kwargs={"step": keys[min(len(keys) - 1, index + 1)]})
+    st.divider()

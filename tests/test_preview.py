@@ -252,3 +252,25 @@ def test_a_whole_page_walk_writes_no_row(demo_url, monkeypatch):
     at.selectbox(key="preview|lang").set_value("de").run()
     assert "Vorschau — nichts wird gespeichert" in _texts(at)
     assert row_counts(eng) == before
+
+
+def test_the_end_page_names_the_redirect_and_never_follows_it(tmp_path, sqlite_url, monkeypatch):
+    import yaml
+
+    spec = yaml.safe_load(DEMO.read_text(encoding="utf-8"))
+    spec["id"] = "preview-redirect"
+    spec["stimuli"]["manifest"] = str(DEMO.parent / spec["stimuli"].get("manifest", "manifest.csv"))
+    spec["completion"]["redirect_url"] = "https://app.prolific.com/submissions/complete?cc=KULDEMO1"
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    eng = store.make_engine(sqlite_url)
+    store.upgrade(eng)
+    store.register_study(eng, str(path))
+    before = row_counts(eng)
+    at = _app(sqlite_url, monkeypatch, {"study": "preview-redirect", "preview": "1", "step": "complete"},
+              researcher=store.SHARED)
+    words = _texts(at)
+    assert "A participant would now be sent on to https://app.prolific.com/submissions/complete?cc=KULDEMO1" in words
+    assert "Withdraw from the study" not in [b.label for b in at.button]  # completed, as a participant would be
+    assert row_counts(eng) == before
+    eng.dispose()

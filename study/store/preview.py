@@ -108,11 +108,14 @@ def preview_state(plan: PreviewPlan, *, token: str, condition: str | None = None
     index = keys.index(step_key) if step_key in keys else 0
     step = steps[index]
     before_consent = index <= keys.index("consent") if "consent" in keys else False
+    # A participant who reaches the debrief or the end page has completed (flow.advance).
+    default_status = ("completed" if flow.kind_of(step).marks_completion
+                      else "started" if before_consent else "in_progress")
     language = language if language in plan.languages else plan.languages[0]
     seed = flow.participant_seed(plan.ctx.spec.seed, 1)
     return ParticipantState(
         participant_id=0, token=token, pseudonym=PREVIEW_PSEUDONYM, study_id=plan.study_id,
-        status=status or ("started" if before_consent else "in_progress"), label_condition=condition,
+        status=status or default_status, label_condition=condition,
         list_index=list_index, participant_number=1, is_pilot=True, step_index=index, step=step, steps=steps,
         sequence=plan.sequence(list_index), practice_id=plan.ctx.practice_id, study=plan.ctx.study,
         stimuli=plan.ctx.stimuli, item_order=flow.item_order(step, seed), answers={},
