@@ -166,50 +166,42 @@ def page() -> None:
 def controls(plan: store.PreviewPlan, state) -> None:
     """The banner and the pickers: every step, label condition, list, version and language.
 
-    Kept short (banner, one row for the step, the rest folded away), so that the participant's
-    page itself starts within the first screen of a phone too.
+    Kept short (the banner, the step picker, one row of buttons with the other choices in a
+    popover), so that the participant's page itself starts within the first screen of a phone.
     """
-    with st.container(border=False, key="preview-banner"):
-        st.warning(f"**{t('preview.banner')}** · " + t("preview.banner_detail", study=plan.study_id,
-                   version=plan.version, condition=state.label_condition, list=state.list_index),
-                   icon=":material/visibility:")
+    st.warning(f"**{t('preview.banner')}** · " + t("preview.banner_detail", study=plan.study_id, version=plan.version,
+                                                   condition=state.label_condition, list=state.list_index),
+               icon=":material/visibility:")
     keys = [s.key for s in state.steps]
     titles = {s.key: local(s.title) or s.key for s in state.steps}
     index = state.step_index
-    back, picker, forward = st.columns([1, 4, 1], vertical_alignment="bottom")
-    with back:
+    st.session_state["preview|step"] = state.step.key
+    st.selectbox(t("preview.step"), keys, key="preview|step", format_func=lambda k: f"{titles[k]} ({k})",
+                 on_change=_picked, args=("preview|step", "step"))
+    # One row on a phone too (columns would stack): Back, Next, and the other choices folded away.
+    with st.container(horizontal=True, key="preview-moves"):
         st.button(t("preview.back"), key="preview|back", disabled=index == 0, icon=":material/arrow_back:",
-                  on_click=_jump, kwargs={"step": keys[max(0, index - 1)]}, width="stretch")
-    with picker:
-        st.session_state["preview|step"] = state.step.key
-        st.selectbox(t("preview.step"), keys, key="preview|step", format_func=lambda k: f"{titles[k]} ({k})",
-                     on_change=_picked, args=("preview|step", "step"))
-    with forward:
+                  on_click=_jump, kwargs={"step": keys[max(0, index - 1)]})
         st.button(t("preview.next"), key="preview|next", disabled=index >= len(keys) - 1,
                   icon=":material/arrow_forward:", on_click=_jump,
-                  kwargs={"step": keys[min(len(keys) - 1, index + 1)]}, width="stretch")
-    with st.expander(t("preview.options"), icon=":material/tune:"):
+                  kwargs={"step": keys[min(len(keys) - 1, index + 1)]})
+        options = st.popover(t("preview.options"), icon=":material/tune:", key="preview-options")
+    with options:
         if plan.study_status != "open":
             st.caption(t("preview.study_status", status=plan.study_status))
-        left, right = st.columns(2)
-        with left:
-            st.session_state["preview|condition"] = state.label_condition
-            st.selectbox(t("preview.condition"), list(plan.conditions), key="preview|condition",
-                         on_change=_picked, args=("preview|condition", "condition"))
-        with right:
-            st.session_state["preview|list"] = state.list_index
-            st.selectbox(t("preview.list"), list(range(len(plan.lists))), key="preview|list",
-                         format_func=lambda i: f"{i}: {', '.join(plan.lists[i])}",
-                         on_change=_picked, args=("preview|list", "list"))
-        left, right = st.columns(2)
-        with left:
-            st.session_state["preview|version"] = plan.version
-            st.selectbox(t("preview.version"), list(plan.versions), key="preview|version",
-                         disabled=len(plan.versions) < 2, on_change=_picked, args=("preview|version", "version"))
-        with right:
-            st.session_state["preview|lang"] = state.language
-            st.selectbox(t("preview.language"), list(plan.languages), key="preview|lang",
-                         format_func=lambda code: t("language.name", code), disabled=len(plan.languages) < 2,
-                         on_change=_picked, args=("preview|lang", "lang"))
+        st.session_state["preview|condition"] = state.label_condition
+        st.selectbox(t("preview.condition"), list(plan.conditions), key="preview|condition",
+                     on_change=_picked, args=("preview|condition", "condition"))
+        st.session_state["preview|list"] = state.list_index
+        st.selectbox(t("preview.list"), list(range(len(plan.lists))), key="preview|list",
+                     format_func=lambda i: f"{i}: {', '.join(plan.lists[i])}",
+                     on_change=_picked, args=("preview|list", "list"))
+        st.session_state["preview|version"] = plan.version
+        st.selectbox(t("preview.version"), list(plan.versions), key="preview|version",
+                     disabled=len(plan.versions) < 2, on_change=_picked, args=("preview|version", "version"))
+        st.session_state["preview|lang"] = state.language
+        st.selectbox(t("preview.language"), list(plan.languages), key="preview|lang",
+                     format_func=lambda code: t("language.name", code), disabled=len(plan.languages) < 2,
+                     on_change=_picked, args=("preview|lang", "lang"))
         st.checkbox(t("preview.show_questions"), key=SHOW_QUESTIONS_KEY)
     st.divider()

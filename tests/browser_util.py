@@ -180,12 +180,22 @@ def log_in_if_asked(page, password: str = PASSWORD, username: str | None = None,
 
 def preview_pick(page, label: str, option: str, timeout_ms: int = 30_000) -> None:
     """Choose `option` (its text as shown) in the preview's selectbox `label` ("Step", "Label
-    condition", "List", "Version", "Language"); the latter four sit in the folded options."""
+    condition", "List", "Version", "Language"); the latter four sit in the options popover."""
     box = page.get_by_role("combobox", name=label)
     if not box.is_visible():
-        page.locator('[data-testid="stExpander"] summary').first.click()
-    box.click()
-    page.get_by_role("option", name=option, exact=True).click()
+        page.locator(".st-key-preview-options button").first.click()
+        box.wait_for(timeout=timeout_ms)
+    choice = page.get_by_role("option", name=option, exact=True)
+    for attempt in range(3):  # a rerun landing just then redraws the box and closes its list
+        wait_idle(page, timeout_ms)
+        box.click()
+        try:
+            choice.click(timeout=5_000)
+            break
+        except Exception:
+            if attempt == 2:
+                raise
+            page.keyboard.press("Escape")
     wait_idle(page, timeout_ms)
 
 
