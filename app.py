@@ -39,6 +39,7 @@ if preview.asked(params):
     study_page = st.Page(preview.page, title="Preview", default=True, visibility="hidden")
 else:
     study_page = st.Page(participant.page, title="Study", default=True, visibility="hidden")
+preview.ROOT_PAGE = study_page  # researcher pages link to the preview through it (preview.link)
 if ("t" in params or "study" in params) and not preview.asked(params):
     st.set_page_config(page_title="Study", layout="centered", initial_sidebar_state="collapsed")
     st.navigation([study_page], position="hidden").run()

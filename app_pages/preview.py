@@ -26,7 +26,7 @@ is forgotten when the researcher jumps with the pickers or Back/Next.
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 import streamlit as st
 
@@ -51,6 +51,24 @@ def preview_url(study_id: str, *, step: str | None = None, condition: str | None
         if value is not None:
             query[name] = str(value)
     return "/?" + urlencode(query)
+
+
+ROOT_PAGE = None  # the st.Page at the root URL; app.py sets it on every run (see `link`)
+
+
+def link(study_id: str, label: str = "Preview as a participant", **choices) -> None:
+    """A link from a researcher page to the study's preview, opened in this same session.
+
+    A plain link (`preview_url`) opens a new Streamlit session in the browser, where the
+    researcher must log in again; `st.page_link` to the root page moves this session there, so
+    the login holds. `choices`: step, condition, list_index, version, lang.
+    """
+    url = preview_url(study_id, **choices)
+    if ROOT_PAGE is None:
+        st.markdown(f"[{label}]({url})")
+        return
+    query = {name: values[0] for name, values in parse_qs(url.split("?", 1)[1]).items()}
+    st.page_link(ROOT_PAGE, label=label, icon=":material/visibility:", query_params=query)
 
 
 def asked(params) -> bool:

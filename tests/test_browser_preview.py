@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from browser_util import (  # noqa: E402
+    PASSWORD,
     PREVIEW_BANNER,
     launch,
     log_in_if_asked,
@@ -127,4 +128,33 @@ def test_preview_every_step_switch_condition_and_list_and_write_nothing(tmp_path
             browser.close()
     finally:
         engine.dispose()
+        server.stop()
+
+
+def test_the_studies_page_opens_the_preview_in_the_same_session(tmp_path, sqlite_url):
+    """The Studies page's preview link keeps the login (a new tab would need a second one)."""
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    server = start_server(sqlite_url, tmp_path, short_study(tmp_path))
+    try:
+        with sync_playwright() as pw:
+            browser = launch(pw)
+            page = browser.new_page(viewport={"width": 1366, "height": 768})
+            page.goto(f"{server.url}/researcher-studies")
+            page.locator('input[type="password"]').wait_for(timeout=WAIT_MS)
+            page.locator('input[type="password"]').fill(PASSWORD)
+            page.get_by_role("button", name="Log in").click()
+            page.locator("h1", has_text="Studies").first.wait_for(timeout=WAIT_MS)
+            before = row_counts(sqlite_url)
+            page.evaluate("window.__kuleshovNoReload = 1")
+            page.get_by_role("link", name="Preview as a participant").first.click()
+            page.get_by_text(PREVIEW_BANNER).first.wait_for(timeout=WAIT_MS)
+            assert page.evaluate("window.__kuleshovNoReload") == 1  # the same page, the same session
+            assert f"study={STUDY_ID}" in page.url and "preview=1" in page.url
+            assert page.locator('input[type="password"]').count() == 0
+            assert preview_every_step(page, server.url, STUDY_ID)[-1] == "complete"
+            assert row_counts(sqlite_url) == before
+            browser.close()
+    finally:
         server.stop()
