@@ -4,6 +4,8 @@ Pages live in app_pages/ (never a folder named pages/, which Streamlit would ser
 a fresh server) and are registered with st.navigation per request:
 
 - A participant link (`?t=` or `?study=`, on any path) registers the participant page alone.
+- A preview link (`?study=ID&preview=1`, no `?t=`) goes the researchers' way below, with the
+  preview page at the root URL: the login form until a researcher has logged in.
 - Anything else registers the participant page as the default (the root URL, with nothing in
   the query, says the link is incomplete) and the researcher pages at their own paths
   (/researcher, /researcher-studies, /researcher-export): the login form until a researcher
@@ -27,12 +29,18 @@ RESEARCHER_PAGES = [
 OWNER_ONLY = {"researcher-accounts"}  # shown to owners with an account; the page checks again
 LOGOUT_PATH = "researcher-logout"
 
-from app_pages import participant  # noqa: E402
+from app_pages import participant, preview  # noqa: E402
 
 params = st.query_params
-# Hidden from the researchers' sidebar; the root URL is the participant side's.
-study_page = st.Page(participant.page, title="Study", default=True, visibility="hidden")
-if "t" in params or "study" in params:
+# Hidden from the researchers' sidebar; the root URL is the participant side's. A preview
+# (`?study=ID&preview=1`, app_pages/preview.py) is drawn there too, in the participant's layout,
+# but only for a logged-in researcher, so it goes the researchers' way: never an enrolment.
+if preview.asked(params):
+    study_page = st.Page(preview.page, title="Preview", default=True, visibility="hidden")
+else:
+    study_page = st.Page(participant.page, title="Study", default=True, visibility="hidden")
+preview.ROOT_PAGE = study_page  # researcher pages link to the preview through it (preview.link)
+if ("t" in params or "study" in params) and not preview.asked(params):
     st.set_page_config(page_title="Study", layout="centered", initial_sidebar_state="collapsed")
     st.navigation([study_page], position="hidden").run()
 else:

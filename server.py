@@ -341,6 +341,13 @@ async def _parsed_body(request: Request, limit: int, parse):
         return JSONResponse({"error": str(exc)}, status_code=400)
 
 
+def _preview_dropped(received: int) -> Response:
+    """A researcher's preview (study/store/preview.py) records nothing: what its player sends is
+    answered as settled (every index accepted, so the browser never sends it again) and dropped."""
+    return JSONResponse({"received": received, "recorded": 0, "accepted": list(range(received)), "refused": [],
+                         "preview": True})
+
+
 def _events_route(engine: Any):
     from study import store
 
@@ -349,6 +356,8 @@ def _events_route(engine: Any):
         if isinstance(parsed, Response):
             return parsed
         token, events = parsed
+        if store.is_preview_token(token):
+            return _preview_dropped(len(events))
         refused = {i: why for i, ev in enumerate(events) if (why := _shape_problem(ev))}
         kept = [i for i in range(len(events)) if i not in refused]
         recorded, accepted = 0, []
@@ -452,6 +461,8 @@ def _traces_route(engine: Any):
         if isinstance(parsed, Response):
             return parsed
         token, batches = parsed
+        if store.is_preview_token(token):
+            return _preview_dropped(len(batches))
         try:
             outcome = await asyncio.wrap_future(writer.submit(token, batches))
         except Exception as exc:

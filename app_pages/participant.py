@@ -60,7 +60,7 @@ def page() -> None:
         lang = state.language
         with texts.active(lang):
             browser_session.keep_token(state.study_id, state.token, state.is_pilot)
-            render(engine, state)
+            render(StoreWriter(engine), state)
     finally:
         page_language.declare(lang)
 
@@ -156,7 +156,37 @@ def _message(text: str) -> None:
 # --------------------------------------------------------------------------- steps
 
 
-def render(engine, state) -> None:
+class StoreWriter:
+    """Everything a participant's page does to the database, for one real participant.
+
+    The renderers below reach the store only through a writer, so the same page code runs for
+    a researcher's preview against app_pages.preview.PreviewWriter, which stores nothing.
+    `engine` is for reads (the device check's expectations); `redirects`: the completion page
+    sends the browser on to the study's redirect URL.
+    """
+
+    redirects = True
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def submit(self, state, step_key: str, answers: dict, trial_meta: dict | None = None):
+        return store.submit_step(self.engine, state.token, step_key, answers, trial_meta=trial_meta)
+
+    def set_language(self, state, language: str):
+        return store.set_language(self.engine, state.token, language)
+
+    def record_events(self, state, events: list[dict]) -> None:
+        store.record_events(self.engine, state.token, events)
+
+    def watched_share(self, state, position: int) -> float | None:
+        return store.stored_watched_share(self.engine, state.participant_id, position)
+
+    def withdraw(self, state) -> None:
+        store.withdraw(self.engine, state.token)
+
+
+def render(writer, state) -> None:
     if state.status == "ineligible_device":
         _ineligible(state)
         return
@@ -174,17 +204,17 @@ def render(engine, state) -> None:
         st.progress(state.progress)
     if step.title:
         st.subheader(local(step.title))
-    RENDERERS[step.kind](engine, state)
+    RENDERERS[step.kind](writer, state)
     if state.active and flow.withdrawable(step):
-        _withdraw_box(engine, state)
+        _withdraw_box(writer, state)
 
 
-def _submit(engine, state, answers: dict, trial_meta: dict | None = None) -> None:
+def _submit(writer, state, answers: dict, trial_meta: dict | None = None) -> None:
     """Store the page and show the next one; errors stay on the page, next to their items."""
     step = state.step
     errors = flow.validate_answers(step, answers)
     if not errors:
-        result = store.submit_step(engine, state.token, step.key, answers, trial_meta=trial_meta)
+        result = writer.submit(state, step.key, answers, trial_meta=trial_meta)
         if result.ok:
             ui.forget(step.key)
             st.session_state.pop(f"errors|{step.key}", None)
@@ -208,7 +238,7 @@ def _errors(step) -> dict[str, str]:
     return st.session_state.get(f"errors|{step.key}") or {}
 
 
-def _submit_on_click(engine, state, answers: dict) -> None:
+def _submit_on_click(writer, state, answers: dict) -> None:
     """A button's on_click: runs before the page is drawn, with the page the button was on.
 
     In the body, a click on a page that another tab has already answered would find a newer
@@ -218,17 +248,17 @@ def _submit_on_click(engine, state, answers: dict) -> None:
 
     try:
         with texts.active(state.language):  # callbacks run before page() sets the language
-            _submit(engine, state, answers)
+            _submit(writer, state, answers)
     except RerunException:
         pass  # this run draws the page anew anyway
 
 
-def _continue(engine, state, label_key: str = "button.continue") -> None:
+def _continue(writer, state, label_key: str = "button.continue") -> None:
     st.button(t(label_key), key=f"submit|{state.step.key}", type="primary",
-              on_click=_submit_on_click, args=(engine, state, {}))
+              on_click=_submit_on_click, args=(writer, state, {}))
 
 
-def _device_check(engine, state) -> None:
+def _device_check(writer, state) -> None:
     from app_pages import device_check
 
     st.markdown(t("device.intro"))
@@ -239,7 +269,7 @@ def _device_check(engine, state) -> None:
         st.error(problem)
     first = state.sequence[0] if state.sequence else state.practice_id
     speed_url = clip_url(state, first) if first else None
-    device_check.show(engine, state, speed_url, lambda answers: _submit(engine, state, answers))
+    device_check.show(writer.engine, state, speed_url, lambda answers: _submit(writer, state, answers))
 
 
 def _ineligible(state) -> None:
@@ -257,31 +287,31 @@ def _ineligible(state) -> None:
         st.warning(t("device.prolific"))
 
 
-def _instructions(engine, state) -> None:
+def _instructions(writer, state) -> None:
     st.markdown(local(state.study.instructions))
-    _continue(engine, state, "button.start")
+    _continue(writer, state, "button.start")
 
 
-def _consent(engine, state) -> None:
-    _language_switcher(engine, state)
+def _consent(writer, state) -> None:
+    _language_switcher(writer, state)
     st.markdown(local(state.study.consent.text))
     agree, decline = st.columns(2)
     with agree:
         st.button(local(state.study.consent.agree_label), key="consent|agree", type="primary",
-                  on_click=_submit_on_click, args=(engine, state, {"consent": flow.Answer(flow.CONSENT_AGREE)}))
+                  on_click=_submit_on_click, args=(writer, state, {"consent": flow.Answer(flow.CONSENT_AGREE)}))
     with decline:
         st.button(t("consent.decline"), key="consent|decline", on_click=_submit_on_click,
-                  args=(engine, state, {"consent": flow.Answer(flow.CONSENT_DECLINE)}))
+                  args=(writer, state, {"consent": flow.Answer(flow.CONSENT_DECLINE)}))
 
 
-def _language_switcher(engine, state) -> None:
+def _language_switcher(writer, state) -> None:
     """The study's languages, each by its own name; choosing one redraws every page in it."""
     offered = list(getattr(state.study, "languages", None) or [])
     if len(offered) < 2:
         return
 
     def switch(lang: str) -> None:
-        store.set_language(engine, state.token, lang)
+        writer.set_language(state, lang)
 
     # Buttons, not a radio: a radio's circles are 13 px, too small a target on a phone.
     st.markdown(t("language.choose"))
@@ -293,9 +323,9 @@ def _language_switcher(engine, state) -> None:
                       disabled=current, on_click=switch, args=(lang,))
 
 
-def _items_page(engine, state) -> None:
+def _items_page(writer, state) -> None:
     # One browser component for the whole page: its Continue is the page's only script run.
-    questionnaire.ask(state.step, state, _errors(state.step), lambda answers: _submit(engine, state, answers))
+    questionnaire.ask(state.step, state, _errors(state.step), lambda answers: _submit(writer, state, answers))
 
 
 # --------------------------------------------------------------------------- clips
@@ -331,27 +361,27 @@ def next_clip(state):
     return next((s for s in state.steps[state.step_index + 1:] if s.has_clip), None)
 
 
-def _skip_event(engine, state, message: str | None) -> None:
+def _skip_event(writer, state, message: str | None) -> None:
     # The player's own seqs start at (seconds x 1000); this slot is past any of them.
     seq = (int(time.time()) % 2_000_000) * 1000 + 999
-    store.record_events(engine, state.token, [{
+    writer.record_events(state, [{
         "seq": seq, "position": state.step.position, "stimulus_id": state.step.stimulus_id,
         "event": "skip", "client_time": time.time() * 1000, "detail": {"reason": message or "load failed"},
     }])
 
 
-def _practice(engine, state) -> None:
+def _practice(writer, state) -> None:
     # The practice clip teaches the control used during playback (continuous rating, marks).
     for note in capture.practice_notes(state.study):
         st.markdown(note)
-    _clip(engine, state, with_label=False)
+    _clip(writer, state, with_label=False)
 
 
-def _trial(engine, state) -> None:
-    _clip(engine, state, with_label=True)
+def _trial(writer, state) -> None:
+    _clip(writer, state, with_label=True)
 
 
-def _clip(engine, state, with_label: bool) -> None:
+def _clip(writer, state, with_label: bool) -> None:
     step = state.step
     playback = state.study.playback
     label = label_line(state, step.stimulus_id) if with_label else None
@@ -381,13 +411,13 @@ def _clip(engine, state, with_label: bool) -> None:
     share = status.share
     ready = status.enough or flow.watched_enough(share, state.study) or st.session_state.get(skipped_key)
     if not ready:
-        stored = store.stored_watched_share(engine, state.participant_id, step.position)
+        stored = writer.watched_share(state, step.position)
         if stored is not None and flow.watched_enough(stored, state.study):
             ready, share = True, stored
     if status.failed and not ready:
         st.warning(t("clip.failed"))
         if playback.allow_skip_on_error and st.button(t("clip.skip"), key=f"skip|{step.key}"):
-            _skip_event(engine, state, status.failure)
+            _skip_event(writer, state, status.failure)
             st.session_state[skipped_key] = True
             st.rerun()
     if not ready:
@@ -395,13 +425,13 @@ def _clip(engine, state, with_label: bool) -> None:
         return
     st.divider()
     meta = {"watched_share": share}
-    questionnaire.ask(step, state, _errors(step), lambda answers: _submit(engine, state, answers, trial_meta=meta))
+    questionnaire.ask(step, state, _errors(step), lambda answers: _submit(writer, state, answers, trial_meta=meta))
 
 
 # --------------------------------------------------------------------------- end
 
 
-def _debrief(engine, state) -> None:
+def _debrief(writer, state) -> None:
     rows = flow.debrief_info(state.study, state.stimuli, state.sequence)
     st.markdown(t("debrief.intro"))
     lines = [t("debrief.line", position=row["position"], title=_title(state, row),
@@ -412,7 +442,7 @@ def _debrief(engine, state) -> None:
         st.info(t("debrief.swapped"))
     elif state.label_condition == "true":
         st.caption(t("debrief.true"))
-    _continue(engine, state, "button.finish")
+    _continue(writer, state, "button.finish")
 
 
 def _title(state, row) -> str:
@@ -421,7 +451,7 @@ def _title(state, row) -> str:
     return titles.get(state.language) or row["title"]
 
 
-def _complete(engine, state) -> None:
+def _complete(writer, state) -> None:
     from app_pages import followup
 
     completion = state.study.completion
@@ -429,9 +459,12 @@ def _complete(engine, state) -> None:
     if completion.code:
         st.markdown(t("complete.code"))
         st.code(completion.code, language=None)
-    followup.personal_link_box(engine, state)
+    if writer.redirects:  # not in a preview, which records nothing
+        followup.personal_link_box(writer.engine, state)
     url = state.redirect_url
-    if url:
+    if url and not writer.redirects:
+        st.caption(t("preview.redirect", url=url))
+    elif url:
         prolific = (urlsplit(url).hostname or "").endswith("prolific.com")
         browser_session.redirect(url, getattr(completion, "redirect_after_s", 5), {
             "countdown": t("complete.redirect.countdown"),
@@ -439,7 +472,7 @@ def _complete(engine, state) -> None:
         })
 
 
-def _withdraw_box(engine, state) -> None:
+def _withdraw_box(writer, state) -> None:
     st.divider()
     confirm_key = "withdraw|confirm"
     if not st.session_state.get(confirm_key):
@@ -450,7 +483,7 @@ def _withdraw_box(engine, state) -> None:
     st.warning(t("withdraw.confirm"))
     yes, no = st.columns(2)
     if yes.button(t("withdraw.yes"), key="withdraw|yes"):
-        store.withdraw(engine, state.token)
+        writer.withdraw(state)
         st.session_state.pop(confirm_key, None)
         st.rerun()
     if no.button(t("withdraw.no"), key="withdraw|no"):

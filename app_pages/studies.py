@@ -10,7 +10,7 @@ me = require_researcher()
 
 import streamlit as st  # noqa: E402
 
-from app_pages import actions, get_engine  # noqa: E402
+from app_pages import actions, get_engine, preview  # noqa: E402
 from study import store  # noqa: E402
 from study.access import pilot_key  # noqa: E402
 from study.errors import UserError  # noqa: E402
@@ -109,6 +109,7 @@ for row in rows:
                         st.rerun()
                     except UserError as exc:
                         st.error(str(exc))
+        preview.link(row["id"])  # every step as a participant sees it, recording nothing
         _recruitment_help(row["id"])
         key = pilot_key(row["id"])
         if key and actions.may(engine, me, "change", row["id"]):

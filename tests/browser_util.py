@@ -149,3 +149,102 @@ def pass_device_check_by_keyboard(page, db_url, timeout_ms: int = 30_000) -> str
     page.locator(".kd-answer").fill(device_check_answer(db_url, token))
     page.locator(".kd-continue").press("Enter")
     return token
+
+
+# --------------------------------------------------------------------------- the researcher's preview
+
+PREVIEW_BANNER = "Preview — nothing is recorded"
+
+
+def row_counts(db) -> dict[str, int]:
+    """Rows in every table of the database (`db`: a URL or an engine): what "nothing is recorded" is checked against."""
+    import sqlalchemy as sa
+
+    from study import store
+
+    engine = store.make_engine(db) if isinstance(db, str) else db
+    try:
+        with engine.connect() as conn:
+            names = sa.inspect(conn).get_table_names()
+            return {name: conn.execute(sa.text(f'SELECT COUNT(*) FROM "{name}"')).scalar_one() for name in names}
+    finally:
+        if isinstance(db, str):
+            engine.dispose()
+
+
+def wait_idle(page, timeout_ms: int = 30_000) -> None:
+    """Until the app's script run has finished (Streamlit marks the app element while it runs)."""
+    page.wait_for_function(
+        "() => { const app = document.querySelector('[data-testid=\"stApp\"]');"
+        " return app && app.getAttribute('data-test-script-state') !== 'running'; }", timeout=timeout_ms)
+
+
+def log_in_if_asked(page, password: str = PASSWORD, username: str | None = None, timeout_ms: int = 30_000) -> None:
+    """Fill the researcher login form if the page shows it (a new tab is a new session: log in again)."""
+    field = page.locator('input[type="password"]')
+    banner = page.get_by_text(PREVIEW_BANNER).first
+    field.or_(banner).first.wait_for(timeout=timeout_ms)
+    if field.count() and field.first.is_visible():
+        if username is not None:
+            page.get_by_label("Username").fill(username)
+        field.first.fill(password)
+        page.get_by_role("button", name="Log in").click()
+    banner.wait_for(timeout=timeout_ms)
+    wait_idle(page, timeout_ms)
+
+
+def preview_pick(page, label: str, option: str, timeout_ms: int = 30_000) -> None:
+    """Choose `option` (its text as shown) in the preview's selectbox `label` ("Step", "Label
+    condition", "List", "Version", "Language"); the latter four sit in the options popover."""
+    box = page.get_by_role("combobox", name=label)
+    if not box.is_visible():
+        page.locator(".st-key-preview-options button").first.click()
+        box.wait_for(timeout=timeout_ms)
+    choice = page.get_by_role("option", name=option, exact=True)
+    for attempt in range(3):  # a rerun landing just then redraws the box and closes its list
+        wait_idle(page, timeout_ms)
+        box.click()
+        try:
+            choice.click(timeout=5_000)
+            break
+        except Exception:
+            if attempt == 2:
+                raise
+            page.keyboard.press("Escape")
+    wait_idle(page, timeout_ms)
+
+
+def preview_step_options(page) -> list[str]:
+    """The step picker's entries, "Title (key)", in session order."""
+    page.get_by_role("combobox", name="Step").click()
+    options = page.get_by_role("option")
+    options.first.wait_for()
+    texts = [text.strip() for text in options.all_inner_texts()]
+    page.keyboard.press("Escape")
+    return texts
+
+
+def preview_every_step(page, base_url: str, study_id: str, *, password: str = PASSWORD, username: str | None = None,
+                       timeout_ms: int = 30_000) -> list[str]:
+    """Show every step of the study's preview by its step picker; returns the step keys seen, in order.
+
+    If `page` already shows this study's preview it is walked in place (no reload, so no new
+    login); otherwise the preview link is opened and the login form filled if it appears. Each
+    step is checked to show the preview banner and its own title. Writes nothing, which the
+    caller can check with `row_counts` before and after.
+    """
+    from urllib.parse import parse_qs, quote, urlsplit
+
+    query = parse_qs(urlsplit(page.url).query) if page.url.startswith(base_url) else {}
+    if query.get("study") != [study_id] or query.get("preview") != ["1"]:
+        page.goto(f"{base_url}/?study={quote(study_id)}&preview=1")
+    log_in_if_asked(page, password, username, timeout_ms)
+    seen = []
+    for option in preview_step_options(page):
+        title, key = option.rsplit(" (", 1)
+        key = key.rstrip(")")
+        preview_pick(page, "Step", option, timeout_ms)
+        page.locator("h3", has_text=title).first.wait_for(timeout=timeout_ms)
+        assert page.get_by_text(PREVIEW_BANNER).first.is_visible(), key
+        seen.append(key)
+    return seen

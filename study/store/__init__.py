@@ -51,7 +51,8 @@ Tables (all times UTC):
 The package: tables.py (schema), engine.py (engines, transactions, migrations, backups),
 studies.py (audit, studies, versions), sessions.py (participants and pages), events.py
 (player events), metrics.py (a trial's playback columns), traces.py (traces and marks), privacy.py
-(withdrawal, timeouts, deletion), researchers.py (accounts, login, permissions), server.py (the web server's reads).
+(withdrawal, timeouts, deletion), preview.py (a researcher's preview,
+built in memory and never stored), researchers.py (accounts, login, permissions), server.py (the web server's reads).
 """
 
 from study.store.engine import (  # noqa: F401
@@ -135,6 +136,15 @@ from study.store.server import (  # noqa: F401
     shared_engine,
     stimulus_captions,
     stimulus_file,
+)
+from study.store.preview import (  # noqa: F401
+    PREVIEW_PREFIX,
+    PreviewPlan,
+    is_preview_token,
+    new_preview_token,
+    preview_plan,
+    preview_state,
+    preview_submit,
 )
 from study.store.sessions import (  # noqa: F401
     _LOAD,
