@@ -49,6 +49,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("KULESHOV_APP_PROCESSES", "1",
             "How many app processes share the database; each checks at start-up that processes x its pool "
             "(10 connections) stay within PostgreSQL's max_connections.", kind=int),
+    Setting("KULESHOV_MAX_CLIP_MB", "200",
+            "Largest clip (or caption file) the study builder accepts in one upload, in MB; a bigger one is "
+            "refused while it arrives, and nothing of it is kept.", kind=float),
+    Setting("KULESHOV_MAX_STUDY_ZIP_MB", "1000",
+            "Largest study-folder zip the study builder opens, in MB, both as uploaded and unpacked.", kind=float),
     Setting("KULESHOV_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test",
             "PostgreSQL server for the test suite; each test creates and drops its own database there.",
             scope="tests"),
