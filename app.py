@@ -8,7 +8,7 @@ a fresh server) and are registered with st.navigation per request:
   preview page at the root URL: the login form until a researcher has logged in.
 - Anything else registers the participant page as the default (the root URL, with nothing in
   the query, says the link is incomplete) and the researcher pages at their own paths
-  (/researcher, /researcher-studies, /researcher-export): the login form until a researcher
+  (/researcher, /researcher-studies, /researcher-builder, /researcher-export): the login form until a researcher
   has logged in, the real pages after. So no address a participant's Back or Forward can reach
   (they are all the root URL with the participant's query) shows a researcher page, and a
   guessed URL such as /dashboard shows no researcher page either.
@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent
 RESEARCHER_PAGES = [
     ("app_pages/dashboard.py", "Dashboard", ":material/monitoring:", "researcher"),
     ("app_pages/studies.py", "Studies", ":material/list:", "researcher-studies"),
+    ("app_pages/builder.py", "Study builder", ":material/construction:", "researcher-builder"),
     ("app_pages/export_page.py", "Export", ":material/download:", "researcher-export"),
     ("app_pages/accounts.py", "Accounts", ":material/group:", "researcher-accounts"),
 ]

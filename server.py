@@ -7,6 +7,8 @@
                                            disk, study/stills.py), the clip found the same way
     POST /api/events                       the player's batched playback events
     POST /api/traces                       continuous-rating traces and moment marks, in batches
+    POST /api/builder/upload               a clip, captions or a study zip for the study builder,
+                                           streamed to disk with a size limit (researchers only)
 
 Clips are served as files rather than through `st.video(path)`, which re-reads the file on
 every script run and keeps it in the process's memory. Events arrive in batches on their own
@@ -485,6 +487,65 @@ def _traces_route(engine: Any):
     return post_traces
 
 
+def _builder_upload_route(engine: Any):
+    """The study builder's uploads: `?ticket=T&name=FILE[&kind=zip]`, the file as the body.
+
+    The ticket is issued by the builder page to a logged-in researcher for one draft
+    (study.builder.TICKETS); the researcher is checked against the database again here (role
+    editor or owner, account not locked), so a viewer, or a ticket of an account locked since,
+    is refused. The body is written to disk as it arrives, never held in memory, and refused
+    past KULESHOV_MAX_CLIP_MB (zips: KULESHOV_MAX_STUDY_ZIP_MB)."""
+    from study import builder
+
+    async def upload(request: Request) -> Response:
+        token = request.query_params.get("ticket", "")
+        ticket = builder.TICKETS.get(token)
+        if ticket is None:
+            return JSONResponse({"error": "no valid upload ticket: reload the builder page"}, status_code=403)
+        try:
+            await run_in_threadpool(store.authorize, engine, ticket.researcher, "register")
+        except UserError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=403)
+        name = request.query_params.get("name", "")[:200] or "upload"
+        is_zip = request.query_params.get("kind") == "zip"
+        limit = builder.max_zip_bytes() if is_zip else builder.max_clip_bytes()
+        draft = builder.Draft(ticket.folder)
+        try:
+            up = (builder.Upload(draft, name, limit, suffixes=(".zip",), setting="KULESHOV_MAX_STUDY_ZIP_MB")
+                  if is_zip else builder.Upload(draft, name, limit))
+        except UserError as exc:
+            builder.TICKETS.deliver(token, ("error", name, str(exc)))
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        declared = request.headers.get("content-length")
+        try:
+            if declared and declared.isdigit() and int(declared) > limit:
+                up.abort()
+                raise UserError(up.too_big_message())
+            async for chunk in request.stream():
+                up.write(chunk)
+            if is_zip:
+                path = up.close()
+                try:
+                    new = await run_in_threadpool(builder.open_zip, path, ticket.folder.parent.parent, limit)
+                finally:
+                    path.unlink(missing_ok=True)
+                builder.TICKETS.deliver(token, ("zip", name, str(new.folder)))
+                return JSONResponse({"ok": True, "message": f"{name}: opened"})
+            received = await run_in_threadpool(up.finish)
+        except UserError as exc:
+            up.abort()
+            builder.TICKETS.deliver(token, ("error", name, str(exc)))
+            return JSONResponse({"error": str(exc)}, status_code=413 if "limit" in str(exc) else 400)
+        except BaseException:
+            up.abort()
+            raise
+        builder.TICKETS.deliver(token, ("clip", name, received))
+        return JSONResponse({"ok": True, "file": received.filename, "sha256": received.sha256,
+                             "size_bytes": received.size, "warnings": received.warnings})
+
+    return upload
+
+
 async def _health(_request: Request) -> Response:
     return PlainTextResponse("ok")
 
@@ -530,6 +591,7 @@ def make_routes(engine: Any, resolver: ClipResolver) -> list[Route]:
         Route("/stills/{study_id}/{stimulus_id}", _still_route(resolver), methods=["GET", "HEAD"]),
         Route("/api/events", _events_route(engine), methods=["POST"]),
         Route("/api/traces", _traces_route(engine), methods=["POST"]),
+        Route("/api/builder/upload", _builder_upload_route(engine), methods=["POST"]),
         Route("/api/health", _health, methods=["GET"]),
     ]
 

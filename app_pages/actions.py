@@ -108,3 +108,62 @@ def delete_account(engine, who: store.Researcher, username: str) -> None:
 def grant_access(engine, who: store.Researcher, username: str, study_id: str, revoke: bool = False) -> None:
     now = _owner(engine, who)
     store.grant(engine, username, study_id, actor=now.username, revoke=revoke)
+
+
+# --------------------------------------------------------------------------- study builder (editors, owners)
+
+
+def builder_allowed(engine, who: store.Researcher) -> store.Researcher:
+    """The builder is for researchers who may register studies (editors and owners)."""
+    return store.authorize(engine, who, "register")
+
+
+def builder_open(engine, who: store.Researcher, study_id: str):
+    """A new builder draft holding the current version of a registered study (copied); (draft, data)."""
+    now = store.authorize(engine, who, "register")
+    store.authorize(engine, now, "change", study_id)
+    from study import builder
+
+    info = store.get_study(engine, study_id)
+    return builder.open_registered(info.manifest_dir or "", info.spec_yaml)
+
+
+def builder_save(engine, who: store.Researcher, draft_folder: str) -> tuple[str, str, str]:
+    """Save a builder draft as a new version folder and register it; (study id, version, study file).
+
+    The version is the draft's own unless that study already has it registered; then the next
+    free one (study.builder.next_version), written into the saved file. Refused (UserError with
+    every problem) while the draft has errors. Audited as study_registered/study_updated under
+    the researcher's name, plus builder_saved with the folder."""
+    now = store.authorize(engine, who, "register")
+    from study import builder
+    from study.protocol import load_study
+
+    draft = builder.draft_at(draft_folder)
+    spec = load_study(draft.study_file)  # every problem, before anything is written
+    known = {row["id"] for row in store.list_studies(engine)}
+    if spec.id in known:
+        store.authorize(engine, now, "change", spec.id)
+        taken = [v["version"] for v in store.list_versions(engine, spec.id)]
+        version = builder.next_version(taken, str(spec.version))
+    else:
+        version = str(spec.version)
+    if version != str(spec.version):
+        data, _ = builder.from_yaml(draft.study_file.read_text(encoding="utf-8"))
+        data["version"] = version
+        builder.write_study(draft, builder.to_yaml(data))
+        load_study(draft.study_file)
+    path = builder.save_draft(draft, spec.id, version)
+    study_id = store.register_study(engine, path, actor=now.username)
+    store.grant_if_new(engine, now, study_id)
+    store.audit(engine, now.username, "builder_saved", study_id,
+                detail={"version": version, "folder": str(path.parent)})
+    return study_id, version, str(path)
+
+
+def builder_upload_ticket(engine, who: store.Researcher, draft_folder: str) -> str:
+    """A ticket for the upload route (server.py /api/builder/upload) into this draft."""
+    now = store.authorize(engine, who, "register")
+    from study import builder
+
+    return builder.TICKETS.issue(now, builder.draft_at(draft_folder).folder)

@@ -56,6 +56,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("KULESHOV_CLOCK_FILE", "",
             "A file holding a number of hours, re-read at every use and added to the follow-up clock: lets a "
             "test move a running server's clock forward. Refused in production mode.", scope="tests"),
+    Setting("KULESHOV_MAX_CLIP_MB", "200",
+            "Largest clip (or caption file) the study builder accepts in one upload, in MB; a bigger one is "
+            "refused while it arrives, and nothing of it is kept.", kind=float),
+    Setting("KULESHOV_MAX_STUDY_ZIP_MB", "1000",
+            "Largest study-folder zip the study builder opens, in MB, both as uploaded and unpacked.", kind=float),
     Setting("KULESHOV_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test",
             "PostgreSQL server for the test suite; each test creates and drops its own database there.",
             scope="tests"),
