@@ -91,6 +91,8 @@ class ClipResolver:
         """The clip's real file (what="captions": its caption file), checked against the folder
         now: only the manifest entry is cached, never the resolved path, so a clip swapped for a
         link that leads outside the folder is refused on the next request."""
+        if "\x00" in study_id or "\x00" in stimulus_id:
+            return None  # no id holds a NUL, and PostgreSQL refuses one in a query (a 500)
         key = (study_id, stimulus_id, what)
         now = time.monotonic()
         with self._lock:

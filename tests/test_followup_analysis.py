@@ -135,7 +135,7 @@ def test_report_section_only_with_followup_data(planted):
     assert '<section id="followup" data-status="shown">' in page
     assert page.index('id="followup"') < page.index('id="software"')
     assert "Does it linger?" in page and "chart-followup-feeling-day1" in page
-    empty = load_followup(None, "any")
+    empty = pd.DataFrame(columns=FOLLOWUP_COLUMNS)
     assert list(empty.columns) == FOLLOWUP_COLUMNS and empty.empty
     for none in (None, empty):
         page = report.build_report(trials, outcomes=["arousal"], followup=none)
