@@ -79,8 +79,15 @@ def take_followup(page, n_seen: int, n_stills: int, name: str = "") -> None:
     shot(page, f"{name}recall")
     click(page, "Continue")
     wait_text(page, "Still 1 of")
-    page.locator("img").first.wait_for(timeout=TIMEOUT)
-    assert page.locator('[data-testid="stImage"] img').count() == n_stills
+    stills = page.locator('[data-testid="stImage"] img')
+    stills.first.wait_for(timeout=TIMEOUT)
+    # the page renders its stills one by one: wait for all of them (or fail on the count)
+    try:
+        page.wait_for_function(f"() => document.querySelectorAll('[data-testid=\"stImage\"] img').length >= {n_stills}",
+                               timeout=TIMEOUT)
+    except Exception:
+        pass
+    assert stills.count() == n_stills
     shot(page, f"{name}recognition")
     groups = page.locator('[data-testid="stRadio"]')
     assert groups.count() == 2 * n_stills

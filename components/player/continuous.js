@@ -282,8 +282,12 @@ function kuleshovCapture(root, video, data) {
     s.started = true;
     push(video.currentTime);
   };
+  // A pause (or leaving the page) takes one last sample at the paused time, so the value held
+  // up to the pause is in the trace even where the last tick came before the control moved;
+  // push() drops it when that time is already sampled, so times stay strictly increasing.
   const onPause = () => {
     if (video.ended) return;
+    push(video.currentTime);
     if (s.buf.t.length || s.buf.marks.length) seal(false);
     send();
   };
@@ -302,6 +306,7 @@ function kuleshovCapture(root, video, data) {
   const onOnline = () => { s.backoff = 1000; send(); };
   const onPageHide = () => {
     if (!video.isConnected) return;
+    if (!video.paused && !video.ended) push(video.currentTime);
     if (s.buf.t.length || s.buf.marks.length) seal(false);
     beacon();
   };
