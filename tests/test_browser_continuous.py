@@ -411,3 +411,17 @@ def test_touch_sets_the_slider_and_taps_mark_without_the_app():
     assert sent and sent[0]["mode"] == "1d" and sent[0]["position"] == 0
     assert any(abs(x - 3.0) < 0.1 for b in sent for x in b["x"])
     assert [m[1] for b in sent for m in b["marks"]] == ["moved"]
+
+
+def test_axe_finds_no_serious_problem_on_the_1d_slider_and_the_2d_grid(app, page):
+    """axe-core on a clip page with the continuous slider (and mark buttons) and with the 2-D grid,
+    while the clip plays (the controls and their live region are showing)."""
+    from test_questionnaire_browser import serious_violations, settle
+
+    server, engine = app
+    for study_id in ("cont-1d", "cont-2d"):
+        state = at_first_clip(engine, study_id)
+        open_clip(page, server, state.token)
+        wait_video(page, 0.5)
+        settle(page, 300)  # a script run in flight fades the page (Streamlit's stale elements)
+        assert serious_violations(page) == [], study_id

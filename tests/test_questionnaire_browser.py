@@ -25,7 +25,7 @@ from browser_util import launch, pass_device_check, require_chromium, start_serv
 from test_browser_participant import (  # noqa: E402
     DEMO, STEP_TIMEOUT_MS, STUDY_ID, answer_item, answer_page, click_continue, item_css, play_clip, wait_title)
 
-from study import store  # noqa: E402
+from study import simulate, store  # noqa: E402
 from study.config import setting  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -460,6 +460,8 @@ def test_axe_finds_no_serious_problem(quick_server, browser, viewport):
     server, engine = quick_server
     page = browser.new_page(viewport=viewport)
     page.goto(f"{server.url}/?study={STUDY_ID}")
+    page.locator('.kd-root[data-state="ready"]').wait_for(timeout=STEP_TIMEOUT_MS)
+    assert serious_violations(page) == [], "device check page"
     pass_device_check(page, server.db_url)
     wait_title(page, "Consent")
     settle(page)
@@ -479,3 +481,16 @@ def test_axe_finds_no_serious_problem(quick_server, browser, viewport):
     page.locator('.kq-root[data-page="practice"]').wait_for()
     settle(page)
     assert serious_violations(page) == [], "clip page"
+    # the rest of the way by the store (as a bot would), then the completion page in the browser
+    state = store.get_state(engine, token)
+    bot = simulate.Bot(engine, STUDY_ID, 0, random.Random(5), 0.0, False)
+    bot.fate, bot.stop_at = "complete", None
+    while state.step.kind != "complete":
+        step = state.step
+        meta = bot.watch(step) if step.has_clip else None
+        answers = bot.answers_for(step) if step.collects_data else {}
+        state = store.submit_step(engine, token, step.key, answers, trial_meta=meta).state
+    page.goto(f"{server.url}/?t={token}")
+    wait_title(page, state.step.title)
+    settle(page)
+    assert serious_violations(page) == [], "completion page"
