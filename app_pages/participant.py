@@ -214,11 +214,17 @@ def _submit(writer, state, answers: dict, trial_meta: dict | None = None) -> Non
     step = state.step
     errors = flow.validate_answers(step, answers)
     if not errors:
+        # A double click asks for a second run while the first is still storing; Streamlit stops
+        # the first run at its next element, which can be after the store and before
+        # participant_last_stored is set. So the attempt is noted before storing: a duplicate
+        # that follows this session's own earlier attempt at the same page is no news.
+        earlier_attempt = st.session_state.get("participant_last_attempt")
+        st.session_state["participant_last_attempt"] = step.key
         result = writer.submit(state, step.key, answers, trial_meta=trial_meta)
         if result.ok:
             ui.forget(step.key)
             st.session_state.pop(f"errors|{step.key}", None)
-            if result.duplicate and st.session_state.get("participant_last_stored") != step.key:
+            if result.duplicate and step.key not in (st.session_state.get("participant_last_stored"), earlier_attempt):
                 # Another tab or window stored this page first (a double click here is no news):
                 # these answers were not saved, and the page drawn next is where they really are.
                 st.session_state["participant_flash"] = t("submit.answered_elsewhere")

@@ -213,8 +213,12 @@ def assert_follows(trace, page, log: list[dict], key: str, pause_at: float) -> N
     # Every value of the path was held long enough to be sampled.
     missing = [e[key] for e in log if e.get("hold", True) and not any(abs(v - e[key]) < 1e-6 for v in values)]
     assert not missing, missing
-    # The change made while paused shows at the resumed video time, not later.
-    after = [v for t, v in zip(times, values) if pause_at < t < pause_at + 0.4]
+    # The pause itself is sampled with the value held up to it (at the paused time, rounded to
+    # the ms) ...
+    at_pause = [v for t, v in zip(times, values) if abs(t - pause_at) <= 0.0005]
+    assert at_pause == [expected_at(changes, pause_at - 0.001, key)], (at_pause, pause_at)
+    # ... and the change made while paused shows at the resumed video time, not later.
+    after = [v for t, v in zip(times, values) if pause_at + 0.0005 < t < pause_at + 0.4]
     assert after and after[0] == expected_at(changes, pause_at + 0.01, key), (after, pause_at)
 
 

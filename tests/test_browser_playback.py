@@ -227,9 +227,11 @@ def test_hidden_muted_unfocused_and_preloaded(tmp_path, sqlite_url):
             page.wait_for_timeout(1500)
             surely_away = time.monotonic() - surely_away
             page.bring_to_front()
-            focused_at = time.monotonic()
             page.wait_for_timeout(300)
             assert video(page, "v.paused") is True
+            # the focus is back at the latest when the Resume click lands (on a loaded machine
+            # the focus event can come well after bring_to_front returns)
+            clicked_at = time.monotonic()
             page.locator(".kp-start:visible").click()
             rate_and_continue(page, engine, token, rng)
             deadline = time.monotonic() + 30
@@ -267,7 +269,7 @@ def test_hidden_muted_unfocused_and_preloaded(tmp_path, sqlite_url):
         assert "window_blur" in [e["event"] for e in ev3]
         assert next(e for e in ev3 if e["event"] == "pause")["detail"]["reason"] == "blur"
         # away at least as long as the other page surely stood in front, at most the whole stretch
-        assert surely_away - 0.05 <= row3["seconds_hidden"] <= focused_at - blurred_at + 0.05
+        assert surely_away - 0.05 <= row3["seconds_hidden"] <= clicked_at - blurred_at + 0.05
 
         # every row has a load time; nothing stalled, nothing offline, nothing skipped
         for row in (row1, row2, row3):
