@@ -60,8 +60,10 @@ def _add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--trace-agreement", type=float, default=0.6,
                        help="continuous ratings: share of each trace's variance all raters share, 0-1 (default 0.6)")
         p.add_argument("--plant-linger", type=float, default=0.0, metavar="D",
-                       help="follow-ups: planted lingering effect (human-made clips recalled, recognised and still "
-                            "felt more than AI ones; logits for recall, scale points for ratings; default 0)")
+                       help="follow-ups: planted lingering effect D, human-made against AI-generated clips: the "
+                            "recall log odds ratio and the session x source interaction of felt arousal (scale "
+                            "points); recognised, vivid and coming back to mind more too; default 0. Needs a "
+                            "study with follow_ups (e.g. stimuli/demo/study_followup.yaml)")
         p.add_argument("--no-followups", action="store_true",
                        help="do not run the study's follow-ups (by default each bot that completed session 1 "
                             "takes them, at simulated times on the follow-up clock)")

@@ -7,7 +7,9 @@ felt ratings; see that module for the model). Null: no source effect on recall a
 session x source interaction. Planted: recall log odds ratio `--recall-log-or` (human/AI) and
 arousal interaction `--arousal-linger` scale points. For each dataset the report's two tests
 are run as the report runs them: the crossed logistic model on recall (analysis.glmm) and the
-session x source mixed model on felt arousal and valence (analysis.lmm); a test counts as
+session x source mixed model on felt arousal and valence (analysis.lmm), and the paired t-test
+of recognition d' (no recognition effect is planted, so it is a false-positive rate in both arms);
+a test counts as
 significant at two-sided p < .05. Rates with Wilson 95% intervals; datasets where a model was
 not estimated (a message instead of a number) are counted and left out of the rate. Also:
 coverage of the planted value by the 95% CIs.
@@ -42,7 +44,11 @@ def one(seed: int, recall_log_or: float, arousal_linger: float, n: int) -> dict:
     fu = followup.check_frame(fu)
     _, recall, _ = followup.recall_by_source(fu)
     _, models, _ = followup.feeling_change(fu, long)
+    _, recog, _ = followup.recognition_by_source(fu)
     out = {"seed": seed}
+    if recog is not None and (recog["comparison"] == "human - ai").any():
+        # no recognition effect is planted in either arm: both arms measure its false-positive rate
+        out["recognition_p"] = float(recog.loc[recog["comparison"] == "human - ai", "p"].iloc[0])
     if recall is not None:
         r = recall.iloc[0]
         out.update(recall_p=float(r["p"]), recall_est=float(r["log_odds_ratio"]),
@@ -90,11 +96,12 @@ def main(argv=None) -> int:
         "design": {"participants": args.participants, "clips": "8 human + 8 AI, 4 of each seen", "followup": "24 h",
                    "planted": {"recall_log_or": args.recall_log_or, "arousal_linger": args.arousal_linger}},
         "null": {"recall": rate(null, "recall_p"), "lingering_arousal": rate(null, "arousal_p"),
-                 "lingering_valence": rate(null, "valence_p"),
+                 "lingering_valence": rate(null, "valence_p"), "recognition": rate(null, "recognition_p"),
                  "coverage": {"recall": coverage(null, "recall_covers"), "arousal": coverage(null, "arousal_covers")},
                  "recall_singular": sum(r.get("recall_singular", False) for r in null)},
         "planted": {"recall_power": rate(planted, "recall_p"), "lingering_arousal_power": rate(planted, "arousal_p"),
                     "lingering_valence_fpr": rate(planted, "valence_p"),
+                    "recognition_fpr": rate(planted, "recognition_p"),
                     "coverage": {"recall": coverage(planted, "recall_covers"),
                                  "arousal": coverage(planted, "arousal_covers")},
                     "mean_estimates": {"recall_log_or": float(np.mean([r["recall_est"] for r in planted if "recall_est" in r] or [np.nan])),

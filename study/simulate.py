@@ -129,6 +129,7 @@ class Bot:
         self.effect = effect
         self.agreement = agreement
         self.person = rng.gauss(0, 1.0)
+        self.given: dict[tuple[str, str], float] = {}  # (clip, item) -> the rating given, for the follow-ups
         self.fate = self._draw_fate()
         self.state = store.enrol(engine, study_id, prolific_pid=f"sim{rng.getrandbits(80):020x}",
                                  prolific_study_id="simulated", prolific_session_id=f"s{number}",
@@ -163,7 +164,10 @@ class Bot:
         if source and (item.id in PLANTED_ITEMS or item.instrument in PLANTED_INSTRUMENTS):
             sign = 1 if source == "human" else -1
             value += (-1 if getattr(item, "reverse", False) else 1) * sign * self.effect / 2
-        return flow.Answer(_snap(item, value), response_time_ms=self._rt())
+        value = _snap(item, value)
+        if step.stimulus_id:
+            self.given[(step.stimulus_id, item.id)] = value
+        return flow.Answer(value, response_time_ms=self._rt())
 
     def _rt(self) -> int:
         return int(self.rng.lognormvariate(math.log(2500), 0.5))
@@ -337,15 +341,32 @@ def _sigmoid(x: float) -> float:
 # Share of simulated follow-up sessions started after their window closed (flagged late).
 LATE_RATE = 0.1
 FOLLOWUP_RETURN_RATE = 0.85
+AROUSAL_FADE = -0.5  # scale points, the same for both sources: feelings fade
+FEELING_NOISE = 0.7  # scale points, sd of the change from session 1 to the follow-up
+
+
+FEELING_ITEMS = {"valence_now": "valence", "arousal_now": "arousal"}  # follow-up scale -> session-1 SAM item
 
 
 class FollowupBot:
     """A simulated participant coming back for a follow-up, at a time set on the follow-up clock.
 
-    `linger` plants a lingering effect, in logits for recall and recognition and in scale points
-    for the ratings: human-made clips (+linger/2) against AI-generated ones (-linger/2) are
-    recalled and recognised more often, come back to mind more often, are remembered more
-    vividly and still felt more strongly (arousal now, and valence now further from the midpoint).
+    `linger` plants a lingering effect, human-made clips (x = +1/2) against AI-generated ones
+    (x = -1/2), of known size in what the report estimates:
+
+    * recall: a seen clip is named in the free recall with probability
+      logit^-1(-0.2 + m + linger x), m the bot's memory (normal, sd 0.7, its participant effect),
+      so the report's crossed logistic model estimates log odds ratio = linger;
+    * felt arousal now = the bot's own session-1 arousal rating of the clip + AROUSAL_FADE +
+      linger x + noise (sd FEELING_NOISE), rounded and kept on the scale, so the session x source
+      interaction of the report is linger, less what rounding and the scale's ends cut off (about
+      5%: 1.42 for linger 1.5 in the demo study's SAM ratings, by Monte Carlo);
+      felt valence now = session-1 valence + noise: nothing planted, so its interaction is 0;
+    * recognised: logit^-1(1.5 + m + linger x) for a seen clip's still, logit^-1(-1.5) for a foil;
+      vividness, intrusions and watch more: midpoint + sd (m + noise) + linger x, no exact target.
+
+    With linger = 0 nothing differs by source. Without a session-1 rating of the clip (a study
+    that does not ask SAM), the felt ratings fall back to the midpoint model of vividness.
     """
 
     def __init__(self, engine, bot: Bot, rng: random.Random, linger: float):
@@ -384,11 +405,13 @@ class FollowupBot:
             mid = (scale.low + scale.high) / 2
             sd = (scale.high - scale.low) / 6
             push = self.linger * self._sign(state, page.stimulus_id)
-            value = mid + sd * (self.memory + rng.gauss(0, 0.8))
-            if scale.id == "valence_now":
-                value = mid + (abs(value - mid) + push) * (1 if rng.random() < 0.5 else -1)
+            before = self.bot.given.get((page.stimulus_id, FEELING_ITEMS.get(scale.id, "")))
+            if before is not None and scale.id == "arousal_now":
+                value = before + AROUSAL_FADE + push + rng.gauss(0, FEELING_NOISE)
+            elif before is not None and scale.id == "valence_now":
+                value = before + rng.gauss(0, FEELING_NOISE)
             else:
-                value += push
+                value = mid + sd * (self.memory + rng.gauss(0, 0.8)) + push
             out[scale.id] = max(scale.low, min(scale.high, round(value)))
         return out
 
@@ -431,6 +454,14 @@ def simulate(engine, study_id_or_path: str | Path, n: int, effect: float = 0.0, 
         study_id = store.register_study(engine, target, actor="simulate")
     else:
         study_id = target
+    if linger:
+        if not followups:
+            raise UserError("--plant-linger plants an effect in the follow-ups, and --no-followups leaves them "
+                            "out: give one of them.")
+        if not getattr(store.get_study(engine, study_id).study, "follow_ups", None):
+            raise UserError(f"--plant-linger needs follow-up sessions, and study {study_id!r} ({target}) declares "
+                            "no follow_ups: add them to its study file (see docs/study_file.md, follow_ups), or "
+                            "try stimuli/demo/study_followup.yaml, the demo study with follow-ups.")
     # Bots are numbered after everyone already enrolled, so a second run adds new bots (with
     # new Prolific ids) instead of finding the first run's; a fresh database repeats exactly.
     already = store.get_study(engine, study_id).participants_enrolled
@@ -468,6 +499,14 @@ def cli_simulate(args) -> int:
         counts = ", ".join(f"{k} {v}" for k, v in sorted((row or {}).get("by_status", {}).items()))
         print(f"simulated {len(tokens)} participants in {timedelta(seconds=round(took))} "
               f"(effect {args.effect:+g} scale points, seed {args.seed}); study {study_id} now has: {counts}")
+        fus = getattr(store.get_study(engine, study_id).study, "follow_ups", None) or []
+        if fus and not getattr(args, "no_followups", False):
+            from study.store.followups import session_counts
+
+            done = session_counts(engine, study_id)
+            per = ", ".join(f"{fu.name} {done.get(fu.name, 0)}" for fu in fus)
+            print(f"completed follow-up sessions (planted linger {getattr(args, 'plant_linger', 0.0) or 0.0:+g}): "
+                  f"{per}")
     finally:
         engine.dispose()
     return 0

@@ -135,6 +135,7 @@ def test_report_section_only_with_followup_data(planted):
     assert '<section id="followup" data-status="shown">' in page
     assert page.index('id="followup"') < page.index('id="software"')
     assert "Does it linger?" in page and "chart-followup-feeling-day1" in page
+    assert followup.RECALL_WALD_NOTE in page
     empty = pd.DataFrame(columns=FOLLOWUP_COLUMNS)
     assert list(empty.columns) == FOLLOWUP_COLUMNS and empty.empty
     for none in (None, empty):
@@ -174,3 +175,20 @@ def test_charts(planted):
     for fig in (fc.recall_chart(None, None, "x"), fc.recognition_chart(None, None, "x"),
                 fc.feeling_chart(None, None, "x"), fc.linger_chart(r.linger.drop(columns="recall_rate"), "x")):
         assert fig.layout.meta["not_measured"]
+
+
+def test_recall_wald_note_matches_the_benchmark_results():
+    """The report's and README's warning about the recall test quotes benchmarks/results/followup_fpr.json."""
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    res = json.loads((root / "benchmarks" / "results" / "followup_fpr.json").read_text())
+    fpr, cover = res["null"]["recall"], res["null"]["coverage"]["recall"]
+    quoted = (f"{100 * fpr['rate']:.1f}%", f"[{100 * fpr['ci_low']:.1f}%, {100 * fpr['ci_high']:.1f}%]",
+              f"{100 * cover['rate']:.0f}%")
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    for text in quoted:
+        assert text in followup.RECALL_WALD_NOTE, text
+    assert f"{fpr['rate']:.3f} [{fpr['ci_low']:.3f}, {fpr['ci_high']:.3f}]" in readme
+    assert f"{fpr['n'] + fpr['not_estimated']} null datasets" in readme

@@ -327,3 +327,13 @@ def completed_at(engine: Engine, participant_id: int):
     """When the participant completed session 1 (None if not yet)."""
     with _read(engine) as conn:
         return conn.execute(sa.select(participants.c.completed_at).where(participants.c.id == participant_id)).scalar()
+
+
+def session_counts(engine: Engine, study_id: str) -> dict[str, int]:
+    """Follow-up name -> how many of its sessions are completed, in study `study_id`."""
+    fs = followup_sessions.c
+    with _read(engine) as conn:
+        rows = conn.execute(sa.select(fs.followup, sa.func.count()).join(
+            participants, participants.c.id == fs.participant_id).where(
+            participants.c.study_id == study_id, fs.status == "completed").group_by(fs.followup)).all()
+    return {name: int(n) for name, n in rows}
