@@ -15,7 +15,7 @@ me = require_researcher()
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from app_pages import actions, browser_component, component_data, get_engine  # noqa: E402
+from app_pages import actions, browser_component, component_data, get_engine, preview  # noqa: E402
 from study import builder  # noqa: E402
 from study import instruments as ins  # noqa: E402
 from study.errors import UserError  # noqa: E402
@@ -51,6 +51,7 @@ def _start(draft: builder.Draft, data: dict) -> None:
     S["b-gen"] = S.get("b-gen", 0) + 1
     S["b-rows"] = builder.read_manifest(draft.manifest_file) if draft.manifest_file.is_file() else []
     S["b-rows-v"] = S.get("b-rows-v", 0) + 1
+    S.pop("b-rows-edited", None)  # the last study's table
     S.pop("b-yaml-problems", None)
     S.pop("b-ticket", None)
     S.pop("b-saved", None)
@@ -109,7 +110,8 @@ for kind, name, result in builder.TICKETS.collect(S["b-ticket"]):
             S["b-yaml-problems"] = [str(p) for p in problems]
         st.rerun()
     elif draft is not None:
-        S["b-rows"] = builder.add_clip_row(S.get("b-rows-edited", S["b-rows"]), result)
+        # Several files can arrive between two runs: each adds to the rows the last one left.
+        S["b-rows"] = S["b-rows-edited"] = builder.add_clip_row(S.get("b-rows-edited", S["b-rows"]), result)
         S["b-rows-v"] += 1
         extra = f" ({'; '.join(result.warnings)})" if result.warnings else ""
         st.success(f"Received {result.filename}: {result.size_bytes / 1024:.0f} kB, sha256 "
@@ -503,4 +505,5 @@ if saved := S.get("b-saved"):
     st.success(f"Saved {study_id} version {version} to `{path}` and registered it. New participants get this "
                "version; participants already in a study finish the version they started.")
     st.markdown(f"Participant link: [{base}/?study={study_id}]({base}/?study={study_id})")
-    s3.link_button("Preview as a participant", f"{base}/?study={study_id}&preview=1")
+    with s3:
+        preview.link(study_id)  # in this same session: the login holds
