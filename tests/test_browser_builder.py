@@ -74,11 +74,40 @@ def fill(page, key: str, text: str, check) -> None:
 
 
 def unpick(page, key: str, option: str) -> None:
-    """Remove `option` from the multiselect `key` (its chip's delete button)."""
-    chip = widget(page, key).locator('[data-baseweb="tag"]', has_text=option)
-    chip.locator('[role="presentation"]').first.click()
-    wait_until(lambda: chip.count() == 0, 30, f"{option} removed from {key}")
+    """Remove `option` from the multiselect `key` (its chip's Remove button)."""
+    box = widget(page, key)
+    box.locator('[data-testid="stMultiSelect"]').wait_for(timeout=WAIT_MS)
+    remove = box.get_by_role("button", name=f"Remove {option}", exact=True)
+    remove.click()
+    wait_until(lambda: remove.count() == 0, 30, f"{option} removed from {key}")
     wait_idle(page)
+
+
+def choose(page, key: str, option: str) -> None:
+    """Pick `option` in the selectbox `key`."""
+    box = widget(page, key).get_by_role("combobox")
+    box.click()
+    box.fill(option)  # typing filters the list (a click alone did not open it here)
+    page.get_by_role("option", name=option, exact=True).click()
+    wait_idle(page)
+
+
+def type_in_table(page, key: str, row: int, column: int, text: str) -> None:
+    """Type `text` into one cell of the data editor `key` (a canvas grid: its first cell is
+    clicked, the arrow keys move to the cell, Enter opens its editor and keeps what was typed)."""
+    grid = widget(page, key).locator('[data-testid="stDataFrame"]')
+    grid.wait_for(timeout=WAIT_MS)
+    box = grid.bounding_box()
+    page.mouse.click(box["x"] + 70, box["y"] + 35 + 17)  # below the header row, in the id column
+    for _ in range(row):
+        page.keyboard.press("ArrowDown")
+    for _ in range(column):
+        page.keyboard.press("ArrowRight")
+    page.keyboard.press("Enter")  # opens the cell's editor
+    editor = page.locator('textarea[id^="input-box"]')
+    editor.wait_for(timeout=WAIT_MS)
+    editor.fill(text)
+    page.keyboard.press("Enter")
 
 
 def expand(page, title: str) -> None:
@@ -89,6 +118,8 @@ def expand(page, title: str) -> None:
     wait_until(lambda: details.get_attribute("open") is not None, 10, f"section {title} open")
 
 
+KEYS_JS = ("() => Array.from(document.querySelectorAll('[class*=\"st-key-\"]'))"
+           ".flatMap(e => Array.from(e.classList).filter(c => c.startsWith('st-key-')))")
 GEN = 1  # the form's generation (b1|...): a new study starts the first
 
 
@@ -130,24 +161,74 @@ def test_an_editor_builds_previews_saves_runs_and_exports_a_study(tmp_path, sqli
             (draft,) = [p for p in drafts.iterdir() if (p / "study.yaml").is_file()]
             widget(page, "b-clip-upload").locator('input[type="file"]').set_input_files(
                 [str(DEMO / "human_01.mp4"), str(DEMO / "ai_01.mp4")])
-            try:
-                page.get_by_role("button", name="Make pair").wait_for(timeout=WAIT_MS)
-            except Exception:
-                page.screenshot(path="/tmp/b2/fail.png", full_page=True)
-                print(page.inner_text("body"))
-                print(list(draft.iterdir()))
-                raise
+            page.get_by_role("button", name="Make pair").wait_for(timeout=WAIT_MS)
             assert (draft / "human_01.mp4").read_bytes() == (DEMO / "human_01.mp4").read_bytes()
             assert (draft / "ai_01.mp4").read_bytes() == (DEMO / "ai_01.mp4").read_bytes()
             page.get_by_role("button", name="Make pair").click()
             wait_until(lambda: "pair_01" in (draft / "manifest.csv").read_text(), 30, "the pair in manifest.csv")
             pairs = page.locator('[data-testid="stDataFrame"]').last
             pairs.wait_for(timeout=WAIT_MS)
+            with (draft / "manifest.csv").open() as fh:
+                import csv
 
-            print("\n".join(page.evaluate(
-                "() => Array.from(document.querySelectorAll('[class*=\"st-key-\"]')).map(e => Array.from(e.classList)"
-                ".filter(c => c.startsWith('st-key-')).join(' '))")))
-            page.screenshot(path=str(tmp_path / "builder-laptop.png"), full_page=True)
+                rows = {r["id"]: r for r in csv.DictReader(fh)}
+            assert {k: (r["source"], r["pair_id"]) for k, r in rows.items()} == {
+                "human_01": ("human", "pair_01"), "ai_01": ("ai", "pair_01")}
+            # the licences, typed into the manifest table (a clip without one is warned about)
+            for n in range(2):
+                key = next(k for k in page.evaluate(KEYS_JS) if k.startswith("st-key-b-manifest-"))[7:]
+                type_in_table(page, key, n, 6, "CC0-1.0")
+                wait_until(lambda: (draft / "manifest.csv").read_text().count("CC0-1.0") == n + 1, 30,
+                           f"the licence of row {n + 1} in manifest.csv", show=lambda: (draft / "manifest.csv").read_text())
+            page.screenshot(path=str(tmp_path / "builder-clips-laptop.png"), full_page=False)
+
+            # ---------------------------------------------------------------- instruments and items
+            expand(page, "Measures")
+            unpick(page, f"b{GEN}|measures.per_clip", "discrete_emotions")
+            unpick(page, f"b{GEN}|measures.per_clip", "moved")
+            unpick(page, f"b{GEN}|measures.per_clip/sam", "dominance")
+            wait_until(lambda: (study_in_yaml(page).get("measures") or {}).get("per_clip") == [
+                {"name": "sam", "items": ["valence", "arousal"]}, "attribution"], 30, "per_clip in the YAML",
+                show=lambda: yaml_now(page))
+
+            expand(page, "Design")
+            choose(page, f"b{GEN}|design.pairs", "one_per_participant")
+            wait_until(lambda: (study_in_yaml(page).get("design") or {}).get("pairs") == "one_per_participant", 30,
+                       "design.pairs in the YAML", show=lambda: yaml_now(page))
+
+            # ---------------------------------------------------------------- an attention check
+            expand(page, "Attention checks")
+            page.get_by_role("button", name="Add attention check").click()
+            widget(page, f"b{GEN}|attention_checks#0.id").wait_for(timeout=WAIT_MS)
+            wait_idle(page)
+
+            def check(d):
+                return (d.get("attention_checks") or [{}])[0]
+
+            fill(page, f"b{GEN}|attention_checks#0.id", "attn_1", lambda d: check(d).get("id") == "attn_1")
+            fill(page, f"b{GEN}|attention_checks#0.after_clip", "1", lambda d: check(d).get("after_clip") == 1)
+            fill(page, f"b{GEN}|attention_checks#0.text@en", "Please choose Blue.",
+                 lambda d: check(d).get("text") == "Please choose Blue.")
+            fill(page, f"b{GEN}|attention_checks#0.options@en", "Red\nBlue",
+                 lambda d: check(d).get("options") == ["Red", "Blue"])
+            fill(page, f"b{GEN}|attention_checks#0.correct", "Blue", lambda d: check(d).get("correct") == "Blue")
+            try:
+                page.get_by_text("Valid: kuleshov validate accepts").first.wait_for(timeout=WAIT_MS)
+            except Exception:
+                print(page.inner_text("body"))
+                print(yaml_now(page))
+                raise
+            page.screenshot(path=str(tmp_path / "builder-laptop.png"), full_page=False)
+
+            # ---------------------------------------------------------------- save
+            page.get_by_role("button", name="Save and register a new version").click()
+            page.get_by_text(f"Saved {STUDY_ID} version 1").first.wait_for(timeout=WAIT_MS)
+            info = store.get_study(engine, STUDY_ID)
+            saved = Path(info.manifest_dir) / "study.yaml"
+            assert saved.is_file() and saved.read_text(encoding="utf-8") == info.spec_yaml
+            spec = yaml.safe_load(info.spec_yaml)
+            assert spec["measures"]["per_clip"] == [{"name": "sam", "items": ["valence", "arousal"]}, "attribution"]
+            assert spec["attention_checks"][0]["correct"] == "Blue"
             browser.close()
     finally:
         server.stop()
