@@ -22,6 +22,12 @@ from study.errors import UserError  # noqa: E402
 from study.protocol import form  # noqa: E402
 
 engine = get_engine()
+# The YAML beside the form reads as YAML only in a fixed-width font, unwrapped: a wrapped line
+# started at column 0 and looked like a new top-level key.
+st.markdown("""<style>
+.st-key-b-yaml-box textarea {font-family: "Source Code Pro", ui-monospace, monospace;
+  font-size: 0.85rem; white-space: pre; overflow-x: auto}
+</style>""", unsafe_allow_html=True)
 st.title("Study builder")
 try:
     me = actions.builder_allowed(engine, me)
@@ -253,8 +259,8 @@ def _rows(spec: form.FieldSpec, value, path: str, key_path: str, langs: list[str
     for i, uid in enumerate(S[ids_key]):
         row_value = items[uid] if uid < len(items) and isinstance(items[uid], dict) else {}
         with st.container(border=True):
-            head, remove = st.columns([5, 1])
-            head.markdown(f"**{noun} {i + 1}**")
+            head, remove = st.columns([3, 1], vertical_alignment="center")  # [5, 1] cut "Remove" to "Rem…"
+            head.markdown(f"**{noun.removesuffix('s')} {i + 1}**")
             remove.button("Remove", key=_key(f"{key_path}#{uid}-remove"),
                           on_click=lambda u=uid: S[ids_key].remove(u))
             _slot(f"{path}[{i}]")
@@ -403,7 +409,8 @@ with right:
     st.caption("Edit either side: a change here re-fills the form when you click outside the box.")
     ykey = _key("yaml")
     S[ykey] = S.get("b-yaml-text", yaml_text)
-    st.text_area("study.yaml", key=ykey, height=520, on_change=_yaml_edited, label_visibility="collapsed")
+    with st.container(key="b-yaml-box"):
+        st.text_area("study.yaml", key=ykey, height=520, on_change=_yaml_edited, label_visibility="collapsed")
     for msg in S.get("b-yaml-problems", []):
         st.error(msg)
     summary = st.container()

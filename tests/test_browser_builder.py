@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from browser_util import (  # noqa: E402
+    PREVIEW_BANNER,
     launch,
     pass_device_check,
     preview_every_step,
@@ -108,6 +109,20 @@ def type_in_table(page, key: str, row: int, column: int, text: str) -> None:
     editor.wait_for(timeout=WAIT_MS)
     editor.fill(text)
     page.keyboard.press("Enter")
+
+
+def screenshots(page, folder: Path) -> None:
+    """The builder at a laptop's and a phone's viewport: its top, the form, the clips (to look at)."""
+    for name, size in (("laptop", {"width": 1366, "height": 768}), ("phone", {"width": 390, "height": 844})):
+        page.set_viewport_size(size)
+        wait_idle(page)
+        for part, target in (("top", page.locator("h1", has_text="Study builder")),
+                             ("yaml", widget(page, f"b{GEN}|yaml")),
+                             ("attention", widget(page, f"b{GEN}|attention_checks#0.id")),
+                             ("clips", page.get_by_role("button", name="Make pair"))):
+            target.scroll_into_view_if_needed()
+            page.screenshot(path=str(folder / f"builder-{name}-{part}.png"))
+    page.set_viewport_size({"width": 1366, "height": 768})
 
 
 def expand(page, title: str) -> None:
@@ -212,13 +227,8 @@ def test_an_editor_builds_previews_saves_runs_and_exports_a_study(tmp_path, sqli
             fill(page, f"b{GEN}|attention_checks#0.options@en", "Red\nBlue",
                  lambda d: check(d).get("options") == ["Red", "Blue"])
             fill(page, f"b{GEN}|attention_checks#0.correct", "Blue", lambda d: check(d).get("correct") == "Blue")
-            try:
-                page.get_by_text("Valid: kuleshov validate accepts").first.wait_for(timeout=WAIT_MS)
-            except Exception:
-                print(page.inner_text("body"))
-                print(yaml_now(page))
-                raise
-            page.screenshot(path=str(tmp_path / "builder-laptop.png"), full_page=False)
+            page.get_by_text("Valid: kuleshov validate accepts").first.wait_for(timeout=WAIT_MS)
+            screenshots(page, tmp_path)
 
             # ---------------------------------------------------------------- save
             page.get_by_role("button", name="Save and register a new version").click()
@@ -229,8 +239,75 @@ def test_an_editor_builds_previews_saves_runs_and_exports_a_study(tmp_path, sqli
             spec = yaml.safe_load(info.spec_yaml)
             assert spec["measures"]["per_clip"] == [{"name": "sam", "items": ["valence", "arousal"]}, "attribution"]
             assert spec["attention_checks"][0]["correct"] == "Blue"
+            link = page.get_by_role("link", name=f"{server.url}/?study={STUDY_ID}")
+            link.wait_for(timeout=WAIT_MS)
+
+            # ---------------------------------------------------------------- preview, nothing written
+            wait_idle(page)
+            before = row_counts(engine)
+            page.evaluate("window.__kuleshovNoReload = 1")
+            page.get_by_role("link", name="Preview as a participant").click()
+            page.get_by_text(PREVIEW_BANNER).first.wait_for(timeout=WAIT_MS)
+            assert page.evaluate("window.__kuleshovNoReload") == 1  # the same session: no second login
+            keys = preview_every_step(page, server.url, STUDY_ID, username="ed", password=PW)
+            plan = store.preview_plan(engine, STUDY_ID)
+            assert keys == [s.key for s in plan.steps(0)]
+            assert "attention:attn_1" in keys and "trial:1" in keys, keys
+            assert row_counts(engine) == before
+
+            # ---------------------------------------------------------------- a participant completes it
+            participant = browser.new_page()
+            participant.on("pageerror", lambda exc: errors.append(str(exc)))
+            participant.goto(f"{server.url}/?study={STUDY_ID}")
+            token = complete_study(participant, sqlite_url, engine, answer_page)
+            participant.get_by_text("BUILT123").first.wait_for(timeout=WAIT_MS)
+            assert store.get_state(engine, token).status == "completed"
+
+            # ---------------------------------------------------------------- the export holds the builder's file
+            page.goto(server.url + "/researcher-export")
+            log_in(page, "ed")
+            page.get_by_role("button", name="Prepare the dataset").click()
+            with page.expect_download(timeout=60_000) as got:
+                page.get_by_role("button", name=f"Download {STUDY_ID}.zip").click()
+            with zipfile.ZipFile(got.value.path()) as zf:
+                exported = next(n for n in zf.namelist() if n.endswith("/study.yaml") or n == "study.yaml")
+                assert zf.read(exported).decode("utf-8") == saved.read_text(encoding="utf-8")
+            assert not errors, errors
             browser.close()
     finally:
         server.stop()
         engine.dispose()
+    # the study file the builder wrote passes `kuleshov validate` (clips probed)
+    done = subprocess.run([sys.executable, str(ROOT / "cli.py"), "validate", str(saved)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
     print(f"builder browser test: {time.monotonic() - t0:.1f} s")
+
+
+def complete_study(page, db_url, engine, answer_page) -> str:
+    """Walk the participant link to the end as the server says each step is; returns the token."""
+    from test_browser_participant import click_continue, play_clip, wait_title
+
+    rng = random.Random(5)
+    token = pass_device_check(page, db_url)
+    wait_title(page, "Consent")
+    page.get_by_role("button", name="I have read this information and agree to take part").click()
+    wait_until(lambda: store.get_state(engine, token).step.key != "consent", 30, "consent stored")
+    for _ in range(20):
+        state = store.get_state(engine, token)
+        step = state.step
+        if step.kind in ("debrief", "complete"):
+            break
+        wait_title(page, step.title)
+        if step.kind == "instructions":
+            click_continue(page, "Start")
+        else:
+            if step.has_clip:
+                play_clip(page)
+            answer_page(page, step, state.item_order, rng)
+            click_continue(page)
+        wait_until(lambda: store.get_state(engine, token).step.key != step.key, 30, f"past {step.key}",
+                   show=lambda: page.inner_text("body")[:600])
+    if store.get_state(engine, token).step.kind == "debrief":
+        click_continue(page, "Finish")
+    return token
