@@ -127,7 +127,7 @@ with st.expander("Open a study folder from a zip", expanded=draft is None):
     _upload(key="b-zip-upload", data=component_data({
         "ticket": S["b-ticket"], "kind": "zip", "accept": ".zip",
         "label": f"A zip of a study folder (study.yaml, manifest.csv, clips; at most "
-                 f"{builder.max_zip_bytes() / 1024 / 1024:.0f} MB)"}), on_done_change=_noop)
+                 f"{builder.megabytes(builder.max_zip_bytes())})"}), on_done_change=_noop)
 
 if draft is None:
     st.stop()
@@ -421,7 +421,7 @@ st.subheader("Clips and manifest")
 _upload(key="b-clip-upload", data=component_data({
     "ticket": S["b-ticket"],
     "kind": "clip", "accept": "video/*,.mp4,.webm,.vtt",
-    "label": f"Add clips (MP4/WebM, at most {builder.max_clip_bytes() / 1024 / 1024:.0f} MB each) or "
+    "label": f"Add clips (MP4/WebM, at most {builder.megabytes(builder.max_clip_bytes())} each) or "
              "WebVTT captions named like their clip"}), on_done_change=_noop)
 
 base_rows = S["b-rows"]

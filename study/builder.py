@@ -58,6 +58,12 @@ def max_zip_bytes() -> int:
     return int(float(setting("KULESHOV_MAX_STUDY_ZIP_MB")) * 1024 * 1024)
 
 
+def megabytes(n: int) -> str:
+    """A byte count in MB as a message says it (a limit below 10 MB keeps two digits: 0.05 MB, not 0 MB)."""
+    mb = n / 1024 / 1024
+    return f"{mb:.0f} MB" if mb >= 10 else f"{mb:.2g} MB"
+
+
 def builder_root() -> Path:
     from study.config import data_dir
 
@@ -259,7 +265,7 @@ class Upload:
         self.size = 0
 
     def too_big_message(self) -> str:
-        return (f"{self.filename}: larger than the limit of {self.limit / 1024 / 1024:.0f} MB "
+        return (f"{self.filename}: larger than the limit of {megabytes(self.limit)} "
                 f"({self.setting}); nothing of it was kept")
 
     def write(self, chunk: bytes) -> None:
@@ -407,7 +413,7 @@ def open_zip(data: bytes | Path, root: Path | None = None, limit: int | None = N
     limit = max_zip_bytes() if limit is None else limit
     size = data.stat().st_size if isinstance(data, Path) else len(data)
     if size > limit:
-        raise UserError(f"the zip is larger than {limit / 1024 / 1024:.0f} MB (KULESHOV_MAX_STUDY_ZIP_MB)")
+        raise UserError(f"the zip is larger than {megabytes(limit)} (KULESHOV_MAX_STUDY_ZIP_MB); refused")
     try:
         zf = zipfile.ZipFile(data if isinstance(data, Path) else io.BytesIO(data))
         infos = zf.infolist()
@@ -427,7 +433,7 @@ def open_zip(data: bytes | Path, root: Path | None = None, limit: int | None = N
             raise UserError(f"the zip entry {name!r} is a symbolic link; refused")
         total += info.file_size
         if total > limit:
-            raise UserError(f"the zip unpacks to more than {limit / 1024 / 1024:.0f} MB "
+            raise UserError(f"the zip unpacks to more than {megabytes(limit)} "
                             "(KULESHOV_MAX_STUDY_ZIP_MB); refused")
         if info.file_size > 1024 * 1024 and info.file_size > MAX_ZIP_RATIO * max(info.compress_size, 1):
             raise UserError(f"the zip entry {name!r} unpacks to {info.file_size} bytes from "
