@@ -503,7 +503,9 @@ if s1.button("Save and register a new version", type="primary", disabled=bool(er
         S["b-saved"] = (study_id, version, path)
     except UserError as exc:
         st.error(str(exc))
-s2.download_button("Download the study folder (zip)", data=builder.folder_zip(draft.folder),
+# The zip is made when the button is clicked (a callable), not at every run of the page: at every
+# keystroke it zipped every clip again.
+s2.download_button("Download the study folder (zip)", data=lambda folder=draft.folder: builder.folder_zip(folder),
                    file_name=f"{ordered.get('id') or 'study'}.zip", mime="application/zip")
 if saved := S.get("b-saved"):
     study_id, version, path = saved

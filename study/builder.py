@@ -10,7 +10,7 @@ Pure functions over a draft folder (no streamlit; the page is app_pages/builder.
   and only then moved into the draft: a refused clip leaves nothing behind;
 - `save_draft` copies the draft to a new version folder <data dir>/builder/studies/<id>/<n>/
   that did not exist before (never over a registered version's files); the caller registers it;
-- `draft_zip` / `open_zip` pack and unpack a study folder, refusing hostile archives.
+- `folder_zip` / `open_zip` pack and unpack a study folder, refusing hostile archives.
 """
 
 from __future__ import annotations
@@ -399,7 +399,9 @@ def folder_zip(folder: Path) -> bytes:
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for path in sorted(folder.iterdir()):
             if path.is_file() and not path.is_symlink() and not path.name.startswith("."):
-                zf.write(path, path.name)
+                # clips are compressed already: deflating them again costs time and saves nothing
+                packed = zipfile.ZIP_STORED if path.suffix.lower() in CLIP_SUFFIXES else zipfile.ZIP_DEFLATED
+                zf.write(path, path.name, compress_type=packed)
     return buf.getvalue()
 
 

@@ -239,6 +239,15 @@ def test_an_editor_builds_previews_saves_runs_and_exports_a_study(tmp_path, sqli
             spec = yaml.safe_load(info.spec_yaml)
             assert spec["measures"]["per_clip"] == [{"name": "sam", "items": ["valence", "arousal"]}, "attribution"]
             assert spec["attention_checks"][0]["correct"] == "Blue"
+            # the study folder as a zip: the study file saved, the manifest and both clips
+            with page.expect_download(timeout=60_000) as got:
+                page.get_by_role("button", name="Download the study folder (zip)").click()
+            folder_zip = tmp_path / "downloaded-study.zip"
+            got.value.save_as(folder_zip)
+            with zipfile.ZipFile(folder_zip) as zf:
+                assert sorted(zf.namelist()) == ["ai_01.mp4", "human_01.mp4", "manifest.csv", "study.yaml"]
+                assert zf.read("study.yaml").decode("utf-8") == saved.read_text(encoding="utf-8")
+                assert zf.read("human_01.mp4") == (DEMO / "human_01.mp4").read_bytes()
             link = page.get_by_role("link", name=f"{server.url}/?study={STUDY_ID}")
             link.wait_for(timeout=WAIT_MS)
 
@@ -272,6 +281,17 @@ def test_an_editor_builds_previews_saves_runs_and_exports_a_study(tmp_path, sqli
             with zipfile.ZipFile(got.value.path()) as zf:
                 exported = next(n for n in zf.namelist() if n.endswith("/study.yaml") or n == "study.yaml")
                 assert zf.read(exported).decode("utf-8") == saved.read_text(encoding="utf-8")
+
+            # ---------------------------------------------------------------- and open the zip again
+            page.locator('[data-testid="stSidebarNav"] a', has_text="Study builder").first.click()
+            page.locator("h1", has_text="Study builder").wait_for(timeout=WAIT_MS)
+            expand(page, "Open a study folder from a zip")
+            widget(page, "b-zip-upload").locator('input[type="file"]').set_input_files(str(folder_zip))
+            page.get_by_text("Opened downloaded-study.zip.").first.wait_for(timeout=WAIT_MS)
+            # b1: the export page was opened by its address, a new session whose form starts again at 1
+            wait_until(lambda: widget(page, "b1|id").locator("input").input_value() == STUDY_ID, 30,
+                       "the zip's study in the form")
+            page.get_by_text("Valid: kuleshov validate accepts").first.wait_for(timeout=WAIT_MS)
             assert not errors, errors
             browser.close()
     finally:
