@@ -1,16 +1,18 @@
 """Headless Chromium: an editor builds a study from nothing in the study builder and runs it.
 
 The done-when test of the builder (issue 15): log in as an editor, start a new study, upload two
-demo clips through the builder's streaming route, make them a pair, pick instruments and items,
-add an attention check, see the study valid, save it (a new registered version), preview every
+demo clips through the builder's streaming route, type their licences into the manifest table,
+make them a pair, pick instruments and items, add an attention check, edit the YAML beside the
+form (the form follows), see the study valid, save it (a new registered version), preview every
 step without one database row written, open the participant link and complete the study, then
-find the study file the builder wrote in the export zip, and `kuleshov validate` accepts it.
+find the study file the builder wrote in the export zip, and `kuleshov validate` accepts it. The
+study folder is downloaded as a zip and opened again from it.
 Screenshots of the builder at a laptop and a phone viewport are kept in the test's tmp folder.
 """
 
 from __future__ import annotations
 
-import io
+import csv
 import random
 import subprocess
 import sys
@@ -184,8 +186,6 @@ def test_an_editor_builds_previews_saves_runs_and_exports_a_study(tmp_path, sqli
             pairs = page.locator('[data-testid="stDataFrame"]').last
             pairs.wait_for(timeout=WAIT_MS)
             with (draft / "manifest.csv").open() as fh:
-                import csv
-
                 rows = {r["id"]: r for r in csv.DictReader(fh)}
             assert {k: (r["source"], r["pair_id"]) for k, r in rows.items()} == {
                 "human_01": ("human", "pair_01"), "ai_01": ("ai", "pair_01")}
@@ -230,6 +230,16 @@ def test_an_editor_builds_previews_saves_runs_and_exports_a_study(tmp_path, sqli
             page.get_by_text("Valid: kuleshov validate accepts").first.wait_for(timeout=WAIT_MS)
             screenshots(page, tmp_path)
 
+            # ---------------------------------------------------------------- the YAML side re-fills the form
+            text = yaml_now(page).replace("title: Built in the browser", "title: Built in the browser, then typed")
+            box = widget(page, f"b{GEN}|yaml").locator("textarea")
+            box.fill(text)
+            box.press("Tab")
+            title = widget(page, f"b{GEN + 1}|title").locator("input")  # a YAML edit starts the form's next generation
+            wait_until(lambda: title.count() and title.input_value() == "Built in the browser, then typed", 30,
+                       "the title from the YAML in the form")
+            page.get_by_text("Valid: kuleshov validate accepts").first.wait_for(timeout=WAIT_MS)
+
             # ---------------------------------------------------------------- save
             page.get_by_role("button", name="Save and register a new version").click()
             page.get_by_text(f"Saved {STUDY_ID} version 1").first.wait_for(timeout=WAIT_MS)
@@ -239,6 +249,7 @@ def test_an_editor_builds_previews_saves_runs_and_exports_a_study(tmp_path, sqli
             spec = yaml.safe_load(info.spec_yaml)
             assert spec["measures"]["per_clip"] == [{"name": "sam", "items": ["valence", "arousal"]}, "attribution"]
             assert spec["attention_checks"][0]["correct"] == "Blue"
+            assert spec["title"] == "Built in the browser, then typed" and spec["design"]["pairs"] == "one_per_participant"
             # the study folder as a zip: the study file saved, the manifest and both clips
             with page.expect_download(timeout=60_000) as got:
                 page.get_by_role("button", name="Download the study folder (zip)").click()
