@@ -212,9 +212,10 @@ def pair_table(rows: list[dict], durations: dict[str, float | None]) -> list[dic
             verdict = "lengths differ a lot"
         else:
             verdict = "ok"
-        out.append({"pair": pid, "clips": ", ".join(f"{m.get('id')} ({m.get('source')})" for m in members),
+        # the verdict first: on a phone the table shows its first columns only
+        out.append({"pair": pid, "check": verdict, "difference (s)": diff,
                     "durations (s)": ", ".join("?" if s is None else f"{s:.1f}" for s in secs),
-                    "difference (s)": diff, "check": verdict})
+                    "clips": ", ".join(f"{m.get('id')} ({m.get('source')})" for m in members)})
     return out
 
 
