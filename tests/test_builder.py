@@ -347,3 +347,34 @@ def test_the_builder_page_refuses_a_viewer(team, sqlite_url, monkeypatch):
     at.switch_page("app_pages/builder.py").run()
     assert not at.exception, at.exception
     assert "New study" in [b.label for b in at.button]
+
+
+def test_the_builder_page_as_an_editor_yaml_both_ways_and_a_bad_yaml(team, sqlite_url, monkeypatch):
+    """AppTest: New study, a YAML edit re-fills the form, a YAML that does not parse is shown
+    with its error, the form keeps its last good data and Save is disabled until it parses."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    _, _, people = team
+    monkeypatch.setenv("KULESHOV_DATABASE_URL", sqlite_url)
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.session_state[SESSION_KEY] = people["ed"]
+    at.run()
+    at.switch_page("app_pages/builder.py").run()
+    next(b for b in at.button if b.label == "New study").click().run()
+    assert not at.exception, at.exception
+    yaml_box = next(t for t in at.text_area if t.key == "b1|yaml")
+    assert "title: New study" in yaml_box.value
+    yaml_box.set_value(yaml_box.value.replace("title: New study", "title: From the YAML")).run()
+    assert not at.exception, at.exception
+    assert next(t for t in at.text_input if t.key == "b2|title").value == "From the YAML"
+
+    save = next(b for b in at.button if b.label == "Save and register a new version")
+    assert save.disabled  # consent.text is still empty
+    next(t for t in at.text_area if t.key == "b2|yaml").set_value("title: [unclosed\n").run()
+    assert not at.exception, at.exception
+    errors = " ".join(e.value for e in at.error)
+    assert "study.yaml line 2, column 1: YAML syntax error" in errors, errors
+    assert next(t for t in at.text_input if t.key == "b2|title").value == "From the YAML"
+    assert next(b for b in at.button if b.label == "Save and register a new version").disabled
