@@ -447,8 +447,9 @@ if len(clip_files) >= 2:
         p1, p2, p3, p4 = st.columns([2, 2, 2, 1], vertical_alignment="bottom")
         human = p1.selectbox("Human clip", [r["id"] for r in rows], key="b-pair-human")
         ai = p2.selectbox("AI clip", [r["id"] for r in rows], index=1, key="b-pair-ai")
-        pair_name = p3.text_input("Pair id", value=f"pair_{len({r.get('pair_id') for r in rows if r.get('pair_id')}) + 1:02d}",
-                                  key="b-pair-id")
+        n_pairs = len({r.get("pair_id") for r in rows if r.get("pair_id")})
+        # keyed by the count, so the suggestion moves on to pair_02 once pair_01 is made
+        pair_name = p3.text_input("Pair id", value=f"pair_{n_pairs + 1:02d}", key=f"b-pair-id-{n_pairs}")
         if p4.button("Make pair", disabled=human == ai or not pair_name.strip()):
             for r in rows:
                 if r["id"] == human:
