@@ -378,3 +378,21 @@ def test_the_builder_page_as_an_editor_yaml_both_ways_and_a_bad_yaml(team, sqlit
     assert "study.yaml line 2, column 1: YAML syntax error" in errors, errors
     assert next(t for t in at.text_input if t.key == "b2|title").value == "From the YAML"
     assert next(b for b in at.button if b.label == "Save and register a new version").disabled
+
+
+def test_an_editor_cannot_open_or_overwrite_a_study_they_have_no_access_to(team, tmp_path):
+    from app_pages import actions
+
+    engine, _, people = team
+    draft = demo_draft()
+    assert store.register_study(engine, draft.study_file) == "zip-study"  # registered by the CLI; ed has no access
+    before = store.list_versions(engine, "zip-study")
+    with pytest.raises(UserError, match="'ed' has no access to study 'zip-study'"):
+        actions.builder_open(engine, people["ed"], "zip-study")
+    builder.write_study(draft, draft.study_file.read_text().replace("title: Zipped", "title: Taken over"))
+    with pytest.raises(UserError, match="'ed' has no access to study 'zip-study'"):
+        actions.builder_save(engine, people["ed"], str(draft.folder))
+    assert store.list_versions(engine, "zip-study") == before
+    # granted, the same save is a new version beside the first
+    store.grant(engine, "ed", "zip-study")
+    assert actions.builder_save(engine, people["ed"], str(draft.folder))[:2] == ("zip-study", "2")
