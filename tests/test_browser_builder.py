@@ -179,6 +179,8 @@ def test_an_editor_builds_previews_saves_runs_and_exports_a_study(tmp_path, sqli
             widget(page, "b-clip-upload").locator('input[type="file"]').set_input_files(
                 [str(DEMO / "human_01.mp4"), str(DEMO / "ai_01.mp4")])
             page.get_by_role("button", name="Make pair").wait_for(timeout=WAIT_MS)
+            status = widget(page, "b-clip-upload").locator(".kb-status")
+            assert status.inner_text().split("\n") == ["human_01.mp4: received", "ai_01.mp4: received"]
             assert (draft / "human_01.mp4").read_bytes() == (DEMO / "human_01.mp4").read_bytes()
             assert (draft / "ai_01.mp4").read_bytes() == (DEMO / "ai_01.mp4").read_bytes()
             page.get_by_role("button", name="Make pair").click()
