@@ -543,7 +543,7 @@ def _builder_upload_route(engine: Any):
             raise
         builder.TICKETS.deliver(token, ("clip", name, received))
         return JSONResponse({"ok": True, "file": received.filename, "sha256": received.sha256,
-                             "size_bytes": received.size, "warnings": received.warnings})
+                             "size_bytes": received.size_bytes, "warnings": received.warnings})
 
     return upload
 

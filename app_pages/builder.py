@@ -15,13 +15,19 @@ me = require_researcher()
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from app_pages import actions, browser_component, component_data, get_engine  # noqa: E402
+from app_pages import actions, browser_component, component_data, get_engine, preview  # noqa: E402
 from study import builder  # noqa: E402
 from study import instruments as ins  # noqa: E402
 from study.errors import UserError  # noqa: E402
 from study.protocol import form  # noqa: E402
 
 engine = get_engine()
+# The YAML beside the form reads as YAML only in a fixed-width font, unwrapped: a wrapped line
+# started at column 0 and looked like a new top-level key.
+st.markdown("""<style>
+.st-key-b-yaml-box textarea {font-family: "Source Code Pro", ui-monospace, monospace;
+  font-size: 0.85rem; white-space: pre; overflow-x: auto}
+</style>""", unsafe_allow_html=True)
 st.title("Study builder")
 try:
     me = actions.builder_allowed(engine, me)
@@ -51,6 +57,7 @@ def _start(draft: builder.Draft, data: dict) -> None:
     S["b-gen"] = S.get("b-gen", 0) + 1
     S["b-rows"] = builder.read_manifest(draft.manifest_file) if draft.manifest_file.is_file() else []
     S["b-rows-v"] = S.get("b-rows-v", 0) + 1
+    S.pop("b-rows-edited", None)  # the last study's table
     S.pop("b-yaml-problems", None)
     S.pop("b-ticket", None)
     S.pop("b-saved", None)
@@ -109,7 +116,8 @@ for kind, name, result in builder.TICKETS.collect(S["b-ticket"]):
             S["b-yaml-problems"] = [str(p) for p in problems]
         st.rerun()
     elif draft is not None:
-        S["b-rows"] = builder.add_clip_row(S.get("b-rows-edited", S["b-rows"]), result)
+        # Several files can arrive between two runs: each adds to the rows the last one left.
+        S["b-rows"] = S["b-rows-edited"] = builder.add_clip_row(S.get("b-rows-edited", S["b-rows"]), result)
         S["b-rows-v"] += 1
         extra = f" ({'; '.join(result.warnings)})" if result.warnings else ""
         st.success(f"Received {result.filename}: {result.size_bytes / 1024:.0f} kB, sha256 "
@@ -119,7 +127,7 @@ with st.expander("Open a study folder from a zip", expanded=draft is None):
     _upload(key="b-zip-upload", data=component_data({
         "ticket": S["b-ticket"], "kind": "zip", "accept": ".zip",
         "label": f"A zip of a study folder (study.yaml, manifest.csv, clips; at most "
-                 f"{builder.max_zip_bytes() / 1024 / 1024:.0f} MB)"}), on_done_change=_noop)
+                 f"{builder.megabytes(builder.max_zip_bytes())})"}), on_done_change=_noop)
 
 if draft is None:
     st.stop()
@@ -251,8 +259,8 @@ def _rows(spec: form.FieldSpec, value, path: str, key_path: str, langs: list[str
     for i, uid in enumerate(S[ids_key]):
         row_value = items[uid] if uid < len(items) and isinstance(items[uid], dict) else {}
         with st.container(border=True):
-            head, remove = st.columns([5, 1])
-            head.markdown(f"**{noun} {i + 1}**")
+            head, remove = st.columns([3, 1], vertical_alignment="center")  # [5, 1] cut "Remove" to "Rem…"
+            head.markdown(f"**{noun.removesuffix('s')} {i + 1}**")
             remove.button("Remove", key=_key(f"{key_path}#{uid}-remove"),
                           on_click=lambda u=uid: S[ids_key].remove(u))
             _slot(f"{path}[{i}]")
@@ -401,7 +409,8 @@ with right:
     st.caption("Edit either side: a change here re-fills the form when you click outside the box.")
     ykey = _key("yaml")
     S[ykey] = S.get("b-yaml-text", yaml_text)
-    st.text_area("study.yaml", key=ykey, height=520, on_change=_yaml_edited, label_visibility="collapsed")
+    with st.container(key="b-yaml-box"):
+        st.text_area("study.yaml", key=ykey, height=520, on_change=_yaml_edited, label_visibility="collapsed")
     for msg in S.get("b-yaml-problems", []):
         st.error(msg)
     summary = st.container()
@@ -412,7 +421,7 @@ st.subheader("Clips and manifest")
 _upload(key="b-clip-upload", data=component_data({
     "ticket": S["b-ticket"],
     "kind": "clip", "accept": "video/*,.mp4,.webm,.vtt",
-    "label": f"Add clips (MP4/WebM, at most {builder.max_clip_bytes() / 1024 / 1024:.0f} MB each) or "
+    "label": f"Add clips (MP4/WebM, at most {builder.megabytes(builder.max_clip_bytes())} each) or "
              "WebVTT captions named like their clip"}), on_done_change=_noop)
 
 base_rows = S["b-rows"]
@@ -438,8 +447,9 @@ if len(clip_files) >= 2:
         p1, p2, p3, p4 = st.columns([2, 2, 2, 1], vertical_alignment="bottom")
         human = p1.selectbox("Human clip", [r["id"] for r in rows], key="b-pair-human")
         ai = p2.selectbox("AI clip", [r["id"] for r in rows], index=1, key="b-pair-ai")
-        pair_name = p3.text_input("Pair id", value=f"pair_{len({r.get('pair_id') for r in rows if r.get('pair_id')}) + 1:02d}",
-                                  key="b-pair-id")
+        n_pairs = len({r.get("pair_id") for r in rows if r.get("pair_id")})
+        # keyed by the count, so the suggestion moves on to pair_02 once pair_01 is made
+        pair_name = p3.text_input("Pair id", value=f"pair_{n_pairs + 1:02d}", key=f"b-pair-id-{n_pairs}")
         if p4.button("Make pair", disabled=human == ai or not pair_name.strip()):
             for r in rows:
                 if r["id"] == human:
@@ -494,7 +504,9 @@ if s1.button("Save and register a new version", type="primary", disabled=bool(er
         S["b-saved"] = (study_id, version, path)
     except UserError as exc:
         st.error(str(exc))
-s2.download_button("Download the study folder (zip)", data=builder.folder_zip(draft.folder),
+# The zip is made when the button is clicked (a callable), not at every run of the page: at every
+# keystroke it zipped every clip again.
+s2.download_button("Download the study folder (zip)", data=lambda folder=draft.folder: builder.folder_zip(folder),
                    file_name=f"{ordered.get('id') or 'study'}.zip", mime="application/zip")
 if saved := S.get("b-saved"):
     study_id, version, path = saved
@@ -503,4 +515,5 @@ if saved := S.get("b-saved"):
     st.success(f"Saved {study_id} version {version} to `{path}` and registered it. New participants get this "
                "version; participants already in a study finish the version they started.")
     st.markdown(f"Participant link: [{base}/?study={study_id}]({base}/?study={study_id})")
-    s3.link_button("Preview as a participant", f"{base}/?study={study_id}&preview=1")
+    with s3:
+        preview.link(study_id)  # in this same session: the login holds

@@ -10,7 +10,7 @@ Pure functions over a draft folder (no streamlit; the page is app_pages/builder.
   and only then moved into the draft: a refused clip leaves nothing behind;
 - `save_draft` copies the draft to a new version folder <data dir>/builder/studies/<id>/<n>/
   that did not exist before (never over a registered version's files); the caller registers it;
-- `draft_zip` / `open_zip` pack and unpack a study folder, refusing hostile archives.
+- `folder_zip` / `open_zip` pack and unpack a study folder, refusing hostile archives.
 """
 
 from __future__ import annotations
@@ -56,6 +56,12 @@ def max_zip_bytes() -> int:
     from study.config import setting
 
     return int(float(setting("KULESHOV_MAX_STUDY_ZIP_MB")) * 1024 * 1024)
+
+
+def megabytes(n: int) -> str:
+    """A byte count in MB as a message says it (a limit below 10 MB keeps two digits: 0.05 MB, not 0 MB)."""
+    mb = n / 1024 / 1024
+    return f"{mb:.0f} MB" if mb >= 10 else f"{mb:.2g} MB"
 
 
 def builder_root() -> Path:
@@ -206,9 +212,10 @@ def pair_table(rows: list[dict], durations: dict[str, float | None]) -> list[dic
             verdict = "lengths differ a lot"
         else:
             verdict = "ok"
-        out.append({"pair": pid, "clips": ", ".join(f"{m.get('id')} ({m.get('source')})" for m in members),
+        # the verdict first: on a phone the table shows its first columns only
+        out.append({"pair": pid, "check": verdict, "difference (s)": diff,
                     "durations (s)": ", ".join("?" if s is None else f"{s:.1f}" for s in secs),
-                    "difference (s)": diff, "check": verdict})
+                    "clips": ", ".join(f"{m.get('id')} ({m.get('source')})" for m in members)})
     return out
 
 
@@ -259,7 +266,7 @@ class Upload:
         self.size = 0
 
     def too_big_message(self) -> str:
-        return (f"{self.filename}: larger than the limit of {self.limit / 1024 / 1024:.0f} MB "
+        return (f"{self.filename}: larger than the limit of {megabytes(self.limit)} "
                 f"({self.setting}); nothing of it was kept")
 
     def write(self, chunk: bytes) -> None:
@@ -393,7 +400,9 @@ def folder_zip(folder: Path) -> bytes:
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for path in sorted(folder.iterdir()):
             if path.is_file() and not path.is_symlink() and not path.name.startswith("."):
-                zf.write(path, path.name)
+                # clips are compressed already: deflating them again costs time and saves nothing
+                packed = zipfile.ZIP_STORED if path.suffix.lower() in CLIP_SUFFIXES else zipfile.ZIP_DEFLATED
+                zf.write(path, path.name, compress_type=packed)
     return buf.getvalue()
 
 
@@ -407,7 +416,7 @@ def open_zip(data: bytes | Path, root: Path | None = None, limit: int | None = N
     limit = max_zip_bytes() if limit is None else limit
     size = data.stat().st_size if isinstance(data, Path) else len(data)
     if size > limit:
-        raise UserError(f"the zip is larger than {limit / 1024 / 1024:.0f} MB (KULESHOV_MAX_STUDY_ZIP_MB)")
+        raise UserError(f"the zip is larger than {megabytes(limit)} (KULESHOV_MAX_STUDY_ZIP_MB); refused")
     try:
         zf = zipfile.ZipFile(data if isinstance(data, Path) else io.BytesIO(data))
         infos = zf.infolist()
@@ -427,7 +436,7 @@ def open_zip(data: bytes | Path, root: Path | None = None, limit: int | None = N
             raise UserError(f"the zip entry {name!r} is a symbolic link; refused")
         total += info.file_size
         if total > limit:
-            raise UserError(f"the zip unpacks to more than {limit / 1024 / 1024:.0f} MB "
+            raise UserError(f"the zip unpacks to more than {megabytes(limit)} "
                             "(KULESHOV_MAX_STUDY_ZIP_MB); refused")
         if info.file_size > 1024 * 1024 and info.file_size > MAX_ZIP_RATIO * max(info.compress_size, 1):
             raise UserError(f"the zip entry {name!r} unpacks to {info.file_size} bytes from "

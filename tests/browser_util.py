@@ -216,9 +216,17 @@ def preview_pick(page, label: str, option: str, timeout_ms: int = 30_000) -> Non
 
 def preview_step_options(page) -> list[str]:
     """The step picker's entries, "Title (key)", in session order."""
-    page.get_by_role("combobox", name="Step").click()
     options = page.get_by_role("option")
-    options.first.wait_for()
+    for attempt in range(3):  # as in preview_pick: a rerun landing just then closes the list
+        wait_idle(page)
+        page.get_by_role("combobox", name="Step").click()
+        try:
+            options.first.wait_for(timeout=5_000)
+            break
+        except Exception:
+            if attempt == 2:
+                raise
+            page.keyboard.press("Escape")
     texts = [text.strip() for text in options.all_inner_texts()]
     page.keyboard.press("Escape")
     return texts
