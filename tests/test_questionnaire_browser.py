@@ -438,8 +438,14 @@ def axe_path() -> Path:
     if not AXE_JS.exists():
         npm = shutil.which("npm")
         if npm:
-            subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=AXE_DIR, check=False,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, timeout=300)
+            # one `npm ci` at a time: two pytest-xdist workers may both get here first
+            import fcntl
+
+            with open(AXE_DIR / ".npm-ci.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if not AXE_JS.exists():
+                    subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=AXE_DIR, check=False,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, timeout=300)
     if not AXE_JS.exists():
         msg = f"{AXE_JS} missing: run `npm ci` in {AXE_DIR}"
         if setting("KULESHOV_REQUIRE_BROWSER") == "1":
