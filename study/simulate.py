@@ -138,6 +138,15 @@ class Bot:
         # Dropping out or withdrawing happens somewhere after consent and before the debrief.
         self.stop_at = self.rng.randrange(1, max(2, n_steps - 2)) if self.fate in ("drop_out", "withdraw") else None
 
+    @classmethod
+    def answering(cls, state, rng: random.Random, effect: float = 0.0) -> "Bot":
+        """A bot that answers for an existing session (`state`) without enrolling anyone (the
+        preview's tests walk an in-memory session with it); it completes."""
+        bot = cls.__new__(cls)
+        bot.engine, bot.rng, bot.effect, bot.agreement = None, rng, effect, TRACE_AGREEMENT
+        bot.person, bot.given, bot.fate, bot.stop_at, bot.state = 0.0, {}, "complete", None, state
+        return bot
+
     def _draw_fate(self) -> str:
         x = self.rng.random()
         for fate in ("decline", "drop_out", "withdraw"):

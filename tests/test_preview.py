@@ -108,10 +108,7 @@ def _bot(state):
 
     from study import simulate
 
-    bot = simulate.Bot.__new__(simulate.Bot)
-    bot.rng, bot.state, bot.effect, bot.person, bot.fate = random.Random(1), state, 0.0, 0.0, "complete"
-    bot.agreement = simulate.TRACE_AGREEMENT
-    return bot
+    return simulate.Bot.answering(state, random.Random(1))
 
 
 # --------------------------------------------------------------------------- the HTTP routes
