@@ -313,14 +313,16 @@ class ClipBlock:
         # (block, clip row, participant, coefficient)
         ci = crow[rows]
         gg = gid[ci]
-        self._gbase = g_off[gg] + ((bslot[ci] * s_g[gg] + rloc[rows]) * sp_g[gg]
-                                   + ploc[cols]) * p1
+        gbase = g_off[gg] + ((bslot[ci] * s_g[gg] + rloc[rows]) * sp_g[gg] + ploc[cols]) * p1
+        order = np.argsort(gbase)  # so that each evaluation writes G2 in sequence
+        self._gbase = gbase[order]
         self._g_total = int(g_off[-1])
-        self._ecols = np.asarray(cols, dtype=np.intp)
-        self._edata = np.ascontiguousarray(data)
+        self._ecols = np.asarray(cols, dtype=np.intp)[order]
+        self._edata = np.ascontiguousarray(data[:, order])
+        self._G2 = np.zeros(self._g_total)  # its padding stays zero
         G1 = np.zeros(self._g_total)
         for a in range(p1):
-            G1[self._gbase + a] = data[a]
+            G1[self._gbase + a] = self._edata[a]
         A0 = np.bincount(self._rbase[S22.row] + rloc[S22.col], S22.data, self._a_total)
         # per group: (slice of the A layout, of the G layout, its shape), the rows of each
         # block slot (q2 = padding), S22 and G1' as dense blocks
@@ -347,7 +349,7 @@ class ClipBlock:
         """Per group, S22 - G2 G1' on its dense blocks, with G1 the Z2'Z1 columns of each
         component's participants and G2 = G1 B (participant by participant)."""
         p1 = self.p1
-        G2 = np.zeros(self._g_total)
+        G2 = self._G2
         for c in range(p1):
             v = None
             for a in range(p1):
