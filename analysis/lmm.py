@@ -23,8 +23,9 @@ other term (clips, pairs) goes into one clip block, reached through a Schur comp
 All cross-products are accumulated once from the rows, so each evaluation of the
 criterion costs O(levels), not O(rows). The clip block is formed from each participant's
 few clips and factored densely or, when it is large and mostly empty, sparsely with a
-fill-reducing ordering (analysis/lmm_sparse.py), so many clips cost what their sparsity
-allows.
+fill-reducing ordering, or, when clips come in lists (the design falls into connected
+components), block by block (analysis/lmm_sparse.py), so many clips cost what their
+sparsity allows.
 
 Identifiability is checked before fitting (_check_identifiable, and fit_crossed's clip
 counts): what the data cannot estimate is refused with a plain message instead of a
@@ -265,9 +266,19 @@ class _Crossprod:
             self.block = ClipBlock(self.q2, n1, ukeys // n1, ukeys % n1, data, S22,
                                    (first, inv.ravel()), solver)
         self.S21 = self.block.S21 if self.block else []
+        self.S21_all = None
         if self.q2 * n1 * p1 <= 250_000:
             # small: dense products cost less than scipy.sparse's per-call overhead
             self.S21 = [m.toarray() for m in self.S21]
+        elif self.q2:
+            # all coefficients in one matrix, column j * p1 + c, so that sum_c S21_c BZ_c is
+            # one product with BZ as it lies in memory
+            C = [m.tocoo() for m in self.S21]
+            self.S21_all = sparse.csr_matrix(
+                (np.concatenate([m.data for m in C]),
+                 (np.concatenate([m.row for m in C]),
+                  np.concatenate([m.col.astype(np.int64) * p1 + c for c, m in enumerate(C)]))),
+                shape=(self.q2, n1 * p1))
         self.diag_lambda = all(t.p == 1 for t in self.others)
         self.X = X
         self._part_cache = None  # see _participant_part
@@ -340,9 +351,12 @@ class _Crossprod:
         RtR = self.Z1XY.reshape(-1, p + 1).T @ BZ.reshape(-1, p + 1)
         rhs = A = None
         if q2:
-            SBZ = np.zeros((q2, p + 1))
-            for c in range(p1):
-                SBZ += self.S21[c] @ BZ[:, c, :]
+            if self.S21_all is not None:
+                SBZ = self.S21_all @ BZ.reshape(-1, p + 1)
+            else:
+                SBZ = np.zeros((q2, p + 1))
+                for c in range(p1):
+                    SBZ += self.S21[c] @ BZ[:, c, :]
             rhs = self.Z2XY - SBZ
             if self.block.solver == "blocks":
                 A = self.block.schur(B)

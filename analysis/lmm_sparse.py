@@ -339,15 +339,27 @@ class ClipBlock:
                 "S22": A0[a_off[g]:a_off[g + 1]].reshape(shape),
                 "G1t": np.ascontiguousarray(G1g.transpose(0, 2, 1)),
             })
+        # The factorisation does not depend on the participants, so groups with the same
+        # number of columns (adjacent in the layout: the groups are sorted by it) are
+        # factored together.
+        self._fgroups = []
+        for size in np.unique(s_g):
+            members = [grp for grp in self._groups if grp["shape"][1] == size]
+            self._fgroups.append({
+                "a": slice(members[0]["a"].start, members[-1]["a"].stop),
+                "shape": (sum(grp["shape"][0] for grp in members), int(size), int(size)),
+                "rows": np.concatenate([grp["rows"] for grp in members]),
+            })
         self.mode = self.solver = "blocks"
         self.components = k
         self.largest_component = int(csize.max())
         self.size = self._a_total
         return True
 
-    def _schur_blocks(self, B: np.ndarray) -> list:
-        """Per group, S22 - G2 G1' on its dense blocks, with G1 the Z2'Z1 columns of each
-        component's participants and G2 = G1 B (participant by participant)."""
+    def _schur_blocks(self, B: np.ndarray) -> np.ndarray:
+        """S22 - G2 G1' on the dense blocks (flat, in the layout of the groups), with G1 the
+        Z2'Z1 columns of each component's participants and G2 = G1 B (participant by
+        participant)."""
         p1 = self.p1
         G2 = self._G2
         for c in range(p1):
@@ -356,14 +368,16 @@ class ClipBlock:
                 term = self._edata[a] * np.take(np.ascontiguousarray(B[:, a, c]), self._ecols)
                 v = term if v is None else np.add(v, term, out=v)
             G2[self._gbase + c] = v
-        out = []
+        out = np.empty(self._a_total)
         for grp in self._groups:
             nb, s, _ = grp["shape"]
             G2g = G2[grp["g"]].reshape(nb, s, -1)
-            out.append(grp["S22"] - np.matmul(G2g, grp["G1t"]))
+            A = out[grp["a"]].reshape(grp["shape"])
+            np.matmul(G2g, grp["G1t"], out=A)
+            np.subtract(grp["S22"], A, out=A)
         return out
 
-    def _factor_solve_blocks(self, As: list, lam, r: np.ndarray):
+    def _factor_solve_blocks(self, A_flat: np.ndarray, lam, r: np.ndarray):
         """log det M22 and r' M22^-1 r (r = Lambda2' rhs), block by block."""
         diag_lam = isinstance(lam, np.ndarray)
         if diag_lam:
@@ -374,8 +388,9 @@ class ClipBlock:
         nc = r.shape[1]
         r_ext = np.vstack([r, np.zeros((1, nc))])
         ld, RR = 0.0, np.zeros((nc, nc))
-        for grp, A in zip(self._groups, As):
+        for grp in self._fgroups:
             nb, s, _ = grp["shape"]
+            A = A_flat[grp["a"]].reshape(grp["shape"])
             # Each block is factored with its right-hand sides appended as rows,
             # [[M, .], [r', D]] = [[C, 0], [z', E]] E', so that z = C^-1 r comes out of the
             # same LAPACK call (one forward substitution) and r' M^-1 r = sum z'z. D only has
