@@ -56,7 +56,8 @@ for (name in strsplit(args[2], ",")[[1]]) {
   t2 <- proc.time()
   el <- t2[["elapsed"]] - t0[["elapsed"]]
   cpu <- (t2[["user.self"]] + t2[["sys.self"]]) - (t0[["user.self"]] + t0[["sys.self"]])
-  out[[name]] <- list(seconds = el, cpu_seconds = cpu, fit_seconds = t1 - t0[["elapsed"]], load = load,
+  out[[name]] <- list(seconds = el, cpu_seconds = cpu, fit_seconds = t1 - t0[["elapsed"]],
+                      load = load,
                       estimate = co["x", "Estimate"],
                       se = co["x", "Std. Error"], df = co["x", "df"],
                       reml = as.numeric(REMLcrit(m)))
@@ -109,8 +110,9 @@ def time_kuleshov(data: pd.DataFrame, model: str) -> dict:
     fit = fit_lmm(data, "y", ["x"], MODELS[model])
     el, cpu = time.perf_counter() - t0, time.process_time() - c0
     x = fit.fixed.set_index("term").loc["x"]
-    return {"seconds": el, "cpu_seconds": cpu, "load": load, "estimate": x.estimate, "se": x.se, "df": x.df,
-            "reml": fit.reml_criterion, "solver": fit.solver, "converged": fit.converged}
+    return {"seconds": el, "cpu_seconds": cpu, "load": load, "estimate": x.estimate, "se": x.se,
+            "df": x.df, "reml": fit.reml_criterion, "solver": fit.solver,
+            "converged": fit.converged}
 
 
 def time_lme4(csv: Path, models: list[str]) -> dict:
