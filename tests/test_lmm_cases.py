@@ -412,3 +412,26 @@ def test_fit_crossed_fixed_drops_a_slope_that_never_varies_within_a_participant(
     assert fit.model_used == "intercepts"
     assert "no participant has more than one value of x" in fit.messages[0]
     assert_matches(fit, reference["between_participants.csv"]["intercepts"])
+
+
+def test_kept_participant_part_does_not_outlive_the_outcome():
+    """solve keeps the part of an evaluation that depends on the participant factor only;
+    with_y (Refitter: bootstrap, power) must not reuse the products with the old outcome."""
+    d = load("lists.csv")
+    random = [RandomTerm("participant_id", ("x",)), RandomTerm("stimulus_id")]
+    cps, _ = _crossprods(d, random, solvers=("auto",))
+    cp = cps["auto"]
+    theta = np.array([0.6, 0.1, 0.2, 0.4])
+    first = cp.solve(theta)
+    y2 = d["valence"].to_numpy(float) + np.random.default_rng(3).normal(0, 1, len(d))
+    other = cp.with_y(y2).solve(theta)
+    d2 = d.assign(valence=y2)
+    fresh = _crossprods(d2, random, solvers=("auto",))[0]["auto"].solve(theta)
+    for u, v in zip(other, fresh):
+        assert np.allclose(u, v, rtol=1e-12, atol=1e-12)
+    # a step in the clip parameter only reuses the kept part and gives what a fresh one does
+    step = theta + np.array([0, 0, 0, 0.05])
+    kept = cp.solve(step)
+    for u, v in zip(kept, _crossprods(d, random, solvers=("auto",))[0]["auto"].solve(step)):
+        assert np.allclose(u, v, rtol=1e-12, atol=1e-12)
+    assert not np.allclose(first[3], other[3])
