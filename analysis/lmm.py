@@ -23,8 +23,9 @@ other term (clips, pairs) goes into one clip block, reached through a Schur comp
 All cross-products are accumulated once from the rows, so each evaluation of the
 criterion costs O(levels), not O(rows). The clip block is formed from each participant's
 few clips and factored densely or, when it is large and mostly empty, sparsely with a
-fill-reducing ordering (analysis/lmm_sparse.py), so many clips cost what their sparsity
-allows.
+fill-reducing ordering, or, when clips come in lists (the design falls into connected
+components), block by block (analysis/lmm_sparse.py), so many clips cost what their
+sparsity allows.
 
 Identifiability is checked before fitting (_check_identifiable, and fit_crossed's clip
 counts): what the data cannot estimate is refused with a plain message instead of a
@@ -265,16 +266,28 @@ class _Crossprod:
             self.block = ClipBlock(self.q2, n1, ukeys // n1, ukeys % n1, data, S22,
                                    (first, inv.ravel()), solver)
         self.S21 = self.block.S21 if self.block else []
+        self.S21_all = None
         if self.q2 * n1 * p1 <= 250_000:
             # small: dense products cost less than scipy.sparse's per-call overhead
             self.S21 = [m.toarray() for m in self.S21]
+        elif self.q2:
+            # all coefficients in one matrix, column j * p1 + c, so that sum_c S21_c BZ_c is
+            # one product with BZ as it lies in memory
+            C = [m.tocoo() for m in self.S21]
+            self.S21_all = sparse.csr_matrix(
+                (np.concatenate([m.data for m in C]),
+                 (np.concatenate([m.row for m in C]),
+                  np.concatenate([m.col.astype(np.int64) * p1 + c for c, m in enumerate(C)]))),
+                shape=(self.q2, n1 * p1))
         self.diag_lambda = all(t.p == 1 for t in self.others)
         self.X = X
+        self._part_cache = None  # see _participant_part
 
     def with_y(self, y: np.ndarray) -> _Crossprod:
         """The same rows and terms with another outcome vector: only the products with y are
         recomputed; the clip block (its structure, patterns and ordering) is shared."""
         new = copy.copy(self)
+        new._part_cache = None  # it holds products with the old y
         p, b = self.p, self.terms[self.big]
         new.XYtXY = self.XYtXY.copy()
         new.XYtXY[:p, p] = new.XYtXY[p, :p] = self.X.T @ y
@@ -322,23 +335,46 @@ class _Crossprod:
             Ainv = np.linalg.inv(A3).reshape(n1, p1 * p1)
         return logdet, (Ainv @ K.T).reshape(n1, p1, p1)
 
-    def solve(self, theta: np.ndarray):
-        """Cholesky pieces for one theta: (log|L|^2, log|RX|^2, r^2, beta, unscaled vcov)."""
+    def _participant_part(self, T1: np.ndarray):
+        """What depends on theta only through the participant factor T1: log det of the
+        participant blocks, B, their part of R'R, the clip block's right-hand sides and, for
+        the "blocks" solver (which does not overwrite it), the Schur complement. The last
+        T1's are kept: the Satterthwaite Hessian (and the optimiser's coordinate steps) vary
+        one parameter at a time, and a step in a clip parameter leaves all this unchanged."""
+        key = T1.tobytes()
+        if self._part_cache is not None and self._part_cache[0] == key:
+            return self._part_cache[1]
         p, p1, q2 = self.p, self.p1, self.q2
-        ld, B = self._blocks(self.terms[self.big].factor(theta))
+        ld, B = self._blocks(T1)
         # B Z1'[X y], level by level
         BZ = np.matmul(B, self.Z1XY)  # (n1, p1, p1) @ (n1, p1, p + 1), level by level
         RtR = self.Z1XY.reshape(-1, p + 1).T @ BZ.reshape(-1, p + 1)
+        rhs = A = None
+        if q2:
+            if self.S21_all is not None:
+                SBZ = self.S21_all @ BZ.reshape(-1, p + 1)
+            else:
+                SBZ = np.zeros((q2, p + 1))
+                for c in range(p1):
+                    SBZ += self.S21[c] @ BZ[:, c, :]
+            rhs = self.Z2XY - SBZ
+            if self.block.solver == "blocks":
+                A = self.block.schur(B)
+        out = (ld, B, RtR, rhs, A)
+        self._part_cache = (key, out)
+        return out
+
+    def solve(self, theta: np.ndarray):
+        """Cholesky pieces for one theta: (log|L|^2, log|RX|^2, r^2, beta, unscaled vcov)."""
+        p, q2 = self.p, self.q2
+        ld, B, RtR, rhs, A = self._participant_part(self.terms[self.big].factor(theta))
         if q2:
             # the Schur complement of the block-diagonal part, formed and factored by the
-            # clip block (dense or sparse)
-            SBZ = np.zeros((q2, p + 1))
-            for c in range(p1):
-                SBZ += self.S21[c] @ BZ[:, c, :]
-            ld22, RR = self.block.factor_solve(self.block.schur(B), self.lambda2(theta),
-                                               self.Z2XY - SBZ)
-            ld += ld22
-            RtR += RR
+            # clip block (dense, sparse or block by block)
+            ld22, RR = self.block.factor_solve(self.block.schur(B) if A is None else A,
+                                               self.lambda2(theta), rhs)
+            ld = ld + ld22
+            RtR = RtR + RR
         C, info = _dpotrf(self.XYtXY - RtR, lower=1, clean=1, overwrite_a=1)
         if info:
             raise np.linalg.LinAlgError(f"the fixed-effects system is not positive definite (dpotrf {info})")

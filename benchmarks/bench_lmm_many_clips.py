@@ -15,7 +15,8 @@ Models: y ~ x + (1 + x | participant) + (1 | clip) and y ~ x + (1 | participant)
 Each is fitted by analysis.lmm.fit_lmm and by lmerTest::lmer (REML) + summary() (Satterthwaite
 df), both including the df and p-values; R runs as a child process on the same data (CSV
 written before either clock starts). Times are wall seconds; the 1-minute load average is
-printed before each fit because the machine is shared.
+printed before each fit because the machine is shared, and so is each engine's CPU time
+(user + system of its process), which depends less on what else runs.
 """
 
 from __future__ import annotations
@@ -48,12 +49,15 @@ forms <- list(full = y ~ x + (1 + x | participant_id) + (1 | stimulus_id),
 out <- list()
 for (name in strsplit(args[2], ",")[[1]]) {
   load <- as.numeric(strsplit(readLines("/proc/loadavg"), " ")[[1]][1])
-  t0 <- proc.time()[["elapsed"]]
+  t0 <- proc.time()
   m <- lmerTest::lmer(forms[[name]], data = d, REML = TRUE)
   t1 <- proc.time()[["elapsed"]]
   co <- summary(m)$coefficients
-  el <- proc.time()[["elapsed"]] - t0
-  out[[name]] <- list(seconds = el, fit_seconds = t1 - t0, load = load,
+  t2 <- proc.time()
+  el <- t2[["elapsed"]] - t0[["elapsed"]]
+  cpu <- (t2[["user.self"]] + t2[["sys.self"]]) - (t0[["user.self"]] + t0[["sys.self"]])
+  out[[name]] <- list(seconds = el, cpu_seconds = cpu, fit_seconds = t1 - t0[["elapsed"]],
+                      load = load,
                       estimate = co["x", "Estimate"],
                       se = co["x", "Std. Error"], df = co["x", "df"],
                       reml = as.numeric(REMLcrit(m)))
@@ -102,12 +106,13 @@ MODELS = {
 
 def time_kuleshov(data: pd.DataFrame, model: str) -> dict:
     load = os.getloadavg()[0]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     fit = fit_lmm(data, "y", ["x"], MODELS[model])
-    el = time.perf_counter() - t0
+    el, cpu = time.perf_counter() - t0, time.process_time() - c0
     x = fit.fixed.set_index("term").loc["x"]
-    return {"seconds": el, "load": load, "estimate": x.estimate, "se": x.se, "df": x.df,
-            "reml": fit.reml_criterion, "solver": fit.solver, "converged": fit.converged}
+    return {"seconds": el, "cpu_seconds": cpu, "load": load, "estimate": x.estimate, "se": x.se,
+            "df": x.df, "reml": fit.reml_criterion, "solver": fit.solver,
+            "converged": fit.converged}
 
 
 def time_lme4(csv: Path, models: list[str]) -> dict:
@@ -131,9 +136,9 @@ def main(argv=None) -> int:
                "full": lambda: simulate_full(2000, 60).rename(columns={"outcome": "y"})}
     print(f"{os.cpu_count()} cores; simulation variance components {VC}")
     print("| design | ratings | model | lmerTest::lmer + summary s (load) | Kuleshov s (load, "
-          "solver) | ratio |"
+          "solver) | ratio | CPU s: lme4 / Kuleshov (ratio) |"
           " x: lme4 / Kuleshov |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in args.designs.split(","):
         data = designs[name]()
         label = (f"{data.participant_id.nunique():,} x {data.stimulus_id.nunique():,}"
@@ -150,11 +155,14 @@ def main(argv=None) -> int:
             r = theirs.get(m)
             rt = f"{r['seconds']:.1f} (load {r['load']:.1f})" if r else "-"
             ratio = f"{r['seconds'] / k['seconds']:.1f}x" if r else "-"
+            cpu = (f"{r['cpu_seconds']:.1f} / {k['cpu_seconds']:.1f} "
+                   f"({r['cpu_seconds'] / k['cpu_seconds']:.1f}x)" if r else
+                   f"- / {k['cpu_seconds']:.1f}")
             agree = (f"{r['estimate']:.5f} / {k['estimate']:.5f}, se {r['se']:.5f} / "
                      f"{k['se']:.5f}, df {r['df']:.1f} / {k['df']:.1f}" if r else
                      f"{k['estimate']:.5f}, se {k['se']:.5f}, df {k['df']:.1f}")
             print(f"| {label} | {len(data):,} | {m} | {rt} | {k['seconds']:.1f} "
-                  f"({k['load']:.1f}, {k['solver']}) | {ratio} | {agree} |", flush=True)
+                  f"({k['load']:.1f}, {k['solver']}) | {ratio} | {cpu} | {agree} |", flush=True)
     return 0
 
 

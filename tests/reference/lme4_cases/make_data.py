@@ -117,10 +117,33 @@ def between_participants(seed=106):
     return _frame(p, c, x, _outcome(rng, p, c, x, 60, 20))
 
 
+def lists(seed=107):
+    """Clips assigned in lists: 8 lists of 8 to 15 clips (90 clips), 200 participants, each
+    rating 6 to 12 clips of one list, so the participant x clip graph falls into 8
+    connected components of different sizes (the clip block is block diagonal, the
+    "blocks" path of analysis/lmm_sparse.py). 40% of the clips are shown as human-made to
+    some raters and as AI-generated to others; clips have a random source effect."""
+    rng = np.random.default_rng(seed)
+    sizes = [8, 9, 10, 11, 12, 12, 13, 15]
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    n_part, n_clips = 200, int(starts[-1])
+    base = np.where(np.arange(n_clips) % 2 == 0, 0.5, -0.5)
+    both = rng.random(n_clips) < 0.4
+    p, c = [], []
+    for j in range(n_part):
+        lst = j % len(sizes)
+        m = min(int(rng.integers(6, 13)), sizes[lst])
+        p.append(np.full(m, j))
+        c.append(starts[lst] + rng.choice(sizes[lst], m, replace=False))
+    p, c = np.concatenate(p), np.concatenate(c)
+    x = np.where(both[c], np.where(rng.random(len(c)) < 0.5, 0.5, -0.5), base[c])
+    return _frame(p, c, x, _outcome(rng, p, c, x, n_part, n_clips, clip_slope=True))
+
+
 DATASETS = {"many_clips.csv": many_clips, "partly_crossed.csv": partly_crossed,
             "within_clip.csv": within_clip, "one_clip_per_source.csv": one_clip_per_source,
             "clip_is_source.csv": clip_is_source,
-            "between_participants.csv": between_participants}
+            "between_participants.csv": between_participants, "lists.csv": lists}
 
 if __name__ == "__main__":
     for name, make in DATASETS.items():

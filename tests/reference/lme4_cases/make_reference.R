@@ -25,7 +25,8 @@ cases <- list(
   within_clip.csv = clip_slope,
   one_clip_per_source.csv = std[c("intercepts", "correlated_slope")],
   clip_is_source.csv = std[c("intercepts", "correlated_slope")],
-  between_participants.csv = std[c("intercepts", "correlated_slope")])
+  between_participants.csv = std[c("intercepts", "correlated_slope")],
+  lists.csv = c(std, list(clip_slope = clip_slope$correlated_slope)))
 
 fit_one <- function(d, name, rhs) {
   warns <- character(0); msgs <- character(0)
