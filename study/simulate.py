@@ -139,11 +139,12 @@ class Bot:
         self.stop_at = self.rng.randrange(1, max(2, n_steps - 2)) if self.fate in ("drop_out", "withdraw") else None
 
     @classmethod
-    def answering(cls, state, rng: random.Random, effect: float = 0.0) -> "Bot":
+    def answering(cls, state, rng: random.Random, effect: float = 0.0, engine=None) -> "Bot":
         """A bot that answers for an existing session (`state`) without enrolling anyone (the
-        preview's tests walk an in-memory session with it); it completes."""
+        preview's tests walk an in-memory session with it); it completes. `engine`: where its
+        playback events go when it watches a clip (none for an in-memory session)."""
         bot = cls.__new__(cls)
-        bot.engine, bot.rng, bot.effect, bot.agreement = None, rng, effect, TRACE_AGREEMENT
+        bot.engine, bot.rng, bot.effect, bot.agreement = engine, rng, effect, TRACE_AGREEMENT
         bot.person, bot.given, bot.fate, bot.stop_at, bot.state = 0.0, {}, "complete", None, state
         return bot
 

@@ -489,13 +489,12 @@ def test_axe_finds_no_serious_problem(quick_server, browser, viewport):
     assert serious_violations(page) == [], "clip page"
     # the rest of the way by the store (as a bot would), then the completion page in the browser
     state = store.get_state(engine, token)
-    bot = simulate.Bot(engine, STUDY_ID, 0, random.Random(5), 0.0, False)
-    bot.fate, bot.stop_at = "complete", None
+    bot = simulate.Bot.answering(state, random.Random(5), engine=engine)
     while state.step.kind != "complete":
         step = state.step
         meta = bot.watch(step) if step.has_clip else None
         answers = bot.answers_for(step) if step.collects_data else {}
-        state = store.submit_step(engine, token, step.key, answers, trial_meta=meta).state
+        state = bot.state = store.submit_step(engine, token, step.key, answers, trial_meta=meta).state
     page.goto(f"{server.url}/?t={token}")
     wait_title(page, state.step.title)
     settle(page)
