@@ -147,6 +147,7 @@ from study.store.preview import (  # noqa: F401
     preview_submit,
 )
 from study.store.sessions import (  # noqa: F401
+    NOT_READ,
     _LOAD,
     _LOAD_FOR_UPDATE,
     _P_COLUMNS,
