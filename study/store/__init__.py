@@ -98,6 +98,7 @@ from study.store.events import (  # noqa: F401
     _event_problem,
     bad_text,
     record_event_batch,
+    record_event_requests,
     record_events,
     unsafe_json,
 )
