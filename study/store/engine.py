@@ -88,8 +88,42 @@ def make_engine(url: str | None = None) -> Engine:
         _WRITE_LOCKS[engine] = threading.RLock()
         return engine
     if url.startswith("postgresql"):
-        return sa.create_engine(url, pool_size=PG_POOL_SIZE, max_overflow=PG_MAX_OVERFLOW, pool_pre_ping=True)
+        engine = sa.create_engine(url, pool_size=PG_POOL_SIZE, max_overflow=PG_MAX_OVERFLOW)
+        _ping_when_idle(engine)
+        return engine
     return sa.create_engine(url, pool_pre_ping=True)
+
+
+# A pooled PostgreSQL connection is pinged before use only when it has lain unused this long.
+# pool_pre_ping pinged at every checkout: one more round trip per transaction, a fifth of a
+# page's, while participants' threads queued for the pool's connections (bench_sessions). A
+# connection in steady use is used unpinged; if the server went away meanwhile, that one
+# statement fails, SQLAlchemy recognises the disconnect and replaces every connection of the
+# pool, and the next try works.
+PG_PING_IDLE_S = 10.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    import time
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_conn, record):
+        record.info["kuleshov_checked_in"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn, record, _proxy):
+        since = record.info.get("kuleshov_checked_in")
+        if since is None or time.monotonic() - since < PG_PING_IDLE_S:
+            return  # new, or in steady use
+        try:
+            ok = engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:
+            if not engine.dialect.is_disconnect(exc, dbapi_conn, None):
+                raise
+            ok = False
+        if not ok:
+            # The pool drops this connection and checks out another (a new one if need be).
+            raise sa.exc.DisconnectionError("stale connection")
 
 
 # SQLite: one lock per engine that the process's write transactions take before BEGIN IMMEDIATE.
