@@ -353,7 +353,11 @@ def _preview_dropped(received: int) -> Response:
 
 
 def _events_route(engine: Any):
+    import asyncio
+
     from study import store
+
+    writer = GroupWriter(engine, store.record_event_requests, "kuleshov-events")
 
     async def post_events(request: Request) -> Response:
         parsed = await _parsed_body(request, MAX_EVENTS_BYTES, parse_events_payload)
@@ -366,11 +370,11 @@ def _events_route(engine: Any):
         kept = [i for i in range(len(events)) if i not in refused]
         recorded, accepted = 0, []
         if kept or not events:  # an empty batch still says whether the token is valid
-            try:
-                outcome = await run_in_threadpool(store.record_event_batch, engine, token, [events[i] for i in kept])
-            except UserError as exc:
+            # Written together with the other requests that arrive meanwhile (GroupWriter).
+            outcome = await asyncio.wrap_future(writer.submit(token, [events[i] for i in kept]))
+            if isinstance(outcome, UserError):
                 # Unknown token, withdrawn participant, closed study: the batch is refused for good.
-                return JSONResponse({"error": str(exc)}, status_code=403)
+                return JSONResponse({"error": str(outcome)}, status_code=403)
             recorded = outcome.recorded
             accepted = [kept[j] for j in outcome.accepted]
             refused.update({kept[j]: why for j, why in outcome.refused.items()})
@@ -405,33 +409,37 @@ def parse_traces_payload(body: bytes) -> tuple[str, list]:
     return token, batches
 
 
-class TraceWriter:
-    """One thread per process that writes trace batches, many requests per transaction.
+class GroupWriter:
+    """One thread per process that writes one kind of request, many requests per transaction.
 
     A request that arrives while a commit is under way waits for the next one together with
-    every other request that arrived meanwhile (store.record_trace_requests), so at 100
-    participants sending a batch every 3 s the commits (an fsync each on SQLite with
-    synchronous=FULL) are shared instead of queued one by one on the write lock.
+    every other request that arrived meanwhile (`record_many(engine, [(token, payload), ...])`
+    answers each with its outcome, a UserError or an exception: store.record_trace_requests,
+    store.record_event_requests), so at 100 participants sending a batch every 2-3 s the commits
+    (an fsync each on SQLite with synchronous=FULL, a pool connection each on PostgreSQL) are
+    shared instead of queued one by one on the write lock or the pool.
     """
 
     MAX_GROUP = 200
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: Any, record_many: Callable[[Any, list], list], name: str) -> None:
         import queue
 
         self.engine = engine
+        self.record_many = record_many
+        self.name = name
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def submit(self, token: str, batches: list):
+    def submit(self, token: str, payload: list):
         from concurrent.futures import Future
 
         future: Future = Future()
-        self._queue.put((token, batches, future))
+        self._queue.put((token, payload, future))
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name="kuleshov-traces", daemon=True)
+                self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
                 self._thread.start()
         return future
 
@@ -446,19 +454,22 @@ class TraceWriter:
                 except queue.Empty:
                     break
             try:
-                outcomes = store.record_trace_requests(self.engine, [(tok, b) for tok, b, _ in group])
+                outcomes = self.record_many(self.engine, [(tok, b) for tok, b, _ in group])
             except Exception as exc:  # the database failed: every request of the group may retry
                 for _, _, future in group:
                     future.set_exception(exc)
                 continue
             for (_, _, future), outcome in zip(group, outcomes):
-                future.set_result(outcome)
+                if isinstance(outcome, Exception) and not isinstance(outcome, UserError):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
 
 
 def _traces_route(engine: Any):
     import asyncio
 
-    writer = TraceWriter(engine)
+    writer = GroupWriter(engine, store.record_trace_requests, "kuleshov-traces")
 
     async def post_traces(request: Request) -> Response:
         parsed = await _parsed_body(request, MAX_TRACES_BYTES, parse_traces_payload)

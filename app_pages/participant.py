@@ -29,11 +29,20 @@ from study.texts import local, t
 # --------------------------------------------------------------------------- entry
 
 
+# Where StoreWriter.submit leaves the state its transaction ended with, for the page drawn in the
+# same script run (never kept past the run: page() takes it out at the start and the end).
+FRESH_STATE = "participant_state_fresh"
+
+
 def page() -> None:
     ui.page_css()
     params = st.query_params
     engine = get_engine()
     token = params.get("t") or st.session_state.get("participant_token")
+    # A page submitted in this run's callback (the questionnaire's submit, a button) already has
+    # the participant's new state, read in the submit's own transaction: reading it again cost a
+    # second transaction per action (on PostgreSQL, a second wait for a pool connection).
+    fresh = st.session_state.pop(FRESH_STATE, None)
     # Until a participant (and their study's languages) is known: any shipped language.
     lang = texts.choose_language(texts.languages(), params.get("lang"), _browser_languages())
     try:
@@ -52,7 +61,7 @@ def page() -> None:
                 token = _resume_or_enrol(engine, study_id, params)
                 if token is None:
                     return
-            state = store.get_state(engine, token)
+            state = fresh if fresh is not None and fresh.token == token else store.get_state(engine, token)
             if state is None:
                 _message(t("link.invalid"))
                 return
@@ -62,6 +71,7 @@ def page() -> None:
             browser_session.keep_token(state.study_id, state.token, state.is_pilot)
             render(StoreWriter(engine), state)
     finally:
+        st.session_state.pop(FRESH_STATE, None)
         page_language.declare(lang)
 
 
@@ -171,7 +181,9 @@ class StoreWriter:
         self.engine = engine
 
     def submit(self, state, step_key: str, answers: dict, trial_meta: dict | None = None):
-        return store.submit_step(self.engine, state.token, step_key, answers, trial_meta=trial_meta)
+        result = store.submit_step(self.engine, state.token, step_key, answers, trial_meta=trial_meta)
+        st.session_state[FRESH_STATE] = result.state  # what the database holds now (page())
+        return result
 
     def set_language(self, state, language: str):
         return store.set_language(self.engine, state.token, language)
@@ -180,6 +192,8 @@ class StoreWriter:
         store.record_events(self.engine, state.token, events)
 
     def watched_share(self, state, position: int) -> float | None:
+        if position == state.step.position and state.clip_share is not store.NOT_READ:
+            return state.clip_share  # read with the state, in the submit that led here
         return store.stored_watched_share(self.engine, state.participant_id, position)
 
     def withdraw(self, state) -> None:

@@ -184,6 +184,8 @@ class Stats:
     event_latencies: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     runs: int = 0
+    measured_runs: int = 0  # script runs (any) and event POSTs inside the measured window
+    measured_posts: int = 0
     sessions_done: int = 0
     acknowledged: int = 0  # answers of questionnaire pages the server moved on from
     measuring: bool = False
@@ -300,6 +302,7 @@ class Bot:
             return
         if self.stats.measuring:
             self.stats.event_latencies.append(time.perf_counter() - t0)
+            self.stats.measured_posts += 1
 
     async def rerun(self, widgets: dict, measure: bool) -> Page:
         msg = BackMsg()
@@ -316,6 +319,7 @@ class Bot:
         page = await self.read_run()
         elapsed = time.perf_counter() - t0
         self.stats.runs += 1
+        self.stats.measured_runs += self.stats.measuring
         if measure and self.stats.measuring:
             self.stats.latencies.append(elapsed)
         return page
@@ -388,7 +392,24 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
-async def drive(base: str, query: str, n: int, args, pid: int | None) -> dict:
+def pg_transactions(db_url: str | None) -> int | None:
+    """Transactions committed and rolled back so far in a PostgreSQL database (pg_stat_database),
+    None elsewhere: per action, a figure the machine's load does not change."""
+    if not db_url or not db_url.startswith("postgresql"):
+        return None
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(db_url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT pg_stat_clear_snapshot()"))
+            return int(conn.execute(sa.text("SELECT xact_commit + xact_rollback FROM pg_stat_database "
+                                            "WHERE datname = current_database()")).scalar_one())
+    finally:
+        engine.dispose()
+
+
+async def drive(base: str, query: str, n: int, args, pid: int | None, db_url: str | None = None) -> dict:
     stats = Stats()
     t0 = time.monotonic()
     t_stop = t0 + args.ramp + args.duration
@@ -398,12 +419,14 @@ async def drive(base: str, query: str, n: int, args, pid: int | None) -> dict:
         await asyncio.sleep(args.ramp)
         stats.measuring = True
         cpu0 = proc_usage(pid)[0] if pid else float("nan")
+        xact0 = await asyncio.to_thread(pg_transactions, db_url)
         rss_max = 0
         while time.monotonic() < t_stop:
             await asyncio.sleep(1.0)
             rss_max = max(rss_max, proc_usage(pid)[1]) if pid else float("nan")
         cpu1 = proc_usage(pid)[0] if pid else float("nan")
         stats.measuring = False
+        xact1 = await asyncio.to_thread(pg_transactions, db_url)
         await asyncio.gather(*tasks, return_exceptions=True)
     lat = [x * 1000 for x in stats.latencies]
     ev = [x * 1000 for x in stats.event_latencies]
@@ -412,6 +435,12 @@ async def drive(base: str, query: str, n: int, args, pid: int | None) -> dict:
             "error_examples": sorted(set(stats.errors))[:3], "sessions_done": stats.sessions_done,
             "acknowledged": stats.acknowledged,
             "cpu_s_per_session_min": (cpu1 - cpu0) / max(n, 1) / (args.duration / 60),
+            # Per request the server answered in the window (script runs and event POSTs): the
+            # server's own cost, which the machine's other load changes far less than latency.
+            "requests": stats.measured_runs + stats.measured_posts, "script_runs": stats.measured_runs,
+            "cpu_ms_per_request": (cpu1 - cpu0) * 1000 / max(1, stats.measured_runs + stats.measured_posts),
+            "pg_transactions_per_request": (xact1 - xact0) / max(1, stats.measured_runs + stats.measured_posts)
+            if xact0 is not None and xact1 is not None else None,
             "rss_mb": rss_max / 2**20, "rss_mb_per_session": rss_max / 2**20 / max(n, 1)}
 
 
@@ -472,15 +501,16 @@ def main(argv: list[str] | None = None) -> int:
             proc.terminate()
             proc.wait(timeout=20)
         print(row("minimal Streamlit app", base, None), flush=True)
+        print(f"  server: {base['cpu_ms_per_request']:.1f} ms CPU per script run", flush=True)
         results.append({"app": "minimal", **base})
         for db in dbs:
             query = f"study={args.study_id}&PROLIFIC_PID=bench-{{i}}-{{n}}-{time.time_ns()}"
             if args.url:
-                r = asyncio.run(drive(args.url.rstrip("/"), query, n, args, None))
+                r = asyncio.run(drive(args.url.rstrip("/"), query, n, args, None, db))
             else:
                 proc, url = start_kuleshov(db, work)
                 try:
-                    r = asyncio.run(drive(url, query, n, args, proc.pid))
+                    r = asyncio.run(drive(url, query, n, args, proc.pid, db))
                 finally:
                     proc.terminate()
                     proc.wait(timeout=20)
@@ -489,6 +519,11 @@ def main(argv: list[str] | None = None) -> int:
             print(row(label, r, base), flush=True)
             print(f"  stored: {r['stored']}; answers acknowledged to bots: {r['acknowledged']}; "
                   f"whole sessions finished by bots: {r['sessions_done']}", flush=True)
+            xacts = r["pg_transactions_per_request"]
+            print(f"  server: {r['cpu_ms_per_request']:.1f} ms CPU per request ({r['script_runs']} script runs + "
+                  f"{r['requests'] - r['script_runs']} event POSTs measured)"
+                  + (f", {xacts:.2f} PostgreSQL transactions per request" if xacts is not None else "")
+                  + f"; events p95 {r['events_p95_ms']:.0f} ms", flush=True)
             if r["errors"]:
                 print(f"  errors: {r['error_examples']}", flush=True)
             results.append({"app": label, **r, "ratio_p95": r["p95_ms"] / base["p95_ms"] if base["p95_ms"] else None})

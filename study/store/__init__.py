@@ -98,6 +98,7 @@ from study.store.events import (  # noqa: F401
     _event_problem,
     bad_text,
     record_event_batch,
+    record_event_requests,
     record_events,
     unsafe_json,
 )
@@ -147,6 +148,7 @@ from study.store.preview import (  # noqa: F401
     preview_submit,
 )
 from study.store.sessions import (  # noqa: F401
+    NOT_READ,
     _LOAD,
     _LOAD_FOR_UPDATE,
     _P_COLUMNS,

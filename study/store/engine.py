@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -83,18 +85,70 @@ def make_engine(url: str | None = None) -> Engine:
             write = conn.get_execution_options().get("kuleshov_write", False)
             conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
+        _WRITE_LOCKS[engine] = threading.RLock()
         return engine
     if url.startswith("postgresql"):
-        return sa.create_engine(url, pool_size=PG_POOL_SIZE, max_overflow=PG_MAX_OVERFLOW, pool_pre_ping=True)
+        engine = sa.create_engine(url, pool_size=PG_POOL_SIZE, max_overflow=PG_MAX_OVERFLOW)
+        _ping_when_idle(engine)
+        return engine
     return sa.create_engine(url, pool_pre_ping=True)
+
+
+# A pooled PostgreSQL connection is pinged before use only when it has lain unused this long.
+# pool_pre_ping pinged at every checkout: one more round trip per transaction, a fifth of a
+# page's, while participants' threads queued for the pool's connections (bench_sessions). A
+# connection in steady use is used unpinged; if the server went away meanwhile, that one
+# statement fails, SQLAlchemy recognises the disconnect and replaces every connection of the
+# pool, and the next try works.
+PG_PING_IDLE_S = 10.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    import time
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_conn, record):
+        record.info["kuleshov_checked_in"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn, record, _proxy):
+        since = record.info.get("kuleshov_checked_in")
+        if since is None or time.monotonic() - since < PG_PING_IDLE_S:
+            return  # new, or in steady use
+        try:
+            ok = engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:
+            if not engine.dialect.is_disconnect(exc, dbapi_conn, None):
+                raise
+            ok = False
+        if not ok:
+            # The pool drops this connection and checks out another (a new one if need be).
+            raise sa.exc.DisconnectionError("stale connection")
+
+
+# SQLite: one lock per engine that the process's write transactions take before BEGIN IMMEDIATE.
+# Waiting for the database's write lock itself is SQLite's busy handler, which sleeps in steps
+# that grow to 100 ms whatever the holder's commit takes (a few ms): with 100 participants'
+# threads in one process, a page often slept 25-100 ms for a lock that was free after 3 ms
+# (benchmarks/bench_sessions.py). Threads of one process now wait on this lock and are woken as
+# soon as it is released; other processes still meet on the busy timeout.
+_WRITE_LOCKS: "weakref.WeakKeyDictionary[Engine, threading.RLock]" = weakref.WeakKeyDictionary()
 
 
 @contextmanager
 def _write(engine: Engine) -> Iterator[Connection]:
     """A write transaction: BEGIN IMMEDIATE on SQLite, a normal transaction elsewhere."""
-    with engine.connect().execution_options(kuleshov_write=True) as conn:
-        with conn.begin():
-            yield conn
+    lock = _WRITE_LOCKS.get(engine)
+    # As long as the busy timeout (30 s), then the error a locked database gives.
+    if lock is not None and not lock.acquire(timeout=30):
+        raise sa.exc.OperationalError("BEGIN IMMEDIATE", {}, Exception("database is locked (waited 30 s)"))
+    try:
+        with engine.connect().execution_options(kuleshov_write=True) as conn:
+            with conn.begin():
+                yield conn
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 @contextmanager

@@ -139,63 +139,110 @@ def record_event_batch(engine: Engine, token: str, events: list) -> EventsOutcom
     (store.metrics). Raises UserError only for the batch as a whole (not a list, too
     long, unknown token, participant no longer recording).
     """
+    outcome = record_event_requests(engine, [(token, events)])[0]
+    if isinstance(outcome, UserError):
+        raise outcome
+    return outcome
+
+
+def _check_request(token: Any, events: Any) -> None:
     if not isinstance(events, list):
         raise UserError("Events must be sent as a list.")
     if len(events) > MAX_EVENTS_PER_BATCH:
         raise UserError(f"Too many events in one batch ({len(events)}; at most {MAX_EVENTS_PER_BATCH}). Send them in smaller batches.")
     if isinstance(token, str) and bad_text(token):
         raise UserError("This study link is not valid.")
+
+
+def record_event_requests(engine: Engine, requests: list[tuple[str, list]]) -> list[EventsOutcome | Exception]:
+    """Several requests' event batches in one write transaction: one commit (one fsync on
+    SQLite, one pool connection on PostgreSQL) for all, as store.record_trace_requests.
+
+    The web server's event writer (server.GroupWriter) hands over whatever requests arrived
+    while the previous commit was under way: at 100 participants the events route's own
+    transactions were the most numerous writes, each queueing for SQLite's write lock or a
+    pool connection. Each request is judged on its own: its outcome, or the UserError that
+    refused it as a whole (nothing of it written). If the shared transaction fails for another
+    reason, each request is tried again in a transaction of its own, so no request costs the
+    others; a request that fails on its own then gets its exception in place of an outcome.
+    """
     now = utcnow()
-    with _write(engine) as conn:
-        loaded = _load(conn, token)
-        if loaded is None:
-            raise UserError("This study link is not valid.")
-        p, _ = loaded
-        if p["status"] not in ("started", "in_progress", "completed"):
-            raise UserError(f"No more data are recorded for this participant (status {p['status']}).")
-        sequence, practice_id = _planned(conn, p["id"], p["token"])
-        planned = dict(enumerate(sequence, start=1))
-        if practice_id:
-            planned[0] = practice_id
-        refused: dict[int, str] = {}
-        accepted: list[int] = []
-        event_rows, sample_rows = [], []
-        watched: dict[int, float] = {}
-        max_time: dict[int, float] = {}
-        for i, ev in enumerate(events):
-            if why := _event_problem(ev, planned):
-                refused[i] = why
-                continue
-            accepted.append(i)
-            kind = ev.get("event", ev.get("type"))
-            position, seq, detail = ev["position"], ev["seq"], ev.get("detail")
-            media_time = flow.as_number(ev.get("media_time"))
-            client_time = flow.as_number(ev.get("client_time"))
-            share = flow.as_number(ev.get("watched_share", (detail or {}).get("watched_share")))
-            if share is not None:
-                watched[position] = max(watched.get(position, 0.0), min(share, 1.0))
-            if media_time is not None:
-                max_time[position] = max(max_time.get(position, 0.0), media_time)
-            base = {"participant_id": p["id"], "position": position, "stimulus_id": planned[position], "seq": seq}
-            if kind == SAMPLE_EVENT:
-                sample_rows.append({**base, "media_time": media_time, "value": flow.as_number(ev.get("value")),
-                                    "client_time": client_time})
-            else:
-                event_rows.append({**base, "event": kind, "media_time": media_time, "client_time": client_time,
-                                   "server_time": now, "detail": detail})
-        new = 0
-        for table, rows in ((playback_events, event_rows), (continuous_samples, sample_rows)):
-            if rows:
-                stmt = _dialect_insert(conn, table).on_conflict_do_nothing(
-                    index_elements=["participant_id", "position", "seq"]).returning(table.c.seq)
-                new += len(conn.execute(stmt, rows).all())
-        for position in set(watched) | set(max_time):
-            _upsert_trial(conn, p["id"], position, planned[position], now,
-                          watched_share=watched.get(position), max_time=max_time.get(position))
-        if new:
-            refresh_submitted(conn, p["id"], {row["position"] for row in event_rows})
-            conn.execute(participants.update().where(participants.c.id == p["id"]).values(updated_at=now))
-        return EventsOutcome(new, accepted, refused)
+    try:
+        with _write(engine) as conn:
+            return [_judged(conn, token, events, now) for token, events in requests]
+    except Exception:
+        if len(requests) == 1:
+            raise
+    out: list[EventsOutcome | Exception] = []
+    for token, events in requests:
+        try:
+            with _write(engine) as conn:
+                out.append(_judged(conn, token, events, now))
+        except Exception as exc:  # this request's own failure, answered to it alone
+            out.append(exc)
+    return out
+
+
+def _judged(conn, token: str, events: list, now) -> EventsOutcome | UserError:
+    try:
+        _check_request(token, events)
+        return _record(conn, token, events, now)
+    except UserError as exc:
+        return exc
+
+
+def _record(conn, token: str, events: list, now) -> EventsOutcome:
+    """One request's events, in the caller's transaction; UserError (before anything is
+    written) for the request as a whole."""
+    loaded = _load(conn, token)
+    if loaded is None:
+        raise UserError("This study link is not valid.")
+    p, _ = loaded
+    if p["status"] not in ("started", "in_progress", "completed"):
+        raise UserError(f"No more data are recorded for this participant (status {p['status']}).")
+    sequence, practice_id = _planned(conn, p["id"], p["token"])
+    planned = dict(enumerate(sequence, start=1))
+    if practice_id:
+        planned[0] = practice_id
+    refused: dict[int, str] = {}
+    accepted: list[int] = []
+    event_rows, sample_rows = [], []
+    watched: dict[int, float] = {}
+    max_time: dict[int, float] = {}
+    for i, ev in enumerate(events):
+        if why := _event_problem(ev, planned):
+            refused[i] = why
+            continue
+        accepted.append(i)
+        kind = ev.get("event", ev.get("type"))
+        position, seq, detail = ev["position"], ev["seq"], ev.get("detail")
+        media_time = flow.as_number(ev.get("media_time"))
+        client_time = flow.as_number(ev.get("client_time"))
+        share = flow.as_number(ev.get("watched_share", (detail or {}).get("watched_share")))
+        if share is not None:
+            watched[position] = max(watched.get(position, 0.0), min(share, 1.0))
+        if media_time is not None:
+            max_time[position] = max(max_time.get(position, 0.0), media_time)
+        base = {"participant_id": p["id"], "position": position, "stimulus_id": planned[position], "seq": seq}
+        if kind == SAMPLE_EVENT:
+            sample_rows.append({**base, "media_time": media_time, "value": flow.as_number(ev.get("value")),
+                                "client_time": client_time})
+        else:
+            event_rows.append({**base, "event": kind, "media_time": media_time, "client_time": client_time,
+                               "server_time": now, "detail": detail})
+    new = 0
+    for table, rows in ((playback_events, event_rows), (continuous_samples, sample_rows)):
+        if rows:
+            stmt = _dialect_insert(conn, table).on_conflict_do_nothing(
+                index_elements=["participant_id", "position", "seq"]).returning(table.c.seq)
+            new += len(conn.execute(stmt, rows).all())
+    for position in set(watched) | set(max_time):
+        _upsert_trial(conn, p["id"], position, planned[position], now,
+                      watched_share=watched.get(position), max_time=max_time.get(position))
+    if new:
+        refresh_submitted(conn, p["id"], {row["position"] for row in event_rows})
+        conn.execute(participants.update().where(participants.c.id == p["id"]).values(updated_at=now))
+    return EventsOutcome(new, accepted, refused)
 
 
 def record_events(engine: Engine, token: str, events: list[dict]) -> int:

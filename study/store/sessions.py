@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,6 +30,8 @@ from study import texts
 from study.texts import t
 
 # --------------------------------------------------------------------------- participants
+
+NOT_READ = object()  # ParticipantState.clip_share when it was not read with the state
 
 
 @dataclass
@@ -62,6 +65,9 @@ class ParticipantState:
     language: str = texts.DEFAULT_LANG  # one of the study's languages: every page is shown in it
     device_info: Any = None  # participants.device_info: server-side only (its seed makes the sound test)
     study_version: str | None = None
+    # The trial's stored watched_share for the current clip step, read with the state after a
+    # submit (the next page's first run needs it); NOT_READ otherwise (StoreWriter asks then).
+    clip_share: Any = NOT_READ
 
     @property
     def completed(self) -> bool:
@@ -212,16 +218,52 @@ def _stored_answers(conn: Connection, participant_id: int, step_key: str) -> dic
                               shown_position=r.shown_position) for r in rows}
 
 
+class StoredAnswers(Mapping):
+    """The current step's stored answers (item_id -> flow.Answer), read from the database the
+    first time they are looked at. No page reads them on an ordinary run (a page is stored and
+    left in one transaction, so the current step has none), and every participant page's run
+    used to pay a query for them (benchmarks/bench_sessions.py)."""
+
+    def __init__(self, engine: Engine, participant_id: int, step_key: str):
+        self._engine, self._pid, self._step_key = engine, participant_id, step_key
+        self._answers: dict | None = None
+
+    def _loaded(self) -> dict:
+        if self._answers is None:
+            with _read(self._engine) as conn:
+                self._answers = _stored_answers(conn, self._pid, self._step_key)
+        return self._answers
+
+    def __getitem__(self, key):
+        return self._loaded()[key]
+
+    def __iter__(self):
+        return iter(self._loaded())
+
+    def __len__(self) -> int:
+        return len(self._loaded())
+
+    def __repr__(self) -> str:
+        return repr(self._loaded())
+
+
+_SHARE = (sa.select(trials.c.watched_share)
+          .where(trials.c.participant_id == sa.bindparam("pid"), trials.c.position == sa.bindparam("pos")))
+
+
 def _build_state(conn: Connection, p, srow, step_index: int | None = None, status: str | None = None,
                  attention_failed: int | None = None, excluded_reason: str | None = None,
-                 with_answers: bool = True) -> ParticipantState:
+                 with_answers: bool = True, with_share: bool = False) -> ParticipantState:
     ctx = _context(srow)
     sequence, practice_id = _planned(conn, p["id"], p["token"])
     steps = _steps(ctx, _ctx_key(srow), sequence, practice_id)
     index = min(p["step_index"] if step_index is None else step_index, len(steps) - 1)
     step = steps[index]
     seed = flow.participant_seed(ctx.spec.seed, p["participant_number"])
-    answers = _stored_answers(conn, p["id"], step.key) if with_answers and step.collects_data else {}
+    answers = StoredAnswers(conn.engine, p["id"], step.key) if with_answers and step.collects_data else {}
+    share = NOT_READ
+    if with_share and step.has_clip:
+        share = conn.execute(_SHARE, {"pid": p["id"], "pos": step.position}).scalar()
     return ParticipantState(
         participant_id=p["id"], token=p["token"], pseudonym=p["pseudonym"], study_id=p["study_id"],
         status=status or p["status"], label_condition=p["label_condition"], list_index=p["list_index"],
@@ -232,7 +274,7 @@ def _build_state(conn: Connection, p, srow, step_index: int | None = None, statu
         excluded_reason=p["excluded_reason"] if excluded_reason is None else excluded_reason,
         prolific_pid=p["prolific_pid"], study_status=srow["status"], language=p["language"] or texts.DEFAULT_LANG,
         prolific_study_id=p["prolific_study_id"], prolific_session_id=p["prolific_session_id"],
-        device_info=p["device_info"], study_version=srow["version"],
+        device_info=p["device_info"], study_version=srow["version"], clip_share=share,
     )
 
 
@@ -363,8 +405,7 @@ def get_state(engine: Engine, token: str) -> ParticipantState | None:
 def stored_watched_share(engine: Engine, participant_id: int, position: int) -> float | None:
     """The share of a clip already recorded for a participant (events sent before a reload count)."""
     with _read(engine) as conn:
-        return conn.execute(sa.select(trials.c.watched_share).where(
-            trials.c.participant_id == participant_id, trials.c.position == position)).scalar()
+        return conn.execute(_SHARE, {"pid": participant_id, "pos": position}).scalar()
 
 
 def _insert_ignore(conn: Connection, table: sa.Table, rows: list[dict], keys: list[str]) -> None:
@@ -513,9 +554,11 @@ def submit_step(engine: Engine, token: str, step_key: str, answers: dict, trial_
         conn.execute(participants.update().where(participants.c.id == p["id"]).values(**values))
         if outcome.device_info is not None:
             p = {**p, "device_info": outcome.device_info}
+        # The page drawn next is drawn from this state (participant.StoreWriter), in the same
+        # script run: with the next clip's stored share, it needs no other query.
         new_state = _build_state(conn, p, srow, step_index=new_index, status=new_status,
                                  attention_failed=attention_failed, excluded_reason=excluded_reason,
-                                 with_answers=False)
+                                 with_answers=False, with_share=True)
         return SubmitResult(True, new_state)
 
 

@@ -251,7 +251,7 @@ def _record(conn, token: str, batches: list, now) -> TracesOutcome:
 def record_trace_requests(engine: Engine, requests: list[tuple[str, list]]) -> list[TracesOutcome | UserError]:
     """Several requests' batches in one write transaction: one commit (one fsync) for all.
 
-    The web server's trace writer (server.TraceWriter) hands over whatever requests arrived
+    The web server's trace writer (server.GroupWriter) hands over whatever requests arrived
     while the previous commit was under way, so under load the cost of a commit is shared
     instead of each request queueing for its own. Each request is judged on its own: its
     outcome, or the UserError that refused it as a whole (nothing of it written).
