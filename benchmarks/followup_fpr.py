@@ -51,7 +51,7 @@ def one(seed: int, recall_log_or: float, arousal_linger: float, n: int) -> dict:
         out["recognition_p"] = float(recog.loc[recog["comparison"] == "human - ai", "p"].iloc[0])
     if recall is not None:
         r = recall.iloc[0]
-        out.update(recall_p=float(r["p"]), recall_est=float(r["log_odds_ratio"]),
+        out.update(recall_p=float(r["p"]), recall_p_z=float(r["p_z"]), recall_est=float(r["log_odds_ratio"]),
                    recall_covers=bool(np.log(r["or_ci_low"]) <= recall_log_or <= np.log(r["or_ci_high"])),
                    recall_singular=bool(r["singular"]))
     if models is not None:
@@ -95,11 +95,13 @@ def main(argv=None) -> int:
     res = {
         "design": {"participants": args.participants, "clips": "8 human + 8 AI, 4 of each seen", "followup": "24 h",
                    "planted": {"recall_log_or": args.recall_log_or, "arousal_linger": args.arousal_linger}},
-        "null": {"recall": rate(null, "recall_p"), "lingering_arousal": rate(null, "arousal_p"),
+        "null": {"recall": rate(null, "recall_p"), "recall_wald_z": rate(null, "recall_p_z"),
+                 "lingering_arousal": rate(null, "arousal_p"),
                  "lingering_valence": rate(null, "valence_p"), "recognition": rate(null, "recognition_p"),
                  "coverage": {"recall": coverage(null, "recall_covers"), "arousal": coverage(null, "arousal_covers")},
                  "recall_singular": sum(r.get("recall_singular", False) for r in null)},
-        "planted": {"recall_power": rate(planted, "recall_p"), "lingering_arousal_power": rate(planted, "arousal_p"),
+        "planted": {"recall_power": rate(planted, "recall_p"), "recall_power_wald_z": rate(planted, "recall_p_z"),
+                    "lingering_arousal_power": rate(planted, "arousal_p"),
                     "lingering_valence_fpr": rate(planted, "valence_p"),
                     "recognition_fpr": rate(planted, "recognition_p"),
                     "coverage": {"recall": coverage(planted, "recall_covers"),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_util import launch, pass_device_check, require_chromium, start_server
+from browser_util import launch, pass_device_check, require_chromium, start_server, wait_idle
 from study import store, texts
 from study.protocol import load_study
 from test_browser_participant import STEP_TIMEOUT_MS, answer_page, play_clip
@@ -124,6 +124,9 @@ def test_whole_demo_study_in_german(german_server, tmp_path):
         leaks["debrief"] = english_on(body)
         page.get_by_role("button", name="Abschließen", exact=True).click()
         page.get_by_text("Vielen Dank, dass Sie die Demonstration ausprobiert haben.").wait_for(timeout=STEP_TIMEOUT_MS)
+        # the code comes after the message in the same run: wait for it, not only for the message
+        page.get_by_text("KULDEMO1").first.wait_for(timeout=STEP_TIMEOUT_MS)
+        wait_idle(page)
         body = page.inner_text("body")
         assert "Ihr Abschlusscode:" in body and "KULDEMO1" in body
         leaks["complete"] = english_on(body)

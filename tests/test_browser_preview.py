@@ -104,7 +104,12 @@ def test_preview_every_step_switch_condition_and_list_and_write_nothing(tmp_path
             assert "condition=true" in page.url and "list=1" in page.url and f"step=trial%3A{pos}" in page.url
 
             # The clip plays; its events go to the server, which settles and drops them.
+            # (after the last switch's script run: a click on the player it replaces is lost)
+            wait_idle(page)
             page.locator(".kp-start:visible").click()
+            page.locator(".kp-video:visible").first.wait_for(timeout=WAIT_MS)
+            page.wait_for_function("v => v.currentTime > 0", arg=page.locator(".kp-video:visible").first.element_handle(),
+                                   timeout=WAIT_MS)
             page.locator(f'.kq-root[data-page="trial:{pos}"]').wait_for(timeout=40_000)
             page.wait_for_timeout(1500)
             assert posted, "the player sent no events"
