@@ -453,11 +453,22 @@ class GroupWriter:
                     group.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            try:
-                outcomes = self.record_many(self.engine, [(tok, b) for tok, b, _ in group])
-            except Exception as exc:  # the database failed: every request of the group may retry
+            # In token order (a stable sort keeps one participant's requests in arrival order):
+            # each request updates its participant's row, and the events and traces writers'
+            # transactions, each over many participants, deadlocked on PostgreSQL when they
+            # took the same rows in different orders (300 participants, one or two a run, the
+            # loser's whole group answered 503). One order for every writer takes them in turn.
+            group.sort(key=lambda request: request[0])
+            outcomes = None
+            for attempt in range(2):  # once more after a failure: a request stored twice is stored once
+                try:
+                    outcomes = self.record_many(self.engine, [(tok, b) for tok, b, _ in group])
+                    break
+                except Exception as exc:  # the database failed: every request of the group may retry
+                    failure = exc
+            if outcomes is None:
                 for _, _, future in group:
-                    future.set_exception(exc)
+                    future.set_exception(failure)
                 continue
             for (_, _, future), outcome in zip(group, outcomes):
                 if isinstance(outcome, Exception) and not isinstance(outcome, UserError):

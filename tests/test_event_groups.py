@@ -99,3 +99,38 @@ def test_concurrent_posts_through_the_route_each_get_their_own_answer(engine, de
             assert status == 200 and body["recorded"] == 2 and body["accepted"] == [0, 1], body
     stored = sum(count(engine, store.playback_events, participant_id=s.participant_id) for s in states)
     assert stored == 2 * sum(1 for i in range(24) if i % 4)
+
+
+def test_group_writer_takes_requests_in_token_order_and_retries_a_failed_group_once():
+    """Every writer locks participants' rows in one order (by token, a participant's own requests
+    in arrival order): the events and traces groups deadlocked on PostgreSQL when each took the
+    same participants in arrival order. A group whose transaction fails is tried once more."""
+    from server import GroupWriter
+
+    calls: list[list] = []
+
+    def record_many(engine, requests):
+        calls.append(list(requests))
+        if len(calls) == 1:
+            raise RuntimeError("deadlock detected")
+        return [f"stored {tok} {payload}" for tok, payload in requests]
+
+    writer = GroupWriter(None, record_many, "test-writer")
+    futures = []
+    from concurrent.futures import Future
+
+    for token, payload in (("c", [1]), ("a", [1]), ("c", [2]), ("b", [1])):  # queued before the thread runs
+        futures.append(Future())
+        writer._queue.put((token, payload, futures[-1]))
+    last = writer.submit("a", [2])
+    results = [f.result(timeout=10) for f in futures] + [last.result(timeout=10)]
+    assert calls[0] == calls[1] == [("a", [1]), ("a", [2]), ("b", [1]), ("c", [1]), ("c", [2])]
+    assert results == ["stored c [1]", "stored a [1]", "stored c [2]", "stored b [1]", "stored a [2]"]
+
+    # failing twice: every request of the group gets the exception (the route answers 503)
+    def always_fails(engine, requests):
+        raise RuntimeError("database down")
+
+    failing = GroupWriter(None, always_fails, "test-failing")
+    with pytest.raises(RuntimeError, match="database down"):
+        failing.submit("a", [1]).result(timeout=10)
