@@ -229,6 +229,8 @@ class Stats:
     samples_sent: int = 0
     samples_acked: int = 0
     clip_seconds: float = 0.0  # longest clip a continuous bot watched
+    trace_retries: int = 0  # trace POSTs answered 5xx/429 or not at all: sent again later
+    trace_retry_reasons: set = field(default_factory=set)
 
 
 @dataclass
@@ -341,8 +343,10 @@ class Bot:
 
     async def trace(self, data: dict, length: float) -> None:
         """The continuous rating as continuous.js sends it: 10 samples per second of video time,
-        a batch every 3 s and a final one at the end, each POSTed to /api/traces (one request in
-        flight; a batch the server did not accept is counted as sent and not acknowledged)."""
+        a batch every 3 s and a final one at the end, into an outbox whose first 20 batches are
+        POSTed to /api/traces (one request in flight). As in continuous.js, an answer of 5xx or
+        429, or none at all, keeps the batches for a later try (backoff 1 s doubling to 30 s;
+        counted as `trace_retries`, not as errors); a batch refused for good is an error."""
         token, position = data.get("token"), data.get("position")
         cap = data["capture"]
         lo, hi = float(cap.get("min", 1)), float(cap.get("max", 9))
@@ -350,6 +354,8 @@ class Bot:
         value = float(cap.get("start") if cap.get("start") is not None else (lo + hi) / 2)
         started = time.monotonic()
         t, seq = 0.0, 0
+        outbox: list[dict] = []
+        self.stats.clip_seconds = max(self.stats.clip_seconds, length)
         while t < length - 1e-9:
             batch_end = min(length, t + TRACE_FLUSH_S)
             times, values = [], []
@@ -359,27 +365,47 @@ class Bot:
                 values.append(round(value, 3))
                 t += 1 / TRACE_HZ
             await asyncio.sleep(max(0.0, started + batch_end - time.monotonic()))
-            final = t >= length - 1e-9
-            batch = {"position": position, "attempt": attempt, "seq": seq, "mode": "1d", "final": final,
-                     "t": times, "x": values, "marks": [], "start_x": values[0], "first_move_t": 0.5,
-                     "client_time": time.time() * 1000}
+            outbox.append({"position": position, "attempt": attempt, "seq": seq, "mode": "1d",
+                           "final": t >= length - 1e-9, "t": times, "x": values, "marks": [],
+                           "start_x": values[0], "first_move_t": 0.5, "client_time": time.time() * 1000})
             seq += 1
             self.stats.samples_sent += len(times)
-            self.stats.clip_seconds = max(self.stats.clip_seconds, length)
+            await self.send_traces(token, outbox)
+        backoff, give_up = 1.0, time.monotonic() + 120
+        while outbox and time.monotonic() < give_up:
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)
+            await self.send_traces(token, outbox)
+        if outbox:
+            self.stats.errors.append(f"traces: {len(outbox)} batches never stored")
+
+    async def send_traces(self, token, outbox: list[dict]) -> None:
+        while outbox:
+            group = outbox[:20]
             t0 = time.perf_counter()
             try:
-                resp = await self.http.post(self.base + "/api/traces", json={"token": token, "batches": [batch]})
-                answer = resp.json()
-            except (httpx.HTTPError, ValueError) as exc:
-                self.stats.errors.append(f"traces: {exc!r}"[:200])
-                continue
+                resp = await self.http.post(self.base + "/api/traces", json={"token": token, "batches": group})
+            except httpx.HTTPError:
+                self.stats.trace_retries += 1
+                return
             if self.stats.measuring:
                 self.stats.trace_latencies.append(time.perf_counter() - t0)
                 self.stats.trace_posts += 1
-            if resp.status_code != 200 or answer.get("refused") or 0 not in (answer.get("accepted") or []):
-                self.stats.errors.append(f"traces {resp.status_code}: {str(answer)[:150]}")
-            else:
-                self.stats.samples_acked += len(times)
+            if resp.status_code >= 500 or resp.status_code == 429:
+                self.stats.trace_retries += 1
+                self.stats.trace_retry_reasons.add(f"{resp.status_code}: {resp.text[:100]}")
+                return
+            try:
+                answer = resp.json()
+            except ValueError:
+                answer = {}
+            accepted = set(answer.get("accepted") or []) if resp.status_code == 200 else set()
+            for i, b in enumerate(group):
+                if i in accepted:
+                    self.stats.samples_acked += len(b["t"])
+                else:
+                    self.stats.errors.append(f"traces {resp.status_code}: {str(answer)[:150]}")
+            del outbox[:len(group)]
 
     async def post_events(self, token, batch) -> None:
         if not token:
@@ -540,7 +566,8 @@ async def drive(base: str, query: str, n: int, args, pid: int | None, db_url: st
     return {"participants": n, "continuous_participants": continuous, "actions": len(lat),
             "continuous_p50_ms": pct(cont, 50), "continuous_p95_ms": pct(cont, 95), "continuous_p99_ms": pct(cont, 99),
             "traces_p50_ms": pct(tr, 50), "traces_p95_ms": pct(tr, 95), "trace_posts": stats.trace_posts,
-            "samples_sent": stats.samples_sent, "clip_s_max": stats.clip_seconds, "samples_acknowledged": stats.samples_acked, "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95),
+            "samples_sent": stats.samples_sent, "clip_s_max": stats.clip_seconds,
+            "trace_retries": stats.trace_retries, "trace_retry_reasons": sorted(stats.trace_retry_reasons)[:3], "samples_acknowledged": stats.samples_acked, "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95),
             "p99_ms": pct(lat, 99), "events_p95_ms": pct(ev, 95), "errors": len(stats.errors),
             "error_examples": sorted(set(stats.errors))[:3], "sessions_done": stats.sessions_done,
             "acknowledged": stats.acknowledged,
@@ -588,7 +615,8 @@ def continuous_line(r: dict) -> str:
             f"{r['continuous_p50_ms']:.0f}/{r['continuous_p95_ms']:.0f}/{r['continuous_p99_ms']:.0f} ms; "
             f"{r['trace_posts']} trace POSTs measured, p50/p95 {r['traces_p50_ms']:.0f}/{r['traces_p95_ms']:.0f} ms; "
             f"samples sent {r['samples_sent']}, acknowledged {r['samples_acknowledged']}, "
-            f"stored {r['stored'].get('samples')}; longest clip watched {r['clip_s_max']:.1f} s")
+            f"stored {r['stored'].get('samples')}; longest clip watched {r['clip_s_max']:.1f} s; "
+            f"trace POSTs to send again (5xx/429/no answer) {r['trace_retries']} {r['trace_retry_reasons']}")
 
 
 def row(label: str, r: dict, base: dict | None) -> str:
