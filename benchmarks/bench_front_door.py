@@ -1,12 +1,17 @@
 """bench_sessions through the front door: nginx (deploy/nginx.conf as shipped, only the ports
-changed, as tests/test_nginx.py runs it) in front of two app processes on one PostgreSQL.
+changed, as tests/test_nginx.py runs it) in front of two app processes on one PostgreSQL database or one SQLite file (WAL mode, as the
+store opens it).
 
 The bots are bench_sessions' own (real Streamlit sessions over the websocket, event POSTs);
 each bot's websocket is one connection, so nginx keeps a session on one process without the
 routing cookie, and its event POSTs go to either process, as a browser's may. CPU and resident
 memory are the two app processes' together; acknowledged vs stored as in bench_sessions.
+`--continuous K`: K of the participants take part in the continuous-rating study instead (as
+bench_sessions' option; registered before the processes start), and their trace samples sent,
+acknowledged and stored are counted too.
 
-    python benchmarks/bench_front_door.py --participants 300 --db postgresql+psycopg://postgres@127.0.0.1:5432/front
+    python benchmarks/bench_front_door.py --participants 300 --continuous 100 --db postgresql+psycopg://postgres@127.0.0.1:5432/front
+    python benchmarks/bench_front_door.py --participants 300 --continuous 100 --db sqlite:////tmp/front.db
 
 Needs /usr/sbin/nginx (Debian's nginx package). Linux only (/proc).
 """
@@ -80,7 +85,7 @@ def start_app(db_url: str, workdir: Path, study: Path) -> tuple[subprocess.Popen
     return proc, port
 
 
-async def drive_pair(url: str, query: str, n: int, args, pids: list[int], db: str) -> dict:
+async def drive_pair(url: str, query: str, n: int, args, pids: list[int], db: str, continuous: int = 0) -> dict:
     """bs.drive against nginx, with the two processes' CPU and memory sampled alongside."""
     usage0 = [bs.proc_usage(pid)[0] for pid in pids]
     rss_max = [0] * len(pids)
@@ -95,7 +100,7 @@ async def drive_pair(url: str, query: str, n: int, args, pids: list[int], db: st
 
     t0 = time.monotonic()
     sampler = asyncio.create_task(sample())
-    r = await bs.drive(url, query, n, args, None, db)
+    r = await bs.drive(url, query, n, args, None, db, continuous)
     done.set()
     await sampler
     elapsed = time.monotonic() - t0
@@ -111,13 +116,16 @@ async def drive_pair(url: str, query: str, n: int, args, pids: list[int], db: st
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--participants", default="300")
-    ap.add_argument("--db", required=True, help="PostgreSQL URL (an empty database)")
+    ap.add_argument("--db", required=True, help="PostgreSQL or SQLite URL (an empty database)")
     ap.add_argument("--duration", type=float, default=40.0)
     ap.add_argument("--ramp", type=float, default=15.0)
     ap.add_argument("--think-min", type=float, default=2.0)
     ap.add_argument("--think-max", type=float, default=5.0)
     ap.add_argument("--watch", type=float, default=3.0)
+    ap.add_argument("--continuous", type=int, default=0, help="participants in the continuous-rating study")
     args = ap.parse_args(argv)
+    args.study_id = "bench-sessions"
+    kind = args.db.split(":", 1)[0].split("+")[0]
     work = Path(tempfile.mkdtemp(prefix="kuleshov-front-"))
     study = bs.bench_study(work)
     print(f"# bench_front_door: {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}, nginx + 2 app processes, "
@@ -134,13 +142,16 @@ def main(argv: list[str] | None = None) -> int:
         print(bs.row("minimal Streamlit app (one process, direct)", base, None), flush=True)
         apps = []
         nginx = None
+        k = min(args.continuous, n)
+        if k:
+            bs.register_continuous(args.db, work)
         try:
             # One after the other: the first migrates and registers the study, the second finds it.
             for _ in range(2):
                 apps.append(start_app(args.db, work, study))
             nginx, front = start_nginx(work / "nginx", [port for _, port in apps])
             query = f"study=bench-sessions&PROLIFIC_PID=front-{{i}}-{{n}}-{time.time_ns()}"
-            r = asyncio.run(drive_pair(front, query, n, args, [p.pid for p, _ in apps], args.db))
+            r = asyncio.run(drive_pair(front, query, n, args, [p.pid for p, _ in apps], args.db, k))
         finally:
             if nginx is not None:
                 nginx.terminate()
@@ -148,11 +159,14 @@ def main(argv: list[str] | None = None) -> int:
             for p, _ in apps:
                 p.terminate()
                 p.wait(timeout=20)
-        r["stored"] = bs.stored_sessions(args.db)
-        print(bs.row("Kuleshov, nginx + 2 processes, postgresql", r, base), flush=True)
+        r["stored"] = bs.stored_sessions(args.db, continuous=bool(k))
+        print(bs.row(f"Kuleshov, nginx + 2 processes, {kind}", r, base), flush=True)
         print(f"  stored: {r['stored']}; answers acknowledged to bots: {r['acknowledged']}; "
-              f"whole sessions finished by bots: {r['sessions_done']}; events p95 {r['events_p95_ms']:.0f} ms; "
-              f"{r['pg_transactions_per_request']:.2f} PostgreSQL transactions per request", flush=True)
+              f"whole sessions finished by bots: {r['sessions_done']}; events p95 {r['events_p95_ms']:.0f} ms"
+              + (f"; {r['pg_transactions_per_request']:.2f} PostgreSQL transactions per request"
+                 if r["pg_transactions_per_request"] is not None else ""), flush=True)
+        if k:
+            print(bs.continuous_line(r), flush=True)
         if r["errors"]:
             print(f"  errors: {r['error_examples']}", flush=True)
     print(f"# load at end {os.getloadavg()[0]:.2f}")

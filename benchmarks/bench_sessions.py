@@ -101,6 +101,38 @@ def bench_study(workdir: Path) -> Path:
     return folder / "study.yaml"
 
 
+CONTINUOUS_ID = "bench-continuous"
+TRACE_HZ = 10
+TRACE_FLUSH_S = 3.0  # continuous.js's KC_FLUSH_MS
+
+
+def continuous_study(workdir: Path) -> Path:
+    """The bench study with a 1d continuous rating at 10 Hz during playback (as
+    tests/test_browser_continuous.py's `_study` makes it), under its own id."""
+    import yaml
+
+    path = workdir / "study" / "continuous.yaml"
+    if not path.exists():
+        raw = yaml.safe_load(bench_study(workdir).read_text(encoding="utf-8"))
+        raw["id"] = CONTINUOUS_ID
+        raw["playback"]["continuous_rating"] = {"item": "How do you feel right now?", "rate_hz": TRACE_HZ, "mode": "1d"}
+        path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def register_continuous(db_url: str, workdir: Path) -> None:
+    """Migrate and register the continuous study beside the one the server is started with, open."""
+    from study import store
+
+    engine = store.make_engine(db_url)
+    try:
+        store.upgrade(engine)
+        store.register_study(engine, continuous_study(workdir))
+        store.set_study_status(engine, CONTINUOUS_ID, "open")
+    finally:
+        engine.dispose()
+
+
 def start_kuleshov(db_url: str, workdir: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "KULESHOV_DATABASE_URL": db_url, "KULESHOV_DATA_DIR": str(workdir / "data"),
@@ -189,6 +221,16 @@ class Stats:
     sessions_done: int = 0
     acknowledged: int = 0  # answers of questionnaire pages the server moved on from
     measuring: bool = False
+    # Continuous-rating bots: their own next-page latencies, and the trace samples they sent
+    # and the server acknowledged (index in `accepted` of /api/traces' answer).
+    cont_latencies: list[float] = field(default_factory=list)
+    trace_latencies: list[float] = field(default_factory=list)
+    trace_posts: int = 0
+    samples_sent: int = 0
+    samples_acked: int = 0
+    clip_seconds: float = 0.0  # longest clip a continuous bot watched
+    trace_retries: int = 0  # trace POSTs answered 5xx/429 or not at all: sent again later
+    trace_retry_reasons: set = field(default_factory=set)
 
 
 @dataclass
@@ -201,9 +243,10 @@ class Page:
 
 class Bot:
     def __init__(self, base: str, query: str, stats: Stats, rng: random.Random, args, http: httpx.AsyncClient,
-                 t_stop: float = float("inf")):
+                 t_stop: float = float("inf"), continuous: bool = False):
         self.base, self.query, self.stats, self.rng, self.args, self.http = base, query, stats, rng, args, http
         self.t_stop = t_stop
+        self.continuous = continuous
         self.cache: dict[str, ForwardMsg] = {}
         self.page_hash = ""
 
@@ -268,10 +311,17 @@ class Bot:
         return {primary["id"]: ("trigger_value", True)}, True
 
     async def play(self, data: dict) -> None:
-        """Watch the clip for --watch seconds, POSTing playback events as the player does."""
+        """Watch the clip for --watch seconds (a continuous rater: the whole clip, rating it as it
+        plays), POSTing playback events as the player does."""
         token, position = data.get("token"), data.get("position")
         seq = 0
-        t_end = time.monotonic() + self.args.watch
+        watch = self.args.watch
+        capturing = (data.get("capture") or {}).get("mode") == "1d"
+        if capturing and data.get("duration"):
+            # A continuous rater rates the whole clip (the trace is the measure), so it watches it all.
+            watch = max(watch, float(data["duration"]))
+        t_end = time.monotonic() + watch
+        tracer = asyncio.create_task(self.trace(data, watch)) if capturing else None
         names = ["start_click", "loaded", "play"]
         while True:
             batch = []
@@ -288,6 +338,74 @@ class Bot:
                                         "client_time": time.time() * 1000, "watched_share": 1.0},
                                        {"position": position, "seq": seq + 1, "event": "watched", "media_time": 1.0,
                                         "client_time": time.time() * 1000, "watched_share": 1.0}])
+        if tracer is not None:
+            await tracer
+
+    async def trace(self, data: dict, length: float) -> None:
+        """The continuous rating as continuous.js sends it: 10 samples per second of video time,
+        a batch every 3 s and a final one at the end, into an outbox whose first 20 batches are
+        POSTed to /api/traces (one request in flight). As in continuous.js, an answer of 5xx or
+        429, or none at all, keeps the batches for a later try (backoff 1 s doubling to 30 s;
+        counted as `trace_retries`, not as errors); a batch refused for good is an error."""
+        token, position = data.get("token"), data.get("position")
+        cap = data["capture"]
+        lo, hi = float(cap.get("min", 1)), float(cap.get("max", 9))
+        attempt = self.rng.getrandbits(31)
+        value = float(cap.get("start") if cap.get("start") is not None else (lo + hi) / 2)
+        started = time.monotonic()
+        t, seq = 0.0, 0
+        outbox: list[dict] = []
+        self.stats.clip_seconds = max(self.stats.clip_seconds, length)
+        while t < length - 1e-9:
+            batch_end = min(length, t + TRACE_FLUSH_S)
+            times, values = [], []
+            while t < batch_end - 1e-9:
+                times.append(round(t, 3))
+                value = min(hi, max(lo, value + self.rng.gauss(0, 0.15)))
+                values.append(round(value, 3))
+                t += 1 / TRACE_HZ
+            await asyncio.sleep(max(0.0, started + batch_end - time.monotonic()))
+            outbox.append({"position": position, "attempt": attempt, "seq": seq, "mode": "1d",
+                           "final": t >= length - 1e-9, "t": times, "x": values, "marks": [],
+                           "start_x": values[0], "first_move_t": 0.5, "client_time": time.time() * 1000})
+            seq += 1
+            self.stats.samples_sent += len(times)
+            await self.send_traces(token, outbox)
+        backoff, give_up = 1.0, time.monotonic() + 120
+        while outbox and time.monotonic() < give_up:
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)
+            await self.send_traces(token, outbox)
+        if outbox:
+            self.stats.errors.append(f"traces: {len(outbox)} batches never stored")
+
+    async def send_traces(self, token, outbox: list[dict]) -> None:
+        while outbox:
+            group = outbox[:20]
+            t0 = time.perf_counter()
+            try:
+                resp = await self.http.post(self.base + "/api/traces", json={"token": token, "batches": group})
+            except httpx.HTTPError:
+                self.stats.trace_retries += 1
+                return
+            if self.stats.measuring:
+                self.stats.trace_latencies.append(time.perf_counter() - t0)
+                self.stats.trace_posts += 1
+            if resp.status_code >= 500 or resp.status_code == 429:
+                self.stats.trace_retries += 1
+                self.stats.trace_retry_reasons.add(f"{resp.status_code}: {resp.text[:100]}")
+                return
+            try:
+                answer = resp.json()
+            except ValueError:
+                answer = {}
+            accepted = set(answer.get("accepted") or []) if resp.status_code == 200 else set()
+            for i, b in enumerate(group):
+                if i in accepted:
+                    self.stats.samples_acked += len(b["t"])
+                else:
+                    self.stats.errors.append(f"traces {resp.status_code}: {str(answer)[:150]}")
+            del outbox[:len(group)]
 
     async def post_events(self, token, batch) -> None:
         if not token:
@@ -322,6 +440,8 @@ class Bot:
         self.stats.measured_runs += self.stats.measuring
         if measure and self.stats.measuring:
             self.stats.latencies.append(elapsed)
+            if self.continuous:
+                self.stats.cont_latencies.append(elapsed)
         return page
 
     async def read_run(self) -> Page:
@@ -371,15 +491,18 @@ class Bot:
                 return Page(buttons, components, exception, self.query)
 
 
-async def bot_loop(i: int, base: str, query: str, stats: Stats, args, t_stop: float, http) -> None:
+async def bot_loop(i: int, base: str, query: str, stats: Stats, args, t_stop: float, http,
+                   continuous: bool = False) -> None:
     rng = random.Random(i)
     await asyncio.sleep(rng.uniform(0, args.ramp))
     n = 0
     while time.monotonic() < t_stop:
         q = query.format(i=i, n=n)
+        if continuous:
+            q = q.replace(f"study={args.study_id}", f"study={CONTINUOUS_ID}", 1)
         n += 1
         try:
-            await Bot(base, q, stats, rng, args, http, t_stop).run_session()
+            await Bot(base, q, stats, rng, args, http, t_stop, continuous).run_session()
         except Exception as exc:  # noqa: BLE001 - every failure of a bot is a counted error
             stats.errors.append(f"{type(exc).__name__}: {exc}"[:200])
             await asyncio.sleep(1.0)
@@ -409,13 +532,21 @@ def pg_transactions(db_url: str | None) -> int | None:
         engine.dispose()
 
 
-async def drive(base: str, query: str, n: int, args, pid: int | None, db_url: str | None = None) -> dict:
+def is_continuous(i: int, n: int, k: int) -> bool:
+    """k of the n bots, spread evenly (every third at 100 of 300)."""
+    return k > 0 and (i * k) // n != ((i + 1) * k) // n
+
+
+async def drive(base: str, query: str, n: int, args, pid: int | None, db_url: str | None = None,
+                continuous: int = 0) -> dict:
+    """`continuous` of the n bots take part in the continuous-rating study instead."""
     stats = Stats()
     t0 = time.monotonic()
     t_stop = t0 + args.ramp + args.duration
     limits = httpx.Limits(max_connections=max(10, n), max_keepalive_connections=max(10, n))
     async with httpx.AsyncClient(timeout=30, limits=limits) as http:
-        tasks = [asyncio.create_task(bot_loop(i, base, query, stats, args, t_stop, http)) for i in range(n)]
+        tasks = [asyncio.create_task(bot_loop(i, base, query, stats, args, t_stop, http,
+                                              is_continuous(i, n, continuous))) for i in range(n)]
         await asyncio.sleep(args.ramp)
         stats.measuring = True
         cpu0 = proc_usage(pid)[0] if pid else float("nan")
@@ -430,37 +561,62 @@ async def drive(base: str, query: str, n: int, args, pid: int | None, db_url: st
         await asyncio.gather(*tasks, return_exceptions=True)
     lat = [x * 1000 for x in stats.latencies]
     ev = [x * 1000 for x in stats.event_latencies]
-    return {"participants": n, "actions": len(lat), "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95),
+    cont = [x * 1000 for x in stats.cont_latencies]
+    tr = [x * 1000 for x in stats.trace_latencies]
+    return {"participants": n, "continuous_participants": continuous, "actions": len(lat),
+            "continuous_p50_ms": pct(cont, 50), "continuous_p95_ms": pct(cont, 95), "continuous_p99_ms": pct(cont, 99),
+            "traces_p50_ms": pct(tr, 50), "traces_p95_ms": pct(tr, 95), "trace_posts": stats.trace_posts,
+            "samples_sent": stats.samples_sent, "clip_s_max": stats.clip_seconds,
+            "trace_retries": stats.trace_retries, "trace_retry_reasons": sorted(stats.trace_retry_reasons)[:3], "samples_acknowledged": stats.samples_acked, "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95),
             "p99_ms": pct(lat, 99), "events_p95_ms": pct(ev, 95), "errors": len(stats.errors),
             "error_examples": sorted(set(stats.errors))[:3], "sessions_done": stats.sessions_done,
             "acknowledged": stats.acknowledged,
             "cpu_s_per_session_min": (cpu1 - cpu0) / max(n, 1) / (args.duration / 60),
             # Per request the server answered in the window (script runs and event POSTs): the
             # server's own cost, which the machine's other load changes far less than latency.
-            "requests": stats.measured_runs + stats.measured_posts, "script_runs": stats.measured_runs,
-            "cpu_ms_per_request": (cpu1 - cpu0) * 1000 / max(1, stats.measured_runs + stats.measured_posts),
-            "pg_transactions_per_request": (xact1 - xact0) / max(1, stats.measured_runs + stats.measured_posts)
+            "requests": stats.measured_runs + stats.measured_posts + stats.trace_posts, "script_runs": stats.measured_runs,
+            "cpu_ms_per_request": (cpu1 - cpu0) * 1000 / max(1, stats.measured_runs + stats.measured_posts
+                                                              + stats.trace_posts),
+            "pg_transactions_per_request": (xact1 - xact0) / max(1, stats.measured_runs + stats.measured_posts
+                                                                 + stats.trace_posts)
             if xact0 is not None and xact1 is not None else None,
             "rss_mb": rss_max / 2**20, "rss_mb_per_session": rss_max / 2**20 / max(n, 1)}
 
 
-def stored_sessions(db_url: str, study_id: str = "bench-sessions") -> dict:
-    """Participants of the bench study by status, and their stored answers: the bots' sessions
-    must have gone through for real (a rejected page would be re-submitted, not counted)."""
+def stored_sessions(db_url: str, study_id: str = "bench-sessions", continuous: bool = False) -> dict:
+    """Participants of the bench study (and of the continuous one) by status, their stored
+    answers, and the continuous study's stored trace samples: the bots' sessions must have gone
+    through for real (a rejected page would be re-submitted, not counted)."""
     import sqlalchemy as sa
 
     from study import store
 
+    ids = [study_id, CONTINUOUS_ID] if continuous else [study_id]
     engine = store.make_engine(db_url)
     p = store.participants.c
     with engine.connect() as conn:
-        by_status = dict(conn.execute(sa.select(p.status, sa.func.count()).where(p.study_id == study_id)
+        by_status = dict(conn.execute(sa.select(p.status, sa.func.count()).where(p.study_id.in_(ids))
                                       .group_by(p.status)).all())
         answers = conn.execute(sa.select(sa.func.count()).select_from(store.responses.join(
             store.participants, store.responses.c.participant_id == p.id)).where(
-                p.study_id == study_id, store.responses.c.step_key != "consent")).scalar()
+                p.study_id.in_(ids), store.responses.c.step_key != "consent")).scalar()
+    out = {"by_status": by_status, "responses": answers}
+    if continuous:
+        from analysis import load
+
+        out["samples"] = len(load.load_traces(engine, CONTINUOUS_ID, include_practice=True))
     engine.dispose()
-    return {"by_status": by_status, "responses": answers}
+    return out
+
+
+def continuous_line(r: dict) -> str:
+    """What the continuous-rating bots saw and sent, for the printout."""
+    return (f"  continuous bots ({r['continuous_participants']}): next page p50/p95/p99 "
+            f"{r['continuous_p50_ms']:.0f}/{r['continuous_p95_ms']:.0f}/{r['continuous_p99_ms']:.0f} ms; "
+            f"{r['trace_posts']} trace POSTs measured, p50/p95 {r['traces_p50_ms']:.0f}/{r['traces_p95_ms']:.0f} ms; "
+            f"samples sent {r['samples_sent']}, acknowledged {r['samples_acknowledged']}, "
+            f"stored {r['stored'].get('samples')}; longest clip watched {r['clip_s_max']:.1f} s; "
+            f"trace POSTs to send again (5xx/429/no answer) {r['trace_retries']} {r['trace_retry_reasons']}")
 
 
 def row(label: str, r: dict, base: dict | None) -> str:
@@ -484,6 +640,10 @@ def main(argv: list[str] | None = None) -> int:
                     "deploy/nginx.conf) instead of starting one; --db is then its database, for the "
                     "stored-answers check, and --study-id the study it serves")
     ap.add_argument("--study-id", default="bench-sessions")
+    ap.add_argument("--continuous", type=int, default=0,
+                    help="this many of each level's participants take part in a second study, the same "
+                         "with a 10 Hz continuous rating, and POST trace batches as continuous.js does "
+                         "(registered beside the first; with --url, register it yourself)")
     args = ap.parse_args(argv)
     levels = [int(x) for x in args.participants.split(",") if x.strip()]
     work = Path(tempfile.mkdtemp(prefix="kuleshov-bench-"))
@@ -505,16 +665,19 @@ def main(argv: list[str] | None = None) -> int:
         results.append({"app": "minimal", **base})
         for db in dbs:
             query = f"study={args.study_id}&PROLIFIC_PID=bench-{{i}}-{{n}}-{time.time_ns()}"
+            k = min(args.continuous, n)
             if args.url:
-                r = asyncio.run(drive(args.url.rstrip("/"), query, n, args, None, db))
+                r = asyncio.run(drive(args.url.rstrip("/"), query, n, args, None, db, k))
             else:
+                if k:
+                    register_continuous(db, work)
                 proc, url = start_kuleshov(db, work)
                 try:
-                    r = asyncio.run(drive(url, query, n, args, proc.pid, db))
+                    r = asyncio.run(drive(url, query, n, args, proc.pid, db, k))
                 finally:
                     proc.terminate()
                     proc.wait(timeout=20)
-            r["stored"] = stored_sessions(db, args.study_id)
+            r["stored"] = stored_sessions(db, args.study_id, continuous=bool(k))
             label = "Kuleshov, " + db.split(":", 1)[0].split("+")[0]
             print(row(label, r, base), flush=True)
             print(f"  stored: {r['stored']}; answers acknowledged to bots: {r['acknowledged']}; "
@@ -524,6 +687,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['requests'] - r['script_runs']} event POSTs measured)"
                   + (f", {xacts:.2f} PostgreSQL transactions per request" if xacts is not None else "")
                   + f"; events p95 {r['events_p95_ms']:.0f} ms", flush=True)
+            if k:
+                print(continuous_line(r), flush=True)
             if r["errors"]:
                 print(f"  errors: {r['error_examples']}", flush=True)
             results.append({"app": label, **r, "ratio_p95": r["p95_ms"] / base["p95_ms"] if base["p95_ms"] else None})
