@@ -460,7 +460,7 @@ class GroupWriter:
             # loser's whole group answered 503). One order for every writer takes them in turn.
             group.sort(key=lambda request: request[0])
             outcomes = None
-            for attempt in range(2):  # once more after a failure: a request stored twice is stored once
+            for _ in range(2):  # once more after a failure (its transaction was rolled back: nothing of it is stored)
                 try:
                     outcomes = self.record_many(self.engine, [(tok, b) for tok, b, _ in group])
                     break
