@@ -344,7 +344,7 @@ def _fit(m: _Model, fixed, groups, ngroups, formula, nAGQ, messages) -> GlmmFit:
             return dev1(x), np.zeros(1)
 
         steps = 0.1 * np.abs(par) + 1e-3 * (np.abs(par) < 1e-2)
-        H, _ = lmm._richardson(fun, par.copy(), steps, r=4)
+        H, _, _ = lmm._richardson(fun, par.copy(), steps, r=4)
         grad = lmm._central_grad(dev1, par, None, h=1e-6)
         try:
             Hinv = np.linalg.inv(H)

@@ -78,6 +78,69 @@ PARTICIPANT_GRID_RATIO = 1.4
 SOLVERS = ("auto", "dense", "sparse", "blocks")
 
 
+class BlockLambda:
+    """Lambda2 when some levels keep p > 1 columns: a p x p block T per such level (the
+    columns of each term's whole levels are contiguous, level-major), a scale per other
+    column (collapsed levels and intercept-only terms, contiguous per term).
+
+    blocks: [(first column, number of levels, T)]; scaled: [(first, stop)] column ranges;
+    s: their scales, concatenated in that order.
+    """
+
+    def __init__(self, q2: int, blocks, scaled, s: np.ndarray):
+        self.q2, self.blocks, self.s = q2, blocks, s
+        self.ranges = []
+        k = 0
+        for a, b in scaled:
+            self.ranges.append((slice(a, b), s[k:k + b - a]))
+            k += b - a
+
+    def tosparse(self) -> sparse.csr_matrix:
+        r, c, v = [], [], []
+        for start, nf, T in self.blocks:
+            p = T.shape[0]
+            i, j = np.nonzero(np.ones((p, p)))
+            base = start + np.arange(nf)[:, None] * p
+            r.append((base + i).ravel())
+            c.append((base + j).ravel())
+            v.append(np.tile(T[i, j], nf))
+        for sl, sc in self.ranges:
+            idx = np.arange(sl.start, sl.stop)
+            r.append(idx), c.append(idx), v.append(sc)
+        return sparse.csr_matrix((np.concatenate(v), (np.concatenate(r), np.concatenate(c))),
+                                 shape=(self.q2, self.q2))
+
+    def rt(self, R: np.ndarray) -> np.ndarray:
+        """Lambda2' R."""
+        out = np.empty_like(R)
+        for start, nf, T in self.blocks:
+            p = T.shape[0]
+            seg = slice(start, start + nf * p)
+            out[seg] = np.matmul(T.T, R[seg].reshape(nf, p, -1)).reshape(nf * p, -1)
+        for sl, sc in self.ranges:
+            out[sl] = sc[:, None] * R[sl]
+        return out
+
+    def congruence(self, A: np.ndarray) -> None:
+        """A <- Lambda2' A Lambda2 in place, right on the lower triangle when A's lower
+        triangle is (the upper triangle is not read, except within each level's p x p
+        block, which is made symmetric first)."""
+        q = A.shape[0]
+        for start, nf, T in self.blocks:
+            p = T.shape[0]
+            i, j = np.triu_indices(p, 1)
+            base = start + np.arange(nf)[:, None] * p
+            A[base + i, base + j] = A[base + j, base + i]
+        for start, nf, T in self.blocks:
+            p = T.shape[0]
+            seg = slice(start, start + nf * p)
+            A[:, seg] = np.matmul(A[:, seg].reshape(q, nf, p), T).reshape(q, nf * p)
+            A[seg] = np.matmul(T.T, A[seg].reshape(nf, p, q)).reshape(nf * p, q)
+        for sl, sc in self.ranges:
+            A[:, sl] *= sc
+            A[sl] *= sc[:, None]
+
+
 def _rcm_envelope(q2: int, pattern: np.ndarray) -> int:
     """Entries of the lower triangle's envelope after reverse Cuthill-McKee ordering of the
     symmetric pattern (positions col * q2 + row): an upper bound on the Cholesky fill."""
@@ -319,7 +382,6 @@ class ClipBlock:
         self._g_total = int(g_off[-1])
         self._ecols = np.asarray(cols, dtype=np.intp)[order]
         self._edata = np.ascontiguousarray(data[:, order])
-        self._G2 = np.zeros(self._g_total)  # its padding stays zero
         G1 = np.zeros(self._g_total)
         for a in range(p1):
             G1[self._gbase + a] = self._edata[a]
@@ -361,7 +423,7 @@ class ClipBlock:
         Z2'Z1 columns of each component's participants and G2 = G1 B (participant by
         participant)."""
         p1 = self.p1
-        G2 = self._G2
+        G2 = np.zeros(self._g_total)  # its padding stays zero; one per call (threads)
         for c in range(p1):
             v = None
             for a in range(p1):
@@ -457,22 +519,20 @@ class ClipBlock:
     def factor_solve(self, A, lam, rhs: np.ndarray):
         """log det M22 and r' M22^-1 r for r = Lambda2' rhs, M22 = Lambda2' A Lambda2 + I.
 
-        lam is a vector (Lambda2 diagonal: every term intercept-only) or a sparse matrix.
-        A may be overwritten. Raises LinAlgError when M22 is not positive definite.
+        lam is a vector (Lambda2 diagonal) or a BlockLambda. A may be overwritten. Raises
+        LinAlgError when M22 is not positive definite.
         """
         diag_lam = isinstance(lam, np.ndarray)
-        r = lam[:, None] * rhs if diag_lam else lam.T @ rhs
+        r = lam[:, None] * rhs if diag_lam else lam.rt(rhs)
         if self.solver == "blocks":
-            return self._factor_solve_blocks(A, lam, r)
+            return self._factor_solve_blocks(A, lam if diag_lam else lam.tosparse(), r)
         if self.solver == "dense":
+            M = A
             if diag_lam:
-                M = A
                 M *= lam[:, None]
                 M *= lam[None, :]
             else:
-                A = np.tril(A)  # the lower triangle is what was formed
-                A += np.tril(A, -1).T
-                M = np.ascontiguousarray(lam.T @ (lam.T @ A).T)
+                lam.congruence(M)  # right on the lower triangle, which is what was formed
             M[np.diag_indices(self.q2)] += 1.0
             # M is C-ordered with its lower triangle right: M' is the same memory in
             # Fortran order with the upper triangle right, factored in place as U'U.
@@ -489,7 +549,8 @@ class ClipBlock:
             M = sparse.csc_matrix((vals, self.prow, self.indptr), shape=(self.q2, self.q2))
         else:
             Am = sparse.csc_matrix((A, self.prow, self.indptr), shape=(self.q2, self.q2))
-            M = (lam.T @ Am @ lam + sparse.identity(self.q2)).tocsc()
+            L = lam.tosparse()
+            M = (L.T @ Am @ L + sparse.identity(self.q2)).tocsc()
         try:
             lu = splinalg.splu(M, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
                                options={"SymmetricMode": True})

@@ -140,7 +140,7 @@ def test_sparse_path_matches_lme4_on_many_clips(reference, model):
         assert np.allclose(fit.fixed[col], dense.fixed[col], rtol=1e-5, atol=1e-3)
 
 
-def _crossprods(data, random, fixed=("x",), solvers=("dense", "sparse")):
+def _crossprods(data, random, fixed=("x",), solvers=("dense", "sparse"), collapse=True):
     """The criterion's pieces for the same model under each solver."""
     n = len(data)
     X = np.column_stack([np.ones(n)] + [data[c].to_numpy(float) for c in fixed])
@@ -155,7 +155,8 @@ def _crossprods(data, random, fixed=("x",), solvers=("dense", "sparse")):
             t.theta_slice = slice(pos, pos + t.n_theta())
             pos += t.n_theta()
             terms.append(t)
-        out[solver] = lmm._Crossprod(X, data["valence"].to_numpy(float), terms, solver)
+        out[solver] = lmm._Crossprod(X, data["valence"].to_numpy(float), terms, solver,
+                                     collapse=collapse)
     return out, pos
 
 
@@ -179,6 +180,70 @@ def test_sparse_and_dense_give_the_same_criterion(dataset, random):
         for other in ("sparse", "blocks"):
             for u, v in zip(a, cps[other].solve(theta)):
                 assert np.allclose(u, v, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("dataset,expected", [
+    ("within_clip.csv", (60, 50)),  # 30 clips, 20 shown under both sources
+    ("lists.csv", None),
+])
+def test_clips_under_one_source_collapse_to_one_column_with_the_same_criterion(dataset, expected):
+    """With a by-clip source slope, a clip shown under one source only keeps one column,
+    scaled by |T'w|, instead of two: the criterion, beta and vcov are unchanged on every
+    solver (and lme4's numbers on within_clip.csv are pinned by the tests above)."""
+    d = load(dataset)
+    random = [RandomTerm("participant_id", ("x",)), RandomTerm("stimulus_id", ("x",))]
+    solvers = ("dense", "sparse", "blocks")
+    whole, k = _crossprods(d, random, solvers=solvers, collapse=False)
+    small, _ = _crossprods(d, random, solvers=solvers)
+    q_whole, q_small = whole["dense"].q2, small["dense"].q2
+    clips = d["stimulus_id"].nunique()
+    both = int((d.groupby("stimulus_id")["x"].nunique() > 1).sum())
+    assert (q_whole, q_small) == (2 * clips, clips + both)
+    if expected:
+        assert (q_whole, q_small) == expected
+    assert 0 < both < clips
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        theta = rng.uniform(-0.5, 1.2, k)
+        theta[[0, 2, 3, 5]] = np.abs(theta[[0, 2, 3, 5]])
+        ref = whole["dense"].solve(theta)
+        for solver in solvers:
+            for u, v in zip(ref, small[solver].solve(theta)):
+                assert np.allclose(u, v, rtol=1e-9, atol=1e-12)
+
+
+def test_threads_do_not_change_the_satterthwaite_numbers(reference, monkeypatch):
+    d = load("within_clip.csv")
+    random = [RandomTerm("participant_id", ("x",)), RandomTerm("stimulus_id", ("x",))]
+    fits = {}
+    for threads in ("1", "2"):
+        monkeypatch.setenv("KULESHOV_FIT_THREADS", threads)
+        fits[threads] = fit_lmm(d, "valence", ["x"], random)
+    pd.testing.assert_frame_equal(fits["1"].fixed, fits["2"].fixed, check_exact=True)
+    assert fits["1"].max_grad == fits["2"].max_grad
+
+
+def test_a_singular_fit_can_stop_before_the_satterthwaite_df(reference_dir):
+    """fit_crossed drops a singular model, so it asks fit_lmm to stop there: no df, no
+    p-values, but the same estimates, singular flag and message as the full fit."""
+    d = pd.read_csv(reference_dir / "crossed_singular.csv")
+    d["x"] = source_code(d["source"])
+    random = [RandomTerm("participant_id", ("x",)), RandomTerm("stimulus_id")]
+    full = fit_lmm(d, "valence", ["x"], random)
+    short = fit_lmm(d, "valence", ["x"], random, stop_if_singular=True)
+    assert full.singular and short.singular
+    assert short.fixed["df"].isna().all() and short.fixed["p"].isna().all()
+    assert np.allclose(short.fixed["estimate"], full.fixed["estimate"], rtol=1e-12)
+    assert np.allclose(short.fixed["se"], full.fixed["se"], rtol=1e-12)
+    assert [m for m in short.messages if m.startswith("singular")] == \
+        [m for m in full.messages if m.startswith("singular")]
+    # a fit that is not singular is returned whole
+    ok = pd.read_csv(reference_dir / "crossed_subset.csv")
+    ok["x"] = source_code(ok["source"])
+    a = fit_lmm(ok, "valence", ["x"], random)
+    b = fit_lmm(ok, "valence", ["x"], random, stop_if_singular=True)
+    assert not a.singular
+    pd.testing.assert_frame_equal(a.fixed, b.fixed)
 
 
 def test_clip_block_modes_agree_on_the_reference_designs(reference_dir, monkeypatch):
