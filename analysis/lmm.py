@@ -621,11 +621,14 @@ def _varpar_pieces(cp: _Crossprod, theta: np.ndarray, sigma: float, reml: bool, 
 
 
 def _threads(cp: _Crossprod) -> int:
-    """Threads for the Satterthwaite Hessian's evaluations: one per core (at most 4) when an
-    evaluation factors a clip block of 1,000 columns or more (tens of ms each; 3,000 raters x
-    1,100 clips with by-clip slopes: 170 evaluations), else 1 (threads cost more than they
-    save on small blocks). The points and the arithmetic do not depend on it.
-    KULESHOV_FIT_THREADS sets the number."""
+    """Threads for a fit whose evaluations factor a clip block of 1,000 columns or more
+    densely or sparsely (tens of ms each): one per core, at most 4; else 1 (threads cost
+    more than they save on small blocks). The Satterthwaite Hessian's points are evaluated
+    that many at a time (3,000 raters x 1,100 clips with by-clip slopes: 170 evaluations),
+    and during the optimisation, which evaluates one point at a time, a dense clip block's
+    Cholesky may use that many BLAS threads. The Hessian's points and arithmetic do not
+    depend on the number; a multithreaded Cholesky may round differently in the last bits.
+    KULESHOV_FIT_THREADS sets the number (1: one thread throughout)."""
     env = os.environ.get("KULESHOV_FIT_THREADS", "").strip()
     if env.isdigit() and int(env) >= 1:
         return int(env)

@@ -1,6 +1,7 @@
 """Kuleshov's crossed model against lme4 + lmerTest, timed in the same run.
 
     .venv/bin/python benchmarks/bench_lmm_many_clips.py [--no-r] [--designs many,full]
+        [--models full,intercepts,clip_slope]
 
 Designs (simulated, seeded):
   many: 3,000 raters x 1,100 clips, each rater rating about 25 clips (12 to 50), clips of
@@ -11,7 +12,9 @@ Designs (simulated, seeded):
         one list (6 to 24, at most the list), 40% of clips under both sources: about 70,000
         ratings, where the clip block is 5,000 x 5,000 but its factor stays sparse.
   full: 2,000 participants x 60 clips, everyone rating everything (benchmarks/bench_lmm.py).
-Models: y ~ x + (1 + x | participant) + (1 | clip) and y ~ x + (1 | participant) + (1 | clip).
+Models: full, y ~ x + (1 + x | participant) + (1 | clip); intercepts,
+y ~ x + (1 | participant) + (1 | clip); and, where source varies within clips (many, lists),
+clip_slope, y ~ x + (1 + x | participant) + (1 + x | clip), the model fit_crossed fits there.
 Each is fitted by analysis.lmm.fit_lmm and by lmerTest::lmer (REML) + summary() (Satterthwaite
 df), both including the df and p-values; R runs as a child process on the same data (CSV
 written before either clock starts). Times are wall seconds; the 1-minute load average is
@@ -45,7 +48,8 @@ suppressPackageStartupMessages({library(lme4); library(lmerTest); library(jsonli
 args <- commandArgs(trailingOnly = TRUE)
 d <- read.csv(args[1])
 forms <- list(full = y ~ x + (1 + x | participant_id) + (1 | stimulus_id),
-              intercepts = y ~ x + (1 | participant_id) + (1 | stimulus_id))
+              intercepts = y ~ x + (1 | participant_id) + (1 | stimulus_id),
+              clip_slope = y ~ x + (1 + x | participant_id) + (1 + x | stimulus_id))
 out <- list()
 for (name in strsplit(args[2], ",")[[1]]) {
   load <- as.numeric(strsplit(readLines("/proc/loadavg"), " ")[[1]][1])
@@ -101,6 +105,7 @@ def simulate_many(n_raters: int = 3000, n_clips: int = 1100, per_rater: int = 25
 MODELS = {
     "full": [RandomTerm("participant_id", ("x",), True), RandomTerm("stimulus_id")],
     "intercepts": [RandomTerm("participant_id"), RandomTerm("stimulus_id")],
+    "clip_slope": [RandomTerm("participant_id", ("x",), True), RandomTerm("stimulus_id", ("x",), True)],
 }
 
 
@@ -130,6 +135,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--no-r", action="store_true", help="time Kuleshov only")
     ap.add_argument("--designs", default="many,lists,full")
+    ap.add_argument("--models", default=",".join(MODELS))
     args = ap.parse_args(argv)
     designs = {"many": lambda: simulate_many(),
                "lists": lambda: simulate_many(6000, 5000, 12, list_size=25, seed=15),
@@ -143,14 +149,16 @@ def main(argv=None) -> int:
         data = designs[name]()
         label = (f"{data.participant_id.nunique():,} x {data.stimulus_id.nunique():,}"
                  f" ({name})")
-        ours = {m: time_kuleshov(data, m) for m in MODELS}
+        within = bool((data.groupby("stimulus_id")["x"].nunique() > 1).any())
+        models = [m for m in args.models.split(",") if m != "clip_slope" or within]
+        ours = {m: time_kuleshov(data, m) for m in models}
         theirs = {}
         if not args.no_r:
             with tempfile.TemporaryDirectory() as tmp:
                 csv = Path(tmp) / "d.csv"
                 data.to_csv(csv, index=False)
-                theirs = time_lme4(csv, list(MODELS))
-        for m in MODELS:
+                theirs = time_lme4(csv, models)
+        for m in models:
             k = ours[m]
             r = theirs.get(m)
             rt = f"{r['seconds']:.1f} (load {r['load']:.1f})" if r else "-"

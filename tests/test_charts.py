@@ -42,6 +42,24 @@ def trials() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def test_summarise_gives_each_group_what_mean_ci_gives_it():
+    """summarise works in one grouped pass (thousands of clips); each row must be mean_ci of
+    that group: missing values dropped, one value (no interval), a group with none left out."""
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame({"stimulus_id": rng.integers(0, 50, 500).astype(str),
+                       "source": rng.choice(["human", "ai"], 500), "v": rng.normal(size=500)})
+    df.loc[::7, "v"] = np.nan
+    df.loc[df.stimulus_id == "3", "v"] = np.nan
+    df = pd.concat([df, pd.DataFrame({"stimulus_id": ["solo"], "source": ["ai"], "v": [2.0]})])
+    got = charts.summarise(df, "v", ["stimulus_id", "source"])
+    rows = [(*key, *charts.mean_ci(g["v"]))
+            for key, g in df.groupby(["stimulus_id", "source"], sort=True)]
+    want = pd.DataFrame(rows, columns=["stimulus_id", "source", "n", "mean", "se", "ci_low", "ci_high"])
+    want = want[want.n > 0].reset_index(drop=True)
+    assert "3" not in set(got.stimulus_id) and got.set_index("stimulus_id").loc["solo", "n"] == 1
+    pd.testing.assert_frame_equal(got, want, check_dtype=False)
+
+
 def test_mean_ci_matches_scipy():
     x = [3.0, 5.0, 4.0, 8.0, 6.0]
     n, m, se, lo, hi = charts.mean_ci(x)
