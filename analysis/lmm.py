@@ -620,6 +620,12 @@ def _varpar_pieces(cp: _Crossprod, theta: np.ndarray, sigma: float, reml: bool, 
     return H, jac, grad
 
 
+def _large(cp: _Crossprod) -> bool:
+    """An evaluation factors a clip block of 1,000 columns or more densely or sparsely (tens
+    of ms each)."""
+    return cp.block is not None and cp.block.solver in ("dense", "sparse") and cp.q2 >= 1000
+
+
 def _threads(cp: _Crossprod) -> int:
     """Threads for a fit whose evaluations factor a clip block of 1,000 columns or more
     densely or sparsely (tens of ms each): one per core, at most 4; else 1 (threads cost
@@ -632,7 +638,7 @@ def _threads(cp: _Crossprod) -> int:
     env = os.environ.get("KULESHOV_FIT_THREADS", "").strip()
     if env.isdigit() and int(env) >= 1:
         return int(env)
-    if cp.block is None or cp.block.solver == "blocks" or cp.q2 < 1000:
+    if not _large(cp):
         return 1
     try:
         cores = len(os.sched_getaffinity(0))
@@ -912,10 +918,12 @@ def _singular_parts(terms, theta) -> list[str]:
 
 
 def _fit(X, y, terms, fixed, formula, reml, ngroups, messages, solver, cp=None, start=None,
-         optimum=None, richardson: int = 4, stop_if_singular: bool = False) -> LmmFit:
+         optimum=None, richardson: int | None = None, stop_if_singular: bool = False) -> LmmFit:
     """optimum: (theta, criterion, success) of an optimisation already run on cp (Refitter).
-    richardson: extrapolation steps of the numerical Hessian (4, numDeriv's default, as
-    lmerTest; Refitter.fit may use fewer)."""
+    richardson: extrapolation steps of the numerical Hessian; by default 4 (numDeriv's
+    default, as lmerTest) and 2 when each evaluation factors a large clip block (_large):
+    on the 24 fixed effects of the lme4 reference cases the df then differ from lmerTest's
+    by at most 1.30e-4 relative, against 1.29e-4 with 4 steps, at half the evaluations."""
     n = len(y)
     cp = _Crossprod(X, y, terms, solver) if cp is None else cp
     lower, default_start = _bounds_and_start(terms)
@@ -950,6 +958,8 @@ def _fit(X, y, terms, fixed, formula, reml, ngroups, messages, solver, cp=None, 
             solver=cp.block.solver if cp.block else "dense", theta=theta, sigma=sigma,
             vcov=vcov)
 
+    if richardson is None:
+        richardson = 2 if _large(cp) else 4
     H, jac, grad = _varpar_pieces(cp, theta, sigma, reml, richardson)
     vcov_varpar, nneg, nzero = _pinv_cov(H)
     diag = _diagnostics(H, grad, theta, lower, singular)

@@ -128,6 +128,27 @@ def test_blocks_path_matches_lme4_on_lists(reference, model):
     assert_matches(dense, ref)
 
 
+@pytest.mark.parametrize("dataset,model,solver", [
+    ("within_clip.csv", "correlated_slope", "dense"), ("lists.csv", "clip_slope", "dense"),
+    ("many_clips.csv", "correlated_slope", "sparse"),
+])
+def test_the_large_block_settings_still_match_lme4(reference, monkeypatch, dataset, model, solver):
+    """A fit whose clip block has 1,000 columns or more takes two Richardson steps instead
+    of four, evaluates the Hessian's points in threads and lets BLAS use the cores in the
+    optimiser; forced here on the reference cases, the numbers still match lme4's."""
+    monkeypatch.setattr(lmm, "_large", lambda cp: True)
+    monkeypatch.delenv("KULESHOV_FIT_THREADS", raising=False)
+    monkeypatch.setattr(lmm.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    calls = []
+    richardson = lmm._richardson
+    monkeypatch.setattr(lmm, "_richardson", lambda *a, **k: calls.append((k["r"], k["workers"]))
+                        or richardson(*a, **k))
+    ref = reference[dataset][model]
+    fit = fit_lmm(load(dataset), "valence", ["x"], terms_of(ref["formula"]), solver=solver)
+    assert calls == [(2, 2)]
+    assert_matches(fit, ref)
+
+
 @pytest.mark.parametrize("model", ["intercepts", "correlated_slope"])
 def test_sparse_path_matches_lme4_on_many_clips(reference, model):
     ref = reference["many_clips.csv"][model]
