@@ -12,7 +12,7 @@ from study import flow
 from study.errors import Problem, UserError
 from study.store.engine import _write
 from study.store.metrics import refresh_submitted
-from study.store.sessions import _dialect_insert, _load, _planned, _upsert_trial
+from study.store.sessions import _dialect_insert, _recording, _upsert_trial
 from study.store.tables import continuous_samples, participants, playback_events, utcnow
 
 # --------------------------------------------------------------------------- playback events
@@ -194,16 +194,7 @@ def _judged(conn, token: str, events: list, now) -> EventsOutcome | UserError:
 def _record(conn, token: str, events: list, now) -> EventsOutcome:
     """One request's events, in the caller's transaction; UserError (before anything is
     written) for the request as a whole."""
-    loaded = _load(conn, token)
-    if loaded is None:
-        raise UserError("This study link is not valid.")
-    p, _ = loaded
-    if p["status"] not in ("started", "in_progress", "completed"):
-        raise UserError(f"No more data are recorded for this participant (status {p['status']}).")
-    sequence, practice_id = _planned(conn, p["id"], p["token"])
-    planned = dict(enumerate(sequence, start=1))
-    if practice_id:
-        planned[0] = practice_id
+    p, _, planned = _recording(conn, token)
     refused: dict[int, str] = {}
     accepted: list[int] = []
     event_rows, sample_rows = [], []

@@ -202,6 +202,23 @@ def _planned(conn: Connection, participant_id: int, token: str) -> tuple[tuple[s
     return value
 
 
+def _recording(conn: Connection, token: str):
+    """(participant row, study row, {position: planned clip id}, with the practice clip at 0)
+    of a participant whose browser data are still recorded (started, in progress or
+    completed); UserError otherwise. Shared by the playback-events and trace writers."""
+    loaded = _load(conn, token)
+    if loaded is None:
+        raise UserError("This study link is not valid.")
+    p, srow = loaded
+    if p["status"] not in ("started", "in_progress", "completed"):
+        raise UserError(f"No more data are recorded for this participant (status {p['status']}).")
+    sequence, practice_id = _planned(conn, p["id"], p["token"])
+    planned = dict(enumerate(sequence, start=1))
+    if practice_id:
+        planned[0] = practice_id
+    return p, srow, planned
+
+
 _STORED_ANSWERS = (sa.select(responses.c.item_id, responses.c.value_num, responses.c.value_text,
                              responses.c.untouched, responses.c.response_time_ms, responses.c.shown_position)
                    .where(responses.c.participant_id == sa.bindparam("pid"),

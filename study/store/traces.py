@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from study.errors import Problem, UserError
 from study.store.engine import _write
 from study.store.events import RefusedValue, bad_text
-from study.store.sessions import _dialect_insert, _load, _planned
+from study.store.sessions import _dialect_insert, _recording
 from study.store.studies import _context
 from study.store.tables import participants, trace_batches, utcnow
 
@@ -217,17 +217,8 @@ def _record(conn, token: str, batches: list, now) -> TracesOutcome:
     """One request's batches inside an open write transaction. Raises UserError before writing
     anything of this request, so a refused request leaves the transaction as it was."""
     _check_request(token, batches)
-    loaded = _load(conn, token)
-    if loaded is None:
-        raise UserError("This study link is not valid.")
-    p, srow = loaded
-    if p["status"] not in ("started", "in_progress", "completed"):
-        raise UserError(f"No more data are recorded for this participant (status {p['status']}).")
+    p, srow, planned = _recording(conn, token)
     ctx = _context(srow)
-    sequence, practice_id = _planned(conn, p["id"], p["token"])
-    planned = dict(enumerate(sequence, start=1))
-    if practice_id:
-        planned[0] = practice_id
     durations = {sid: (ctx.stimuli.get(sid) or {}).get("duration_s") for sid in planned.values()}
     spec = capture_spec(ctx.study)
     rows, accepted, refused = [], [], {}
