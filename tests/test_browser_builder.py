@@ -319,28 +319,14 @@ def test_an_editor_builds_previews_saves_runs_and_exports_a_study(tmp_path, sqli
 
 def complete_study(page, db_url, engine, answer_page) -> str:
     """Walk the participant link to the end as the server says each step is; returns the token."""
-    from test_browser_participant import click_continue, play_clip, wait_title
+    from test_browser_participant import click_continue, wait_title, walk_steps
 
     rng = random.Random(5)
     token = pass_device_check(page, db_url)
     wait_title(page, "Consent")
     page.get_by_role("button", name="I have read this information and agree to take part").click()
     wait_until(lambda: store.get_state(engine, token).step.key != "consent", 30, "consent stored")
-    for _ in range(20):
-        state = store.get_state(engine, token)
-        step = state.step
-        if step.kind in ("debrief", "complete"):
-            break
-        wait_title(page, step.title)
-        if step.kind == "instructions":
-            click_continue(page, "Start")
-        else:
-            if step.has_clip:
-                play_clip(page)
-            answer_page(page, step, state.item_order, rng)
-            click_continue(page)
-        wait_until(lambda: store.get_state(engine, token).step.key != step.key, 30, f"past {step.key}",
-                   show=lambda: page.inner_text("body")[:600])
+    walk_steps(page, engine, token, rng, answer_page, max_steps=20)
     if store.get_state(engine, token).step.kind == "debrief":
         click_continue(page, "Finish")
     return token

@@ -97,6 +97,34 @@ def play_clip(page) -> float:
     return time.monotonic() - t0
 
 
+def walk_steps(page, engine, token, rng, answer, entered=None, waited=None, max_steps: int = 40) -> None:
+    """Answer the steps the server says come next, up to the debrief: Start on instructions,
+    play the clip where there is one, answer(page, step, item order, rng), Continue, and
+    wait until the database has moved on. What was entered and how long each clip took to
+    open go into the dicts given, by step key."""
+    entered = {} if entered is None else entered
+    waited = {} if waited is None else waited
+    for _ in range(max_steps):
+        state = store.get_state(engine, token)
+        step = state.step
+        if step.kind in ("debrief", "complete"):
+            return
+        wait_title(page, step.title)
+        if step.kind == "instructions":
+            click_continue(page, "Start")
+        else:
+            if step.has_clip:
+                waited[step.key] = play_clip(page)
+            entered[step.key] = answer(page, step, state.item_order, rng)
+            click_continue(page)
+        # Wait for the database to move on, then for the page to show the next step.
+        deadline = time.monotonic() + 30
+        while store.get_state(engine, token).step.key == step.key:
+            assert time.monotonic() < deadline, f"stuck on {step.key}: {page.inner_text('body')[:800]}"
+            time.sleep(0.2)
+    raise AssertionError(f"not at the debrief after {max_steps} steps")
+
+
 def engine_for(url):
     eng = store.make_engine(url)
     return eng
@@ -127,24 +155,7 @@ def run_whole_study(server, db_url):
         while store.get_state(engine, token).step.key == "consent":
             assert time.monotonic() < deadline, "consent not stored"
             time.sleep(0.2)
-        for _ in range(40):
-            state = store.get_state(engine, token)
-            step = state.step
-            if step.kind in ("debrief", "complete"):
-                break
-            wait_title(page, step.title)
-            if step.kind == "instructions":
-                click_continue(page, "Start")
-            else:
-                if step.has_clip:
-                    waited[step.key] = play_clip(page)
-                entered[step.key] = answer_page(page, step, state.item_order, rng)
-                click_continue(page)
-            # Wait for the database to move on, then for the page to show the next step.
-            deadline = time.monotonic() + 30
-            while store.get_state(engine, token).step.key == step.key:
-                assert time.monotonic() < deadline, f"stuck on {step.key}: {page.inner_text('body')[:800]}"
-                time.sleep(0.2)
+        walk_steps(page, engine, token, rng, answer_page, entered, waited)
         wait_title(page, "About the clips you saw")
         debrief_text = page.inner_text("body")
         click_continue(page, "Finish")
