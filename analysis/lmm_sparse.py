@@ -36,6 +36,8 @@ depend on the path.
 
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
 from scipy import sparse
 from scipy.linalg.lapack import dpotrf, dtrtrs
@@ -122,23 +124,70 @@ class BlockLambda:
         return out
 
     def congruence(self, A: np.ndarray) -> None:
-        """A <- Lambda2' A Lambda2 in place, right on the lower triangle when A's lower
-        triangle is (the upper triangle is not read, except within each level's p x p
-        block, which is made symmetric first)."""
-        q = A.shape[0]
+        """A <- Lambda2' A Lambda2 in place (each T lower triangular, as _Term.factor makes
+        it), right on the lower triangle when A's lower triangle is (the upper triangle is
+        not read, except within each level's p x p block, which is made symmetric first)."""
         for start, nf, T in self.blocks:
             p = T.shape[0]
             i, j = np.triu_indices(p, 1)
             base = start + np.arange(nf)[:, None] * p
             A[base + i, base + j] = A[base + j, base + i]
         for start, nf, T in self.blocks:
+            # T is lower triangular, so column c of A T is sum over a >= c of column a times
+            # T[a, c]: taking c in ascending order reads only columns not yet overwritten
+            # (strided views of each coefficient's columns, no copies); rows likewise.
             p = T.shape[0]
-            seg = slice(start, start + nf * p)
-            A[:, seg] = np.matmul(A[:, seg].reshape(q, nf, p), T).reshape(q, nf * p)
-            A[seg] = np.matmul(T.T, A[seg].reshape(nf, p, q)).reshape(nf * p, q)
+            stop = start + nf * p
+            for c in range(p):
+                col = A[:, start + c:stop:p]
+                col *= T[c, c]
+                for a in range(c + 1, p):
+                    if T[a, c] != 0.0:
+                        col += T[a, c] * A[:, start + a:stop:p]
+            for c in range(p):
+                row = A[start + c:stop:p]
+                row *= T[c, c]
+                for a in range(c + 1, p):
+                    if T[a, c] != 0.0:
+                        row += T[a, c] * A[start + a:stop:p]
         for sl, sc in self.ranges:
             A[:, sl] *= sc
             A[sl] *= sc[:, None]
+
+
+def _lapack_dpotrf():
+    """scipy's LAPACK dpotrf called through ctypes, which releases the GIL during the call
+    (scipy.linalg.lapack's wrapper holds it, so threads evaluating the criterion would wait
+    for each other's Cholesky); None when the function cannot be found (then the wrapper)."""
+    try:
+        from scipy.linalg import cython_lapack
+
+        api = ctypes.pythonapi
+        api.PyCapsule_GetName.restype = ctypes.c_char_p
+        api.PyCapsule_GetName.argtypes = [ctypes.py_object]
+        api.PyCapsule_GetPointer.restype = ctypes.c_void_p
+        api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+        capsule = cython_lapack.__pyx_capi__["dpotrf"]
+        address = api.PyCapsule_GetPointer(capsule, api.PyCapsule_GetName(capsule))
+        ip = ctypes.POINTER(ctypes.c_int)
+        return ctypes.CFUNCTYPE(None, ctypes.c_char_p, ip, ctypes.c_void_p, ip, ip)(address)
+    except (ImportError, AttributeError, KeyError, TypeError, ValueError):
+        return None
+
+
+_DPOTRF = _lapack_dpotrf()
+
+
+def cholesky_upper(M: np.ndarray) -> tuple[np.ndarray, int]:
+    """Cholesky factor, in place, of the C-ordered square M whose lower triangle is right:
+    (U, info) with U = M' (Fortran-ordered, the same memory) holding the upper factor in its
+    upper triangle (its lower triangle is left as it was), as LAPACK's dpotrf."""
+    if _DPOTRF is None or not M.flags.c_contiguous or M.dtype != np.float64:
+        U, info = dpotrf(M.T, lower=0, clean=0, overwrite_a=1)
+        return U, int(info)
+    n, info = ctypes.c_int(M.shape[0]), ctypes.c_int(0)
+    _DPOTRF(b"U", ctypes.byref(n), M.ctypes.data, ctypes.byref(n), ctypes.byref(info))
+    return M.T, info.value
 
 
 def _distinct(keys: np.ndarray, size: int) -> np.ndarray:
@@ -549,7 +598,7 @@ class ClipBlock:
             # M is C-ordered with its lower triangle right: M' is the same memory in
             # Fortran order with the upper triangle right, factored in place as U'U.
             # (LAPACK directly: scipy.linalg's wrappers cost more than the work on small blocks)
-            U, info = dpotrf(M.T, lower=0, clean=1, overwrite_a=1)
+            U, info = cholesky_upper(M)
             if info:
                 raise np.linalg.LinAlgError(f"the clip block is not positive definite (dpotrf {info})")
             ld = 2.0 * np.log(np.diag(U)).sum()
