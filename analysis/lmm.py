@@ -469,9 +469,11 @@ def _central_grad(f, x, lower, h=1e-5):
     return g
 
 
-def _optimise(cp: _Crossprod, start, lower, reml: bool, forward: bool = False):
+def _optimise(cp: _Crossprod, start, lower, reml: bool, forward: bool = False,
+              final_radius: float = 1e-7):
     """forward: L-BFGS-B with forward- instead of central-difference gradients (Refitter:
-    about half the evaluations; the criterion at the optimum agreed within 1e-7 relative)."""
+    about half the evaluations; the criterion at the optimum agreed within 1e-7 relative).
+    final_radius: COBYQA's last trust-region radius (a start for another fit needs less)."""
     f = lambda th: _profiled(cp, th, reml)  # noqa: E731
     bounds = [(lo, None) for lo in lower]
     # Two bounded optimisers, chosen by the cost of one evaluation (deterministically, by
@@ -489,7 +491,7 @@ def _optimise(cp: _Crossprod, start, lower, reml: bool, forward: bool = False):
             # 266 evaluations with 1, 150 with 0.2, the same optimum within 1e-8).
             radius = min(0.95, 0.2 * max(1e-3, float(np.max(np.abs(x0)))))
             res = optimize.minimize(f, x0, method="COBYQA", bounds=bounds,
-                                    options={"final_tr_radius": 1e-7, "maxfev": 5000,
+                                    options={"final_tr_radius": final_radius, "maxfev": 5000,
                                              "initial_tr_radius": radius})
             return res, bool(res.success)
         # gtol near the noise floor of the central-difference gradient: tighter settings
@@ -1005,7 +1007,7 @@ def _intercepts_start(X, y, terms, reml, solver, default_start) -> np.ndarray:
         simple.append(u)
     cp0 = _Crossprod(X, y, simple, solver)
     lower0, start0 = _bounds_and_start(simple)
-    theta0, crit0, _ = _optimise(cp0, start0, lower0, reml)[:3]
+    theta0, crit0, _ = _optimise(cp0, start0, lower0, reml, final_radius=1e-3)[:3]
     start = default_start.copy()
     if np.isfinite(crit0):
         for k, t in enumerate(terms):

@@ -139,14 +139,35 @@ def test_the_large_block_settings_still_match_lme4(reference, monkeypatch, datas
     monkeypatch.setattr(lmm, "_large", lambda cp: True)
     monkeypatch.delenv("KULESHOV_FIT_THREADS", raising=False)
     monkeypatch.setattr(lmm.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    calls = []
-    richardson = lmm._richardson
+    calls, starts = [], []
+    richardson, optimise = lmm._richardson, lmm._optimise
     monkeypatch.setattr(lmm, "_richardson", lambda *a, **k: calls.append((k["r"], k["workers"]))
                         or richardson(*a, **k))
+    monkeypatch.setattr(lmm, "_optimise", lambda cp, start, *a, **k: starts.append(start.copy())
+                        or optimise(cp, start, *a, **k))
     ref = reference[dataset][model]
     fit = fit_lmm(load(dataset), "valence", ["x"], terms_of(ref["formula"]), solver=solver)
     assert calls == [(2, 2)]
+    # the intercepts-only model first (one factor per term), then the model from its estimates
+    assert [len(s) for s in starts] == [len(terms_of(ref["formula"])), len(fit.theta)]
+    assert starts[1][0] != 1.0 and 0.2 in starts[1]
     assert_matches(fit, ref)
+
+
+def test_the_gil_free_cholesky_is_lapacks():
+    from analysis import lmm_sparse
+
+    rng = np.random.default_rng(2)
+    G = rng.standard_normal((300, 310))
+    A = G @ G.T + np.eye(300)
+    assert lmm_sparse._DPOTRF is not None  # found in scipy's LAPACK on this platform
+    U, info = lmm_sparse.cholesky_upper(A.copy())
+    want, info2 = lmm_sparse.dpotrf(A.copy().T, lower=0, clean=1)
+    assert info == info2 == 0
+    assert np.array_equal(np.triu(U), want)
+    bad = A.copy()
+    bad[5, 5] = -1.0
+    assert lmm_sparse.cholesky_upper(bad)[1] == 6  # LAPACK's info: the failing pivot
 
 
 @pytest.mark.parametrize("model", ["intercepts", "correlated_slope"])
