@@ -636,10 +636,12 @@ def _threads(cp: _Crossprod) -> int:
     and during the optimisation, which evaluates one point at a time, a dense clip block's
     Cholesky may use that many BLAS threads. The Hessian's points and arithmetic do not
     depend on the number; a multithreaded Cholesky may round differently in the last bits.
-    KULESHOV_FIT_THREADS sets the number (1: one thread throughout)."""
-    env = os.environ.get("KULESHOV_FIT_THREADS", "").strip()
-    if env.isdigit() and int(env) >= 1:
-        return int(env)
+    KULESHOV_FIT_THREADS (study/config.py) sets the number; 1 is one thread throughout."""
+    from study.config import setting
+
+    chosen = int(setting("KULESHOV_FIT_THREADS"))
+    if chosen >= 1:
+        return chosen
     if not _large(cp):
         return 1
     try:

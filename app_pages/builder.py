@@ -59,6 +59,7 @@ def _start(draft: builder.Draft, data: dict) -> None:
     S["b-rows-v"] = S.get("b-rows-v", 0) + 1
     S.pop("b-rows-edited", None)  # the last study's table
     S.pop("b-yaml-problems", None)
+    S.pop("b-yaml-sent", None)
     S.pop("b-ticket", None)
     S.pop("b-saved", None)
 
@@ -392,6 +393,12 @@ S["b-data"] = ordered
 
 def _yaml_edited() -> None:
     text = S.get(f"b{S['b-gen']}|yaml", "")
+    if text in S.get("b-yaml-sent", ()):
+        # Not an edit: a text this page put in the box itself. When a run is interrupted by
+        # the next click before the box reaches the browser, the browser still holds the
+        # previous text and sends it back with that click; taking it for an edit would undo
+        # the click before it (and redraw the whole form).
+        return
     parsed, problems = builder.from_yaml(text)
     if problems:
         S["b-yaml-problems"] = [str(p) for p in problems]
@@ -409,6 +416,7 @@ with right:
     st.caption("Edit either side: a change here re-fills the form when you click outside the box.")
     ykey = _key("yaml")
     S[ykey] = S.get("b-yaml-text", yaml_text)
+    S["b-yaml-sent"] = [yaml_text, *[t for t in S.get("b-yaml-sent", []) if t != yaml_text]][:4]
     with st.container(key="b-yaml-box"):
         st.text_area("study.yaml", key=ykey, height=520, on_change=_yaml_edited, label_visibility="collapsed")
     for msg in S.get("b-yaml-problems", []):

@@ -61,6 +61,10 @@ SETTINGS: tuple[Setting, ...] = (
             "refused while it arrives, and nothing of it is kept.", kind=float),
     Setting("KULESHOV_MAX_STUDY_ZIP_MB", "1000",
             "Largest study-folder zip the study builder opens, in MB, both as uploaded and unpacked.", kind=float),
+    Setting("KULESHOV_FIT_THREADS", "0",
+            "Threads for a mixed-model fit (the Satterthwaite Hessian's points, and BLAS during the "
+            "optimisation of a dense clip block): 0, one per core (at most 4) when the clip block has 1,000 "
+            "columns or more and one otherwise; N, N for every fit (1: one thread throughout).", kind=int),
     Setting("KULESHOV_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test",
             "PostgreSQL server for the test suite; each test creates and drops its own database there.",
             scope="tests"),

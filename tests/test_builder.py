@@ -380,6 +380,37 @@ def test_the_builder_page_as_an_editor_yaml_both_ways_and_a_bad_yaml(team, sqlit
     assert next(b for b in at.button if b.label == "Save and register a new version").disabled
 
 
+def test_a_stale_yaml_sent_back_by_the_browser_is_not_taken_for_an_edit(team, sqlite_url, monkeypatch):
+    """A click that interrupts the run drawing the YAML box leaves the browser holding the
+    box's previous text, which it sends back with its next event. That text was the page's
+    own, not the researcher's: it must not undo the change before it nor redraw the form
+    (seen in Chromium under load: the form's keys moved from b1 to b2 mid-test)."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    _, _, people = team
+    monkeypatch.setenv("KULESHOV_DATABASE_URL", sqlite_url)
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.session_state[SESSION_KEY] = people["ed"]
+    at.run()
+    at.switch_page("app_pages/builder.py").run()
+    next(b for b in at.button if b.label == "New study").click().run()
+    before = next(t for t in at.text_area if t.key == "b1|yaml").value
+    next(t for t in at.text_input if t.key == "b1|title").set_value("Changed in the form").run()
+    assert not at.exception, at.exception
+    box = next(t for t in at.text_area if t.key == "b1|yaml")
+    assert "title: Changed in the form" in box.value
+    box.set_value(before).run()  # what a browser that missed the last redraw sends
+    assert not at.exception, at.exception
+    assert [t.key for t in at.text_area if t.key.endswith("|yaml")] == ["b1|yaml"]  # not redrawn
+    assert next(t for t in at.text_input if t.key == "b1|title").value == "Changed in the form"
+    # a real edit still re-fills the form
+    box = next(t for t in at.text_area if t.key == "b1|yaml")
+    box.set_value(box.value.replace("title: Changed in the form", "title: Typed")).run()
+    assert next(t for t in at.text_input if t.key == "b2|title").value == "Typed"
+
+
 def test_an_editor_cannot_open_or_overwrite_a_study_they_have_no_access_to(team, tmp_path):
     from app_pages import actions
 
