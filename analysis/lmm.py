@@ -394,8 +394,9 @@ class _Crossprod:
         T1's are kept: the Satterthwaite Hessian (and the optimiser's coordinate steps) vary
         one parameter at a time, and a step in a clip parameter leaves all this unchanged."""
         key = T1.tobytes()
-        if self._part_cache is not None and self._part_cache[0] == key:
-            return self._part_cache[1]
+        cached = self._part_cache  # read once: another thread may replace it meanwhile
+        if cached is not None and cached[0] == key:
+            return cached[1]
         p, p1, q2 = self.p, self.p1, self.q2
         ld, B = self._blocks(T1)
         # B Z1'[X y], level by level

@@ -190,16 +190,6 @@ def cholesky_upper(M: np.ndarray) -> tuple[np.ndarray, int]:
     return M.T, info.value
 
 
-def _distinct(keys: np.ndarray, size: int) -> np.ndarray:
-    """np.unique(keys) for non-negative integer keys below size: through a mask when it is
-    small enough (64 MB), which is several times faster than sorting millions of keys."""
-    if size <= 64_000_000:
-        mask = np.zeros(size, dtype=bool)
-        mask[keys] = True
-        return np.flatnonzero(mask)
-    return np.unique(keys)
-
-
 def _rcm_envelope(q2: int, pattern: np.ndarray) -> int:
     """Entries of the lower triangle's envelope after reverse Cuthill-McKee ordering of the
     symmetric pattern (positions col * q2 + row): an upper bound on the Cholesky fill."""

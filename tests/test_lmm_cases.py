@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -263,6 +264,40 @@ def test_threads_do_not_change_the_satterthwaite_numbers(reference, monkeypatch)
         fits[threads] = fit_lmm(d, "valence", ["x"], random)
     pd.testing.assert_frame_equal(fits["1"].fixed, fits["2"].fixed, check_exact=True)
     assert fits["1"].max_grad == fits["2"].max_grad
+
+
+@pytest.mark.parametrize("dataset,solver", [("within_clip.csv", "dense"), ("lists.csv", "blocks")])
+def test_the_criterion_is_right_when_threads_evaluate_it_at_once(dataset, solver):
+    """The Satterthwaite Hessian's points are evaluated by threads sharing one _Crossprod
+    (its participant part cached by T1, the clip block's scratch space): points that share
+    T1 and points that do not, evaluated at once, must each get their own numbers. (A
+    scratch buffer shared by the calls, as the blocks solver once had, fails this.)"""
+    from concurrent.futures import ThreadPoolExecutor
+
+    d = load(dataset)
+    random = [RandomTerm("participant_id", ("x",)), RandomTerm("stimulus_id", ("x",))]
+    cps, k = _crossprods(d, random, solvers=(solver,))
+    cp = cps[solver]
+    assert cp.block.solver == solver
+    rng = np.random.default_rng(5)
+    base = rng.uniform(0.2, 1.0, k)
+    points = []
+    for i in range(300):  # alternately a new participant factor and the same one
+        theta = base.copy()
+        theta[i % k] += 0.01 * (i + 1)
+        points.append(theta)
+    want = [cp.solve(t) for t in points]
+    cp._part_cache = None
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often, so that a race shows
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(cp.solve, points))
+    finally:
+        sys.setswitchinterval(interval)
+    for w, g in zip(want, got):
+        for u, v in zip(w, g):
+            assert np.array_equal(u, v)
 
 
 def test_a_singular_fit_can_stop_before_the_satterthwaite_df(reference_dir):
