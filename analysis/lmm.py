@@ -220,12 +220,7 @@ def _other_columns(t: _Term, start: int, collapse: bool = True):
     p = t.p
     same = np.full(t.nlev, collapse or p == 1)
     for a in range(1, p):
-        v = t.W[:, a]
-        lo = np.full(t.nlev, np.inf)
-        hi = np.full(t.nlev, -np.inf)
-        np.minimum.at(lo, t.codes, v)
-        np.maximum.at(hi, t.codes, v)
-        same &= hi - lo <= 1e-12 * max(1.0, float(np.max(np.abs(v))))
+        same &= _constant_per_level(t.codes, t.nlev, t.W[:, a])
     full = np.flatnonzero(~same)
     coll = np.flatnonzero(same)
     rank = np.empty(t.nlev, dtype=np.int64)
@@ -868,13 +863,18 @@ def fit_lmm(data: pd.DataFrame, dv: str, fixed: list[str], random: list[RandomTe
         raise UserError(f"the model {formula} could not be fitted to these data ({exc})") from exc
 
 
-def _within_level_constant(codes: np.ndarray, nlev: int, v: np.ndarray) -> bool:
-    """True when v takes one value within every level."""
+def _constant_per_level(codes: np.ndarray, nlev: int, v: np.ndarray) -> np.ndarray:
+    """For each level, whether v takes one value within it."""
     lo = np.full(nlev, np.inf)
     hi = np.full(nlev, -np.inf)
     np.minimum.at(lo, codes, v)
     np.maximum.at(hi, codes, v)
-    return bool(np.all(hi - lo <= 1e-12 * max(1.0, float(np.max(np.abs(v))))))
+    return hi - lo <= 1e-12 * max(1.0, float(np.max(np.abs(v))))
+
+
+def _within_level_constant(codes: np.ndarray, nlev: int, v: np.ndarray) -> bool:
+    """True when v takes one value within every level."""
+    return bool(np.all(_constant_per_level(codes, nlev, v)))
 
 
 def _check_identifiable(X, fixed, terms, frame) -> None:

@@ -349,9 +349,8 @@ def test_the_builder_page_refuses_a_viewer(team, sqlite_url, monkeypatch):
     assert "New study" in [b.label for b in at.button]
 
 
-def test_the_builder_page_as_an_editor_yaml_both_ways_and_a_bad_yaml(team, sqlite_url, monkeypatch):
-    """AppTest: New study, a YAML edit re-fills the form, a YAML that does not parse is shown
-    with its error, the form keeps its last good data and Save is disabled until it parses."""
+def _new_study_as_editor(team, sqlite_url, monkeypatch):
+    """The builder page through AppTest, logged in as the editor, after "New study"."""
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
@@ -363,6 +362,13 @@ def test_the_builder_page_as_an_editor_yaml_both_ways_and_a_bad_yaml(team, sqlit
     at.run()
     at.switch_page("app_pages/builder.py").run()
     next(b for b in at.button if b.label == "New study").click().run()
+    return at
+
+
+def test_the_builder_page_as_an_editor_yaml_both_ways_and_a_bad_yaml(team, sqlite_url, monkeypatch):
+    """AppTest: New study, a YAML edit re-fills the form, a YAML that does not parse is shown
+    with its error, the form keeps its last good data and Save is disabled until it parses."""
+    at = _new_study_as_editor(team, sqlite_url, monkeypatch)
     assert not at.exception, at.exception
     yaml_box = next(t for t in at.text_area if t.key == "b1|yaml")
     assert "title: New study" in yaml_box.value
@@ -385,17 +391,7 @@ def test_a_stale_yaml_sent_back_by_the_browser_is_not_taken_for_an_edit(team, sq
     box's previous text, which it sends back with its next event. That text was the page's
     own, not the researcher's: it must not undo the change before it nor redraw the form
     (seen in Chromium under load: the form's keys moved from b1 to b2 mid-test)."""
-    import streamlit as st
-    from streamlit.testing.v1 import AppTest
-
-    _, _, people = team
-    monkeypatch.setenv("KULESHOV_DATABASE_URL", sqlite_url)
-    st.cache_resource.clear()
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-    at.session_state[SESSION_KEY] = people["ed"]
-    at.run()
-    at.switch_page("app_pages/builder.py").run()
-    next(b for b in at.button if b.label == "New study").click().run()
+    at = _new_study_as_editor(team, sqlite_url, monkeypatch)
     before = next(t for t in at.text_area if t.key == "b1|yaml").value
     next(t for t in at.text_input if t.key == "b1|title").set_value("Changed in the form").run()
     assert not at.exception, at.exception
