@@ -409,10 +409,13 @@ def _clip(writer, state, with_label: bool) -> None:
         st.markdown(label)
     stim = state.stimuli.get(step.stimulus_id) or {}
     upcoming = next_clip(state)
+    src = clip_url(state, step.stimulus_id)
     status = player(
         key=f"player-{step.key}",
-        instance=step.key,
-        src=clip_url(state, step.stimulus_id),
+        # A new clip, version or language at this step (the preview switches them) is a new
+        # player: the same one would keep playing what it was first given.
+        instance=f"{step.key}|{step.stimulus_id}|{src}|{state.language}",
+        src=src,
         captions=captions_url(state, step.stimulus_id),
         token=state.token,
         position=step.position,

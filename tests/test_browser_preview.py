@@ -11,7 +11,9 @@ ratings are validated as usual and then accepted, and every table has as many ro
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import yaml
@@ -102,6 +104,12 @@ def test_preview_every_step_switch_condition_and_list_and_write_nothing(tmp_path
             preview_pick(page, "Label condition", "true")
             page.get_by_text(label_text(source[1])).first.wait_for(timeout=WAIT_MS)
             assert "condition=true" in page.url and "list=1" in page.url and f"step=trial%3A{pos}" in page.url
+            # ... and so does the clip: the player holds list 1's, not the one it was first given
+            wanted = f"/{quote(plan.sequence(1)[pos - 1], safe='')}"
+            deadline = time.monotonic() + WAIT_MS / 1000
+            while not (page.locator(".kp-video:visible").first.get_attribute("src") or "").endswith(wanted):
+                assert time.monotonic() < deadline, (wanted, page.locator(".kp-video:visible").first.get_attribute("src"))
+                page.wait_for_timeout(100)
 
             # The clip plays; its events go to the server, which settles and drops them.
             # (after the last switch's script run: a click on the player it replaces is lost)

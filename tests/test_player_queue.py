@@ -107,3 +107,30 @@ def test_server_errors_get_a_bounded_number_of_tries(page):
     first_seq = posts[0][0]["seq"]
     tries = sum(first_seq in [ev["seq"] for ev in batch] for batch in posts)
     assert tries == 8, [len(b) for b in posts]
+
+
+def test_a_new_instance_on_the_same_root_takes_the_video_over_alone(page):
+    """Another clip at the same step (the preview switches list or version) mounts a new player
+    on the same <video>: the old one's listeners, captions track and preloader go with it."""
+    page.route(f"{ORIGIN}/api/events", lambda route: route.fulfill(
+        status=200, body='{"accepted": [], "refused": []}', content_type="application/json"))
+    page.goto(f"{ORIGIN}/")
+    page.wait_for_function("() => window.kpMount")
+    calls = page.evaluate("""async () => {
+      const mount = (await import("/player.js")).default;
+      const calls = [];
+      const data = (instance) => ({instance, token: "tok", events_url: "/api/events", src: "/clip.mp4",
+                                   captions_src: "/c.vtt", position: 1, stimulus_id: instance, seq_base: 1000,
+                                   min_share: 1, error_text: "error of " + instance});
+      const comp = (instance) => ({data: data(instance), parentElement: document.body,
+                                   setStateValue: (name, value) => calls.push([name, value && value.instance])});
+      mount(comp("i1"));
+      mount(comp("i2"));
+      const v = document.querySelector(".kp-video");
+      v.dispatchEvent(new Event("error"));
+      return {calls, tracks: v.querySelectorAll("track").length,
+              error: document.querySelector(".kp-error-text").textContent};
+    }""")
+    assert calls["calls"] == [["failure", "i2"]]
+    assert calls["tracks"] == 1
+    assert calls["error"] == "error of i2"

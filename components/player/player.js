@@ -320,7 +320,11 @@ function createPlayer(root, data) {
     showOverlay(data.start_label || "", "");
   };
 
-  const on = (name, fn) => video.addEventListener(name, fn);
+  // A later instance on the same root (another clip at this step) takes over this <video>:
+  // dispose() removes every listener this one added, or its handlers would go on drawing
+  // its own overlay over the new player's.
+  const listening = new AbortController();
+  const on = (name, fn) => video.addEventListener(name, fn, { signal: listening.signal });
   on("loadedmetadata", () => {
     p.loadedAt = performance.now();
     applyCaptions();
@@ -584,6 +588,11 @@ function createPlayer(root, data) {
       clearTimeout(p.loadTimer);
       if (capture) capture.dispose();
       detach();
+      listening.abort();
+      if (p.preloader) p.preloader.remove();
+      if (track) track.remove();
+      tools.hidden = true;
+      errorBox.hidden = true;
       video.pause();
     },
   };
