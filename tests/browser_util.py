@@ -103,6 +103,39 @@ def wait_until(condition, timeout_s: float, what: str, show=None, every_s: float
         time.sleep(every_s)
 
 
+# Every player on the page (also inside components' shadow roots): what its <video> is doing.
+_PLAYERS = """() => {
+  const found = [];
+  const walk = (node) => {
+    node.querySelectorAll('.kp-root').forEach((r) => found.push(r));
+    node.querySelectorAll('*').forEach((el) => { if (el.shadowRoot) walk(el.shadowRoot); });
+  };
+  walk(document);
+  return found.map((r) => {
+    const v = r.querySelector('.kp-video'), b = r.querySelector('.kp-start');
+    return {visible: r.checkVisibility(), src: v.getAttribute('src'), paused: v.paused, t: v.currentTime,
+            ready: v.readyState, network: v.networkState, error: v.error && v.error.code,
+            overlay: !r.querySelector('.kp-overlay').hidden, button: b.hidden ? null : b.textContent,
+            disabled: b.disabled, hint: r.querySelector('.kp-hint').textContent};
+  });
+}"""
+
+
+def page_report(page, server: Server | None = None) -> str:
+    """What a failing browser test saw: the players, the page's text and the server's last log
+    lines (for the assertion message: a flaky wait is diagnosed from CI's output alone)."""
+    parts = []
+    try:
+        parts.append(f"players: {page.evaluate(_PLAYERS)}")
+        parts.append(f"script: {page.evaluate('() => document.querySelector(`[data-testid=stApp]`)?.getAttribute(`data-test-script-state`)')}")
+        parts.append(f"page: {page.inner_text('body')[:1500]!r}")
+    except Exception as exc:  # the page itself may be gone
+        parts.append(f"page unreadable: {exc}")
+    if server is not None:
+        parts.append("server log: " + "\n".join(server.log.read_text(errors="replace").splitlines()[-30:]))
+    return "\n".join(parts)
+
+
 def launch(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from browser_util import launch, pass_device_check, require_chromium, start_server, wait_until
+from browser_util import launch, page_report, pass_device_check, require_chromium, start_server, wait_until
 from study import store
 from test_browser_participant import STEP_TIMEOUT_MS, answer_page, click_continue, wait_title
 
@@ -104,11 +104,9 @@ def start_clip(page) -> None:
     start.click()
 
 
-def wait_step(engine, token: str, key: str) -> None:
-    deadline = time.monotonic() + 30
-    while store.get_state(engine, token).step.key != key:
-        assert time.monotonic() < deadline, f"never reached {key}"
-        time.sleep(0.2)
+def wait_step(engine, token: str, key: str, page=None, server=None) -> None:
+    wait_until(lambda: store.get_state(engine, token).step.key == key, 30, f"the step {key}",
+               lambda: page_report(page, server) if page is not None else store.get_state(engine, token).step.key)
 
 
 def events_of(engine, participant_id: int, position: int) -> list[dict]:
@@ -201,7 +199,7 @@ def test_hidden_muted_unfocused_and_preloaded(tmp_path, sqlite_url):
             page.keyboard.press("Enter")
             wait_video(page, "!v.paused", "the clip resumed by Enter")
             continued = {1: rate_and_continue(page, engine, token, rng)}
-            wait_step(engine, token, "trial:2")
+            wait_step(engine, token, "trial:2", page, server)
 
             # ---- clip 2: muted mid-play
             wait_title(page, "Clip 2 of 3")
@@ -210,7 +208,7 @@ def test_hidden_muted_unfocused_and_preloaded(tmp_path, sqlite_url):
             muted_at, duration = page.evaluate(
                 f"() => {{ const v = {VIDEO}; v.muted = true; return [v.currentTime, v.duration]; }}")
             continued[2] = rate_and_continue(page, engine, token, rng)
-            wait_step(engine, token, "trial:3")
+            wait_step(engine, token, "trial:3", page, server)
 
             # ---- clip 3: the window loses its focus for real (another page in front)
             wait_title(page, "Clip 3 of 3")

@@ -29,6 +29,8 @@ from browser_util import (  # noqa: E402
     row_counts,
     start_server,
     wait_idle,
+    wait_until,
+    page_report,
 )
 from study import store, texts  # noqa: E402
 
@@ -116,8 +118,8 @@ def test_preview_every_step_switch_condition_and_list_and_write_nothing(tmp_path
             wait_idle(page)
             page.locator(".kp-start:visible").click()
             page.locator(".kp-video:visible").first.wait_for(timeout=WAIT_MS)
-            page.wait_for_function("v => v.currentTime > 0", arg=page.locator(".kp-video:visible").first.element_handle(),
-                                   timeout=WAIT_MS)
+            wait_until(lambda: page.evaluate("v => v.currentTime > 0", page.locator(".kp-video:visible").first.element_handle()),
+                       WAIT_MS / 1000, "the clip playing after Start", lambda: page_report(page, server))
             page.locator(f'.kq-root[data-page="trial:{pos}"]').wait_for(timeout=40_000)
             page.wait_for_timeout(1500)
             assert posted, "the player sent no events"
