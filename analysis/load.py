@@ -638,19 +638,80 @@ def load_csv(path: Path, include_pilot: bool = False, columns: dict[str, str] | 
     if not path.is_file():
         raise UserError(f"{path}: no such CSV file")
     ids = {(columns or {}).get(c, c): "str" for c in ("participant_id", "stimulus_id", "pair_id")}
-    try:
-        trials = pd.read_csv(path, dtype=ids)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot be read as CSV", [Problem(str(path), str(exc).strip())]) from None
+    trials, notes = read_foreign_csv(path, ids)
     if columns:
         trials = _renamed(trials, columns, path)
     trials = check_trial_table(trials, path)
     no_clip = trials["stimulus_id"].isna()
-    notes = [f"{int(no_clip.sum())} of {len(trials)} rows of {path} have no stimulus_id (instruction screens, "
-             "questionnaires ...) and were left out"] if no_clip.any() else []
+    if no_clip.any():
+        notes.append(f"{int(no_clip.sum())} of {len(trials)} rows of {path} have no stimulus_id (instruction "
+                     "screens, questionnaires ...) and were left out")
     data = _plain_trials(trials[~no_clip].reset_index(drop=True), include_pilot)
     data.notes = notes
     return data
+
+
+# Encodings a CSV from elsewhere comes in, tried in turn: UTF-8 (with or without Excel's byte
+# order mark), then Windows-1252, which Excel on Windows writes ("Save as CSV").
+_ENCODINGS = ("utf-8-sig", "cp1252")
+
+
+def read_foreign_csv(path: Path, dtype: dict[str, str] | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """A CSV written by other software, as a table, and notes on how it was read.
+
+    The delimiter is the header line's (comma, semicolon or tab); with semicolons, a decimal
+    comma is taken where it makes more columns numbers (Excel in German, French ... locales
+    writes `5,5`). A column name given twice is an error (pandas would rename one `name.1` and
+    the analysis use the other without a word).
+    """
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise UserError(f"{path}: cannot be read as CSV", [Problem(str(path), "the file is empty")])
+    text = encoding = None
+    # UTF-16 only with its byte order mark (Excel's "Unicode text" is tab-separated UTF-16).
+    for encoding in (("utf-16",) if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else _ENCODINGS):
+        try:
+            text = raw.decode(encoding)
+            break
+        except UnicodeDecodeError:
+            continue
+    if text is None:
+        raise UserError(f"{path}: cannot be read as CSV",
+                        [Problem(str(path), "the file is neither UTF-8 nor Windows-1252 text; save it as CSV UTF-8")])
+    notes = [] if encoding in ("utf-8-sig", "utf-16") else [f"{path} is not UTF-8 and was read as {encoding}"]
+    if "\x00" in text:
+        raise UserError(f"{path}: cannot be read as CSV", [Problem(str(path), "the file holds binary data, not text")])
+    header = text.lstrip("\ufeff").split("\n", 1)[0]
+    counts = {sep: header.count(sep) for sep in (",", ";", "\t")}
+    sep = max(counts, key=lambda k: counts[k]) if any(counts.values()) else ","
+    import csv
+    import io
+
+    names = next(csv.reader([header.rstrip("\r")], delimiter=sep), [])
+    seen: dict[str, int] = {}
+    twice = []
+    for i, name in enumerate(names, start=1):
+        if name.strip() in seen:
+            twice.append(Problem(f"{path}: column {name.strip()!r}", f"is column {seen[name.strip()]} and column {i}"))
+        seen.setdefault(name.strip(), i)
+    if twice:
+        raise UserError(f"{path}: a column name appears more than once; rename or remove the copies", twice)
+
+    def parse(decimal: str) -> pd.DataFrame:
+        return pd.read_csv(io.StringIO(text), sep=sep, decimal=decimal, dtype=dtype)
+
+    try:
+        table = parse(".")
+        if sep == ";":
+            comma = parse(",")
+            numeric = lambda t: sum(pd.api.types.is_numeric_dtype(t[c]) for c in t.columns)  # noqa: E731
+            if numeric(comma) > numeric(table):
+                table = comma
+                notes.append(f"{path} uses decimal commas (5,5 for 5.5)")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
+        raise UserError(f"{path}: cannot be read as CSV", [Problem(str(path), str(exc).strip())]) from None
+    table.columns = [str(c).strip() for c in table.columns]
+    return table, notes
 
 
 def _renamed(trials: pd.DataFrame, columns: dict[str, str], where: Path) -> pd.DataFrame:

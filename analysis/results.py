@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from analysis import charts, load
@@ -79,8 +80,57 @@ def default_outcomes(trials: pd.DataFrame, plan: Plan | None = None) -> list[str
                                      + load.did_you_mean(o, trials.columns) + "; columns are: "
                                      + ", ".join(map(str, trials.columns))) for o in missing])
         return list(dict.fromkeys(wanted))
-    numeric = [c for c in trials.columns if _numeric_with_data(trials[c])]
-    return [c for c in KNOWN_OUTCOMES if c in numeric] + [c for c in charts.emotion_columns(trials) if c in numeric]
+    # A known outcome column of numbers with a few values that are not is still an outcome:
+    # checked_outcomes then names those values (leaving the column out would drop it unsaid).
+    # One of words (an item of type choice that a study called "moved") is not.
+    present = [c for c in trials.columns if _numeric_with_data(trials[c]) or _mostly_numbers(trials[c])]
+    return [c for c in KNOWN_OUTCOMES if c in present] + [c for c in charts.emotion_columns(trials) if c in present]
+
+
+def _mostly_numbers(s: pd.Series) -> bool:
+    if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s) or not s.notna().any():
+        return False
+    given = s.dropna().astype("string").str.strip()
+    return bool(pd.to_numeric(given, errors="coerce").notna().mean() >= 0.5)
+
+
+# Beyond this no rating scale goes; squares of such values overflow the model's sums.
+MAX_ABS_OUTCOME = 1e15
+
+
+def checked_outcomes(trials: pd.DataFrame, outcomes: list[str]) -> pd.DataFrame:
+    """`trials` with each outcome column as numbers; a value that is not a number, not finite
+    or beyond +-1e15 is an error naming its column, participant and clip (empty cells are
+    missing values, which the models leave out and the methods count)."""
+    problems = []
+    converted = {}
+    for o in outcomes:
+        col = trials[o]
+        if pd.api.types.is_bool_dtype(col):
+            problems.append(Problem(f"outcome {o}", "holds true/false values, not numbers"))
+            continue
+        num = col if pd.api.types.is_numeric_dtype(col) else pd.to_numeric(
+            col.astype("string").str.strip(), errors="coerce")
+        num = num.astype(float)
+        values = num.to_numpy()
+        kinds = [(col.notna().to_numpy() & np.isnan(values), "is not a number"),
+                 (np.isinf(values), "is not a finite number"),
+                 (np.isfinite(values) & (np.abs(values) > MAX_ABS_OUTCOME), "is too large to be a rating")]
+        for bad, what in kinds:
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                v = col.iloc[i]
+                shown = repr(v) if isinstance(v, str) else f"{float(v):g}"
+                more = f" ({int(bad.sum())} values like it)" if bad.sum() > 1 else ""
+                problems.append(Problem(
+                    f"outcome {o}", f"{shown} (participant {trials['participant_id'].iloc[i]}, clip "
+                    f"{trials['stimulus_id'].iloc[i]}) {what}{more}"))
+        if num is not col:
+            converted[o] = num
+    if problems:
+        raise UserError("outcome values that cannot be analysed; correct them in the data, or leave the cell "
+                        "empty for a missing rating, or choose other outcomes with --outcomes", problems)
+    return trials.assign(**converted) if converted else trials
 
 
 def main_outcomes(outcomes: list[str]) -> list[str]:
@@ -209,6 +259,7 @@ def analyze(trials: pd.DataFrame, *, outcomes: list[str] | None = None, plan: An
         raise UserError("no outcome to analyse: the trial table has none of the known outcome columns ("
                         + ", ".join(KNOWN_OUTCOMES) + ", emo_*); choose them with --outcomes (outcomes= in "
                         "Python)" + (f", e.g. --outcomes {','.join(numeric[:3])}" if numeric else ""))
+    trials = checked_outcomes(trials, outcomes)
     res: dict[str, pd.DataFrame] = {}
     skipped: list[tuple[str, str]] = []
 

@@ -173,6 +173,45 @@ def test_a_study_folder_or_a_video_is_not_taken_for_data(tmp_path):
     assert "cannot analyse a .mp4 file" in str(exc.value) and "nothing found" not in str(exc.value)
 
 
+def _ratings_text(sep: str = ",", decimal: str = ".") -> str:
+    rows = [("p1", "h1", "human", "5.5"), ("p1", "a1", "ai", "3"), ("Jérôme", "h1", "human", "7.25")]
+    lines = [sep.join(("participant_id", "stimulus_id", "source", "valence"))]
+    lines += [sep.join((p, c, s, v.replace(".", decimal))) for p, c, s, v in rows]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("sep,decimal,encoding,note", [
+    (",", ".", "utf-8", None),
+    (",", ".", "utf-8-sig", None),  # Excel's "CSV UTF-8" puts a byte order mark first
+    (";", ",", "utf-8", "decimal commas"),  # Excel in a German or French locale
+    (";", ".", "utf-8", None),
+    ("\t", ".", "utf-16", None),  # Excel's "Unicode text"
+    (",", ".", "cp1252", "read as cp1252"),  # Excel on Windows, "CSV (comma delimited)"
+])
+def test_csvs_as_other_software_writes_them_are_read(tmp_path, sep, decimal, encoding, note):
+    path = tmp_path / "ratings.csv"
+    path.write_bytes(_ratings_text(sep, decimal).replace("\n", "\r\n").encode(encoding))
+    data = load.load_trials(path)
+    assert data.trials["valence"].tolist() == [5.5, 3.0, 7.25]
+    assert data.trials["participant_id"].tolist() == ["p1", "p1", "Jérôme"]
+    assert list(data.trials.columns) == ["participant_id", "stimulus_id", "source", "valence"]
+    assert any(note in n for n in data.notes) if note else not data.notes
+
+
+def test_a_csv_that_cannot_be_trusted_is_refused_with_what_and_where(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_text("participant_id,stimulus_id,source,valence,valence\np1,h1,human,5,6\n")
+    with pytest.raises(UserError, match="appears more than once") as exc:
+        load.load_trials(path)
+    assert "column 'valence': is column 4 and column 5" in str(exc.value)
+    for body, what in ((b"", "the file is empty"), (b"\x00\x01PK\x03\x04 zip", "binary data"),
+                       (b"participant_id,\x81\x8d\n", "neither UTF-8 nor Windows-1252")):
+        path.write_bytes(body)
+        with pytest.raises(UserError, match="cannot be read as CSV") as exc:
+            load.load_trials(path)
+        assert what in str(exc.value)
+
+
 def _analysis_imports() -> dict[str, set[str]]:
     """module -> analysis modules it imports (at the top or inside a function)."""
     import ast

@@ -115,6 +115,31 @@ def test_rows_dropped_for_missing_values_are_counted_against_the_whole_table():
             "missing in 2)</li>") in methods
 
 
+@pytest.mark.parametrize("value,what", [("five", "'five' (participant p000, clip c003) is not a number (2 values like it)"),
+                                        (np.inf, "inf (participant p000, clip c003) is not a finite number"),
+                                        (-1e300, "-1e+300 (participant p000, clip c003) is too large to be a rating")])
+def test_an_outcome_value_that_is_no_rating_is_named_not_analysed(value, what):
+    trials = crossed(0.5, n_participants=4, n_clips=6)
+    trials["valence"] = trials["valence"].astype(object)
+    trials.loc[3, "valence"] = value
+    if isinstance(value, str):
+        trials.loc[7, "valence"] = "n/a"
+    for outcomes in (["valence"], None):  # named, and found as the known outcome it is
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(UserError, match="outcome values that cannot be analysed") as exc:
+                results.analyze(trials, outcomes=outcomes)
+        assert f"outcome valence: {what}" in str(exc.value)
+    # numbers written as text (a CSV read with the column as strings) are numbers
+    trials.loc[3, "valence"] = " 4.5"
+    trials.loc[7, "valence"] = None
+    res = results.analyze(trials, outcomes=["valence"])
+    assert res["descriptives"].query("outcome == 'valence'")["n"].sum() == len(trials) - 1
+    # a known outcome's name on a column of words (a study's choice item called "moved") is no outcome
+    res = results.analyze(trials.assign(moved=np.where(np.arange(len(trials)) % 2, "yes", "no")))
+    assert res["outcomes"]["outcome"].tolist() == ["valence"]
+
+
 def test_a_constant_outcome_gives_a_message_and_no_scipy_warning():
     trials = crossed(0.0, n_participants=8, n_clips=10).assign(valence=3.0)
     with warnings.catch_warnings():
