@@ -190,8 +190,11 @@ def _specs(shown: list) -> list[dict[str, Any]]:
 
 
 def page_data(items: list, order: list[str], page_key: str, token: str, errors: dict[str, str] | None = None,
-              texts: dict[str, str] | None = None, stored: bool = False) -> dict[str, Any]:
-    """Everything the browser needs to render one page of items, in the order they are shown."""
+              texts: dict[str, str] | None = None, stored: bool = False, answered: int | None = None) -> dict[str, Any]:
+    """Everything the browser needs to render one page of items, in the order they are shown.
+
+    `answered`: the highest submit_id of this page the server has received in this session (the
+    browser sends a submit again until a render says so: see submission_id)."""
     by_id = {item.id: item for item in items}
     shown = [by_id[item_id] for item_id in order]
     specs = [dict(spec) for spec in _specs(shown)]  # shallow copies: a caller's change stays its own
@@ -204,7 +207,15 @@ def page_data(items: list, order: list[str], page_key: str, token: str, errors: 
         "storage_prefix": storage_prefix(token),
         "stored": bool(stored),
         "numbered": len(specs) > 1,
+        "answered": answered,
     }
+
+
+def submission_id(payload: Any) -> int | None:
+    """The browser's number for one press of Continue (it resends the same number while no render
+    says the server has it: a message lost to a reconnect or to another rerun is sent again)."""
+    sid = payload.get("submit_id") if isinstance(payload, dict) else None
+    return sid if isinstance(sid, int) and not isinstance(sid, bool) and 0 < sid < 2**53 else None
 
 
 # --------------------------------------------------------------------------- browser -> answers
@@ -297,10 +308,18 @@ def _on_submit(key: str, items: list, order: list[str], page_key: str,
     answers = answers_from_submission(payload, items, order, page_key)
     if answers is None:
         return
+    sid = submission_id(payload)
+    if sid is not None:
+        seen = st.session_state.get(_answered_key(page_key)) or 0
+        st.session_state[_answered_key(page_key)] = max(seen, sid)
     try:
         submit(answers)
     except RerunException:
         pass
+
+
+def _answered_key(page_key: str) -> str:
+    return f"questionnaire-answered|{page_key}"
 
 
 def ask(step, state, errors: dict[str, str] | None, submit: Callable[[dict[str, Answer]], None],
@@ -314,8 +333,9 @@ def ask(step, state, errors: dict[str, str] | None, submit: Callable[[dict[str, 
     items = list(step.items)
     order = list(state.item_order)
     key = f"questionnaire|{step.key}"
+    answered = st.session_state.get(_answered_key(step.key))
     _questionnaire(
         key=key,
-        data=component_data(page_data(items, order, step.key, state.token, errors, texts)),
+        data=component_data(page_data(items, order, step.key, state.token, errors, texts, answered=answered)),
         on_submit_change=lambda: _on_submit(key, items, order, step.key, submit),
     )

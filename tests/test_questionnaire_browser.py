@@ -499,3 +499,73 @@ def test_axe_finds_no_serious_problem(quick_server, browser, viewport):
     wait_title(page, state.step.title)
     settle(page)
     assert serious_violations(page) == [], "completion page"
+
+
+# --------------------------------------------------------------------------- a lost Continue
+
+
+def moved_on(page, engine, token: str, key: str) -> None:
+    """wait_step_change, waiting in Playwright: the sync API runs the websocket relay's handlers
+    only while a Playwright call waits (time.sleep would hold every message back)."""
+    for _ in range(150):
+        if store.get_state(engine, token).step.key != key:
+            return
+        page.wait_for_timeout(200)
+    raise AssertionError(f"still on {key}")
+
+
+def test_a_continue_lost_on_its_way_is_sent_again_and_stored_once(quick_server, browser):
+    """The websocket drops the first message that carries a page's answers (as a reconnect or
+    a racing rerun can): the questionnaire sends them again 8 s later, the page is stored once
+    and the participant moves on. A Continue that arrives costs no second run later on."""
+    import re
+
+    server, engine = quick_server
+    page = browser.new_page()
+    dropped: list[float] = []
+
+    def relay(ws):
+        upstream = ws.connect_to_server()
+
+        def from_page(message):
+            if isinstance(message, bytes) and b"submit_id" in message and not dropped:
+                dropped.append(time.monotonic())
+                return
+            upstream.send(message)
+
+        ws.on_message(from_page)
+        upstream.on_message(lambda message: ws.send(message))
+
+    token = enter(page, server, engine)
+    # From here the page's websocket goes through the relay (a reload keeps the participant's place).
+    page.route_web_socket(re.compile(r".*/_stcore/stream.*"), relay)
+    runs = RunCounter(page)
+    page.reload()
+    rng = random.Random(8)
+    for _ in range(5):  # up to the first page of items
+        state = store.get_state(engine, token)
+        wait_title(page, state.step.title)
+        if state.step.items:
+            break
+        click_continue(page, "Start")
+        moved_on(page, engine, token, state.step.key)
+    step = state.step
+    entered = answer_page(page, step, state.item_order, rng)
+    click_continue(page)
+    page.wait_for_timeout(1000)
+    assert dropped and store.get_state(engine, token).step.key == step.key  # lost: nothing stored yet
+    moved_on(page, engine, token, step.key)
+    assert time.monotonic() - dropped[0] >= 7.5  # stored by the copy sent 8 s later
+    assert set(responses(engine, token, step.key)) == set(entered)
+
+    # The next page's Continue arrives: no copy of it follows, and no extra run.
+    state = store.get_state(engine, token)
+    wait_title(page, state.step.title)
+    assert state.step.items, state.step.key  # the quick study's next page has items too
+    answer_page(page, state.step, state.item_order, rng)
+    click_continue(page)
+    moved_on(page, engine, token, state.step.key)
+    settle(page)
+    after = runs.snapshot()
+    page.wait_for_timeout(10_000)
+    assert runs.snapshot() == after, "a stored page's Continue was sent again"

@@ -12,6 +12,12 @@ const STATE = "__kuleshovQuestionnaire";
 const STORE_VERSION = 1;
 const STORE_MAX_AGE_MS = 3 * 24 * 3600 * 1000;
 const BUSY_MS = 5000;
+// A Continue the server has not acknowledged (data.answered, the highest submit_id it has)
+// is sent again after 8, 16 and 32 s: a message lost to a reconnect, or to another element's
+// rerun racing it, would otherwise leave the participant pressing a button that did nothing.
+// The server stores a page once, so a second copy of a stored page is no new answer.
+const RESEND_MS = 8000;
+const MAX_RESENDS = 3;
 const SINGLE_CONTROL = ["slider", "number", "text"];
 // Only for a key the server did not send; the server sends the participant's language.
 const FALLBACK = {
@@ -35,6 +41,11 @@ export default function (component) {
   if (!root || !data || !Array.isArray(data.items)) return undefined;
   let q = root[STATE];
   if (!q || q.pageKey !== data.page_key) {
+    if (q) {
+      // Another page in the same element: the last page's Continue is answered (or moot).
+      q.pending = null;
+      clearTimeout(q.resendTimer);
+    }
     root.querySelector(".kq-items").replaceChildren();
     q = createQuestionnaire(root, data);
     root[STATE] = q;
@@ -143,6 +154,9 @@ function createQuestionnaire(root, data) {
     errors: {},
     lastServerErrors: "{}",
     busyUntil: 0,
+    submitId: 0,
+    pending: null,
+    resendTimer: null,
     update,
   };
   for (const it of items) {
@@ -568,13 +582,30 @@ function createQuestionnaire(root, data) {
     }
     q.busyUntil = Date.now() + BUSY_MS;
     submitBtn.setAttribute("aria-disabled", "true");
-    if (q.setTrigger) q.setTrigger("submit", { page_key: q.pageKey, answers });
+    q.submitId += 1;
+    send({ page_key: q.pageKey, answers, submit_id: q.submitId }, 0);
   });
+
+  function send(payload, resends) {
+    clearTimeout(q.resendTimer);
+    q.pending = payload.submit_id;
+    // `resend` makes each copy a new value (a trigger equal to the last one might be no news).
+    if (q.setTrigger) q.setTrigger("submit", resends ? { ...payload, resend: resends } : payload);
+    if (resends >= MAX_RESENDS) return;
+    q.resendTimer = setTimeout(() => {
+      // Gone (the server moved on and removed this page) or answered: nothing to resend.
+      if (root.isConnected && q.pending === payload.submit_id) send(payload, resends + 1);
+    }, RESEND_MS * 2 ** resends);
+  }
 
   // ---------------------------------------------------------------- every render
   function update(next) {
     texts = { ...FALLBACK, ...(next.texts || {}) };
     submitBtn.textContent = texts.submit;
+    if (q.pending !== null && Number(next.answered) >= q.pending) {
+      q.pending = null;
+      clearTimeout(q.resendTimer);
+    }
     // A new render means the server has answered the last submit (or never got one).
     q.busyUntil = 0;
     submitBtn.removeAttribute("aria-disabled");
