@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,6 +135,25 @@ def page_report(page, server: Server | None = None) -> str:
     if server is not None:
         parts.append("server log: " + "\n".join(server.log.read_text(errors="replace").splitlines()[-30:]))
     return "\n".join(parts)
+
+
+@contextmanager
+def component_page(origin: str, page_html: str, script_path: str, scripts: list[Path]):
+    """A page with a fake clock at `origin` serving `page_html` and, at `script_path`, the
+    component's scripts joined as app_pages.browser_component joins them: one component in
+    Chromium against a scripted Streamlit, no app server."""
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = launch(pw)
+        page = browser.new_page()
+        page.clock.install()
+        page.route(f"{origin}/", lambda route: route.fulfill(body=page_html, content_type="text/html"))
+        page.route(f"{origin}{script_path}", lambda route: route.fulfill(
+            body="\n".join(p.read_text() for p in scripts), content_type="text/javascript"))
+        yield page
+        browser.close()
 
 
 def launch(playwright):

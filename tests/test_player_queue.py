@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from browser_util import launch, require_chromium  # noqa: E402
+from browser_util import component_page  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
@@ -29,21 +29,11 @@ PAGE = f"""<!doctype html><html><body>{(PLAYER / "player.html").read_text()}
 
 @pytest.fixture
 def page():
-    require_chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = launch(pw)
-        page = browser.new_page()
-        page.clock.install()
-        page.route(f"{ORIGIN}/", lambda route: route.fulfill(body=PAGE, content_type="text/html"))
-        page.route(f"{ORIGIN}/player.js", lambda route: route.fulfill(
-            # joined as app_pages/player.py joins them (app_pages.browser_component)
-            body="\n".join(p.read_text() for p in (PLAYER.parent / "common.js", PLAYER / "continuous.js",
-                                                      PLAYER / "player.js")), content_type="text/javascript"))
+    # joined as app_pages/player.py joins them
+    with component_page(ORIGIN, PAGE, "/player.js",
+                        [PLAYER.parent / "common.js", PLAYER / "continuous.js", PLAYER / "player.js"]) as page:
         page.route(f"{ORIGIN}/clip.mp4", lambda route: None)  # never answers: no load error to flush
         yield page
-        browser.close()
 
 
 def _mount_and_collect(page, answer):

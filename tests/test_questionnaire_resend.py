@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from browser_util import launch, require_chromium  # noqa: E402
+from browser_util import component_page  # noqa: E402
 
 from app_pages import questionnaire as qn  # noqa: E402
 from study.instruments import Item  # noqa: E402
@@ -39,22 +39,11 @@ def page_json(page_key: str = "p1", answered: int | None = None) -> dict:
 
 @pytest.fixture
 def page():
-    require_chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = launch(pw)
-        page = browser.new_page()
-        page.clock.install()
-        page.route(f"{ORIGIN}/", lambda route: route.fulfill(body=PAGE, content_type="text/html"))
-        page.route(f"{ORIGIN}/questionnaire.js", lambda route: route.fulfill(
-            body="\n".join(p.read_text() for p in (FOLDER.parent / "common.js", FOLDER / "questionnaire.js")),
-            content_type="text/javascript"))
+    with component_page(ORIGIN, PAGE, "/questionnaire.js", [FOLDER.parent / "common.js", FOLDER / "questionnaire.js"]) as page:
         page.goto(f"{ORIGIN}/")
         page.wait_for_function("() => window.kqMount")
         page.evaluate("d => kqMount(d)", page_json())
         yield page
-        browser.close()
 
 
 def submits(page) -> list[dict]:
