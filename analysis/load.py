@@ -681,9 +681,16 @@ def read_foreign_csv(path: Path, dtype: dict[str, str] | None = None) -> tuple[p
     notes = [] if encoding in ("utf-8-sig", "utf-16") else [f"{path} is not UTF-8 and was read as {encoding}"]
     if "\x00" in text:
         raise UserError(f"{path}: cannot be read as CSV", [Problem(str(path), "the file holds binary data, not text")])
-    header = text.lstrip("\ufeff").split("\n", 1)[0]
-    counts = {sep: header.count(sep) for sep in (",", ";", "\t")}
-    sep = max(counts, key=lambda k: counts[k]) if any(counts.values()) else ","
+    text = text.lstrip("\ufeff")
+    header = text.split("\n", 1)[0].rstrip("\r")
+    if header.lower().startswith("sep=") and len(header) == 5:
+        # Excel's hint line ("sep=;") names the delimiter and is no header.
+        sep = header[4]
+        text = text.split("\n", 1)[1] if "\n" in text else ""
+        header = text.split("\n", 1)[0]
+    else:
+        counts = {sep: header.count(sep) for sep in (",", ";", "\t")}
+        sep = max(counts, key=lambda k: counts[k]) if any(counts.values()) else ","
     import csv
     import io
 

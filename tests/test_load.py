@@ -187,10 +187,14 @@ def _ratings_text(sep: str = ",", decimal: str = ".") -> str:
     (";", ".", "utf-8", None),
     ("\t", ".", "utf-16", None),  # Excel's "Unicode text"
     (",", ".", "cp1252", "read as cp1252"),  # Excel on Windows, "CSV (comma delimited)"
+    ("sep=;", ",", "utf-8", "decimal commas"),  # Excel's hint line before the header
 ])
 def test_csvs_as_other_software_writes_them_are_read(tmp_path, sep, decimal, encoding, note):
     path = tmp_path / "ratings.csv"
-    path.write_bytes(_ratings_text(sep, decimal).replace("\n", "\r\n").encode(encoding))
+    text = _ratings_text(sep[-1], decimal)
+    if sep.startswith("sep="):
+        text = sep + "\n" + text
+    path.write_bytes(text.replace("\n", "\r\n").encode(encoding))
     data = load.load_trials(path)
     assert data.trials["valence"].tolist() == [5.5, 3.0, 7.25]
     assert data.trials["participant_id"].tolist() == ["p1", "p1", "Jérôme"]
