@@ -37,6 +37,15 @@ def test_choose_language_from_the_link_and_accept_language(asked, header, expect
     assert texts.choose_language(["en", "de"], asked, header) == expected
 
 
+@pytest.mark.parametrize("lang", texts.languages())
+def test_the_buttons_of_one_clip_page_have_different_names(lang):
+    # A participant who paused the clip has the player's button and the ratings' Continue on one
+    # page: a screen reader's list of buttons (and a test's click by name) must tell them apart.
+    names = [texts.t(key, lang) for key in ("player.continue_label", "player.resume_label", "player.replay_label",
+                                            "questionnaire.submit", "withdraw.ask")]
+    assert len(set(names)) == len(names), names
+
+
 def test_a_study_whose_first_language_is_german_defaults_to_german():
     assert texts.choose_language(["de", "en"], None, "fr") == "de"
 
