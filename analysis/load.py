@@ -14,6 +14,8 @@ never selected. The export writes through analysis.export and reads its folders 
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -691,9 +693,6 @@ def read_foreign_csv(path: Path, dtype: dict[str, str] | None = None) -> tuple[p
     else:
         counts = {sep: header.count(sep) for sep in (",", ";", "\t")}
         sep = max(counts, key=lambda k: counts[k]) if any(counts.values()) else ","
-    import csv
-    import io
-
     names = next(csv.reader([header.rstrip("\r")], delimiter=sep), [])
     seen: dict[str, int] = {}
     twice = []
@@ -711,14 +710,17 @@ def read_foreign_csv(path: Path, dtype: dict[str, str] | None = None) -> tuple[p
         table = parse(".")
         if sep == ";":
             comma = parse(",")
-            numeric = lambda t: sum(pd.api.types.is_numeric_dtype(t[c]) for c in t.columns)  # noqa: E731
-            if numeric(comma) > numeric(table):
+            if _numeric_columns(comma) > _numeric_columns(table):
                 table = comma
                 notes.append(f"{path} uses decimal commas (5,5 for 5.5)")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
         raise UserError(f"{path}: cannot be read as CSV", [Problem(str(path), str(exc).strip())]) from None
     table.columns = [str(c).strip() for c in table.columns]
     return table, notes
+
+
+def _numeric_columns(table: pd.DataFrame) -> int:
+    return sum(pd.api.types.is_numeric_dtype(table[c]) for c in table.columns)
 
 
 def _renamed(trials: pd.DataFrame, columns: dict[str, str], where: Path) -> pd.DataFrame:

@@ -154,7 +154,9 @@ function createQuestionnaire(root, data) {
     errors: {},
     lastServerErrors: "{}",
     busyUntil: 0,
-    submitId: 0,
+    // From the clock, so a page drawn again in the same session (a reconnect) numbers its
+    // presses above the ones the server has already acknowledged.
+    submitId: Date.now(),
     pending: null,
     resendTimer: null,
     update,
