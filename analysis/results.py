@@ -83,15 +83,21 @@ def default_outcomes(trials: pd.DataFrame, plan: Plan | None = None) -> list[str
     # A known outcome column of numbers with a few values that are not is still an outcome:
     # checked_outcomes then names those values (leaving the column out would drop it unsaid).
     # One of words (an item of type choice that a study called "moved") is not.
-    present = [c for c in trials.columns if _numeric_with_data(trials[c]) or _mostly_numbers(trials[c])]
-    return [c for c in KNOWN_OUTCOMES if c in present] + [c for c in charts.emotion_columns(trials) if c in present]
+    candidates = [c for c in KNOWN_OUTCOMES if c in trials.columns] + list(charts.emotion_columns(trials))
+    return [c for c in candidates if _numeric_with_data(trials[c]) or _mostly_numbers(trials[c])]
+
+
+def _as_numbers(col: pd.Series) -> pd.Series:
+    """A column of text as numbers (NaN where a cell is no number); a numeric one as it is."""
+    if pd.api.types.is_numeric_dtype(col):
+        return col
+    return pd.to_numeric(col.astype("string").str.strip(), errors="coerce")
 
 
 def _mostly_numbers(s: pd.Series) -> bool:
     if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s) or not s.notna().any():
         return False
-    given = s.dropna().astype("string").str.strip()
-    return bool(pd.to_numeric(given, errors="coerce").notna().mean() >= 0.5)
+    return bool(_as_numbers(s.dropna()).notna().mean() >= 0.5)
 
 
 # Beyond this no rating scale goes; squares of such values overflow the model's sums.
@@ -109,9 +115,7 @@ def checked_outcomes(trials: pd.DataFrame, outcomes: list[str]) -> pd.DataFrame:
         if pd.api.types.is_bool_dtype(col):
             problems.append(Problem(f"outcome {o}", "holds true/false values, not numbers"))
             continue
-        num = col if pd.api.types.is_numeric_dtype(col) else pd.to_numeric(
-            col.astype("string").str.strip(), errors="coerce")
-        num = num.astype(float)
+        num = _as_numbers(col).astype(float)
         values = num.to_numpy()
         kinds = [(col.notna().to_numpy() & np.isnan(values), "is not a number"),
                  (np.isinf(values), "is not a finite number"),

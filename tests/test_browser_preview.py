@@ -11,7 +11,6 @@ ratings are validated as usual and then accepted, and every table has as many ro
 from __future__ import annotations
 
 import random
-import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -23,6 +22,7 @@ from browser_util import (  # noqa: E402
     PREVIEW_BANNER,
     launch,
     log_in_if_asked,
+    page_report,
     preview_every_step,
     preview_pick,
     require_chromium,
@@ -30,7 +30,6 @@ from browser_util import (  # noqa: E402
     start_server,
     wait_idle,
     wait_until,
-    page_report,
 )
 from study import store, texts  # noqa: E402
 
@@ -108,10 +107,8 @@ def test_preview_every_step_switch_condition_and_list_and_write_nothing(tmp_path
             assert "condition=true" in page.url and "list=1" in page.url and f"step=trial%3A{pos}" in page.url
             # ... and so does the clip: the player holds list 1's, not the one it was first given
             wanted = f"/{quote(plan.sequence(1)[pos - 1], safe='')}"
-            deadline = time.monotonic() + WAIT_MS / 1000
-            while not (page.locator(".kp-video:visible").first.get_attribute("src") or "").endswith(wanted):
-                assert time.monotonic() < deadline, (wanted, page.locator(".kp-video:visible").first.get_attribute("src"))
-                page.wait_for_timeout(100)
+            shown_src = lambda: page.locator(".kp-video:visible").first.get_attribute("src") or ""  # noqa: E731
+            wait_until(lambda: shown_src().endswith(wanted), WAIT_MS / 1000, f"the player holding {wanted}", shown_src)
 
             # The clip plays; its events go to the server, which settles and drops them.
             # (after the last switch's script run: a click on the player it replaces is lost)

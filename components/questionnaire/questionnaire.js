@@ -41,11 +41,8 @@ export default function (component) {
   if (!root || !data || !Array.isArray(data.items)) return undefined;
   let q = root[STATE];
   if (!q || q.pageKey !== data.page_key) {
-    if (q) {
-      // Another page in the same element: the last page's Continue is answered (or moot).
-      q.pending = null;
-      clearTimeout(q.resendTimer);
-    }
+    // Another page in the same element: the last page's Continue is answered (or moot).
+    if (q) q.settle();
     root.querySelector(".kq-items").replaceChildren();
     q = createQuestionnaire(root, data);
     root[STATE] = q;
@@ -160,6 +157,7 @@ function createQuestionnaire(root, data) {
     pending: null,
     resendTimer: null,
     update,
+    settle,
   };
   for (const it of items) {
     q.answers[it.id] = { value: null, untouched: it.widget === "slider", first_ms: null, last_ms: null, changes: 0 };
@@ -600,14 +598,17 @@ function createQuestionnaire(root, data) {
     }, RESEND_MS * 2 ** resends);
   }
 
+  // No Continue waiting for the server's acknowledgement any more: no copy goes out.
+  function settle() {
+    q.pending = null;
+    clearTimeout(q.resendTimer);
+  }
+
   // ---------------------------------------------------------------- every render
   function update(next) {
     texts = { ...FALLBACK, ...(next.texts || {}) };
     submitBtn.textContent = texts.submit;
-    if (q.pending !== null && Number(next.answered) >= q.pending) {
-      q.pending = null;
-      clearTimeout(q.resendTimer);
-    }
+    if (q.pending !== null && Number(next.answered) >= q.pending) settle();
     // A new render means the server has answered the last submit (or never got one).
     q.busyUntil = 0;
     submitBtn.removeAttribute("aria-disabled");
