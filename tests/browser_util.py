@@ -117,7 +117,9 @@ _PLAYERS = """() => {
     return {visible: r.checkVisibility(), src: v.getAttribute('src'), paused: v.paused, t: v.currentTime,
             ready: v.readyState, network: v.networkState, error: v.error && v.error.code,
             overlay: !r.querySelector('.kp-overlay').hidden, button: b.hidden ? null : b.textContent,
-            disabled: b.disabled, hint: r.querySelector('.kp-hint').textContent};
+            disabled: b.disabled, hint: r.querySelector('.kp-hint').textContent,
+            player: r.__kuleshovPlayer ? r.__kuleshovPlayer.recent : null,
+            now_ms: Math.round(performance.now())};
   });
 }"""
 

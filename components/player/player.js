@@ -91,6 +91,10 @@ function createPlayer(root, data) {
     canplaySeen: false,
     soundRecorded: false,
     preloader: null,
+    // The last few events' names, and when this player was made: what a failing browser
+    // test reports (tests/browser_util.py page_report), never sent anywhere.
+    recent: [],
+    madeAt: Math.round(performance.now()),
   };
 
   // ------------------------------------------------------------------ events out
@@ -105,6 +109,8 @@ function createPlayer(root, data) {
 
   function record(name, detail, extra) {
     if (p.disposed) return;
+    p.recent.push(name);
+    if (p.recent.length > 12) p.recent.shift();
     const t = Number.isFinite(video.currentTime) ? Math.round(video.currentTime * 1000) / 1000 : null;
     p.queue.push({
       seq: seqBase + p.counter++,
@@ -576,6 +582,9 @@ function createPlayer(root, data) {
   return {
     get instance() {
       return p.instance;
+    },
+    get recent() {
+      return { made_at_ms: p.madeAt, events: p.recent.slice() };
     },
     set setStateValue(fn) {
       p.setStateValue = fn;
