@@ -269,6 +269,16 @@ def preview_pick(page, label: str, option: str, timeout_ms: int = 30_000) -> Non
     wait_idle(page, timeout_ms)
 
 
+def preview_close_options(page, timeout_ms: int = 30_000) -> None:
+    """Close the preview's options popover if it is open: on a laptop its panel covers the
+    player's Start button, and a click there may land on the panel (CI saw a Start click
+    that played nothing, the popover closed and the overlay untouched)."""
+    box = page.get_by_role("combobox", name="Label condition")
+    if box.is_visible():
+        page.locator(".st-key-preview-options button").first.click()
+        box.wait_for(state="hidden", timeout=timeout_ms)
+
+
 def preview_step_options(page) -> list[str]:
     """The step picker's entries, "Title (key)", in session order."""
     options = page.get_by_role("option")

@@ -23,6 +23,7 @@ from browser_util import (  # noqa: E402
     launch,
     log_in_if_asked,
     page_report,
+    preview_close_options,
     preview_every_step,
     preview_pick,
     require_chromium,
@@ -111,8 +112,10 @@ def test_preview_every_step_switch_condition_and_list_and_write_nothing(tmp_path
             wait_until(lambda: shown_src().endswith(wanted), WAIT_MS / 1000, f"the player holding {wanted}", shown_src)
 
             # The clip plays; its events go to the server, which settles and drops them.
-            # (after the last switch's script run: a click on the player it replaces is lost)
+            # (after the last switch's script run: a click on the player it replaces is lost;
+            # with the options popover closed: its panel covers the Start button)
             wait_idle(page)
+            preview_close_options(page)
             page.locator(".kp-start:visible").click()
             page.locator(".kp-video:visible").first.wait_for(timeout=WAIT_MS)
             wait_until(lambda: page.evaluate("v => v.currentTime > 0", page.locator(".kp-video:visible").first.element_handle()),
