@@ -1121,6 +1121,13 @@ def clip_counts(data: pd.DataFrame, stimulus: str = "stimulus_id",
             "both": int((has_h & has_a).sum())}
 
 
+# How fit_crossed's messages say why the model used is not the planned one (the report's
+# methods read them): the design has no within-participant source contrast, or a fit of the
+# singular-fit rule was singular or did not converge.
+NO_PARTICIPANT_SLOPE = "no participant rated both sources"
+SIMPLIFIED = "; simplified"
+
+
 def _crossed_specs(participant, stimulus, slope_by_participant: bool, slope_by_clip: bool):
     """The three models of the singular-fit rule. A by-clip source slope (when source
     varies within clips) is simplified together with the by-participant one."""
@@ -1199,7 +1206,7 @@ def fit_crossed(data: pd.DataFrame, dv: str, participant: str = "participant_id"
         notes.append(f"{int((~keep).sum())} rows without a source dropped")
     within_participant = bool((rated.groupby(participant)["x"].nunique() > 1).any())
     if not within_participant:
-        notes.append("no participant rated both sources, so a source slope by participant "
+        notes.append(f"{NO_PARTICIPANT_SLOPE}, so a source slope by participant "
                      f"cannot be estimated; fitted (1 | {participant})")
     if counts["both"]:
         notes.append(f"source varies within clips: {counts['both']} of {counts['clips']} clips "
@@ -1216,7 +1223,7 @@ def fit_crossed(data: pd.DataFrame, dv: str, participant: str = "participant_id"
         detail = [m for m in fit.messages if m.startswith("singular")]
         notes.append(f"model {name} ({fit.formula}) {why}"
                      + (f": {detail[0].split(': ', 1)[1]}" if detail else "")
-                     + "; simplified")
+                     + SIMPLIFIED)
     fit.model_used = name
     fit.clip_counts = counts
     fit.messages = notes + [f"model used: {name} ({fit.formula})"] + fit.messages

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 import pandas as pd
 
 from analysis.formatting import format_number, plural
+from analysis.lmm import NO_PARTICIPANT_SLOPE, SIMPLIFIED
 from analysis.results import CORRECTIONS, Plan, clips_phrase, counts, exclusion_counts
 
 SOFTWARE = ("kuleshov", "numpy", "pandas", "scipy", "statsmodels", "plotly")
@@ -78,8 +79,39 @@ def d_ci_sentence(prim: pd.DataFrame, plan: Plan) -> str:
             + ", so it includes the uncertainty of the variance components." + rest)
 
 
+def _model_note(r) -> str:
+    """Why an outcome's model is not the planned one, as its fit said (analysis.lmm.fit_crossed):
+    the design (no participant rated both sources) or the singular-fit rule; and whether the
+    model used is singular itself."""
+    messages = str(r.messages)
+    why = []
+    if NO_PARTICIPANT_SLOPE in messages:
+        why.append(f"{NO_PARTICIPANT_SLOPE}, so the model has no source slope by participant")
+    if SIMPLIFIED in messages:
+        why.append("simplified from the planned model because the fit was singular or did not converge")
+    if bool(r.singular):
+        why.append("singular fit")
+    if why and r.model_used != "correlated_slope":
+        why.append(f"model used: {html.escape(str(r.model_used))}")
+    return f" ({'; '.join(why)})" if why else ""
+
+
+def repeated_pairs_sentence(trials: pd.DataFrame) -> str:
+    """'20 ratings repeat a participant-clip pair already rated (the first: ...)', or ''. A CSV
+    put together by hand may hold copied rows; the models count each row as a rating."""
+    rated = trials.dropna(subset=["participant_id", "stimulus_id"])
+    again = rated.duplicated(["participant_id", "stimulus_id"])
+    if not again.any():
+        return ""
+    first = rated[again].iloc[0]
+    k = int(again.sum())
+    return (f"{plural(k, 'rating')} {'repeats' if k == 1 else 'repeat'} a participant&ndash;clip pair already "
+            f"rated (the first: participant {html.escape(str(first['participant_id']))}, clip "
+            f"{html.escape(str(first['stimulus_id']))}); each enters the models as a rating of its own.")
+
+
 def methods_html(trials: pd.DataFrame, results: Mapping[str, pd.DataFrame], plan: Plan,
-                 *, include_pilot: bool | None = None) -> str:
+                 *, include_pilot: bool | None = None, load_notes: list[str] | None = None) -> str:
     n = counts(trials)
     prim = results["primary"]
     outcomes = list(prim["outcome"])
@@ -93,19 +125,16 @@ def methods_html(trials: pd.DataFrame, results: Mapping[str, pd.DataFrame], plan
         f"<p>The analysis used {plural(n['participants'], 'participant')} and {clips_phrase(n)}, "
         f"{n['ratings']} ratings in total, after exclusions. "
         f"{exclusion_sentence(results.get('exclusions'))}{pilot}"
-        + (f" {single_label_note(trials)}" if single_label_note(trials) else "") + "</p>")
+        + (f" {single_label_note(trials)}" if single_label_note(trials) else "")
+        + (f" {repeated_pairs_sentence(trials)}" if repeated_pairs_sentence(trials) else "")
+        + (f" Reading the data: {html.escape('; '.join(load_notes))}." if load_notes else "") + "</p>")
 
     by_model = []
     for r in prim.itertuples():
         if r.formula is None or pd.isna(r.formula):
             by_model.append(f"<li><b>{html.escape(r.outcome)}</b>: not fitted ({html.escape(str(r.messages))})</li>")
             continue
-        note = ""
-        if r.model_used != "correlated_slope":
-            note = (f" (simplified from the planned model because the fit was singular or did not converge; "
-                    f"model used: {html.escape(str(r.model_used))})")
-        elif bool(r.singular):
-            note = " (singular fit)"
+        note = _model_note(r)
         dropped = _DROPPED.search(str(r.messages))  # stats.primary_test counts them against the whole table
         if dropped:
             note += f"; {html.escape(dropped.group(0))}"
@@ -132,7 +161,8 @@ def methods_html(trials: pd.DataFrame, results: Mapping[str, pd.DataFrame], plan
     paras.append(
         "<p>The standardised effect size is d = (human &minus; AI) / &radic;(sum of the variance components: "
         "participant intercept, participant slope times 0.25 (the square of the &plusmn;0.5 source code, so that the "
-        "sum is the variance of one rating within a source), clip intercept and residual) (Westfall, Kenny &amp; "
+        "sum is the variance of one rating within a source), clip intercept and residual, each where the model used "
+        "has it: a slope the model left out counts as zero) (Westfall, Kenny &amp; "
         f"Judd, 2014); {d_ci_sentence(prim, plan)} "
         f"Tests were {sided} at &alpha; = {plan.alpha:g}. "
         + (f"The primary outcome ({html.escape(primary)}) was tested at &alpha;; the secondary outcomes are judged "

@@ -208,7 +208,7 @@ def build_report(trials: pd.DataFrame, *, study: Any = None, participants: pd.Da
                  data_source: str | None = None, traces: pd.DataFrame | None = None,
                  marks: pd.DataFrame | None = None, clip_files: Mapping[str, Path] | None = None,
                  bootstrap: int = 0, seed: int = 1, progress=None, followup: pd.DataFrame | None = None,
-                 session1: pd.DataFrame | None = None) -> str:
+                 session1: pd.DataFrame | None = None, load_notes: list[str] | None = None) -> str:
     """The whole report as one self-contained HTML string (plotly.js inlined once, no network).
 
     Pass `results` from `analyze` to avoid computing twice. `interim=True` adds a banner saying
@@ -219,7 +219,8 @@ def build_report(trials: pd.DataFrame, *, study: Any = None, participants: pd.Da
     (analysis.load.load_followup) holding rows, the section of analysis.followup ("Does it linger?")
     comes before the software, compared with `session1` (the long frame, load_long; by default the
     valence and arousal of `trials`, so session 1's exclusions apply); without follow-up rows the
-    report says nothing about follow-ups."""
+    report says nothing about follow-ups. `load_notes` (analysis.load.LoadedData.notes: how a CSV
+    was read, what loading left out) are said in the methods."""
     import plotly.offline
 
     if isinstance(trials, pd.DataFrame) and trials.empty:
@@ -240,7 +241,7 @@ def build_report(trials: pd.DataFrame, *, study: Any = None, participants: pd.Da
     body: dict[str, str] = {}
 
     body["summary"] = _summary_html(trials, results, p, participants)
-    body["methods"] = methods_html(trials, results, p, include_pilot=include_pilot)
+    body["methods"] = methods_html(trials, results, p, include_pilot=include_pilot, load_notes=load_notes)
     ex = results.get("exclusions")
     body["exclusions"] = "<p>" + exclusion_sentence(ex) + "</p>" + (
         table_html(exclusion_counts(ex), caption="Exclusions by rule")
@@ -342,7 +343,8 @@ def cli_report(args: Any) -> int:
                         codebook=data.codebook, include_pilot=include_pilot if data.pilot_known else None,
                         data_source=str(args.study), outcomes=outcomes_arg(args),
                         interim=bool(getattr(args, "interim", False)), traces=traces, marks=marks,
-                        clip_files=files, followup=followup, **bootstrap_arg(args, data.trials))
+                        clip_files=files, followup=followup, load_notes=data.notes,
+                        **bootstrap_arg(args, data.trials))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
