@@ -728,8 +728,18 @@ def _renamed(trials: pd.DataFrame, columns: dict[str, str], where: Path) -> pd.D
                         + did_you_mean(theirs, trials.columns) + "; its columns are: "
                         + ", ".join(map(str, trials.columns)))
                 for ours, theirs in columns.items() if theirs not in trials.columns]
+    # A column of ours already present is in the way unless the mapping renames it too
+    # (stimulus_id=source,source=kind swaps two columns, as pandas renames them at once).
+    renamed_away = set(columns.values())
     problems += [Problem(f"--columns {ours}={theirs}", f"{where} already has a column {ours!r}")
-                 for ours, theirs in columns.items() if ours in trials.columns and ours != theirs]
+                 for ours, theirs in columns.items()
+                 if ours in trials.columns and ours != theirs and ours not in renamed_away]
+    named = {}
+    for ours, theirs in columns.items():
+        named.setdefault(theirs, []).append(ours)
+    problems += [Problem(f"--columns {'='.join([ours[0], theirs])}", f"column {theirs!r} is named for "
+                         f"{' and '.join(ours)}; each column can be one of ours only")
+                 for theirs, ours in named.items() if len(ours) > 1]
     if problems:
         raise UserError(f"--columns does not fit {where}", problems)
     return trials.rename(columns={theirs: ours for ours, theirs in columns.items()})

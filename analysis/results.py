@@ -252,6 +252,10 @@ def analyze(trials: pd.DataFrame, *, outcomes: list[str] | None = None, plan: An
     trials = load.check_trial_table(trials)
     p = Plan.from_any(plan, study)
     outcomes = list(outcomes) if outcomes else default_outcomes(trials, p)
+    twice = sorted({str(o) for o in outcomes if outcomes.count(o) > 1})
+    if twice:
+        raise UserError(f"outcomes named more than once: {', '.join(twice)} (each would count twice in the "
+                        "correction across outcomes)")
     missing = [o for o in outcomes if o not in trials.columns]
     if missing:
         raise UserError("outcomes not in the trial table",
@@ -491,6 +495,9 @@ def _columns_arg(args: Any) -> dict[str, str] | None:
         if not sep or not ours.strip() or not theirs.strip():
             raise UserError(f"--columns takes OURS=THEIRS pairs separated by commas, e.g. "
                             f"participant_id=subject,stimulus_id=clip,source=clip_source; got {part.strip()!r}")
+        if ours.strip() in mapping:
+            raise UserError(f"--columns names {ours.strip()} twice ({ours.strip()}={mapping[ours.strip()]} and "
+                            f"{part.strip()}); give one column for it")
         mapping[ours.strip()] = theirs.strip()
     return mapping
 
@@ -499,6 +506,10 @@ def outcomes_arg(args: Any) -> list[str] | None:
     """--outcomes a,b,c as a list; None (the plan's or the default outcomes) when not given."""
     text = getattr(args, "outcomes", None)
     names = [o.strip() for o in str(text).split(",") if o.strip()] if text else []
+    twice = sorted({o for o in names if names.count(o) > 1})
+    if twice:
+        # analysed twice, the same outcome would also count twice in the correction across outcomes
+        raise UserError(f"--outcomes names {', '.join(twice)} more than once; give each outcome once")
     return names or None
 
 

@@ -19,6 +19,7 @@ import pytest
 import cli
 from analysis import report, results, stats
 from study.errors import UserError
+from conftest import REFERENCE
 
 ROOT = Path(__file__).resolve().parent.parent
 JSPSYCH = ROOT / "tests" / "data" / "jspsych_video_slider.csv"
@@ -215,3 +216,29 @@ def test_column_options_that_do_not_fit_say_why(tmp_path, capsys):
         from analysis import load
 
         load.load_trials(tmp_path, columns={"participant_id": "subject"})
+    # a column named for two of ours, one of ours named twice, an outcome named twice
+    assert cli.main([*base, "--columns", "participant_id=subject,stimulus_id=subject,source=clip_source"]) == 2
+    assert "column 'subject' is named for participant_id and stimulus_id" in capsys.readouterr().err
+    assert cli.main([*base, "--columns", "participant_id=subject,participant_id=clip"]) == 2
+    assert "--columns names participant_id twice" in capsys.readouterr().err
+    twice = ["analyze", str(JSPSYCH), "--outcomes", "response,response", "--out", str(tmp_path / "t"),
+             "--columns", "participant_id=subject,stimulus_id=clip,source=clip_source"]
+    assert cli.main(twice) == 2
+    assert "--outcomes names response more than once" in capsys.readouterr().err
+    with pytest.raises(UserError, match="outcomes named more than once: valence"):
+        results.analyze(pd.read_csv(REFERENCE / "crossed_small.csv"), outcomes=["valence", "valence"])
+
+
+def test_column_options_may_swap_two_columns(tmp_path):
+    """Their `source` holds the clip ids and `kind` the source: stimulus_id=source,source=kind
+    renames both at once (it was refused: 'already has a column source')."""
+    data = pd.read_csv(JSPSYCH)
+    swapped = data.rename(columns={"clip": "source", "clip_source": "kind"})
+    path = tmp_path / "swapped.csv"
+    swapped.to_csv(path, index=False)
+    out = tmp_path / "t"
+    assert cli.main(["analyze", str(path), "--outcomes", "response", "--out", str(out),
+                     "--columns", "participant_id=subject,stimulus_id=source,source=kind"]) == 0
+    prim = pd.read_csv(out / "primary.csv").iloc[0]
+    assert (prim["nobs"], prim["n_participants"], prim["n_stimuli"]) == (240, 20, 12)
+    assert prim["estimate"] == pytest.approx(5.116666667, rel=1e-6)  # lme4's, as in the README example's test
