@@ -357,8 +357,20 @@ class _Analyses:
         return out
 
 
-def _check(n_participants, variances, n_sims, alpha, pair_share):
+# The largest source or label effect (Westfall's d) a simulation takes: power is 1 long before,
+# and a d like 1e308 times the denominator overflows into infinite ratings.
+MAX_D = 10
+
+
+def _check(n_participants, variances, n_sims, alpha, pair_share, effects=None):
     problems = []
+    for name, d in (effects or {}).items():
+        try:
+            ok = not isinstance(d, bool) and bool(abs(float(d)) <= MAX_D)  # False for nan
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            problems.append(Problem(name, f"must be a number between -{MAX_D} and {MAX_D} (Westfall's d); got {d!r}"))
     if not n_participants or any(int(n) != n or n < 2 for n in n_participants):
         problems.append(Problem("participants", "give whole numbers of at least 2, e.g. 20,40,80"))
     for name, v in variances.items():
@@ -415,7 +427,7 @@ def simulate_power(design: PowerDesign, n_participants: list[int], effect_d: flo
     variances = dict(var_participant=var_participant, var_slope=var_slope, var_clip=var_clip,
                      var_residual=var_residual)
     n_participants = [int(n) for n in n_participants]
-    _check(n_participants, variances, n_sims, alpha, pair_share)
+    _check(n_participants, variances, n_sims, alpha, pair_share, {"effect": effect_d, "label_effect": label_d})
     allowed = design.terms()
     terms = allowed if terms is None else list(terms)
     bad = [t for t in terms if t not in allowed]
@@ -456,7 +468,7 @@ def simulate_power(design: PowerDesign, n_participants: list[int], effect_d: flo
         import multiprocessing as mp
 
         ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-        with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        with cf.ProcessPoolExecutor(max_workers=min(jobs, len(chunks)), mp_context=ctx) as pool:
             futures = {pool.submit(_run_chunk, n=n, sims=sims, **common): (n, len(sims)) for n, sims in chunks}
             for fut in cf.as_completed(futures):
                 n, k = futures[fut]

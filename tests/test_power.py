@@ -161,6 +161,11 @@ def test_bad_settings_are_listed():
         P.design_from_counts(4, 20)
     with pytest.raises(UserError, match="two or more label conditions"):
         P.simulate_power(d, [10], 0.3, n_sims=1, terms=["label"], **V)
+    # effects that are no number, or so large that the simulated ratings overflow
+    for effect, label in ((float("nan"), 0.0), (1e308, 0.0), (0.3, float("inf")), ("big", 0.0)):
+        with pytest.raises(UserError, match="must be a number between -10 and 10"):
+            P.simulate_power(d, [10], effect, label_d=label, n_sims=1, **V)
+    assert len(P.simulate_power(d, [10], np.int64(-1), n_sims=1, **V)) == len(d.terms())
 
 
 def test_variance_from_pilot_matches_lme4():
