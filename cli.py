@@ -82,6 +82,8 @@ def _add_arguments(name: str, p: argparse.ArgumentParser) -> None:
                        "study's analysis plan, else the built-in outcomes present), e.g. liking,valence")
         p.add_argument("--columns", help="for a CSV from other software: OURS=THEIRS pairs naming its columns, "
                        "e.g. participant_id=subject,stimulus_id=clip,source=clip_source")
+        p.add_argument("--sources", help="for a CSV from other software: human=THEIRS and ai=THEIRS pairs recoding "
+                       "its source values (any case), e.g. human=real,ai=generated")
         p.add_argument("--bootstrap", type=int, default=None,
                        help="parametric-bootstrap samples for the CI of d of the primary outcome (0: none; "
                        "default 200 up to 20,000 ratings, else 0)")

@@ -27,7 +27,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from analysis.formatting import unneutralise
+from analysis.formatting import plural, unneutralise
 from study import device_check as _device_check
 from study import store
 from study.errors import Problem, UserError
@@ -604,8 +604,13 @@ def check_trial_table(df: pd.DataFrame, where: Path | str = "trial table") -> pd
     bad = t["source"].notna() & ~t["source"].isin(SOURCES)
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
+        found = t.loc[bad, "source"].value_counts()
+        values = ", ".join(f"{v!r} ({plural(int(k), 'row')})" for v, k in found.head(6).items())
         raise UserError(f"{where}: source must be 'human' or 'ai'",
-                        [Problem(f"{where}: row {row + 1}, column source", f"value {df['source'].iloc[row]!r}")])
+                        [Problem(f"{where}: row {row + 1}, column source", f"value {df['source'].iloc[row]!r}"),
+                         Problem(f"{where}: column source", f"values that are neither human nor ai: {values}"
+                                 + (" ..." if len(found) > 6 else "") + "; a CSV from other software can "
+                                 "be recoded with --sources, e.g. human=real,ai=generated")])
     return t
 
 
@@ -633,9 +638,11 @@ def _plain_trials(trials: pd.DataFrame, include_pilot: bool, **extra: Any) -> Lo
                       participants=extra.get("participants"), long=extra.get("long"), codebook=extra.get("codebook"))
 
 
-def load_csv(path: Path, include_pilot: bool = False, columns: dict[str, str] | None = None) -> LoadedData:
+def load_csv(path: Path, include_pilot: bool = False, columns: dict[str, str] | None = None,
+             sources: dict[str, str] | None = None) -> LoadedData:
     """A trial table exported from elsewhere (jsPsych, PsychoPy, Gorilla ...): `columns` maps our
-    column names to theirs ({'participant_id': 'subject', ...}); rows without a clip (instruction
+    column names to theirs ({'participant_id': 'subject', ...}), `sources` their source values
+    to ours ({'real': 'human', 'generated': 'ai'}, any case); rows without a clip (instruction
     screens of a long-format export) are not ratings and are left out."""
     if not path.is_file():
         raise UserError(f"{path}: no such CSV file")
@@ -643,6 +650,9 @@ def load_csv(path: Path, include_pilot: bool = False, columns: dict[str, str] | 
     trials, notes = read_foreign_csv(path, ids)
     if columns:
         trials = _renamed(trials, columns, path)
+    if sources and "source" in trials.columns:
+        trials, note = _recoded_sources(trials, sources, path)
+        notes.append(note)
     trials = check_trial_table(trials, path)
     no_clip = trials["stimulus_id"].isna()
     if no_clip.any():
@@ -745,19 +755,41 @@ def _renamed(trials: pd.DataFrame, columns: dict[str, str], where: Path) -> pd.D
     return trials.rename(columns={theirs: ours for ours, theirs in columns.items()})
 
 
+def _recoded_sources(trials: pd.DataFrame, sources: dict[str, str], where: Path) -> tuple[pd.DataFrame, str]:
+    """The source column with their values (compared trimmed, in any case) recoded to ours,
+    and a note saying how many rows each; a value of theirs no row holds is refused (a typo
+    would otherwise leave its rows unrecoded and refused one step later, less plainly)."""
+    theirs = trials["source"].astype("string").str.strip().str.casefold()
+    wanted = {str(k).strip().casefold(): v for k, v in sources.items()}
+    absent = [k for k in wanted if not (theirs == k).any()]
+    if absent:
+        present = ", ".join(repr(v) for v in theirs.dropna().unique()[:8])
+        raise UserError(f"--sources does not fit {where}",
+                        [Problem(f"--sources {wanted[k]}={k}", f"no row of {where} has source {k!r}; its values "
+                                 f"are: {present}") for k in absent])
+    out = trials.copy()
+    out["source"] = theirs.map(lambda v: wanted.get(v, v), na_action="ignore")
+    done = ", ".join(f"{k} as {v} ({plural(int((theirs == k).sum()), 'row')})" for k, v in wanted.items())
+    return out, f"source values recoded by --sources: {done}"
+
+
 def load_trials(source: Any, study_id: str | None = None, include_pilot: bool = False,
                 url: str | None = None, columns: dict[str, str] | None = None,
-                version: str | None = None) -> LoadedData:
+                version: str | None = None, sources: dict[str, str] | None = None) -> LoadedData:
     """Load, score and apply exclusions, from wherever the data are.
 
     source: an Engine or a database URL (with study_id, or a database holding one study); a
     study id or study file (the database at `url`, default study.config.database_url()); a
     dataset folder written by `kuleshov export`; or a CSV in trial-table shape, whose columns
     `columns` renames ({ours: theirs}, for a CSV only). `version` keeps only the participants of
-    that study version (database sources only).
+    that study version (database sources only). `sources` recodes a CSV's source values
+    ({theirs: 'human' or 'ai'}).
     """
     if columns and not str(source).lower().endswith(".csv"):
         raise UserError("--columns renames the columns of a CSV file; the other sources have Kuleshov's names")
+    if sources and not str(source).lower().endswith(".csv"):
+        raise UserError("--sources recodes the source values of a CSV file; the other sources have Kuleshov's "
+                        "values (human, ai)")
     if isinstance(source, Engine):
         return load_from_db(source, study_id or _only_study(source), include_pilot, version)
     text = str(source)
@@ -774,7 +806,7 @@ def load_trials(source: Any, study_id: str | None = None, include_pilot: bool = 
     if path.is_dir():
         return load_folder(path, include_pilot)
     if path.suffix.lower() == ".csv":
-        return load_csv(path, include_pilot, columns)
+        return load_csv(path, include_pilot, columns, sources)
     if path.suffix.lower() in (".yaml", ".yml"):
         if not path.is_file():
             raise UserError(f"{path}: no such study file")

@@ -477,7 +477,7 @@ def load_source(args: Any) -> load.LoadedData:
     """The data named on the command line: a study id or study file (database at --url), a
     dataset folder or a trial-table CSV (its columns renamed by --columns), exclusions applied."""
     data = load.load_trials(args.study, include_pilot=bool(getattr(args, "include_pilot", False)),
-                            url=getattr(args, "url", None), columns=_columns_arg(args),
+                            url=getattr(args, "url", None), columns=_columns_arg(args), sources=_sources_arg(args),
                             version=getattr(args, "version", None))
     for note in data.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -499,6 +499,24 @@ def _columns_arg(args: Any) -> dict[str, str] | None:
             raise UserError(f"--columns names {ours.strip()} twice ({ours.strip()}={mapping[ours.strip()]} and "
                             f"{part.strip()}); give one column for it")
         mapping[ours.strip()] = theirs.strip()
+    return mapping
+
+
+def _sources_arg(args: Any) -> dict[str, str] | None:
+    """--sources human=real,human=film,ai=generated as {'real': 'human', 'film': 'human', 'generated': 'ai'}."""
+    text = getattr(args, "sources", None)
+    if not text:
+        return None
+    mapping: dict[str, str] = {}
+    for part in str(text).split(","):
+        ours, sep, theirs = (s.strip() for s in part.partition("="))
+        if not sep or ours.lower() not in load.SOURCES or not theirs:
+            raise UserError(f"--sources takes human=THEIRS and ai=THEIRS pairs separated by commas, e.g. "
+                            f"human=real,ai=generated; got {part.strip()!r}")
+        key = theirs.casefold()
+        if key in mapping and mapping[key] != ours.lower():
+            raise UserError(f"--sources recodes {theirs!r} both as {mapping[key]} and as {ours.lower()}")
+        mapping[key] = ours.lower()
     return mapping
 
 

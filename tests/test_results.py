@@ -242,3 +242,31 @@ def test_column_options_may_swap_two_columns(tmp_path):
     prim = pd.read_csv(out / "primary.csv").iloc[0]
     assert (prim["nobs"], prim["n_participants"], prim["n_stimuli"]) == (240, 20, 12)
     assert prim["estimate"] == pytest.approx(5.116666667, rel=1e-6)  # lme4's, as in the README example's test
+
+
+def test_source_values_of_other_software_are_recoded_by_the_sources_option(tmp_path, capsys):
+    """Their source column says Real / AI-made: refused with the values found and the option
+    to recode them; --sources human=real,ai=ai-made gives the same numbers as the file
+    with human / ai (lme4's, as in the README example's test)."""
+    data = pd.read_csv(JSPSYCH)
+    data["clip_source"] = data["clip_source"].map({"human": "Real", "ai": "AI-made"})
+    path = tmp_path / "other_words.csv"
+    data.to_csv(path, index=False)
+    base = ["analyze", str(path), "--outcomes", "response", "--out", str(tmp_path / "t"),
+            "--columns", "participant_id=subject,stimulus_id=clip,source=clip_source"]
+    assert cli.main(base) == 2
+    err = capsys.readouterr().err
+    assert "values that are neither human nor ai: 'real' (120 rows), 'ai-made' (120 rows)" in err
+    assert "recoded with --sources" in err
+    assert cli.main([*base, "--sources", "human=real,ai=AI-Made"]) == 0
+    assert "source values recoded by --sources: real as human (120 rows), ai-made as ai (120 rows)" in \
+        capsys.readouterr().err
+    prim = pd.read_csv(tmp_path / "t" / "primary.csv").iloc[0]
+    assert (prim["nobs"], prim["n_participants"], prim["n_stimuli"]) == (240, 20, 12)
+    assert prim["estimate"] == pytest.approx(5.116666667, rel=1e-6)
+    for bad, says in (("human=rael,ai=ai-made", "no row of"), ("humans=real", "--sources takes human=THEIRS"),
+                      ("human=real,ai=real", "recodes 'real' both as human and as ai")):
+        assert cli.main([*base, "--sources", bad]) == 2
+        assert says in capsys.readouterr().err
+    assert cli.main(["analyze", str(tmp_path), "--out", str(tmp_path / "u"), "--sources", "human=real"]) == 2
+    assert "--sources recodes the source values of a CSV file" in capsys.readouterr().err
