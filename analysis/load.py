@@ -653,6 +653,7 @@ def load_csv(path: Path, include_pilot: bool = False, columns: dict[str, str] | 
     if sources and "source" in trials.columns:
         trials, note = _recoded_sources(trials, sources, path)
         notes.append(note)
+    trials = _trimmed_ids(trials, path, notes)
     trials = check_trial_table(trials, path)
     no_clip = trials["stimulus_id"].isna()
     if no_clip.any():
@@ -753,6 +754,24 @@ def _renamed(trials: pd.DataFrame, columns: dict[str, str], where: Path) -> pd.D
     if problems:
         raise UserError(f"--columns does not fit {where}", problems)
     return trials.rename(columns={theirs: ours for ours, theirs in columns.items()})
+
+
+def _trimmed_ids(trials: pd.DataFrame, where: Path, notes: list[str]) -> pd.DataFrame:
+    """Identifiers without the spaces around them (' p01 ' and 'p01' are one participant, not
+    two: a hand-edited or Excel-written CSV has such cells), said in a note per column."""
+    out = trials
+    for col in ("participant_id", "stimulus_id", "pair_id"):
+        if col not in trials.columns:
+            continue
+        values = trials[col].astype("string")  # read as text (load_csv's dtype)
+        stripped = values.str.strip()
+        changed = (values != stripped).fillna(False)
+        if changed.any():
+            out = out.copy() if out is trials else out
+            out[col] = stripped.replace("", pd.NA)  # a cell of spaces only is no id
+            notes.append(f"{plural(int(changed.sum()), 'value')} of {col} in {where} had spaces around them, "
+                         "which were removed")
+    return out
 
 
 def _recoded_sources(trials: pd.DataFrame, sources: dict[str, str], where: Path) -> tuple[pd.DataFrame, str]:

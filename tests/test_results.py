@@ -270,3 +270,21 @@ def test_source_values_of_other_software_are_recoded_by_the_sources_option(tmp_p
         assert says in capsys.readouterr().err
     assert cli.main(["analyze", str(tmp_path), "--out", str(tmp_path / "u"), "--sources", "human=real"]) == 2
     assert "--sources recodes the source values of a CSV file" in capsys.readouterr().err
+
+
+def test_ids_with_spaces_around_them_are_one_participant_and_one_clip(tmp_path, capsys):
+    """' s01 ' and 's01' (a hand-edited CSV) are one participant: the spaces are removed, with
+    a note, and the numbers are those of the clean file (lme4's, as in the README example's test)."""
+    data = pd.read_csv(JSPSYCH)
+    data.loc[::3, "subject"] = " " + data.loc[::3, "subject"] + " "
+    data.loc[1::4, "clip"] = data.loc[1::4, "clip"] + "  "
+    path = tmp_path / "spaces.csv"
+    data.to_csv(path, index=False)
+    assert cli.main(["analyze", str(path), "--outcomes", "response", "--out", str(tmp_path / "t"),
+                     "--columns", "participant_id=subject,stimulus_id=clip,source=clip_source"]) == 0
+    err = capsys.readouterr().err
+    assert f"{len(data.loc[::3])} values of participant_id in {path} had spaces around them" in err
+    assert "values of stimulus_id in" in err
+    prim = pd.read_csv(tmp_path / "t" / "primary.csv").iloc[0]
+    assert (prim["nobs"], prim["n_participants"], prim["n_stimuli"]) == (240, 20, 12)
+    assert prim["estimate"] == pytest.approx(5.116666667, rel=1e-6)
