@@ -30,6 +30,14 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+def _csv_options(p: argparse.ArgumentParser) -> None:
+    """--columns and --sources: a CSV from other software in Kuleshov's names and values."""
+    p.add_argument("--columns", help="for a CSV from other software: OURS=THEIRS pairs naming its columns, "
+                   "e.g. participant_id=subject,stimulus_id=clip,source=clip_source")
+    p.add_argument("--sources", help="for a CSV from other software: human=THEIRS and ai=THEIRS pairs recoding "
+                   "its source values (any case), e.g. human=real,ai=generated")
+
+
 def _add_arguments(name: str, p: argparse.ArgumentParser) -> None:
     if name == "validate":
         p.add_argument("study_file", help="path to the study file (YAML)")
@@ -80,10 +88,7 @@ def _add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--version", help="only participants of this study version (database sources)")
         p.add_argument("--outcomes", help="comma-separated outcome columns, the first one primary (default: the "
                        "study's analysis plan, else the built-in outcomes present), e.g. liking,valence")
-        p.add_argument("--columns", help="for a CSV from other software: OURS=THEIRS pairs naming its columns, "
-                       "e.g. participant_id=subject,stimulus_id=clip,source=clip_source")
-        p.add_argument("--sources", help="for a CSV from other software: human=THEIRS and ai=THEIRS pairs recoding "
-                       "its source values (any case), e.g. human=real,ai=generated")
+        _csv_options(p)
         p.add_argument("--bootstrap", type=int, default=None,
                        help="parametric-bootstrap samples for the CI of d of the primary outcome (0: none; "
                        "default 200 up to 20,000 ratings, else 0)")
@@ -94,6 +99,7 @@ def _add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--study", help="the pilot's study file: the design (clips, pairs, lists, clips per "
                        "participant, label conditions) and the analysis plan's alpha and primary outcome")
         p.add_argument("--pilot", help="pilot dataset (folder or CSV) to take variance components from")
+        _csv_options(p)
         p.add_argument("--participants", default="20,40,60,80,120,160",
                        help="comma-separated numbers of participants for the power curve")
         p.add_argument("--clips-per-source", type=int, default=None,

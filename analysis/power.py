@@ -596,8 +596,9 @@ def cli_power(args) -> int:
     source = "given on the command line"
     if getattr(args, "pilot", None):
         from analysis.load import load_trials
+        from analysis.results import csv_options
 
-        data = load_trials(args.pilot)
+        data = load_trials(args.pilot, **csv_options(args))
         if outcome not in data.trials.columns:
             raise UserError(f"the pilot data have no outcome column {outcome!r}",
                             [Problem("--outcome", "columns are: " + ", ".join(map(str, data.trials.columns)))])

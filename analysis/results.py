@@ -477,11 +477,16 @@ def load_source(args: Any) -> load.LoadedData:
     """The data named on the command line: a study id or study file (database at --url), a
     dataset folder or a trial-table CSV (its columns renamed by --columns), exclusions applied."""
     data = load.load_trials(args.study, include_pilot=bool(getattr(args, "include_pilot", False)),
-                            url=getattr(args, "url", None), columns=_columns_arg(args), sources=_sources_arg(args),
+                            url=getattr(args, "url", None), **csv_options(args),
                             version=getattr(args, "version", None))
     for note in data.notes:
         print(f"note: {note}", file=sys.stderr)
     return data
+
+
+def csv_options(args: Any) -> dict[str, Any]:
+    """load.load_trials's columns and sources from --columns and --sources (None when not given)."""
+    return {"columns": _columns_arg(args), "sources": _sources_arg(args)}
 
 
 def _columns_arg(args: Any) -> dict[str, str] | None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
+import cli
 from analysis import power as P
 from analysis import stats as S
 from study.errors import UserError
@@ -247,3 +249,19 @@ def test_power_chart_has_one_curve_per_test():
     fig = power_curve(table)
     assert [t.name for t in fig.data] == ["source", "label", "pairs"] and fig.layout.showlegend
     assert list(fig.data[1].x) == [6, 9]
+
+
+def test_cli_power_takes_a_pilot_csv_from_other_software(tmp_path, capsys):
+    """A jsPsych pilot with its own column names and source words: --columns and --sources
+    work for power as for report and analyze."""
+    data = pd.read_csv(Path(__file__).parent / "data" / "jspsych_video_slider.csv")
+    data["clip_source"] = data["clip_source"].map({"human": "film", "ai": "generated"})
+    path = tmp_path / "pilot.csv"
+    data.to_csv(path, index=False)
+    argv = ["power", "--pilot", str(path), "--outcome", "response", "--participants", "10", "--simulations", "2",
+            "--jobs", "1", "--columns", "participant_id=subject,stimulus_id=clip,source=clip_source"]
+    assert cli.main(argv) == 2
+    assert "recoded with --sources" in capsys.readouterr().err
+    assert cli.main([*argv, "--sources", "human=film,ai=generated"]) == 0
+    printed = capsys.readouterr().out
+    assert f"from the pilot {path} (response, 20 participants x 12 clips" in printed
