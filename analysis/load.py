@@ -619,7 +619,7 @@ def did_you_mean(name: str, columns) -> str:
     import difflib
 
     present = {str(c).strip().lower(): str(c) for c in columns}
-    close = difflib.get_close_matches(name, list(present), n=1, cutoff=0.75)
+    close = difflib.get_close_matches(str(name).strip().lower(), list(present), n=1, cutoff=0.75)
     return f" (is {present[close[0]]!r} a typo for it?)" if close else ""
 
 
@@ -639,15 +639,20 @@ def _plain_trials(trials: pd.DataFrame, include_pilot: bool, **extra: Any) -> Lo
 
 
 def load_csv(path: Path, include_pilot: bool = False, columns: dict[str, str] | None = None,
-             sources: dict[str, str] | None = None) -> LoadedData:
-    """A trial table exported from elsewhere (jsPsych, PsychoPy, Gorilla ...): `columns` maps our
-    column names to theirs ({'participant_id': 'subject', ...}), `sources` their source values
-    to ours ({'real': 'human', 'generated': 'ai'}, any case); rows without a clip (instruction
-    screens of a long-format export) are not ratings and are left out."""
+             sources: dict[str, str] | None = None, rows: dict[str, list[str]] | None = None) -> LoadedData:
+    """A trial table exported from elsewhere (jsPsych, PsychoPy, Gorilla ...): `rows` keeps only
+    the rows whose columns hold the values given ({their column: [values]}, e.g. Gorilla's
+    {'Zone Type': ['response_slider_endValue']}: its long data have a row per video event too),
+    `columns` maps our column names to theirs ({'participant_id': 'subject', ...}), `sources`
+    their source values to ours ({'real': 'human', 'generated': 'ai'}, any case); rows without
+    a clip (instruction screens of a long-format export) are not ratings and are left out."""
     if not path.is_file():
         raise UserError(f"{path}: no such CSV file")
     ids = {(columns or {}).get(c, c): "str" for c in ("participant_id", "stimulus_id", "pair_id")}
     trials, notes = read_foreign_csv(path, ids)
+    if rows:
+        trials, note = _selected_rows(trials, rows, path)
+        notes.append(note)
     if columns:
         trials = _renamed(trials, columns, path)
     if sources and "source" in trials.columns:
@@ -756,6 +761,31 @@ def _renamed(trials: pd.DataFrame, columns: dict[str, str], where: Path) -> pd.D
     return trials.rename(columns={theirs: ours for ours, theirs in columns.items()})
 
 
+def _selected_rows(trials: pd.DataFrame, rows: dict[str, list[str]], where: Path) -> tuple[pd.DataFrame, str]:
+    """The rows where every column named holds one of its values (compared as trimmed text), and
+    a note; a column the file lacks, or a value no row holds (a likely typo), is refused."""
+    problems = []
+    keep = pd.Series(True, index=trials.index)
+    for col, values in rows.items():
+        if col not in trials.columns:
+            problems.append(Problem(f"--rows {col}={values[0]}", f"{where} has no column {col!r}"
+                                    + did_you_mean(col, trials.columns) + "; its columns are: "
+                                    + ", ".join(map(str, trials.columns))))
+            continue
+        text = trials[col].astype("string").str.strip()
+        for v in values:
+            if not (text == v).any():
+                present = ", ".join(repr(x) for x in text.dropna().unique()[:8])
+                problems.append(Problem(f"--rows {col}={v}", f"no row of {where} has {v!r} in {col}; its "
+                                        f"values are: {present}"))
+        keep &= text.isin(values).fillna(False)
+    if problems:
+        raise UserError(f"--rows does not fit {where}", problems)
+    which = "; ".join(f"{col} {'is' if len(v) == 1 else 'is one of'} {', '.join(v)}" for col, v in rows.items())
+    return (trials[keep].reset_index(drop=True),
+            f"--rows kept {int(keep.sum())} of {len(trials)} rows of {where} ({which})")
+
+
 def _trimmed_ids(trials: pd.DataFrame, where: Path, notes: list[str]) -> pd.DataFrame:
     """Identifiers without the spaces around them (' p01 ' and 'p01' are one participant, not
     two: a hand-edited or Excel-written CSV has such cells), said in a note per column."""
@@ -794,7 +824,8 @@ def _recoded_sources(trials: pd.DataFrame, sources: dict[str, str], where: Path)
 
 def load_trials(source: Any, study_id: str | None = None, include_pilot: bool = False,
                 url: str | None = None, columns: dict[str, str] | None = None,
-                version: str | None = None, sources: dict[str, str] | None = None) -> LoadedData:
+                version: str | None = None, sources: dict[str, str] | None = None,
+                rows: dict[str, list[str]] | None = None) -> LoadedData:
     """Load, score and apply exclusions, from wherever the data are.
 
     source: an Engine or a database URL (with study_id, or a database holding one study); a
@@ -802,8 +833,10 @@ def load_trials(source: Any, study_id: str | None = None, include_pilot: bool = 
     dataset folder written by `kuleshov export`; or a CSV in trial-table shape, whose columns
     `columns` renames ({ours: theirs}, for a CSV only). `version` keeps only the participants of
     that study version (database sources only). `sources` recodes a CSV's source values
-    ({theirs: 'human' or 'ai'}).
+    ({theirs: 'human' or 'ai'}), `rows` keeps a CSV's rows by their values (load_csv).
     """
+    if rows and not str(source).lower().endswith(".csv"):
+        raise UserError("--rows selects rows of a CSV file; the other sources hold one row per rating already")
     if columns and not str(source).lower().endswith(".csv"):
         raise UserError("--columns renames the columns of a CSV file; the other sources have Kuleshov's names")
     if sources and not str(source).lower().endswith(".csv"):
@@ -825,7 +858,7 @@ def load_trials(source: Any, study_id: str | None = None, include_pilot: bool = 
     if path.is_dir():
         return load_folder(path, include_pilot)
     if path.suffix.lower() == ".csv":
-        return load_csv(path, include_pilot, columns, sources)
+        return load_csv(path, include_pilot, columns, sources, rows)
     if path.suffix.lower() in (".yaml", ".yml"):
         if not path.is_file():
             raise UserError(f"{path}: no such study file")

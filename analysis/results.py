@@ -486,7 +486,23 @@ def load_source(args: Any) -> load.LoadedData:
 
 def csv_options(args: Any) -> dict[str, Any]:
     """load.load_trials's columns and sources from --columns and --sources (None when not given)."""
-    return {"columns": _columns_arg(args), "sources": _sources_arg(args)}
+    return {"columns": _columns_arg(args), "sources": _sources_arg(args), "rows": _rows_arg(args)}
+
+
+def _rows_arg(args: Any) -> dict[str, list[str]] | None:
+    """--rows "Zone Type=response_slider_endValue,Zone Name=valence" as {column: [values]}; a
+    column given twice keeps either value."""
+    text = getattr(args, "rows", None)
+    if not text:
+        return None
+    wanted: dict[str, list[str]] = {}
+    for part in str(text).split(","):
+        col, sep, value = (s.strip() for s in part.partition("="))
+        if not sep or not col or not value:
+            raise UserError(f"--rows takes COLUMN=VALUE pairs separated by commas (their column names), e.g. "
+                            f"\"Zone Type=response_slider_endValue\"; got {part.strip()!r}")
+        wanted.setdefault(col, []).append(value)
+    return wanted
 
 
 def _columns_arg(args: Any) -> dict[str, str] | None:

@@ -288,3 +288,46 @@ def test_ids_with_spaces_around_them_are_one_participant_and_one_clip(tmp_path, 
     prim = pd.read_csv(tmp_path / "t" / "primary.csv").iloc[0]
     assert (prim["nobs"], prim["n_participants"], prim["n_stimuli"]) == (240, 20, 12)
     assert prim["estimate"] == pytest.approx(5.116666667, rel=1e-6)
+
+
+def _gorilla_long(jspsych: pd.DataFrame) -> pd.DataFrame:
+    """The jsPsych example as Gorilla's long data would hold it: per clip screen a row for the
+    video starting, one for the slider's end value and one for the Continue button (all with
+    the spreadsheet's clip and source), and an instructions row without a clip."""
+    rows = []
+    for r in jspsych.itertuples():
+        base = {"Participant Private ID": r.subject, "Trial Number": r.trial_index}
+        if pd.isna(r.clip):
+            rows.append({**base, "Screen Name": "instructions", "Zone Type": "continue_button", "Response": ""})
+            continue
+        clip = {"Spreadsheet: clip": r.clip, "Spreadsheet: source": r.clip_source, "Screen Name": "clip"}
+        rows += [{**base, **clip, "Zone Type": "video", "Response": "VIDEO STARTED"},
+                 {**base, **clip, "Zone Type": "response_slider_endValue", "Response": r.response},
+                 {**base, **clip, "Zone Type": "continue_button", "Response": ""}]
+    return pd.DataFrame(rows)
+
+
+def test_rows_option_reads_gorilla_long_data(tmp_path, capsys):
+    """Gorilla's long data have a row per video event beside the rating's: without --rows their
+    'VIDEO STARTED' is refused as an outcome value; with --rows "Zone Type=response_slider_endValue"
+    the numbers are the jsPsych file's (lme4's, as in the README example's test)."""
+    path = tmp_path / "gorilla.csv"
+    _gorilla_long(pd.read_csv(JSPSYCH)).to_csv(path, index=False)
+    base = ["analyze", str(path), "--outcomes", "Response", "--out", str(tmp_path / "t"), "--columns",
+            "participant_id=Participant Private ID,stimulus_id=Spreadsheet: clip,source=Spreadsheet: source"]
+    assert cli.main(base) == 2
+    assert "'VIDEO STARTED'" in capsys.readouterr().err
+    assert cli.main([*base, "--rows", "Zone Type=response_slider_endValue"]) == 0
+    assert (f"--rows kept 240 of 740 rows of {path} (Zone Type is response_slider_endValue)"
+            in capsys.readouterr().err)
+    prim = pd.read_csv(tmp_path / "t" / "primary.csv").iloc[0]
+    assert (prim["nobs"], prim["n_participants"], prim["n_stimuli"]) == (240, 20, 12)
+    assert prim["estimate"] == pytest.approx(5.116666667, rel=1e-6)
+    assert prim["p"] == pytest.approx(0.2124171461, rel=1e-3)
+    for bad, says in (("Zone Typ=response_slider_endValue", "has no column 'Zone Typ' (is 'Zone Type' a typo"),
+                      ("Zone Type=response_slider", "no row of"), ("Zone Type", "--rows takes COLUMN=VALUE")):
+        assert cli.main([*base, "--rows", bad]) == 2
+        assert says in capsys.readouterr().err
+    # two values of one column: either is kept (here the slider rows and the video rows)
+    assert cli.main([*base, "--rows", "Zone Type=response_slider_endValue,Zone Type=video"]) == 2
+    assert "'VIDEO STARTED'" in capsys.readouterr().err
