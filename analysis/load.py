@@ -650,6 +650,7 @@ def load_csv(path: Path, include_pilot: bool = False, columns: dict[str, str] | 
         raise UserError(f"{path}: no such CSV file")
     ids = {(columns or {}).get(c, c): "str" for c in ("participant_id", "stimulus_id", "pair_id")}
     trials, notes = read_foreign_csv(path, ids)
+    trials = _json_object_columns(trials, path, notes)
     if rows:
         trials, note = _selected_rows(trials, rows, path)
         notes.append(note)
@@ -759,6 +760,40 @@ def _renamed(trials: pd.DataFrame, columns: dict[str, str], where: Path) -> pd.D
     if problems:
         raise UserError(f"--columns does not fit {where}", problems)
     return trials.rename(columns={theirs: ours for ours, theirs in columns.items()})
+
+
+def _json_object_columns(table: pd.DataFrame, where: Path, notes: list[str]) -> pd.DataFrame:
+    """A column of JSON objects (jsPsych's survey plugins write `response` as {"valence": 5,
+    "arousal": 3}) gets a column per key beside it, `response.valence` and so on, so that
+    --outcomes can name one; said in a note. Only a column whose every filled cell is a JSON
+    object of numbers, text or nothing is read so; the column itself stays as it was."""
+    import json
+
+    out = table
+    for col in table.columns:
+        if not (pd.api.types.is_object_dtype(table[col]) or pd.api.types.is_string_dtype(table[col])):
+            continue
+        cells = table[col].dropna().astype(str).str.strip()
+        cells = cells[cells != ""]
+        if cells.empty or not cells.str.startswith("{").all():
+            continue
+        try:
+            parsed = [json.loads(c) for c in cells]
+        except ValueError:
+            continue
+        if not all(isinstance(v, dict) and all(x is None or isinstance(x, (int, float, str)) for x in v.values())
+                   for v in parsed):
+            continue
+        keys = [k for k in dict.fromkeys(k for v in parsed for k in v) if f"{col}.{k}" not in table.columns]
+        if not keys:
+            continue
+        out = out.copy() if out is table else out
+        for k in keys:
+            out[f"{col}.{k}"] = pd.Series([v.get(k) for v in parsed], index=cells.index, dtype=object) \
+                .reindex(table.index)
+        notes.append(f"the JSON objects in column {col} of {where} were read as the columns "
+                     + ", ".join(f"{col}.{k}" for k in keys))
+    return out
 
 
 def _selected_rows(trials: pd.DataFrame, rows: dict[str, list[str]], where: Path) -> tuple[pd.DataFrame, str]:

@@ -7,6 +7,7 @@ The synthetic trial tables are made here with numpy: a crossed design with a pla
 from __future__ import annotations
 
 import html
+import json
 import re
 import shlex
 import warnings
@@ -331,3 +332,31 @@ def test_rows_option_reads_gorilla_long_data(tmp_path, capsys):
     # two values of one column: either is kept (here the slider rows and the video rows)
     assert cli.main([*base, "--rows", "Zone Type=response_slider_endValue,Zone Type=video"]) == 2
     assert "'VIDEO STARTED'" in capsys.readouterr().err
+
+
+def test_json_responses_of_jspsych_survey_plugins_are_outcome_columns(tmp_path, capsys):
+    """jsPsych's survey plugins write the answers of one page as a JSON object in `response`:
+    each key becomes a column response.<key>, so --outcomes can name it; the numbers are those
+    of the plain file (lme4's, as in the README example's test)."""
+    data = pd.read_csv(JSPSYCH)
+    clip = data["clip"].notna()
+    data["response"] = data["response"].astype(object)
+    data.loc[clip, "response"] = [json.dumps({"valence": int(v), "comment": "ok"}) for v in data.loc[clip, "response"]]
+    data.loc[~clip, "response"] = ""
+    path = tmp_path / "survey.csv"
+    data.to_csv(path, index=False)
+    base = ["analyze", str(path), "--out", str(tmp_path / "t"),
+            "--columns", "participant_id=subject,stimulus_id=clip,source=clip_source"]
+    assert cli.main([*base, "--outcomes", "response.valence"]) == 0
+    assert (f"the JSON objects in column response of {path} were read as the columns response.valence, "
+            "response.comment") in capsys.readouterr().err
+    prim = pd.read_csv(tmp_path / "t" / "primary.csv").iloc[0]
+    assert (prim["nobs"], prim["n_participants"], prim["n_stimuli"]) == (240, 20, 12)
+    assert prim["estimate"] == pytest.approx(5.116666667, rel=1e-6)
+    assert cli.main([*base, "--outcomes", "response.comment"]) == 2
+    assert "'ok' (participant s01" in capsys.readouterr().err
+    # not JSON objects throughout: left as it is (here refused as an outcome, as before)
+    data.loc[data.index[clip][0], "response"] = "{not json"
+    data.to_csv(path, index=False)
+    assert cli.main([*base, "--outcomes", "response.valence"]) == 2
+    assert "outcome response.valence: no such column" in capsys.readouterr().err
