@@ -104,24 +104,30 @@ def wait_until(condition, timeout_s: float, what: str, show=None, every_s: float
         time.sleep(every_s)
 
 
-# Every player on the page (also inside components' shadow roots): what its <video> is doing.
-_PLAYERS = """() => {
+# A JS function: every element matching a CSS selector, also inside components' shadow roots
+# (document.querySelectorAll does not look into them).
+DEEP_ALL = """((selector) => {
   const found = [];
   const walk = (node) => {
-    node.querySelectorAll('.kp-root').forEach((r) => found.push(r));
+    node.querySelectorAll(selector).forEach((e) => found.push(e));
     node.querySelectorAll('*').forEach((el) => { if (el.shadowRoot) walk(el.shadowRoot); });
   };
   walk(document);
-  return found.map((r) => {
+  return found;
+})"""
+
+# Every player on the page: what its <video> is doing.
+_PLAYERS = f"""() => {{
+  return {DEEP_ALL}('.kp-root').map((r) => {{
     const v = r.querySelector('.kp-video'), b = r.querySelector('.kp-start');
-    return {visible: r.checkVisibility(), src: v.getAttribute('src'), paused: v.paused, t: v.currentTime,
+    return {{visible: r.checkVisibility(), src: v.getAttribute('src'), paused: v.paused, t: v.currentTime,
             ready: v.readyState, network: v.networkState, error: v.error && v.error.code,
             overlay: !r.querySelector('.kp-overlay').hidden, button: b.hidden ? null : b.textContent,
             disabled: b.disabled, hint: r.querySelector('.kp-hint').textContent,
             player: r.__kuleshovPlayer ? r.__kuleshovPlayer.recent : null,
-            now_ms: Math.round(performance.now())};
-  });
-}"""
+            now_ms: Math.round(performance.now())}};
+  }});
+}}"""
 
 
 def page_report(page, server: Server | None = None) -> str:

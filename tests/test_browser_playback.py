@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from browser_util import launch, page_report, pass_device_check, require_chromium, start_server, wait_until
+from browser_util import DEEP_ALL, launch, page_report, pass_device_check, require_chromium, start_server, wait_until
 from study import store
 from test_browser_participant import STEP_TIMEOUT_MS, answer_page, click_continue, wait_title
 
@@ -51,15 +51,7 @@ playback:
 
 # The clip the participant sees: an earlier trial's player may linger, hidden, while the page changes.
 # Components v2 render into shadow roots, which document.querySelectorAll does not enter.
-VIDEO = """(() => {
-  const found = [];
-  const walk = (node) => {
-    node.querySelectorAll('video.kp-video').forEach((v) => found.push(v));
-    node.querySelectorAll('*').forEach((el) => { if (el.shadowRoot) walk(el.shadowRoot); });
-  };
-  walk(document);
-  return found.filter((v) => v.isConnected && v.getClientRects().length > 0).pop();
-})()"""
+VIDEO = f"{DEEP_ALL}('video.kp-video').filter((v) => v.isConnected && v.getClientRects().length > 0).pop()"
 HIDE = """() => {
   Object.defineProperty(document, 'hidden', {configurable: true, get: () => true});
   Object.defineProperty(document, 'visibilityState', {configurable: true, get: () => 'hidden'});
