@@ -74,6 +74,16 @@ def _with_x(trials: pd.DataFrame, dv: str) -> pd.DataFrame:
     return d
 
 
+def _require_variation(values: pd.Series, dv: str, n_rows: int) -> None:
+    """A plain error when the outcome has nothing to compare: no usable rating at all (e.g. the
+    wrong rows of a long export, whose outcome cells are empty) or one value throughout."""
+    if values.notna().sum() == 0:
+        raise UserError(f"outcome {dv} has no ratings to analyse: none of the {n_rows} rows holds a value of "
+                        f"{dv} with its source, participant and clip")
+    if values.nunique() < 2:
+        raise UserError(f"outcome {dv} has the same value in every rating; nothing to test")
+
+
 def _complete_rows(trials: pd.DataFrame, dv: str) -> tuple[pd.DataFrame, list[str]]:
     """The rows a crossed model can use, and one message counting every row left out against
     the whole table (the model's own count would start after the rows dropped here)."""
@@ -222,8 +232,7 @@ def primary_test(trials: pd.DataFrame, outcomes: list[str], *, alpha: float = 0.
         row.update(outcome=dv, p_sided=_SIDED_LABEL[hypothesis], equivalent=False)
         try:
             d, dropped = _complete_rows(trials, dv)
-            if d[dv].nunique() < 2:
-                raise UserError(f"outcome {dv} has the same value in every rating; nothing to test")
+            _require_variation(d[dv], dv, len(trials))
             fit = fit_crossed(d, dv)
         except UserError as exc:
             row.update(model_used=None, formula=None, singular=None, messages=str(exc))
@@ -291,8 +300,7 @@ def naive_tests(trials: pd.DataFrame, dv: str) -> pd.DataFrame:
     """
     _require(trials, ["participant_id", "stimulus_id", "source", dv], "naive tests")
     d = _with_x(trials, dv)
-    if d[dv].nunique() < 2:
-        raise UserError(f"outcome {dv} has the same value in every rating; nothing to test")
+    _require_variation(d[dv], dv, len(trials))
     pm = d.pivot_table(index="participant_id", columns="x", values=dv, aggfunc="mean").dropna()
     sm = d.groupby(["stimulus_id", "x"])[dv].mean().reset_index()
     rows = []

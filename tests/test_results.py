@@ -155,6 +155,21 @@ def test_a_constant_outcome_gives_a_message_and_no_scipy_warning():
                                            "same value in every rating; nothing to test)")
 
 
+def test_an_outcome_with_no_value_says_so_not_that_it_is_constant():
+    """Every cell empty (the wrong rows of a long export): not 'the same value in every rating'."""
+    trials = crossed(0.0, n_participants=8, n_clips=10).assign(valence=np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = results.analyze(trials, outcomes=["valence"])
+        page = report.build_report(trials, results=res)
+    said = (f"outcome valence has no ratings to analyse: none of the {len(trials)} rows holds a value of valence "
+            "with its source, participant and clip")
+    skipped = dict(zip(res["skipped"]["section"], res["skipped"]["reason"]))
+    assert skipped["naive"] == said
+    assert res["primary"]["messages"].iloc[0] == said
+    assert first_sentence(page).startswith(f"valence (primary outcome): not estimated ({said})")
+
+
 def test_clips_rated_under_both_sources_are_counted_as_such():
     trials = crossed(0.5, n_participants=6, n_clips=8)
     trials.loc[(trials["stimulus_id"] == "c000") & (trials["participant_id"] < "p003"), "source"] = "ai"
