@@ -639,13 +639,16 @@ def _plain_trials(trials: pd.DataFrame, include_pilot: bool, **extra: Any) -> Lo
 
 
 def load_csv(path: Path, include_pilot: bool = False, columns: dict[str, str] | None = None,
-             sources: dict[str, str] | None = None, rows: dict[str, list[str]] | None = None) -> LoadedData:
+             sources: dict[str, str] | None = None, rows: dict[str, list[str]] | None = None,
+             pivot: tuple[str, str] | None = None) -> LoadedData:
     """A trial table exported from elsewhere (jsPsych, PsychoPy, Gorilla ...): `rows` keeps only
     the rows whose columns hold the values given ({their column: [values]}, e.g. Gorilla's
     {'Zone Type': ['response_slider_endValue']}: its long data have a row per video event too),
     `columns` maps our column names to theirs ({'participant_id': 'subject', ...}), `sources`
     their source values to ours ({'real': 'human', 'generated': 'ai'}, any case); rows without
-    a clip (instruction screens of a long-format export) are not ratings and are left out."""
+    a clip (instruction screens of a long-format export) are not ratings and are left out;
+    `pivot` (name column, value column) makes one rating row of a participant's rows for a clip,
+    one outcome column per question name (_pivoted)."""
     if not path.is_file():
         raise UserError(f"{path}: no such CSV file")
     ids = {(columns or {}).get(c, c): "str" for c in ("participant_id", "stimulus_id", "pair_id")}
@@ -665,9 +668,52 @@ def load_csv(path: Path, include_pilot: bool = False, columns: dict[str, str] | 
     if no_clip.any():
         notes.append(f"{int(no_clip.sum())} of {len(trials)} rows of {path} have no stimulus_id (instruction "
                      "screens, questionnaires ...) and were left out")
-    data = _plain_trials(trials[~no_clip].reset_index(drop=True), include_pilot)
+    trials = trials[~no_clip].reset_index(drop=True)
+    if pivot:
+        trials = _pivoted(trials, pivot, path, notes)
+    data = _plain_trials(trials, include_pilot)
     data.notes = notes
     return data
+
+
+# The columns that describe a rating rather than one row of a long export: kept when --pivot
+# turns a participant's rows for one clip into one rating row.
+_RATING_KEYS = ("participant_id", "stimulus_id", "source", "pair_id", "label_condition", "position", "is_pilot")
+
+
+def _pivoted(trials: pd.DataFrame, pivot: tuple[str, str], where: Path, notes: list[str]) -> pd.DataFrame:
+    """One row per participant, clip and source from a long export with a row per question:
+    each value of the column `name` becomes an outcome column holding the column `value`
+    (Gorilla's Zone Name and Response). Rows without a name are left out; two rows for the
+    same participant, clip and question are refused with where they are."""
+    name, value = pivot
+    missing = [c for c in (name, value) if c not in trials.columns]
+    if missing:
+        raise UserError(f"--pivot does not fit {where}",
+                        [Problem(f"--pivot {name}={value}", f"{where} has no column {c!r}" + did_you_mean(c, trials.columns)
+                                 + "; its columns are: " + ", ".join(map(str, trials.columns))) for c in missing])
+    keys = [c for c in _RATING_KEYS if c in trials.columns and c not in (name, value)]
+    d = trials[trials[name].notna()].copy()
+    d[name] = d[name].astype(str).str.strip()
+    clash = sorted(set(d[name]) & set(keys))
+    if clash:
+        raise UserError(f"--pivot {name}={value}: the question name {clash[0]!r} is also a column of ours")
+    index = ["participant_id", "stimulus_id", "source"]
+    twice = d.duplicated([*index, name], keep=False)
+    if twice.any():
+        r = d[twice].iloc[0]
+        raise UserError(f"--pivot {name}={value}: more than one row for one rating",
+                        [Problem(f"{where}: participant {r['participant_id']}, clip {r['stimulus_id']}, {name} "
+                                 f"{r[name]!r}", f"{plural(int(twice.sum()), 'row')} in all are such repeats; keep "
+                                 "one row per question with --rows (e.g. the slider's end value)")])
+    wide = d.pivot(index=index, columns=name, values=value)
+    wide.columns = [str(c) for c in wide.columns]
+    meta = d.groupby(index, sort=False, dropna=False)[[c for c in keys if c not in index]].first()
+    out = meta.join(wide).reset_index()
+    notes.append(f"--pivot made {plural(len(out), 'rating')} from {len(d)} rows of {where}, one outcome column per "
+                 f"{name}: {', '.join(wide.columns)} (values from {value})"
+                 + (f"; {plural(len(trials) - len(d), 'row')} without a {name} left out" if len(d) < len(trials) else ""))
+    return out
 
 
 # Encodings a CSV from elsewhere comes in, tried in turn: UTF-8 (with or without Excel's byte
@@ -860,7 +906,7 @@ def _recoded_sources(trials: pd.DataFrame, sources: dict[str, str], where: Path)
 def load_trials(source: Any, study_id: str | None = None, include_pilot: bool = False,
                 url: str | None = None, columns: dict[str, str] | None = None,
                 version: str | None = None, sources: dict[str, str] | None = None,
-                rows: dict[str, list[str]] | None = None) -> LoadedData:
+                rows: dict[str, list[str]] | None = None, pivot: tuple[str, str] | None = None) -> LoadedData:
     """Load, score and apply exclusions, from wherever the data are.
 
     source: an Engine or a database URL (with study_id, or a database holding one study); a
@@ -870,8 +916,9 @@ def load_trials(source: Any, study_id: str | None = None, include_pilot: bool = 
     that study version (database sources only). `sources` recodes a CSV's source values
     ({theirs: 'human' or 'ai'}), `rows` keeps a CSV's rows by their values (load_csv).
     """
-    if rows and not str(source).lower().endswith(".csv"):
-        raise UserError("--rows selects rows of a CSV file; the other sources hold one row per rating already")
+    if (rows or pivot) and not str(source).lower().endswith(".csv"):
+        raise UserError(f"{'--rows' if rows else '--pivot'} reads a CSV file from other software; the other sources "
+                        "hold one row per rating already")
     if columns and not str(source).lower().endswith(".csv"):
         raise UserError("--columns renames the columns of a CSV file; the other sources have Kuleshov's names")
     if sources and not str(source).lower().endswith(".csv"):
@@ -893,7 +940,7 @@ def load_trials(source: Any, study_id: str | None = None, include_pilot: bool = 
     if path.is_dir():
         return load_folder(path, include_pilot)
     if path.suffix.lower() == ".csv":
-        return load_csv(path, include_pilot, columns, sources, rows)
+        return load_csv(path, include_pilot, columns, sources, rows, pivot)
     if path.suffix.lower() in (".yaml", ".yml"):
         if not path.is_file():
             raise UserError(f"{path}: no such study file")

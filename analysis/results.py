@@ -486,7 +486,20 @@ def load_source(args: Any) -> load.LoadedData:
 
 def csv_options(args: Any) -> dict[str, Any]:
     """load.load_trials's columns and sources from --columns and --sources (None when not given)."""
-    return {"columns": _columns_arg(args), "sources": _sources_arg(args), "rows": _rows_arg(args)}
+    return {"columns": _columns_arg(args), "sources": _sources_arg(args), "rows": _rows_arg(args),
+            "pivot": _pivot_arg(args)}
+
+
+def _pivot_arg(args: Any) -> tuple[str, str] | None:
+    """--pivot "Zone Name=Response" as ('Zone Name', 'Response')."""
+    text = getattr(args, "pivot", None)
+    if not text:
+        return None
+    name, sep, value = (s.strip() for s in str(text).partition("="))
+    if not sep or not name or not value or "," in text:
+        raise UserError(f"--pivot takes one NAME=VALUE pair of their columns, e.g. \"Zone Name=Response\"; "
+                        f"got {str(text).strip()!r}")
+    return name, value
 
 
 def _rows_arg(args: Any) -> dict[str, list[str]] | None:

@@ -375,3 +375,40 @@ def test_json_responses_of_jspsych_survey_plugins_are_outcome_columns(tmp_path, 
     data.to_csv(path, index=False)
     assert cli.main([*base, "--outcomes", "response.valence"]) == 2
     assert "outcome response.valence: no such column" in capsys.readouterr().err
+
+
+def test_pivot_option_reads_several_sliders_per_screen(tmp_path, capsys):
+    """Gorilla's long data with two sliders per clip screen (Zone Name valence and arousal): --rows
+    keeps the end values, --pivot "Zone Name=Response" makes one rating row with both outcomes;
+    valence is the jsPsych file's response, so its numbers are lme4's (README example's test)."""
+    long = _gorilla_long(pd.read_csv(JSPSYCH))
+    slider = long["Zone Type"] == "response_slider_endValue"
+    long["Zone Name"] = np.where(slider, "valence", "")
+    arousal = long[slider].assign(**{"Zone Name": "arousal"})
+    arousal["Response"] = (arousal["Response"].astype(float) * 0.5 + 3).astype(object)
+    both = pd.concat([long, arousal]).sort_index(kind="stable").reset_index(drop=True)
+    path = tmp_path / "two_sliders.csv"
+    both.to_csv(path, index=False)
+    base = ["analyze", str(path), "--outcomes", "valence,arousal", "--out", str(tmp_path / "t"), "--bootstrap", "0",
+            "--rows", "Zone Type=response_slider_endValue", "--columns",
+            "participant_id=Participant Private ID,stimulus_id=Spreadsheet: clip,source=Spreadsheet: source"]
+    assert cli.main([*base, "--pivot", "Zone Name=Response"]) == 0
+    assert (f"--pivot made 240 ratings from 480 rows of {path}, one outcome column per Zone Name: arousal, "
+            "valence (values from Response)") in capsys.readouterr().err
+    prim = pd.read_csv(tmp_path / "t" / "primary.csv").set_index("outcome")
+    assert (prim.loc["valence", "nobs"], prim.loc["valence", "n_participants"]) == (240, 20)
+    assert prim.loc["valence", "estimate"] == pytest.approx(5.116666667, rel=1e-6)
+    assert prim.loc["arousal", "estimate"] == pytest.approx(0.5 * 5.116666667, rel=1e-6)  # a linear rescaling
+    # without --rows the video and button rows (no Zone Name) are left out, which the note says
+    assert cli.main([*base[:8], "--columns", base[-1], "--pivot", "Zone Name=Response"]) == 0
+    assert "one outcome column per Zone Name: arousal, valence (values from Response); 480 rows without a Zone " \
+        "Name left out" in capsys.readouterr().err
+    # a rating given twice, a column that is not there, a bad option
+    twice = pd.concat([both, both[both["Zone Name"] == "valence"].head(1)])
+    twice.to_csv(path, index=False)
+    assert cli.main([*base, "--pivot", "Zone Name=Response"]) == 2
+    assert "more than one row for one rating" in capsys.readouterr().err
+    for bad, says in (("Zone Nam=Response", "has no column 'Zone Nam' (is 'Zone Name' a typo"),
+                      ("Zone Name", "--pivot takes one NAME=VALUE pair")):
+        assert cli.main([*base, "--pivot", bad]) == 2
+        assert says in capsys.readouterr().err
