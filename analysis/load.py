@@ -685,7 +685,7 @@ def _pivoted(trials: pd.DataFrame, pivot: tuple[str, str], where: Path, notes: l
     """One row per participant, clip and source from a long export with a row per question:
     each value of the column `name` becomes an outcome column holding the column `value`
     (Gorilla's Zone Name and Response). Rows without a name are left out; two rows for the
-    same participant, clip and question are refused with where they are."""
+    same participant, clip and question are refused, naming the first such rating."""
     name, value = pivot
     missing = [c for c in (name, value) if c not in trials.columns]
     if missing:
@@ -693,8 +693,9 @@ def _pivoted(trials: pd.DataFrame, pivot: tuple[str, str], where: Path, notes: l
                         [Problem(f"--pivot {name}={value}", f"{where} has no column {c!r}" + did_you_mean(c, trials.columns)
                                  + "; its columns are: " + ", ".join(map(str, trials.columns))) for c in missing])
     keys = [c for c in _RATING_KEYS if c in trials.columns and c not in (name, value)]
-    d = trials[trials[name].notna()].copy()
-    d[name] = d[name].astype(str).str.strip()
+    named = trials[name].astype("string").str.strip()
+    d = trials[(named.notna() & (named != "")).to_numpy()].copy()
+    d[name] = named[d.index].astype(str)
     clash = sorted(set(d[name]) & set(keys))
     if clash:
         raise UserError(f"--pivot {name}={value}: the question name {clash[0]!r} is also a column of ours")
