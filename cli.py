@@ -31,13 +31,18 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 
 def _csv_options(p: argparse.ArgumentParser) -> None:
-    """--columns, --sources, --rows and --pivot: a CSV from other software in Kuleshov's shape."""
+    """--columns, --sources, --rows, --pivot, --wide and --clips: a CSV from other software in Kuleshov's shape."""
     p.add_argument("--columns", help="for a CSV from other software: OURS=THEIRS pairs naming its columns, "
                    "e.g. participant_id=subject,stimulus_id=clip,source=clip_source")
     p.add_argument("--sources", help="for a CSV from other software: human=THEIRS and ai=THEIRS pairs recoding "
                    "its source values (any case), e.g. human=real,ai=generated")
     p.add_argument("--rows", help="for a CSV from other software: COLUMN=VALUE pairs (their names) keeping only "
                    "the rows that hold them, e.g. \"Zone Type=response_slider_endValue\" for Gorilla's long data")
+    p.add_argument("--wide", help="for a CSV with one row per participant (Qualtrics, oTree): the pattern of its "
+                   "rating columns, {clip} for the clip id and {outcome} for the question, e.g. \"{clip}_{outcome}\"; "
+                   "with --clips")
+    p.add_argument("--clips", help="with --wide: a CSV with each clip's stimulus_id (or id) and source, e.g. the "
+                   "study's manifest.csv")
     p.add_argument("--pivot", help="for a CSV with a row per question: NAME=VALUE (their columns); each value of NAME "
                    "becomes an outcome column holding VALUE, one row per participant and clip, e.g. \"Zone Name=Response\"")
 

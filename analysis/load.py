@@ -640,7 +640,7 @@ def _plain_trials(trials: pd.DataFrame, include_pilot: bool, **extra: Any) -> Lo
 
 def load_csv(path: Path, include_pilot: bool = False, columns: dict[str, str] | None = None,
              sources: dict[str, str] | None = None, rows: dict[str, list[str]] | None = None,
-             pivot: tuple[str, str] | None = None) -> LoadedData:
+             pivot: tuple[str, str] | None = None, wide: tuple[str, Path] | None = None) -> LoadedData:
     """A trial table exported from elsewhere (jsPsych, PsychoPy, Gorilla ...): `rows` keeps only
     the rows whose columns hold the values given ({their column: [values]}, e.g. Gorilla's
     {'Zone Type': ['response_slider_endValue']}: its long data have a row per video event too),
@@ -648,7 +648,8 @@ def load_csv(path: Path, include_pilot: bool = False, columns: dict[str, str] | 
     their source values to ours ({'real': 'human', 'generated': 'ai'}, any case); rows without
     a clip (instruction screens of a long-format export) are not ratings and are left out;
     `pivot` (name column, value column) makes one rating row of a participant's rows for a clip,
-    one outcome column per question name (_pivoted)."""
+    one outcome column per question name (_pivoted); `wide` (column pattern, clips file) reads a
+    table with one row per participant (_melted)."""
     if not path.is_file():
         raise UserError(f"{path}: no such CSV file")
     ids = {(columns or {}).get(c, c): "str" for c in ("participant_id", "stimulus_id", "pair_id")}
@@ -659,6 +660,8 @@ def load_csv(path: Path, include_pilot: bool = False, columns: dict[str, str] | 
         notes.append(note)
     if columns:
         trials = _renamed(trials, columns, path)
+    if wide:
+        trials = _melted(trials, wide, path, notes)
     if sources and "source" in trials.columns:
         trials, note = _recoded_sources(trials, sources, path)
         notes.append(note)
@@ -674,6 +677,84 @@ def load_csv(path: Path, include_pilot: bool = False, columns: dict[str, str] | 
     data = _plain_trials(trials, include_pilot)
     data.notes = notes
     return data
+
+
+def _clips_file(path: Path) -> pd.DataFrame:
+    """stimulus_id, source (and pair_id when given) of each clip, from a CSV such as a study's
+    manifest (its `id` column) or any table with stimulus_id and source."""
+    if not Path(path).is_file():
+        raise UserError(f"--clips: no such file: {path}")
+    table, _ = read_foreign_csv(Path(path), {"id": "str", "stimulus_id": "str", "pair_id": "str"})
+    if "stimulus_id" not in table.columns and "id" in table.columns:
+        table = table.rename(columns={"id": "stimulus_id"})
+    missing = [c for c in ("stimulus_id", "source") if c not in table.columns]
+    if missing:
+        raise UserError(f"--clips {path}: column(s) {', '.join(missing)} missing",
+                        [Problem(f"{path}", "a clips file has a stimulus_id (or id) and a source column, like a "
+                                 "study's manifest.csv; its columns are: " + ", ".join(map(str, table.columns)))])
+    table["stimulus_id"] = table["stimulus_id"].astype("string").str.strip()
+    twice = table["stimulus_id"].dropna()[table["stimulus_id"].dropna().duplicated()]
+    if len(twice):
+        raise UserError(f"--clips {path}: clip {twice.iloc[0]!r} is listed twice")
+    return table[[c for c in ("stimulus_id", "source", "pair_id") if c in table.columns]].dropna(subset=["stimulus_id"])
+
+
+def _melted(trials: pd.DataFrame, wide: tuple[str, Path], where: Path, notes: list[str]) -> pd.DataFrame:
+    """A row per participant (Qualtrics, oTree: a column per clip and question) as a row per
+    participant and clip. The pattern names the columns: {clip} stands for a clip id of the
+    clips file (matched exactly, longest first), {outcome} for the question (e.g.
+    '{clip}_{outcome}' reads h01_valence as clip h01, outcome valence; without {outcome} the
+    outcome is 'response'). Qualtrics' two extra header rows (question texts, ImportIds) are
+    left out. Sources (and pairs) come from the clips file."""
+    import re
+
+    pattern, clips_path = wide
+    if "{clip}" not in pattern:
+        raise UserError(f"--wide {pattern!r}: the pattern needs {{clip}} where a column name holds the clip id, "
+                        "e.g. {clip}_{outcome}")
+    if "participant_id" not in trials.columns:
+        raise UserError(f"--wide: {where} has no participant_id column; name it with --columns, e.g. "
+                        "participant_id=ResponseId", [Problem(str(where), "its columns are: "
+                                                              + ", ".join(map(str, trials.columns)))])
+    clips = _clips_file(clips_path)
+    ids = sorted(clips["stimulus_id"], key=len, reverse=True)
+    parts = re.split(r"(\{clip\}|\{outcome\})", pattern)
+    regex = "".join("(?P<clip>" + "|".join(map(re.escape, ids)) + ")" if p == "{clip}"
+                    else "(?P<outcome>.+)" if p == "{outcome}" else re.escape(p) for p in parts)
+    matched = {c: re.fullmatch(regex, str(c)) for c in trials.columns}
+    matched = {c: m for c, m in matched.items() if m}
+    if not matched:
+        raise UserError(f"--wide {pattern!r}: no column of {where} fits the pattern with a clip of {clips_path}",
+                        [Problem(str(where), "its columns are: " + ", ".join(map(str, trials.columns[:20]))
+                                 + (" ..." if len(trials.columns) > 20 else ""))])
+    t = trials
+    # Qualtrics writes a row of question texts and a row of {"ImportId": ...} under the header
+    first = t[list(matched)].head(2).astype("string")
+    if len(t) >= 2 and first.iloc[1].fillna("").str.startswith('{"ImportId"').any():
+        t = t.iloc[2:]
+        notes.append(f"the two rows under the header of {where} (question texts and ImportIds, as Qualtrics "
+                     "writes them) were left out")
+    keep = [c for c in _RATING_KEYS if c in t.columns and c not in ("stimulus_id", "source", "pair_id")]
+    long = t.melt(id_vars=keep, value_vars=list(matched), var_name="_column", value_name="_value")
+    long["stimulus_id"] = long["_column"].map({c: m.group("clip") for c, m in matched.items()})
+    long["_outcome"] = long["_column"].map({c: (m.groupdict().get("outcome") or "response") for c, m in matched.items()})
+    out = (long.pivot_table(index=[*keep, "stimulus_id"], columns="_outcome", values="_value", aggfunc="first",
+                            dropna=False, observed=True)
+           .reset_index())
+    out.columns.name = None
+    outcomes = sorted({m.groupdict().get("outcome") or "response" for m in matched.values()})
+    # a clip a participant was not shown (lists) has every cell empty: no rating, not a missing one
+    answered = out[outcomes].astype("string").apply(lambda c: c.str.strip().fillna("") != "").any(axis=1)
+    unseen = int((~answered).sum())
+    out = out[answered.to_numpy()].merge(clips, on="stimulus_id", how="left")
+    unused = sorted(set(clips["stimulus_id"]) - set(out["stimulus_id"]))
+    notes.append(f"--wide read {plural(len(matched), 'column')} of {where} as {plural(len(out), 'row')} (participant "
+                 f"x clip), outcomes {', '.join(outcomes)}"
+                 + (f"; {unseen} participant-clip cells with nothing in them (clips not shown) left out"
+                    if unseen else "")
+                 + (f"; {plural(len(unused), 'clip')} of {clips_path} with no column: {', '.join(unused[:5])}"
+                    + (" ..." if len(unused) > 5 else "") if unused else ""))
+    return out
 
 
 # The columns that describe a rating rather than one row of a long export: kept when --pivot
@@ -907,7 +988,8 @@ def _recoded_sources(trials: pd.DataFrame, sources: dict[str, str], where: Path)
 def load_trials(source: Any, study_id: str | None = None, include_pilot: bool = False,
                 url: str | None = None, columns: dict[str, str] | None = None,
                 version: str | None = None, sources: dict[str, str] | None = None,
-                rows: dict[str, list[str]] | None = None, pivot: tuple[str, str] | None = None) -> LoadedData:
+                rows: dict[str, list[str]] | None = None, pivot: tuple[str, str] | None = None,
+                wide: tuple[str, Path] | None = None) -> LoadedData:
     """Load, score and apply exclusions, from wherever the data are.
 
     source: an Engine or a database URL (with study_id, or a database holding one study); a
@@ -917,9 +999,10 @@ def load_trials(source: Any, study_id: str | None = None, include_pilot: bool = 
     that study version (database sources only). `sources` recodes a CSV's source values
     ({theirs: 'human' or 'ai'}), `rows` keeps a CSV's rows by their values (load_csv).
     """
-    if (rows or pivot) and not str(source).lower().endswith(".csv"):
-        raise UserError(f"{'--rows' if rows else '--pivot'} reads a CSV file from other software; the other sources "
-                        "hold one row per rating already")
+    if (rows or pivot or wide) and not str(source).lower().endswith(".csv"):
+        option = "--rows" if rows else "--pivot" if pivot else "--wide"
+        raise UserError(f"{option} reads a CSV file from other software; the other sources hold one row per "
+                        "rating already")
     if columns and not str(source).lower().endswith(".csv"):
         raise UserError("--columns renames the columns of a CSV file; the other sources have Kuleshov's names")
     if sources and not str(source).lower().endswith(".csv"):
@@ -941,7 +1024,7 @@ def load_trials(source: Any, study_id: str | None = None, include_pilot: bool = 
     if path.is_dir():
         return load_folder(path, include_pilot)
     if path.suffix.lower() == ".csv":
-        return load_csv(path, include_pilot, columns, sources, rows, pivot)
+        return load_csv(path, include_pilot, columns, sources, rows, pivot, wide)
     if path.suffix.lower() in (".yaml", ".yml"):
         if not path.is_file():
             raise UserError(f"{path}: no such study file")

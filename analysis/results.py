@@ -487,7 +487,18 @@ def load_source(args: Any) -> load.LoadedData:
 def csv_options(args: Any) -> dict[str, Any]:
     """load.load_trials's columns and sources from --columns and --sources (None when not given)."""
     return {"columns": _columns_arg(args), "sources": _sources_arg(args), "rows": _rows_arg(args),
-            "pivot": _pivot_arg(args)}
+            "pivot": _pivot_arg(args), "wide": _wide_arg(args)}
+
+
+def _wide_arg(args: Any) -> tuple[str, Path] | None:
+    """--wide "{clip}_{outcome}" with --clips manifest.csv as ('{clip}_{outcome}', Path('manifest.csv'))."""
+    pattern, clips = getattr(args, "wide", None), getattr(args, "clips", None)
+    if not pattern and not clips:
+        return None
+    if not (pattern and clips):
+        raise UserError("--wide and --clips go together: --wide names the columns ({clip} and {outcome} in a "
+                        "pattern), --clips the file with each clip's source (a study's manifest.csv)")
+    return str(pattern), Path(clips)
 
 
 def _pivot_arg(args: Any) -> tuple[str, str] | None:

@@ -412,3 +412,47 @@ def test_pivot_option_reads_several_sliders_per_screen(tmp_path, capsys):
                       ("Zone Name", "--pivot takes one NAME=VALUE pair")):
         assert cli.main([*base, "--pivot", bad]) == 2
         assert says in capsys.readouterr().err
+
+
+def test_wide_option_reads_a_row_per_participant_as_qualtrics_writes_it(tmp_path, capsys):
+    """The jsPsych example as a Qualtrics export: a row per participant, a column <clip>_valence
+    per clip, the two header rows Qualtrics adds, sources in a clips file (the manifest's id and
+    source columns): --wide "{clip}_{outcome}" --clips gives the long file's numbers (lme4's)."""
+    data = pd.read_csv(JSPSYCH)
+    rated = data[data["clip"].notna()].assign(clip=lambda d: d["clip"].str.extract(r"([ha]\d+)", expand=False))
+    wide = rated.pivot(index="subject", columns="clip", values="response")
+    wide.columns = [f"{c}_valence" for c in wide.columns]
+    wide = wide.reset_index().rename(columns={"subject": "ResponseId"}).assign(Finished=1)
+    head = pd.DataFrame([{c: f"How did clip {c} make you feel?" for c in wide.columns},
+                         {c: json.dumps({"ImportId": f"QID{i}"}) for i, c in enumerate(wide.columns)}])
+    path, clips = tmp_path / "qualtrics.csv", tmp_path / "manifest.csv"
+    pd.concat([head, wide.astype(object)]).to_csv(path, index=False)
+    rated[["clip", "clip_source"]].drop_duplicates().rename(columns={"clip": "id", "clip_source": "source"}) \
+        .assign(file="x.mp4").to_csv(clips, index=False)
+    base = ["analyze", str(path), "--outcomes", "valence", "--out", str(tmp_path / "t"), "--bootstrap", "0",
+            "--columns", "participant_id=ResponseId"]
+    assert cli.main([*base, "--wide", "{clip}_{outcome}", "--clips", str(clips)]) == 0
+    err = capsys.readouterr().err
+    assert f"the two rows under the header of {path} (question texts and ImportIds" in err
+    assert f"--wide read 12 columns of {path} as 240 rows (participant x clip), outcomes valence" in err
+    prim = pd.read_csv(tmp_path / "t" / "primary.csv").iloc[0]
+    assert (prim["nobs"], prim["n_participants"], prim["n_stimuli"]) == (240, 20, 12)
+    assert prim["estimate"] == pytest.approx(5.116666667, rel=1e-6)
+    assert prim["p"] == pytest.approx(0.2124171461, rel=1e-3)
+    # lists: a clip a participant was not shown has an empty cell, which is no rating (not a missing one)
+    unseen = pd.concat([head, wide.astype(object)]).reset_index(drop=True)
+    unseen.loc[2, [c for c in wide.columns if c.startswith("h")][:3]] = ""
+    unseen.to_csv(path, index=False)
+    assert cli.main([*base, "--wide", "{clip}_{outcome}", "--clips", str(clips)]) == 0
+    assert ("as 237 rows (participant x clip), outcomes valence; 3 participant-clip cells with nothing in them "
+            "(clips not shown) left out") in capsys.readouterr().err
+    assert pd.read_csv(tmp_path / "t" / "primary.csv")["nobs"].iloc[0] == 237
+    for extra, says in ((["--wide", "{clip}_{outcome}"], "--wide and --clips go together"),
+                        (["--wide", "{outcome}", "--clips", str(clips)], "the pattern needs {clip}"),
+                        (["--wide", "clip_{clip}", "--clips", str(clips)], "no column of"),
+                        (["--wide", "{clip}_{outcome}", "--clips", str(tmp_path / "none.csv")], "no such file")):
+        assert cli.main([*base, *extra]) == 2
+        assert says in capsys.readouterr().err
+    assert cli.main(["analyze", str(path), "--outcomes", "valence", "--out", str(tmp_path / "u"), "--wide",
+                     "{clip}_{outcome}", "--clips", str(clips)]) == 2
+    assert "has no participant_id column; name it with --columns" in capsys.readouterr().err
