@@ -709,9 +709,9 @@ def _melted(trials: pd.DataFrame, wide: tuple[str, Path], where: Path, notes: li
     import re
 
     pattern, clips_path = wide
-    if "{clip}" not in pattern:
-        raise UserError(f"--wide {pattern!r}: the pattern needs {{clip}} where a column name holds the clip id, "
-                        "e.g. {clip}_{outcome}")
+    if pattern.count("{clip}") != 1 or pattern.count("{outcome}") > 1:
+        raise UserError(f"--wide {pattern!r}: the pattern needs {{clip}} once, where a column name holds the clip "
+                        "id, and {outcome} at most once, e.g. {clip}_{outcome}")
     if "participant_id" not in trials.columns:
         raise UserError(f"--wide: {where} has no participant_id column; name it with --columns, e.g. "
                         "participant_id=ResponseId", [Problem(str(where), "its columns are: "

@@ -448,7 +448,8 @@ def test_wide_option_reads_a_row_per_participant_as_qualtrics_writes_it(tmp_path
             "(clips not shown) left out") in capsys.readouterr().err
     assert pd.read_csv(tmp_path / "t" / "primary.csv")["nobs"].iloc[0] == 237
     for extra, says in ((["--wide", "{clip}_{outcome}"], "--wide and --clips go together"),
-                        (["--wide", "{outcome}", "--clips", str(clips)], "the pattern needs {clip}"),
+                        (["--wide", "{outcome}", "--clips", str(clips)], "the pattern needs {clip} once"),
+                        (["--wide", "{clip}_{outcome}_{outcome}", "--clips", str(clips)], "{outcome} at most once"),
                         (["--wide", "clip_{clip}", "--clips", str(clips)], "no column of"),
                         (["--wide", "{clip}_{outcome}", "--clips", str(tmp_path / "none.csv")], "no such file")):
         assert cli.main([*base, *extra]) == 2
