@@ -734,6 +734,12 @@ def _melted(trials: pd.DataFrame, wide: tuple[str, Path], where: Path, notes: li
         t = t.iloc[2:]
         notes.append(f"the two rows under the header of {where} (question texts and ImportIds, as Qualtrics "
                      "writes them) were left out")
+    again = t["participant_id"].dropna().duplicated()
+    if again.any():
+        who = t["participant_id"].dropna()[again].iloc[0]
+        raise UserError(f"--wide: participant {who!r} has more than one row in {where}",
+                        [Problem(str(where), f"{plural(int(again.sum()), 'row')} repeat a participant; a table read "
+                                 "with --wide has one row per participant (keep the rows wanted with --rows)")])
     keep = [c for c in _RATING_KEYS if c in t.columns and c not in ("stimulus_id", "source", "pair_id")]
     long = t.melt(id_vars=keep, value_vars=list(matched), var_name="_column", value_name="_value")
     long["stimulus_id"] = long["_column"].map({c: m.group("clip") for c, m in matched.items()})

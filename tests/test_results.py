@@ -454,6 +454,9 @@ def test_wide_option_reads_a_row_per_participant_as_qualtrics_writes_it(tmp_path
                         (["--wide", "{clip}_{outcome}", "--clips", str(tmp_path / "none.csv")], "no such file")):
         assert cli.main([*base, *extra]) == 2
         assert says in capsys.readouterr().err
+    pd.concat([unseen, unseen.tail(1)]).to_csv(path, index=False)  # a participant's row twice
+    assert cli.main([*base, "--wide", "{clip}_{outcome}", "--clips", str(clips)]) == 2
+    assert f"participant 's20' has more than one row in {path}" in capsys.readouterr().err
     assert cli.main(["analyze", str(path), "--outcomes", "valence", "--out", str(tmp_path / "u"), "--wide",
                      "{clip}_{outcome}", "--clips", str(clips)]) == 2
     assert "has no participant_id column; name it with --columns" in capsys.readouterr().err
