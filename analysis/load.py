@@ -717,7 +717,7 @@ def _melted(trials: pd.DataFrame, wide: tuple[str, Path], where: Path, notes: li
                         "participant_id=ResponseId", [Problem(str(where), "its columns are: "
                                                               + ", ".join(map(str, trials.columns)))])
     clips = _clips_file(clips_path)
-    ids = sorted(clips["stimulus_id"], key=len, reverse=True)
+    ids = sorted((i for i in clips["stimulus_id"] if i), key=len, reverse=True)
     parts = re.split(r"(\{clip\}|\{outcome\})", pattern)
     regex = "".join("(?P<clip>" + "|".join(map(re.escape, ids)) + ")" if p == "{clip}"
                     else "(?P<outcome>.+)" if p == "{outcome}" else re.escape(p) for p in parts)
@@ -727,6 +727,11 @@ def _melted(trials: pd.DataFrame, wide: tuple[str, Path], where: Path, notes: li
         raise UserError(f"--wide {pattern!r}: no column of {where} fits the pattern with a clip of {clips_path}",
                         [Problem(str(where), "its columns are: " + ", ".join(map(str, trials.columns[:20]))
                                  + (" ..." if len(trials.columns) > 20 else ""))])
+    outcomes = sorted({m.groupdict().get("outcome") or "response" for m in matched.values()})
+    ours = sorted(set(outcomes) & {*_RATING_KEYS, "source"})
+    if ours:
+        raise UserError(f"--wide {pattern!r}: the question name {ours[0]!r} (from the column names) is also a "
+                        "column of ours; give a pattern that leaves it out")
     t = trials
     # Qualtrics writes a row of question texts and a row of {"ImportId": ...} under the header
     first = t[list(matched)].head(2).astype("string")
@@ -748,12 +753,11 @@ def _melted(trials: pd.DataFrame, wide: tuple[str, Path], where: Path, notes: li
                             dropna=False, observed=True)
            .reset_index())
     out.columns.name = None
-    outcomes = sorted({m.groupdict().get("outcome") or "response" for m in matched.values()})
     # a clip a participant was not shown (lists) has every cell empty: no rating, not a missing one
     answered = out[outcomes].astype("string").apply(lambda c: c.str.strip().fillna("") != "").any(axis=1)
     unseen = int((~answered).sum())
     out = out[answered.to_numpy()].merge(clips, on="stimulus_id", how="left")
-    unused = sorted(set(clips["stimulus_id"]) - set(out["stimulus_id"]))
+    unused = sorted(set(ids) - {m.group("clip") for m in matched.values()})
     notes.append(f"--wide read {plural(len(matched), 'column')} of {where} as {plural(len(out), 'row')} (participant "
                  f"x clip), outcomes {', '.join(outcomes)}"
                  + (f"; {unseen} participant-clip cells with nothing in them (clips not shown) left out"

@@ -447,6 +447,16 @@ def test_wide_option_reads_a_row_per_participant_as_qualtrics_writes_it(tmp_path
     assert ("as 237 rows (participant x clip), outcomes valence; 3 participant-clip cells with nothing in them "
             "(clips not shown) left out") in capsys.readouterr().err
     assert pd.read_csv(tmp_path / "t" / "primary.csv")["nobs"].iloc[0] == 237
+    # a clip of the clips file with no column is said; a question name that is a column of ours is refused
+    more = tmp_path / "more_clips.csv"
+    pd.concat([pd.read_csv(clips), pd.DataFrame([{"id": "h99", "source": "human", "file": "x.mp4"}])]).to_csv(
+        more, index=False)
+    assert cli.main([*base, "--wide", "{clip}_{outcome}", "--clips", str(more)]) == 0
+    assert f"; 1 clip of {more} with no column: h99" in capsys.readouterr().err
+    clash = tmp_path / "clash.csv"
+    wide.assign(h01_source="human").to_csv(clash, index=False)
+    assert cli.main(["analyze", str(clash), *base[2:], "--wide", "{clip}_{outcome}", "--clips", str(clips)]) == 2
+    assert "the question name 'source' (from the column names) is also a column of ours" in capsys.readouterr().err
     for extra, says in ((["--wide", "{clip}_{outcome}"], "--wide and --clips go together"),
                         (["--wide", "{outcome}", "--clips", str(clips)], "the pattern needs {clip} once"),
                         (["--wide", "{clip}_{outcome}_{outcome}", "--clips", str(clips)], "{outcome} at most once"),
