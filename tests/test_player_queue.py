@@ -6,14 +6,12 @@ left unjudged are, and a server that keeps failing gets a bounded number of trie
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from browser_util import component_page
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-from browser_util import component_page  # noqa: E402
 
 pytestmark = pytest.mark.browser
 

@@ -7,14 +7,12 @@ at the end."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from browser_util import component_page
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-from browser_util import component_page  # noqa: E402
 
 from app_pages import questionnaire as qn  # noqa: E402
 from study.instruments import Item  # noqa: E402

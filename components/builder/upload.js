@@ -14,11 +14,15 @@ export default function (component) {
   input.accept = d.accept || "";
   input.multiple = d.kind !== "zip";
   input.dataset.kind = d.kind || "clip";
+  // The listener is bound once, but each run may bring another ticket (a study opened, a zip
+  // opened: a new draft): it reads the latest data, or files would go to the last draft.
+  input.__kbLatest = { d, setTriggerValue };
   if (input.dataset.bound === "1") return undefined;
   input.dataset.bound = "1";
   input.addEventListener("change", async () => {
     const files = Array.from(input.files || []);
     if (!files.length) return;
+    const { d, setTriggerValue } = input.__kbLatest;
     const lines = [];
     for (const file of files) {
       status.textContent = lines.concat([`uploading ${file.name} (${Math.round(file.size / 1024)} kB) ...`]).join("\n");
