@@ -176,7 +176,7 @@ def test_an_editor_builds_previews_saves_runs_and_exports_a_study(tmp_path, sqli
 
             # ---------------------------------------------------------------- two clips, one pair
             (draft,) = [p for p in drafts.iterdir() if (p / "study.yaml").is_file()]
-            widget(page, "b-clip-upload").locator('input[type="file"]').set_input_files(
+            widget(page, "b-clip-upload").locator('input[type="file"]:enabled').set_input_files(
                 [str(DEMO / "human_01.mp4"), str(DEMO / "ai_01.mp4")])
             page.get_by_role("button", name="Make pair").wait_for(timeout=WAIT_MS)
             status = widget(page, "b-clip-upload").locator(".kb-status")
@@ -299,7 +299,8 @@ def test_an_editor_builds_previews_saves_runs_and_exports_a_study(tmp_path, sqli
             page.locator('[data-testid="stSidebarNav"] a', has_text="Study builder").first.click()
             page.locator("h1", has_text="Study builder").wait_for(timeout=WAIT_MS)
             expand(page, "Open a study folder from a zip")
-            widget(page, "b-zip-upload").locator('input[type="file"]').set_input_files(str(folder_zip))
+            # enabled once the component's script listens (a file chosen before went nowhere)
+            widget(page, "b-zip-upload").locator('input[type="file"]:enabled').set_input_files(str(folder_zip))
             page.get_by_text("Opened downloaded-study.zip.").first.wait_for(timeout=WAIT_MS)
             # b1: the export page was opened by its address, a new session whose form starts again at 1
             wait_until(lambda: widget(page, "b1|id").locator("input").input_value() == STUDY_ID, 30,

@@ -42,7 +42,10 @@ def test_a_file_goes_out_with_the_latest_runs_ticket(tmp_path):
         page.route(f"{ORIGIN}/api/builder/upload*", upload_route)
         page.goto(f"{ORIGIN}/")
         page.wait_for_function("() => window.kbMount")
+        # the input is disabled until the script listens to it
+        assert page.locator(".kb-input").is_disabled()
         page.evaluate("() => { kbMount('first-ticket', 1); kbMount('second-ticket', 2); }")
+        assert page.locator(".kb-input").is_enabled()
         page.locator(".kb-input").set_input_files(str(zipped))
         page.wait_for_function("() => window.kbDone.length > 0")
         assert len(posted) == 1

@@ -40,5 +40,8 @@ export default function (component) {
     input.value = "";
     setTriggerValue("done", Date.now());
   });
+  // Usable only from here: a file chosen before the listener was bound went nowhere (the HTML
+  // is drawn before this script runs, seconds before on a loaded machine).
+  input.disabled = false;
   return undefined;
 }
