@@ -140,6 +140,21 @@ KEYS_JS = ("() => Array.from(document.querySelectorAll('[class*=\"st-key-\"]'))"
 GEN = 1  # the form's generation (b1|...): a new study starts the first
 
 
+def editor_server(tmp_path, sqlite_url):
+    """A fresh database with the editor 'ed' and an app server on it: (engine, server)."""
+    engine = store.make_engine(sqlite_url)
+    store.upgrade(engine)
+    store.add_researcher(engine, "ed", PW, "editor")
+    return engine, start_server(sqlite_url, tmp_path, None, password=None)
+
+
+def open_builder(page, server) -> None:
+    """The study builder, logged in as 'ed'."""
+    page.goto(server.url + "/researcher-builder")
+    log_in(page, "ed")
+    page.locator("h1", has_text="Study builder").wait_for(timeout=WAIT_MS)
+
+
 def test_an_editor_builds_previews_saves_runs_and_exports_a_study(tmp_path, sqlite_url):
     require_chromium()
     from playwright.sync_api import sync_playwright
@@ -147,10 +162,7 @@ def test_an_editor_builds_previews_saves_runs_and_exports_a_study(tmp_path, sqli
     from test_browser_participant import answer_page
 
     t0 = time.monotonic()
-    engine = store.make_engine(sqlite_url)
-    store.upgrade(engine)
-    store.add_researcher(engine, "ed", PW, "editor")
-    server = start_server(sqlite_url, tmp_path, None, password=None)
+    engine, server = editor_server(tmp_path, sqlite_url)
     drafts = tmp_path / "data" / "builder" / "drafts"
     try:
         with sync_playwright() as pw:
@@ -158,9 +170,7 @@ def test_an_editor_builds_previews_saves_runs_and_exports_a_study(tmp_path, sqli
             page = browser.new_page(viewport={"width": 1366, "height": 768})
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(server.url + "/researcher-builder")
-            log_in(page, "ed")
-            page.locator("h1", has_text="Study builder").wait_for(timeout=WAIT_MS)
+            open_builder(page, server)
 
             # ---------------------------------------------------------------- from nothing
             page.get_by_role("button", name="New study").click()
@@ -316,6 +326,39 @@ def test_an_editor_builds_previews_saves_runs_and_exports_a_study(tmp_path, sqli
                           text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     print(f"builder browser test: {time.monotonic() - t0:.1f} s")
+
+
+def test_a_zip_opened_after_new_study_arrives(tmp_path, sqlite_url):
+    """A second New study starts a draft with a new upload ticket while the zip uploader stays
+    the same element: the zip must go out with the new ticket (the uploader kept its first
+    run's, so the zip was received and never opened: this test failed so, tried)."""
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    folder_zip = tmp_path / "demo-study.zip"
+    with zipfile.ZipFile(folder_zip, "w") as zf:
+        for name in ("study.yaml", "manifest.csv", *sorted(p.name for p in DEMO.iterdir()
+                                                           if p.suffix in (".mp4", ".vtt"))):
+            zf.write(DEMO / name, name)
+    engine, server = editor_server(tmp_path, sqlite_url)
+    try:
+        with sync_playwright() as pw:
+            browser = launch(pw)
+            open_builder(page := browser.new_page(viewport={"width": 1366, "height": 768}), server)
+            page.get_by_role("button", name="New study").click()
+            widget(page, f"b{GEN}|yaml").wait_for(timeout=WAIT_MS)
+            wait_idle(page)
+            # a second new study: the page keeps its layout, so the uploader stays the same element
+            page.get_by_role("button", name="New study").click()
+            widget(page, f"b{GEN + 1}|yaml").wait_for(timeout=WAIT_MS)
+            wait_idle(page)
+            expand(page, "Open a study folder from a zip")
+            widget(page, "b-zip-upload").locator('input[type="file"]:enabled').set_input_files(str(folder_zip))
+            page.get_by_text("Opened demo-study.zip.").first.wait_for(timeout=WAIT_MS)
+            browser.close()
+    finally:
+        server.stop()
+        engine.dispose()
 
 
 def complete_study(page, db_url, engine, answer_page) -> str:
