@@ -614,6 +614,12 @@ def check_trial_table(df: pd.DataFrame, where: Path | str = "trial table") -> pd
     return t
 
 
+def no_column(where, name: str, columns) -> str:
+    """'<where> has no column 'x' (is 'X' a typo for it?); its columns are: ...'."""
+    return (f"{where} has no column {name!r}" + did_you_mean(name, columns) + "; its columns are: "
+            + ", ".join(map(str, columns)))
+
+
 def did_you_mean(name: str, columns) -> str:
     """' (is 'stimulus_Id' a typo for it?)' for the closest present column, or ''."""
     import difflib
@@ -781,8 +787,7 @@ def _pivoted(trials: pd.DataFrame, pivot: tuple[str, str], where: Path, notes: l
     missing = [c for c in (name, value) if c not in trials.columns]
     if missing:
         raise UserError(f"--pivot does not fit {where}",
-                        [Problem(f"--pivot {name}={value}", f"{where} has no column {c!r}" + did_you_mean(c, trials.columns)
-                                 + "; its columns are: " + ", ".join(map(str, trials.columns))) for c in missing])
+                        [Problem(f"--pivot {name}={value}", no_column(where, c, trials.columns)) for c in missing])
     keys = [c for c in _RATING_KEYS if c in trials.columns and c not in (name, value)]
     named = trials[name].astype("string").str.strip()
     d = trials[(named.notna() & (named != "")).to_numpy()].copy()
@@ -879,9 +884,7 @@ def _numeric_columns(table: pd.DataFrame) -> int:
 
 
 def _renamed(trials: pd.DataFrame, columns: dict[str, str], where: Path) -> pd.DataFrame:
-    problems = [Problem(f"--columns {ours}={theirs}", f"{where} has no column {theirs!r}"
-                        + did_you_mean(theirs, trials.columns) + "; its columns are: "
-                        + ", ".join(map(str, trials.columns)))
+    problems = [Problem(f"--columns {ours}={theirs}", no_column(where, theirs, trials.columns))
                 for ours, theirs in columns.items() if theirs not in trials.columns]
     # A column of ours already present is in the way unless the mapping renames it too
     # (stimulus_id=source,source=kind swaps two columns, as pandas renames them at once).
@@ -941,9 +944,7 @@ def _selected_rows(trials: pd.DataFrame, rows: dict[str, list[str]], where: Path
     keep = pd.Series(True, index=trials.index)
     for col, values in rows.items():
         if col not in trials.columns:
-            problems.append(Problem(f"--rows {col}={values[0]}", f"{where} has no column {col!r}"
-                                    + did_you_mean(col, trials.columns) + "; its columns are: "
-                                    + ", ".join(map(str, trials.columns))))
+            problems.append(Problem(f"--rows {col}={values[0]}", no_column(where, col, trials.columns)))
             continue
         text = trials[col].astype("string").str.strip()
         for v in values:
@@ -1009,15 +1010,15 @@ def load_trials(source: Any, study_id: str | None = None, include_pilot: bool = 
     that study version (database sources only). `sources` recodes a CSV's source values
     ({theirs: 'human' or 'ai'}), `rows` keeps a CSV's rows by their values (load_csv).
     """
-    if (rows or pivot or wide) and not str(source).lower().endswith(".csv"):
-        option = "--rows" if rows else "--pivot" if pivot else "--wide"
-        raise UserError(f"{option} reads a CSV file from other software; the other sources hold one row per "
-                        "rating already")
-    if columns and not str(source).lower().endswith(".csv"):
-        raise UserError("--columns renames the columns of a CSV file; the other sources have Kuleshov's names")
-    if sources and not str(source).lower().endswith(".csv"):
-        raise UserError("--sources recodes the source values of a CSV file; the other sources have Kuleshov's "
-                        "values (human, ai)")
+    if not str(source).lower().endswith(".csv"):
+        shape = "reads a CSV file from other software; the other sources hold one row per rating already"
+        for option, given, why in (
+                ("--rows", rows, shape), ("--pivot", pivot, shape), ("--wide", wide, shape),
+                ("--columns", columns, "renames the columns of a CSV file; the other sources have Kuleshov's names"),
+                ("--sources", sources, "recodes the source values of a CSV file; the other sources have Kuleshov's "
+                 "values (human, ai)")):
+            if given:
+                raise UserError(f"{option} {why}")
     if isinstance(source, Engine):
         return load_from_db(source, study_id or _only_study(source), include_pilot, version)
     text = str(source)

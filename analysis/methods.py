@@ -125,8 +125,8 @@ def methods_html(trials: pd.DataFrame, results: Mapping[str, pd.DataFrame], plan
         f"<p>The analysis used {plural(n['participants'], 'participant')} and {clips_phrase(n)}, "
         f"{n['ratings']} ratings in total, after exclusions. "
         f"{exclusion_sentence(results.get('exclusions'))}{pilot}"
-        + (f" {single_label_note(trials)}" if single_label_note(trials) else "")
-        + (f" {repeated_pairs_sentence(trials)}" if repeated_pairs_sentence(trials) else "")
+        + "".join(f" {sentence}" for sentence in (single_label_note(trials), repeated_pairs_sentence(trials))
+                  if sentence)
         + (f" Reading the data: {html.escape('; '.join(load_notes))}." if load_notes else "") + "</p>")
 
     by_model = []

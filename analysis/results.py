@@ -227,6 +227,12 @@ def _scales_present(trials: pd.DataFrame, scales: Mapping[str, Any]) -> dict[str
     return out
 
 
+def named_twice(names) -> list[str]:
+    """The names that occur more than once, sorted (as text)."""
+    names = [str(n) for n in names]
+    return sorted({n for n in names if names.count(n) > 1})
+
+
 def analyze(trials: pd.DataFrame, *, outcomes: list[str] | None = None, plan: Any = None, study: Any = None,
             excluded: pd.DataFrame | None = None, scales: Mapping[str, Any] | None = None,
             codebook: pd.DataFrame | None = None, bootstrap: int = 0, seed: int = 1,
@@ -252,7 +258,7 @@ def analyze(trials: pd.DataFrame, *, outcomes: list[str] | None = None, plan: An
     trials = load.check_trial_table(trials)
     p = Plan.from_any(plan, study)
     outcomes = list(outcomes) if outcomes else default_outcomes(trials, p)
-    twice = sorted({str(o) for o in outcomes if outcomes.count(o) > 1})
+    twice = named_twice(outcomes)
     if twice:
         raise UserError(f"outcomes named more than once: {', '.join(twice)} (each would count twice in the "
                         "correction across outcomes)")
@@ -485,7 +491,8 @@ def load_source(args: Any) -> load.LoadedData:
 
 
 def csv_options(args: Any) -> dict[str, Any]:
-    """load.load_trials's columns and sources from --columns and --sources (None when not given)."""
+    """load.load_trials's CSV options (columns, sources, rows, pivot, wide) from the command line's
+    --columns, --sources, --rows, --pivot, --wide and --clips (each None when not given)."""
     return {"columns": _columns_arg(args), "sources": _sources_arg(args), "rows": _rows_arg(args),
             "pivot": _pivot_arg(args), "wide": _wide_arg(args)}
 
@@ -513,6 +520,18 @@ def _pivot_arg(args: Any) -> tuple[str, str] | None:
     return name, value
 
 
+def _pairs(text: str, usage: str, left_ok=bool) -> list[tuple[str, str]]:
+    """'a=b,c=d' as [('a', 'b'), ('c', 'd')], each side trimmed; a part without '=', with an empty
+    side or whose left side left_ok refuses raises UserError(f"{usage}; got 'part'")."""
+    out = []
+    for part in str(text).split(","):
+        left, sep, right = (s.strip() for s in part.partition("="))
+        if not sep or not left or not right or not left_ok(left):
+            raise UserError(f"{usage}; got {part.strip()!r}")
+        out.append((left, right))
+    return out
+
+
 def _rows_arg(args: Any) -> dict[str, list[str]] | None:
     """--rows "Zone Type=response_slider_endValue,Zone Name=valence" as {column: [values]}; a
     column given twice keeps either value."""
@@ -520,11 +539,8 @@ def _rows_arg(args: Any) -> dict[str, list[str]] | None:
     if not text:
         return None
     wanted: dict[str, list[str]] = {}
-    for part in str(text).split(","):
-        col, sep, value = (s.strip() for s in part.partition("="))
-        if not sep or not col or not value:
-            raise UserError(f"--rows takes COLUMN=VALUE pairs separated by commas (their column names), e.g. "
-                            f"\"Zone Type=response_slider_endValue\"; got {part.strip()!r}")
+    for col, value in _pairs(text, "--rows takes COLUMN=VALUE pairs separated by commas (their column names), "
+                             "e.g. \"Zone Type=response_slider_endValue\""):
         wanted.setdefault(col, []).append(value)
     return wanted
 
@@ -534,16 +550,13 @@ def _columns_arg(args: Any) -> dict[str, str] | None:
     text = getattr(args, "columns", None)
     if not text:
         return None
-    mapping = {}
-    for part in str(text).split(","):
-        ours, sep, theirs = part.partition("=")
-        if not sep or not ours.strip() or not theirs.strip():
-            raise UserError(f"--columns takes OURS=THEIRS pairs separated by commas, e.g. "
-                            f"participant_id=subject,stimulus_id=clip,source=clip_source; got {part.strip()!r}")
-        if ours.strip() in mapping:
-            raise UserError(f"--columns names {ours.strip()} twice ({ours.strip()}={mapping[ours.strip()]} and "
-                            f"{part.strip()}); give one column for it")
-        mapping[ours.strip()] = theirs.strip()
+    mapping: dict[str, str] = {}
+    for ours, theirs in _pairs(text, "--columns takes OURS=THEIRS pairs separated by commas, e.g. "
+                               "participant_id=subject,stimulus_id=clip,source=clip_source"):
+        if ours in mapping:
+            raise UserError(f"--columns names {ours} twice ({ours}={mapping[ours]} and {ours}={theirs}); give one "
+                            "column for it")
+        mapping[ours] = theirs
     return mapping
 
 
@@ -553,11 +566,8 @@ def _sources_arg(args: Any) -> dict[str, str] | None:
     if not text:
         return None
     mapping: dict[str, str] = {}
-    for part in str(text).split(","):
-        ours, sep, theirs = (s.strip() for s in part.partition("="))
-        if not sep or ours.lower() not in load.SOURCES or not theirs:
-            raise UserError(f"--sources takes human=THEIRS and ai=THEIRS pairs separated by commas, e.g. "
-                            f"human=real,ai=generated; got {part.strip()!r}")
+    for ours, theirs in _pairs(text, "--sources takes human=THEIRS and ai=THEIRS pairs separated by commas, e.g. "
+                               "human=real,ai=generated", left_ok=lambda ours: ours.lower() in load.SOURCES):
         key = theirs.casefold()
         if key in mapping and mapping[key] != ours.lower():
             raise UserError(f"--sources recodes {theirs!r} both as {mapping[key]} and as {ours.lower()}")
@@ -569,7 +579,7 @@ def outcomes_arg(args: Any) -> list[str] | None:
     """--outcomes a,b,c as a list; None (the plan's or the default outcomes) when not given."""
     text = getattr(args, "outcomes", None)
     names = [o.strip() for o in str(text).split(",") if o.strip()] if text else []
-    twice = sorted({o for o in names if names.count(o) > 1})
+    twice = named_twice(names)
     if twice:
         # analysed twice, the same outcome would also count twice in the correction across outcomes
         raise UserError(f"--outcomes names {', '.join(twice)} more than once; give each outcome once")
